@@ -1,0 +1,158 @@
+//! OpenSIPS 3.1+ JSON-RPC 2.0 notifications.
+//!
+//! `{"jsonrpc":"2.0","method":"E_TEST","params":{"a":1,"b":"x"}}`: compact, no `id`, no
+//! trailing newline; `params` is omitted when there are none, an object when the first parameter
+//! is named (unnamed ones get the key `""`), an array when it is unnamed (names dropped). Keys keep
+//! the parameters' order, duplicates included. Strings are escaped as OpenSIPS (cJSON) does:
+//! `\"`, `\\`, `\b`, `\f`, `\n`, `\r`, `\t`, other control bytes as `\u00xx`; UTF-8 and `/` raw.
+//!
+//! ```
+//! use event_datagram::{encode, Params, MAX_DATAGRAM};
+//!
+//! let mut buf = [0u8; MAX_DATAGRAM];
+//! let params = Params::new().int("a", 1)?.str("b", "x")?;
+//! let n = encode::jsonrpc::encode("E_TEST", &params, &mut buf)?;
+//! assert_eq!(&buf[..n], br#"{"jsonrpc":"2.0","method":"E_TEST","params":{"a":1,"b":"x"}}"#);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use super::Cursor;
+use crate::error::EncodeError;
+use crate::event::{Params, ValueRef};
+
+/// Encodes `name` and `params` as one JSON-RPC notification into `out`; returns its length.
+pub fn encode(name: &str, params: &Params, out: &mut [u8]) -> Result<usize, EncodeError> {
+    let mut w = Cursor::new(out);
+    w.put(br#"{"jsonrpc":"2.0","method":"#);
+    put_string(&mut w, name.as_bytes());
+    if !params.is_empty() {
+        let as_object = params.first_is_named();
+        w.put(if as_object {
+            br#","params":{"#
+        } else {
+            br#","params":["#
+        });
+        for (i, p) in params.iter().enumerate() {
+            if i > 0 {
+                w.byte(b',');
+            }
+            if as_object {
+                put_string(&mut w, p.name.unwrap_or("").as_bytes());
+                w.byte(b':');
+            }
+            match p.value {
+                ValueRef::Int(n) => w.int(n),
+                ValueRef::Str(s) => put_string(&mut w, s.as_bytes()),
+            }
+        }
+        w.byte(if as_object { b'}' } else { b']' });
+    }
+    w.byte(b'}');
+    w.finish()
+}
+
+/// What a byte becomes inside a JSON string: 0 = itself, `u` = `\u00xx`, else `\` + that byte.
+static ESCAPE: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 0x20 {
+        t[i] = b'u';
+        i += 1;
+    }
+    t[0x08] = b'b';
+    t[0x09] = b't';
+    t[0x0a] = b'n';
+    t[0x0c] = b'f';
+    t[0x0d] = b'r';
+    t[b'"' as usize] = b'"';
+    t[b'\\' as usize] = b'\\';
+    t
+};
+
+/// Writes `s` as a quoted JSON string.
+#[inline]
+fn put_string(w: &mut Cursor<'_>, s: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    w.byte(b'"');
+    let mut run = 0;
+    for (i, &b) in s.iter().enumerate() {
+        let esc = ESCAPE[b as usize];
+        if esc == 0 {
+            continue;
+        }
+        w.put(&s[run..i]);
+        if esc == b'u' {
+            w.put(&[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[(b >> 4) as usize],
+                HEX[(b & 15) as usize],
+            ]);
+        } else {
+            w.put(&[b'\\', esc]);
+        }
+        run = i + 1;
+    }
+    w.put(&s[run..]);
+    w.byte(b'"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::MAX_DATAGRAM;
+
+    fn enc(params: Params) -> String {
+        let mut buf = vec![0; MAX_DATAGRAM];
+        let n = encode("E_TEST", &params, &mut buf).unwrap();
+        String::from_utf8(buf[..n].to_vec()).unwrap()
+    }
+
+    #[test]
+    fn shapes() {
+        assert_eq!(enc(Params::new()), r#"{"jsonrpc":"2.0","method":"E_TEST"}"#);
+        let p = Params::new()
+            .unnamed_str("a")
+            .unwrap()
+            .str("n", "b")
+            .unwrap();
+        assert_eq!(
+            enc(p),
+            r#"{"jsonrpc":"2.0","method":"E_TEST","params":["a","b"]}"#
+        );
+        let p = Params::new()
+            .str("n", "a")
+            .unwrap()
+            .unnamed_int(-1)
+            .unwrap();
+        assert_eq!(
+            enc(p),
+            r#"{"jsonrpc":"2.0","method":"E_TEST","params":{"n":"a","":-1}}"#
+        );
+    }
+
+    #[test]
+    fn escapes_like_cjson() {
+        let p = Params::new()
+            .str("v", "\u{8}\u{c}\t\r\n\u{0}\u{7f}\"\\/é")
+            .unwrap();
+        assert_eq!(
+            enc(p),
+            "{\"jsonrpc\":\"2.0\",\"method\":\"E_TEST\",\"params\":{\"v\":\"\\b\\f\\t\\r\\n\\u0000\u{7f}\\\"\\\\/é\"}}"
+        );
+    }
+
+    #[test]
+    fn output_is_json_that_serde_reads_back() {
+        let p = Params::new()
+            .str("a\\b", "x\u{1}y")
+            .unwrap()
+            .int("n", i64::MIN)
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_str(&enc(p)).unwrap();
+        assert_eq!(v["params"]["a\\b"], "x\u{1}y");
+        assert_eq!(v["params"]["n"], i64::MIN);
+    }
+}

@@ -1,0 +1,170 @@
+//! The OpenSIPS `event_datagram` line format.
+//!
+//! ```text
+//! event     = event_name '\n' (argument '\n')* '\n'
+//! argument  = (arg_name '::')? arg_value
+//! arg_value = not-quoted_string | '"' escaped_string '"'
+//! ```
+//!
+//! A string is written raw unless it holds `'`, `"`, `\n` or `\r`, or it is unnamed and empty
+//! (it would read as the closing empty line) or holds `::` (it would read as a name); then it
+//! is quoted, with `\` written as `\\` and `"` as `\"`. An empty name is written as no name.
+//!
+//! ```
+//! use event_datagram::{encode, Params, MAX_DATAGRAM};
+//!
+//! let mut buf = [0u8; MAX_DATAGRAM];
+//! let params = Params::new().str("ip", "192.168.2.11")?;
+//! let n = encode::line::encode("E_PIKE_BLOCKED", &params, &mut buf)?;
+//! assert_eq!(&buf[..n], b"E_PIKE_BLOCKED\nip::192.168.2.11\n\n");
+//!
+//! let params = Params::new().str("v", "say \"hi\"\nbye")?;
+//! let n = encode::line::encode("E_TEST", &params, &mut buf)?;
+//! assert_eq!(&buf[..n], b"E_TEST\nv::\"say \\\"hi\\\"\nbye\"\n\n");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use super::Cursor;
+use crate::error::EncodeError;
+use crate::event::{Params, ValueRef};
+
+/// Encodes `name` and `params` as one line-format datagram into `out`; returns its length.
+///
+/// `name` must be a valid event name (see [`EventName`](crate::EventName)); [`Params`] are
+/// validated when built.
+pub fn encode(name: &str, params: &Params, out: &mut [u8]) -> Result<usize, EncodeError> {
+    let mut w = Cursor::new(out);
+    w.put(name.as_bytes());
+    w.byte(b'\n');
+    for p in params {
+        let name = p.name.filter(|n| !n.is_empty());
+        if let Some(name) = name {
+            w.put(name.as_bytes());
+            w.put(b"::");
+        }
+        match p.value {
+            ValueRef::Int(n) => w.int(n),
+            ValueRef::Str(s) => {
+                if needs_quotes(s.as_bytes(), name.is_none()) {
+                    put_quoted(&mut w, s.as_bytes());
+                } else {
+                    w.put(s.as_bytes());
+                }
+            }
+        }
+        w.byte(b'\n');
+    }
+    w.byte(b'\n');
+    w.finish()
+}
+
+/// True when a value must be quoted to read back as itself.
+#[inline]
+fn needs_quotes(v: &[u8], unnamed: bool) -> bool {
+    if unnamed && (v.is_empty() || v.windows(2).any(|w| w == b"::")) {
+        return true;
+    }
+    v.iter().any(|&b| matches!(b, b'\'' | b'"' | b'\n' | b'\r'))
+}
+
+/// Writes `"v"` with `\` and `"` escaped by a backslash; line breaks stay raw.
+fn put_quoted(w: &mut Cursor<'_>, v: &[u8]) {
+    w.byte(b'"');
+    let mut run = 0;
+    for (i, &b) in v.iter().enumerate() {
+        if b == b'"' || b == b'\\' {
+            w.put(&v[run..i]);
+            w.byte(b'\\');
+            run = i;
+        }
+    }
+    w.put(&v[run..]);
+    w.byte(b'"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::MAX_DATAGRAM;
+
+    fn enc(params: Params) -> Vec<u8> {
+        let mut buf = vec![0; MAX_DATAGRAM];
+        let n = encode("E_TEST", &params, &mut buf).unwrap();
+        buf.truncate(n);
+        buf
+    }
+
+    #[test]
+    fn design_examples() {
+        assert_eq!(enc(Params::new()), b"E_TEST\n\n");
+        let p = Params::new()
+            .unnamed_str("abc")
+            .unwrap()
+            .unnamed_int(7)
+            .unwrap();
+        assert_eq!(
+            enc(p.unnamed_str("x y").unwrap()),
+            b"E_TEST\nabc\n7\nx y\n\n"
+        );
+        assert_eq!(
+            enc(Params::new().str("v", "a\nb").unwrap()),
+            b"E_TEST\nv::\"a\nb\"\n\n"
+        );
+        assert_eq!(
+            enc(Params::new().str("v", "a::b").unwrap()),
+            b"E_TEST\nv::a::b\n\n"
+        );
+        assert_eq!(
+            enc(Params::new().str("v", "a,b").unwrap()),
+            b"E_TEST\nv::a,b\n\n"
+        );
+        assert_eq!(enc(Params::new().str("v", "").unwrap()), b"E_TEST\nv::\n\n");
+        assert_eq!(
+            enc(Params::new().int("n", -7).unwrap()),
+            b"E_TEST\nn::-7\n\n"
+        );
+    }
+
+    #[test]
+    fn unnamed_values_that_would_misread_are_quoted() {
+        assert_eq!(
+            enc(Params::new().unnamed_str("").unwrap()),
+            b"E_TEST\n\"\"\n\n"
+        );
+        assert_eq!(
+            enc(Params::new().unnamed_str("a::b").unwrap()),
+            b"E_TEST\n\"a::b\"\n\n"
+        );
+        // An empty name is written as no name, so the unnamed rules apply.
+        assert_eq!(enc(Params::new().str("", "").unwrap()), b"E_TEST\n\"\"\n\n");
+    }
+
+    #[test]
+    fn backslashes_are_escaped_only_inside_quotes() {
+        assert_eq!(
+            enc(Params::new().str("v", "a\\b").unwrap()),
+            b"E_TEST\nv::a\\b\n\n"
+        );
+        assert_eq!(
+            enc(Params::new().str("v", "a\\\n").unwrap()),
+            b"E_TEST\nv::\"a\\\\\n\"\n\n"
+        );
+        assert_eq!(
+            enc(Params::new().str("v", "it's").unwrap()),
+            b"E_TEST\nv::\"it's\"\n\n"
+        );
+    }
+
+    #[test]
+    fn extreme_ints() {
+        let p = Params::new()
+            .int("a", i64::MIN)
+            .unwrap()
+            .int("b", i64::MAX)
+            .unwrap();
+        assert_eq!(
+            enc(p),
+            b"E_TEST\na::-9223372036854775808\nb::9223372036854775807\n\n"
+        );
+    }
+}

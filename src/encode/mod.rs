@@ -1,0 +1,144 @@
+//! Encoders: an event into the exact datagram bytes of a wire format, with no heap allocation.
+//!
+//! Both encoders write into a caller-provided buffer and return the length, or
+//! [`EncodeError::TooLarge`] with the exact length the datagram would have had: never a truncated
+//! datagram. Pass a buffer of [`MAX_DATAGRAM`] bytes to be limited by the protocol only.
+
+pub mod jsonrpc;
+pub mod line;
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::error::EncodeError;
+use crate::event::Params;
+
+/// The largest datagram we send: 65 535 minus the IPv4 (20) and UDP (8) headers, minus
+/// 50 bytes of headroom, as OpenSIPS' event interface defines it.
+pub const MAX_DATAGRAM: usize = 65_457;
+
+/// A wire format, chosen per subscription.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Deserialize, serde::Serialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// The OpenSIPS `event_datagram` line grammar (up to 3.0); the default.
+    #[default]
+    Line,
+    /// OpenSIPS 3.1+ JSON-RPC 2.0 notifications.
+    Jsonrpc,
+}
+
+impl Format {
+    /// Both formats, in a fixed order (an index for per-format buffers).
+    pub const ALL: [Format; 2] = [Format::Line, Format::Jsonrpc];
+
+    /// The name used in configuration, MI and the CLI.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Line => "line",
+            Format::Jsonrpc => "jsonrpc",
+        }
+    }
+
+    /// Encodes `name` and `params` in this format into `out`; returns the datagram's length.
+    #[inline]
+    pub fn encode(self, name: &str, params: &Params, out: &mut [u8]) -> Result<usize, EncodeError> {
+        match self {
+            Format::Line => line::encode(name, params, out),
+            Format::Jsonrpc => jsonrpc::encode(name, params, out),
+        }
+    }
+}
+
+impl fmt::Display for Format {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A format name that is neither `line` nor `jsonrpc`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown format {0:?}: expected `line` or `jsonrpc`")]
+pub struct UnknownFormat(pub String);
+
+impl FromStr for Format {
+    type Err = UnknownFormat;
+
+    fn from_str(s: &str) -> Result<Self, UnknownFormat> {
+        match s {
+            "line" => Ok(Format::Line),
+            "jsonrpc" => Ok(Format::Jsonrpc),
+            _ => Err(UnknownFormat(s.to_owned())),
+        }
+    }
+}
+
+/// A write cursor over a fixed buffer that keeps counting past its end, so an event that does
+/// not fit is measured exactly in the same single pass.
+pub(crate) struct Cursor<'a> {
+    buf: &'a mut [u8],
+    len: usize,
+}
+
+impl<'a> Cursor<'a> {
+    /// A cursor over `out`, limited to [`MAX_DATAGRAM`] bytes.
+    #[inline]
+    pub(crate) fn new(out: &'a mut [u8]) -> Self {
+        let cap = out.len().min(MAX_DATAGRAM);
+        Cursor {
+            buf: &mut out[..cap],
+            len: 0,
+        }
+    }
+
+    #[inline(always)]
+    pub(crate) fn put(&mut self, bytes: &[u8]) {
+        let end = self.len + bytes.len();
+        if let Some(dst) = self.buf.get_mut(self.len..end) {
+            dst.copy_from_slice(bytes);
+        }
+        self.len = end;
+    }
+
+    #[inline(always)]
+    pub(crate) fn byte(&mut self, b: u8) {
+        if let Some(dst) = self.buf.get_mut(self.len) {
+            *dst = b;
+        }
+        self.len += 1;
+    }
+
+    /// Writes `n` in signed decimal.
+    #[inline]
+    pub(crate) fn int(&mut self, n: i64) {
+        let mut digits = [0u8; 20];
+        let mut at = digits.len();
+        let mut v = n.unsigned_abs();
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (v % 10) as u8;
+            v /= 10;
+            if v == 0 {
+                break;
+            }
+        }
+        if n < 0 {
+            self.byte(b'-');
+        }
+        self.put(&digits[at..]);
+    }
+
+    #[inline]
+    pub(crate) fn finish(self) -> Result<usize, EncodeError> {
+        if self.len <= self.buf.len() {
+            Ok(self.len)
+        } else {
+            Err(EncodeError::TooLarge {
+                len: self.len,
+                max: self.buf.len(),
+            })
+        }
+    }
+}

@@ -1,0 +1,578 @@
+//! Events: a validated name and ordered, optionally named parameters.
+//!
+//! Parameters live in [`Params`], which stores them packed in one byte buffer. Up to
+//! [`Params::INLINE_BYTES`] bytes of parameters are kept inline, so a typical event is built,
+//! sent through the dispatcher's channel and encoded without touching the heap.
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::error::EventError;
+
+/// A parameter value: the line format carries strings, `jsonrpc` also integers.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Value {
+    /// A signed integer, written in decimal.
+    Int(i64),
+    /// A UTF-8 string.
+    Str(String),
+}
+
+/// An owned parameter: an optional name and a value.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Param {
+    /// The name; `None` for an unnamed (positional) parameter.
+    pub name: Option<String>,
+    /// The value.
+    pub value: Value,
+}
+
+impl Param {
+    /// A named parameter.
+    pub fn named(name: impl Into<String>, value: Value) -> Self {
+        Param {
+            name: Some(name.into()),
+            value,
+        }
+    }
+
+    /// An unnamed (positional) parameter.
+    pub fn unnamed(value: Value) -> Self {
+        Param { name: None, value }
+    }
+
+    /// Borrows this parameter.
+    pub fn as_ref(&self) -> ParamRef<'_> {
+        ParamRef {
+            name: self.name.as_deref(),
+            value: match &self.value {
+                Value::Int(n) => ValueRef::Int(*n),
+                Value::Str(s) => ValueRef::Str(s),
+            },
+        }
+    }
+}
+
+/// A borrowed parameter value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ValueRef<'a> {
+    /// A signed integer.
+    Int(i64),
+    /// A string.
+    Str(&'a str),
+}
+
+impl ValueRef<'_> {
+    /// Copies the value into an owned [`Value`].
+    pub fn to_owned(self) -> Value {
+        match self {
+            ValueRef::Int(n) => Value::Int(n),
+            ValueRef::Str(s) => Value::Str(s.to_owned()),
+        }
+    }
+}
+
+/// A borrowed parameter, as yielded by [`Params::iter`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ParamRef<'a> {
+    /// The name; `None` for an unnamed parameter.
+    pub name: Option<&'a str>,
+    /// The value.
+    pub value: ValueRef<'a>,
+}
+
+impl ParamRef<'_> {
+    /// Copies the parameter into an owned [`Param`].
+    pub fn to_owned(self) -> Param {
+        Param {
+            name: self.name.map(str::to_owned),
+            value: self.value.to_owned(),
+        }
+    }
+}
+
+/// Checks an event name: non-empty, no `\n` or `\r` (they would break the framing).
+pub fn validate_event_name(name: &str) -> Result<(), EventError> {
+    if name.is_empty() {
+        return Err(EventError::EmptyEventName);
+    }
+    if name.bytes().any(|b| b == b'\n' || b == b'\r') {
+        return Err(EventError::EventNameLineBreak {
+            name: name.to_owned(),
+        });
+    }
+    Ok(())
+}
+
+/// Checks a parameter name: no `\n`, `\r`, `"`, `'`, and no `::`.
+pub fn validate_param_name(name: &str) -> Result<(), EventError> {
+    let bytes = name.as_bytes();
+    let bad = |reason: &'static str| EventError::InvalidParamName {
+        name: name.to_owned(),
+        reason,
+    };
+    for (i, &b) in bytes.iter().enumerate() {
+        match b {
+            b'\n' => return Err(bad("contains a line feed")),
+            b'\r' => return Err(bad("contains a carriage return")),
+            b'"' => return Err(bad("contains a double quote")),
+            b'\'' => return Err(bad("contains a single quote")),
+            b':' if bytes.get(i + 1) == Some(&b':') => return Err(bad("contains '::'")),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// A validated event name. Cloning is cheap (a reference count).
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EventName(Arc<str>);
+
+impl EventName {
+    /// Validates `name` (non-empty, no line breaks).
+    pub fn new(name: &str) -> Result<Self, EventError> {
+        validate_event_name(name)?;
+        Ok(EventName(Arc::from(name)))
+    }
+
+    /// The name as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for EventName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl fmt::Display for EventName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl AsRef<str> for EventName {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+// Layout of one packed parameter: a tag byte, then the name (`u16` length + bytes) if the tag
+// says so, then the value: `i64` for an int, `u32` length + bytes for a string. Little endian.
+const TAG_NAMED: u8 = 1;
+const TAG_INT: u8 = 2;
+
+/// Ordered parameters of an event, packed in one buffer that stays inline while it is small.
+///
+/// Names are validated as they are added; duplicate names are kept, in order.
+///
+/// ```
+/// use event_datagram::{Params, ValueRef};
+///
+/// let params = Params::new().str("ip", "192.168.2.11")?.int("attempts", 3)?;
+/// let names: Vec<_> = params.iter().map(|p| p.name).collect();
+/// assert_eq!(names, [Some("ip"), Some("attempts")]);
+/// assert_eq!(params.iter().nth(1).unwrap().value, ValueRef::Int(3));
+/// # Ok::<(), event_datagram::EventError>(())
+/// ```
+#[derive(Clone, Default)]
+pub struct Params {
+    bytes: PackedBytes,
+    count: u32,
+}
+
+impl Params {
+    /// How many bytes of packed parameters are stored without a heap allocation
+    /// (each parameter takes its name and value plus 3 to 7 bytes of framing).
+    pub const INLINE_BYTES: usize = INLINE;
+
+    /// No parameters.
+    pub const fn new() -> Self {
+        Params {
+            bytes: PackedBytes::new(),
+            count: 0,
+        }
+    }
+
+    /// The number of parameters.
+    pub fn len(&self) -> usize {
+        self.count as usize
+    }
+
+    /// True when there are no parameters.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// True when the parameters are stored inline (no heap allocation).
+    pub fn is_inline(&self) -> bool {
+        matches!(self.bytes, PackedBytes::Inline { .. })
+    }
+
+    /// Removes all parameters, keeping any heap capacity for reuse.
+    pub fn clear(&mut self) {
+        self.bytes.clear();
+        self.count = 0;
+    }
+
+    /// Appends a parameter; `name` is validated, `None` means unnamed.
+    pub fn push(&mut self, name: Option<&str>, value: ValueRef<'_>) -> Result<(), EventError> {
+        if let Some(name) = name {
+            validate_param_name(name)?;
+            if name.len() > u16::MAX as usize {
+                return Err(EventError::InvalidParamName {
+                    name: name.to_owned(),
+                    reason: "is longer than 65535 bytes",
+                });
+            }
+        }
+        let str_len = match value {
+            ValueRef::Str(s) => Some(
+                u32::try_from(s.len()).map_err(|_| EventError::ValueTooLong { len: s.len() })?,
+            ),
+            ValueRef::Int(_) => None,
+        };
+        let tag = name.map_or(0, |_| TAG_NAMED) | str_len.map_or(TAG_INT, |_| 0);
+        self.bytes.push(&[tag]);
+        if let Some(name) = name {
+            self.bytes.push(&(name.len() as u16).to_le_bytes());
+            self.bytes.push(name.as_bytes());
+        }
+        match value {
+            ValueRef::Int(n) => self.bytes.push(&n.to_le_bytes()),
+            ValueRef::Str(s) => {
+                self.bytes.push(&str_len.unwrap_or_default().to_le_bytes());
+                self.bytes.push(s.as_bytes());
+            }
+        }
+        self.count += 1;
+        Ok(())
+    }
+
+    /// Appends a named string parameter (builder style).
+    pub fn str(mut self, name: &str, value: &str) -> Result<Self, EventError> {
+        self.push(Some(name), ValueRef::Str(value))?;
+        Ok(self)
+    }
+
+    /// Appends a named integer parameter (builder style).
+    pub fn int(mut self, name: &str, value: i64) -> Result<Self, EventError> {
+        self.push(Some(name), ValueRef::Int(value))?;
+        Ok(self)
+    }
+
+    /// Appends an unnamed string parameter (builder style; no name to validate).
+    pub fn unnamed_str(mut self, value: &str) -> Result<Self, EventError> {
+        self.push(None, ValueRef::Str(value))?;
+        Ok(self)
+    }
+
+    /// Appends an unnamed integer parameter (builder style; no name to validate).
+    pub fn unnamed_int(mut self, value: i64) -> Result<Self, EventError> {
+        self.push(None, ValueRef::Int(value))?;
+        Ok(self)
+    }
+
+    /// Iterates over the parameters in order.
+    pub fn iter(&self) -> ParamsIter<'_> {
+        ParamsIter {
+            rest: self.bytes.as_slice(),
+            left: self.count,
+        }
+    }
+
+    /// Copies the parameters into owned [`Param`]s.
+    pub fn to_vec(&self) -> Vec<Param> {
+        self.iter().map(ParamRef::to_owned).collect()
+    }
+
+    /// True when the first parameter is named (`jsonrpc` then writes an object, else an array).
+    pub fn first_is_named(&self) -> bool {
+        self.iter().next().is_some_and(|p| p.name.is_some())
+    }
+}
+
+impl PartialEq for Params {
+    fn eq(&self, other: &Self) -> bool {
+        // The packing is canonical: equal parameters have equal bytes.
+        self.count == other.count && self.bytes.as_slice() == other.bytes.as_slice()
+    }
+}
+
+impl Eq for Params {}
+
+impl fmt::Debug for Params {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+impl<'a> TryFrom<&'a [Param]> for Params {
+    type Error = EventError;
+
+    fn try_from(params: &'a [Param]) -> Result<Self, EventError> {
+        let mut out = Params::new();
+        for p in params {
+            let p = p.as_ref();
+            out.push(p.name, p.value)?;
+        }
+        Ok(out)
+    }
+}
+
+impl<'a> IntoIterator for &'a Params {
+    type Item = ParamRef<'a>;
+    type IntoIter = ParamsIter<'a>;
+
+    fn into_iter(self) -> ParamsIter<'a> {
+        self.iter()
+    }
+}
+
+/// Iterator over [`Params`], yielding [`ParamRef`]s in order.
+#[derive(Clone)]
+pub struct ParamsIter<'a> {
+    rest: &'a [u8],
+    left: u32,
+}
+
+impl<'a> ParamsIter<'a> {
+    fn take(&mut self, n: usize) -> &'a [u8] {
+        let (head, tail) = self.rest.split_at(n);
+        self.rest = tail;
+        head
+    }
+
+    fn take_str(&mut self, n: usize) -> &'a str {
+        // The bytes were copied from a `&str` by `Params::push`, in whole.
+        std::str::from_utf8(self.take(n)).expect("packed params hold whole UTF-8 strings")
+    }
+}
+
+impl<'a> Iterator for ParamsIter<'a> {
+    type Item = ParamRef<'a>;
+
+    #[inline]
+    fn next(&mut self) -> Option<ParamRef<'a>> {
+        if self.left == 0 {
+            return None;
+        }
+        self.left -= 1;
+        let tag = self.take(1)[0];
+        let name = (tag & TAG_NAMED != 0).then(|| {
+            let len = u16::from_le_bytes(self.take(2).try_into().unwrap());
+            self.take_str(len as usize)
+        });
+        let value = if tag & TAG_INT != 0 {
+            ValueRef::Int(i64::from_le_bytes(self.take(8).try_into().unwrap()))
+        } else {
+            let len = u32::from_le_bytes(self.take(4).try_into().unwrap());
+            ValueRef::Str(self.take_str(len as usize))
+        };
+        Some(ParamRef { name, value })
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.left as usize, Some(self.left as usize))
+    }
+}
+
+impl ExactSizeIterator for ParamsIter<'_> {}
+
+const INLINE: usize = 248;
+
+/// A byte vector that lives inline up to [`INLINE`] bytes, then moves to the heap once.
+#[derive(Clone)]
+enum PackedBytes {
+    Inline { len: u8, buf: [u8; INLINE] },
+    Heap(Vec<u8>),
+}
+
+impl Default for PackedBytes {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl PackedBytes {
+    const fn new() -> Self {
+        PackedBytes::Inline {
+            len: 0,
+            buf: [0; INLINE],
+        }
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            PackedBytes::Inline { len, buf } => &buf[..*len as usize],
+            PackedBytes::Heap(v) => v,
+        }
+    }
+
+    fn clear(&mut self) {
+        match self {
+            PackedBytes::Inline { len, .. } => *len = 0,
+            PackedBytes::Heap(v) => v.clear(),
+        }
+    }
+
+    fn push(&mut self, bytes: &[u8]) {
+        match self {
+            PackedBytes::Inline { len, buf } => {
+                let at = *len as usize;
+                let end = at + bytes.len();
+                if end <= INLINE {
+                    buf[at..end].copy_from_slice(bytes);
+                    *len = end as u8;
+                } else {
+                    let mut v = Vec::with_capacity(end.max(2 * INLINE));
+                    v.extend_from_slice(&buf[..at]);
+                    v.extend_from_slice(bytes);
+                    *self = PackedBytes::Heap(v);
+                }
+            }
+            PackedBytes::Heap(v) => v.extend_from_slice(bytes),
+        }
+    }
+}
+
+/// An event: a validated name and its parameters.
+///
+/// This is the general, owned form: what decoders return and what `evdgram encode` builds.
+/// The dispatcher's hot path raises an [`EventId`](crate::EventId) with [`Params`] instead, so
+/// the name is never copied.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    name: EventName,
+    params: Params,
+}
+
+impl Event {
+    /// An event named `name` with no parameters.
+    pub fn new(name: &str) -> Result<Self, EventError> {
+        Ok(Event {
+            name: EventName::new(name)?,
+            params: Params::new(),
+        })
+    }
+
+    /// An event from a validated name and parameters.
+    pub fn from_parts(name: EventName, params: Params) -> Self {
+        Event { name, params }
+    }
+
+    /// An event from a name and owned parameters, validating both.
+    pub fn with_params(name: &str, params: &[Param]) -> Result<Self, EventError> {
+        Ok(Event {
+            name: EventName::new(name)?,
+            params: Params::try_from(params)?,
+        })
+    }
+
+    /// The event name.
+    pub fn name(&self) -> &EventName {
+        &self.name
+    }
+
+    /// The parameters, in order.
+    pub fn params(&self) -> &Params {
+        &self.params
+    }
+
+    /// The parameters, to add more.
+    pub fn params_mut(&mut self) -> &mut Params {
+        &mut self.params
+    }
+
+    /// Splits the event into its name and parameters.
+    pub fn into_parts(self) -> (EventName, Params) {
+        (self.name, self.params)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_names_are_validated() {
+        assert_eq!(EventName::new(""), Err(EventError::EmptyEventName));
+        assert!(matches!(
+            EventName::new("E\nX"),
+            Err(EventError::EventNameLineBreak { .. })
+        ));
+        assert!(matches!(
+            EventName::new("E\rX"),
+            Err(EventError::EventNameLineBreak { .. })
+        ));
+        assert_eq!(
+            EventName::new("E_PIKE_BLOCKED").unwrap().as_str(),
+            "E_PIKE_BLOCKED"
+        );
+    }
+
+    #[test]
+    fn param_names_are_validated() {
+        for bad in ["a\nb", "a\rb", "a\"b", "a'b", "a::b", "::", "x::"] {
+            let err = Params::new().str(bad, "v").unwrap_err();
+            assert!(
+                matches!(err, EventError::InvalidParamName { .. }),
+                "{bad:?}: {err}"
+            );
+        }
+        for good in ["", "a:b", ":", "a: :b", "ip", "a b", "é"] {
+            Params::new().str(good, "v").unwrap();
+        }
+    }
+
+    #[test]
+    fn params_round_trip_in_order_with_duplicates() {
+        let p = Params::new()
+            .str("k", "1")
+            .unwrap()
+            .str("k", "2")
+            .unwrap()
+            .unnamed_int(i64::MIN)
+            .unwrap()
+            .unnamed_str("")
+            .unwrap()
+            .int("", -7)
+            .unwrap();
+        let v = p.to_vec();
+        assert_eq!(
+            v,
+            vec![
+                Param::named("k", Value::Str("1".into())),
+                Param::named("k", Value::Str("2".into())),
+                Param::unnamed(Value::Int(i64::MIN)),
+                Param::unnamed(Value::Str(String::new())),
+                Param::named("", Value::Int(-7)),
+            ]
+        );
+        assert_eq!(Params::try_from(&v[..]).unwrap(), p);
+        assert!(p.is_inline());
+    }
+
+    #[test]
+    fn params_spill_to_the_heap_once_and_keep_everything() {
+        let big = "x".repeat(1000);
+        let mut p = Params::new().str("a", "small").unwrap();
+        p.push(Some("b"), ValueRef::Str(&big)).unwrap();
+        assert!(!p.is_inline());
+        let v = p.to_vec();
+        assert_eq!(v[0].value, Value::Str("small".into()));
+        assert_eq!(v[1].value, Value::Str(big));
+        p.clear();
+        assert!(p.is_empty() && p.iter().next().is_none());
+    }
+
+    #[test]
+    fn a_failed_push_changes_nothing() {
+        let mut p = Params::new().str("a", "1").unwrap();
+        let before = p.clone();
+        assert!(p.push(Some("bad\n"), ValueRef::Int(1)).is_err());
+        assert_eq!(p, before);
+    }
+}

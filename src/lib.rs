@@ -1,0 +1,27 @@
+//! # event-datagram
+//!
+//! Send events as datagrams to UNIX and UDP sockets, fast: the datagram transport of the
+//! OpenSIPS Event Interface (`event_datagram`), with its wire formats and subscription
+//! semantics, re-implemented in Rust.
+//!
+//! ```
+//! use event_datagram::{Format, Params, MAX_DATAGRAM};
+//!
+//! let mut buf = [0u8; MAX_DATAGRAM];
+//! let params = Params::new().str("ip", "192.168.2.11")?;
+//! let n = Format::Line.encode("E_PIKE_BLOCKED", &params, &mut buf)?;
+//! assert_eq!(&buf[..n], b"E_PIKE_BLOCKED\nip::192.168.2.11\n\n");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![deny(unsafe_code)]
+
+pub mod encode;
+mod error;
+mod event;
+
+pub use encode::{Format, MAX_DATAGRAM};
+pub use error::{EncodeError, EventError};
+pub use event::{
+    validate_event_name, validate_param_name, Event, EventName, Param, ParamRef, Params,
+    ParamsIter, Value, ValueRef,
+};
