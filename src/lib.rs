@@ -15,13 +15,34 @@
 //! ```
 #![deny(unsafe_code)]
 
+mod clock;
+mod config;
+pub mod decode;
+mod dispatcher;
 pub mod encode;
 mod error;
 mod event;
+mod publisher;
+mod reactor;
+mod registry;
+mod stats;
+mod sys;
+pub mod target;
 
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use config::{
+    BackendChoice, Config, ConfigError, DispatcherConfig, ExpireSetting, NeverWord, QueuePolicy,
+    StaticSubscription,
+};
+pub use decode::{DecodeError, DecodeFormat};
+pub use dispatcher::{Dispatcher, StartError, BACKEND_ENV};
 pub use encode::{Format, MAX_DATAGRAM};
 pub use error::{EncodeError, EventError};
 pub use event::{
     validate_event_name, validate_param_name, Event, EventName, Param, ParamRef, Params,
     ParamsIter, Value, ValueRef,
 };
+pub use publisher::{Publisher, RaiseError};
+pub use registry::{EventId, Expiry, Limits, Registry, RegistryError, Subscribed, SubscriptionInfo};
+pub use stats::{Backend, EventCounters, Stats, TargetCounters, TargetStats};
+pub use target::{Target, TargetError, UnixAddr};

@@ -1,1 +1,4 @@
 
+mod target;
+mod decode;
+mod vectors;

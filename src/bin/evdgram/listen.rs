@@ -1,0 +1,252 @@
+//! `evdgram listen`: receive datagrams on a socket, print their events as JSON lines.
+//!
+//! Every event is one compact JSON object on its own stdout line, flushed per datagram:
+//! `{"event":"E_TEST","params":[{"name":"ip","value":"1.2.3.4"},{"value":"abc"}]}` (no `name`
+//! for unnamed parameters; line-format values are strings, `jsonrpc` integers stay integers).
+//! A datagram that does not decode is reported on stderr, and listening goes on.
+//!
+//! A UNIX socket file that `listen` creates is removed when it exits, also on SIGINT and
+//! SIGTERM (then the exit status is 0). If the path already exists, `listen` replaces it only
+//! when it is a stale socket: a socket file that refuses connections (its owner is gone). A
+//! socket somebody listens on, or any other kind of file, is left alone and is an error.
+
+use std::fs;
+use std::io::{self, Write};
+use std::net::UdpSocket;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use anyhow::{bail, Context};
+use event_datagram::decode::{decode, DecodeFormat};
+use event_datagram::{Event, Target, UnixAddr, ValueRef};
+use serde::Serialize;
+
+use crate::signal;
+
+/// The exit status when `listen` fails (cannot bind, cannot write to stdout, ...).
+pub const FAILURE_STATUS: u8 = 1;
+
+/// The receive buffer: larger than any datagram we send (65 457 bytes) or UDP can carry.
+const RECV_BUFFER: usize = 65_536;
+
+/// Arguments of `evdgram listen`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The socket to listen on: udp:HOST:PORT, udp:[IPv6]:PORT, unix:/path, unix:@name or
+    /// /path.
+    spec: Target,
+    /// How to decode datagrams: auto picks jsonrpc for a datagram starting with `{`, else line.
+    #[arg(long, value_enum, default_value_t = FormatArg::Auto)]
+    format: FormatArg,
+}
+
+/// A decoder choice.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum FormatArg {
+    /// jsonrpc for a datagram whose first non-blank byte is `{`, else line.
+    Auto,
+    /// The OpenSIPS event_datagram line format (ours and OpenSIPS 3.0.5's).
+    Line,
+    /// JSON-RPC 2.0 notifications (OpenSIPS 3.1+).
+    Jsonrpc,
+}
+
+impl From<FormatArg> for DecodeFormat {
+    fn from(f: FormatArg) -> DecodeFormat {
+        match f {
+            FormatArg::Auto => DecodeFormat::Auto,
+            FormatArg::Line => DecodeFormat::Line,
+            FormatArg::Jsonrpc => DecodeFormat::Jsonrpc,
+        }
+    }
+}
+
+/// Binds the socket and prints events until SIGINT/SIGTERM (exit 0) or an I/O error.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    // Before any thread exists, so that only the waiter thread ever takes these signals.
+    let blocked = signal::block_termination().context("cannot block SIGINT and SIGTERM")?;
+    let (socket, bound, created) = bind(&args.spec)?;
+    let cleanup = Arc::new(Cleanup(Mutex::new(created)));
+    let on_signal = Arc::clone(&cleanup);
+    blocked
+        .spawn_waiter(move |_sig| {
+            on_signal.run();
+            // Waits for a datagram's lines being written, so output ends on a whole line.
+            let _ = io::stdout().lock().flush();
+            std::process::exit(0);
+        })
+        .context("cannot start the signal thread")?;
+    eprintln!("listening on {bound}");
+    let result = receive(&socket, args.format.into());
+    cleanup.run();
+    result
+}
+
+/// A bound socket of either transport.
+enum Socket {
+    Udp(UdpSocket),
+    Unix(UnixDatagram),
+}
+
+impl Socket {
+    fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Socket::Udp(s) => s.recv(buf),
+            Socket::Unix(s) => s.recv(buf),
+        }
+    }
+}
+
+/// A socket file this process created: removed once, if it is still the one we bound.
+struct Created {
+    path: PathBuf,
+    dev: u64,
+    ino: u64,
+}
+
+struct Cleanup(Mutex<Option<Created>>);
+
+impl Cleanup {
+    fn run(&self) {
+        let created = self.0.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some(c) = created {
+            let ours =
+                fs::symlink_metadata(&c.path).is_ok_and(|m| m.dev() == c.dev && m.ino() == c.ino);
+            if ours {
+                if let Err(e) = fs::remove_file(&c.path) {
+                    eprintln!("evdgram: cannot remove {}: {e}", c.path.display());
+                }
+            }
+        }
+    }
+}
+
+/// Binds `target`; returns the socket, the address to print, and the socket file created.
+fn bind(target: &Target) -> anyhow::Result<(Socket, Target, Option<Created>)> {
+    match target {
+        Target::Udp(addr) => {
+            let s = UdpSocket::bind(addr).with_context(|| format!("cannot bind {target}"))?;
+            let bound = Target::Udp(s.local_addr().with_context(|| format!("{target}"))?);
+            Ok((Socket::Udp(s), bound, None))
+        }
+        Target::Unix(UnixAddr::Path(path)) => {
+            let s = bind_path(path).with_context(|| format!("cannot bind {target}"))?;
+            let meta = fs::symlink_metadata(path).with_context(|| format!("{target}"))?;
+            let created = Created {
+                path: path.clone(),
+                dev: meta.dev(),
+                ino: meta.ino(),
+            };
+            Ok((Socket::Unix(s), target.clone(), Some(created)))
+        }
+        Target::Unix(UnixAddr::Abstract(_)) => {
+            let addr = target
+                .unix_socket_addr()
+                .expect("a UNIX target has a UNIX address")
+                .with_context(|| format!("cannot bind {target}"))?;
+            let s =
+                UnixDatagram::bind_addr(&addr).with_context(|| format!("cannot bind {target}"))?;
+            Ok((Socket::Unix(s), target.clone(), None))
+        }
+    }
+}
+
+/// Binds a UNIX datagram socket at `path`, replacing a stale socket file (one that refuses
+/// connections) but nothing else.
+fn bind_path(path: &Path) -> anyhow::Result<UnixDatagram> {
+    match UnixDatagram::bind(path) {
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => {}
+        other => return Ok(other?),
+    }
+    let meta = fs::symlink_metadata(path)?;
+    if !meta.file_type().is_socket() {
+        bail!("the path exists and is not a socket: refusing to replace it");
+    }
+    let probe = UnixDatagram::unbound()?;
+    match probe.connect(path) {
+        Ok(()) => bail!("another process is listening on this socket"),
+        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+            // Nobody listens: a socket file left behind. Replace it.
+            fs::remove_file(path).context("cannot remove the stale socket file")?;
+            Ok(UnixDatagram::bind(path)?)
+        }
+        Err(e) => {
+            bail!("the socket file exists and is in use or unusable ({e}): refusing to replace it")
+        }
+    }
+}
+
+/// Receives and prints until an I/O error.
+fn receive(socket: &Socket, format: DecodeFormat) -> anyhow::Result<()> {
+    let mut buf = vec![0u8; RECV_BUFFER];
+    let mut lines = Vec::new();
+    loop {
+        let n = match socket.recv(&mut buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e).context("cannot receive"),
+        };
+        if n == buf.len() {
+            eprintln!(
+                "evdgram: undecodable datagram (at least {n} bytes): longer than the {RECV_BUFFER}-byte receive buffer"
+            );
+            continue;
+        }
+        match decode(&buf[..n], format) {
+            Ok(events) => {
+                lines.clear();
+                for event in &events {
+                    serde_json::to_writer(&mut lines, &JsonEvent::from(event))?;
+                    lines.push(b'\n');
+                }
+                let mut out = io::stdout().lock();
+                out.write_all(&lines)
+                    .and_then(|()| out.flush())
+                    .context("cannot write to stdout")?;
+            }
+            Err(e) => eprintln!("evdgram: undecodable datagram ({n} bytes): {e}"),
+        }
+    }
+}
+
+/// An event as printed: `{"event":"E_X","params":[{"name":"a","value":1},{"value":"b"}]}`.
+#[derive(Serialize)]
+struct JsonEvent<'a> {
+    event: &'a str,
+    params: Vec<JsonParam<'a>>,
+}
+
+#[derive(Serialize)]
+struct JsonParam<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+    value: JsonValue<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum JsonValue<'a> {
+    Int(i64),
+    Str(&'a str),
+}
+
+impl<'a> From<&'a Event> for JsonEvent<'a> {
+    fn from(event: &'a Event) -> Self {
+        JsonEvent {
+            event: event.name().as_str(),
+            params: event
+                .params()
+                .iter()
+                .map(|p| JsonParam {
+                    name: p.name,
+                    value: match p.value {
+                        ValueRef::Int(n) => JsonValue::Int(n),
+                        ValueRef::Str(s) => JsonValue::Str(s),
+                    },
+                })
+                .collect(),
+        }
+    }
+}

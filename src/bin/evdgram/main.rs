@@ -1,0 +1,48 @@
+//! `evdgram`: the event-datagram command line.
+//!
+//! - `evdgram encode [--format line|jsonrpc] EVENT [--params JSON]` writes one event's exact
+//!   datagram bytes to stdout.
+//! - `evdgram listen SPEC [--format auto|line|jsonrpc]` receives datagrams on a UDP or UNIX
+//!   socket and prints every event as one JSON object per line.
+//!
+//! Errors are printed as `evdgram: ...` on stderr, with their causes. Exit status: 0 on success,
+//! 2 for a command-line or input error (including every `encode` error), 1 when `listen` fails.
+
+mod encode;
+mod listen;
+mod signal;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Send, encode and receive OpenSIPS event_datagram events.
+#[derive(Debug, Parser)]
+#[command(name = "evdgram", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Encode one event and write the exact datagram bytes to stdout (no newline).
+    Encode(encode::Args),
+    /// Receive datagrams on a socket and print each event as one JSON object per line.
+    Listen(listen::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let (result, failure) = match cli.command {
+        Command::Encode(args) => (encode::run(args), encode::FAILURE_STATUS),
+        Command::Listen(args) => (listen::run(args), listen::FAILURE_STATUS),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("evdgram: {err:#}");
+            ExitCode::from(failure)
+        }
+    }
+}

@@ -1,0 +1,250 @@
+//! Configuration: YAML (serde-saphyr) with unknown keys refused; errors name the key and line.
+//!
+//! See `config/event-datagram.yaml` for a commented example with every key.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::encode::Format;
+use crate::registry::Expiry;
+
+/// Which backend to run; `EVDGRAM_BACKEND=uring|syscall|auto` overrides the configured value.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendChoice {
+    /// io_uring when the kernel allows it, else `syscall` (and one log line saying why).
+    #[default]
+    Auto,
+    /// io_uring, or an error at start if it is unavailable.
+    Uring,
+    /// Non-blocking sockets and `sendmmsg`.
+    Syscall,
+}
+
+impl FromStr for BackendChoice {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(BackendChoice::Auto),
+            "uring" => Ok(BackendChoice::Uring),
+            "syscall" => Ok(BackendChoice::Syscall),
+            _ => Err(format!("unknown backend {s:?}: expected auto, uring or syscall")),
+        }
+    }
+}
+
+/// What [`Publisher::raise`](crate::Publisher::raise) does when the channel is full.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueuePolicy {
+    /// Wait for room.
+    #[default]
+    Block,
+    /// Hand the event back in the error, and count it.
+    Drop,
+}
+
+/// Settings of the dispatcher (channel, reactor, backend).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DispatcherConfig {
+    /// Backend to run.
+    pub backend: BackendChoice,
+    /// Events the channel between producers and the reactor holds.
+    pub queue_capacity: usize,
+    /// What `raise` does when the channel is full.
+    pub queue_full: QueuePolicy,
+    /// Events the reactor takes from the channel per round (and sends per target per round).
+    pub batch: usize,
+    /// io_uring submission queue entries.
+    pub ring_entries: u32,
+    /// Bytes of encode buffers kept for reuse after load peaks.
+    pub buffer_pool_bytes: usize,
+    /// Datagrams each target may hold while its receiver is slow; more are dropped, counted.
+    pub retry_queue: usize,
+    /// Format of subscriptions that do not choose one.
+    pub default_format: Format,
+    /// How long `shutdown` waits for slow receivers before counting what is left as dropped.
+    pub shutdown_timeout_ms: u64,
+}
+
+impl Default for DispatcherConfig {
+    fn default() -> Self {
+        DispatcherConfig {
+            backend: BackendChoice::Auto,
+            queue_capacity: 16_384,
+            queue_full: QueuePolicy::Block,
+            batch: 256,
+            ring_entries: 1024,
+            buffer_pool_bytes: 8 << 20,
+            retry_queue: 1024,
+            default_format: Format::Line,
+            shutdown_timeout_ms: 5_000,
+        }
+    }
+}
+
+impl DispatcherConfig {
+    /// The shutdown timeout as a [`Duration`].
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_millis(self.shutdown_timeout_ms)
+    }
+
+    /// Checks the values; the message names the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, why: &str| Err(ConfigError::Invalid(format!("dispatcher.{key}: {why}")));
+        if self.queue_capacity == 0 {
+            return bad("queue_capacity", "must be at least 1");
+        }
+        if self.batch == 0 || self.batch > 4096 {
+            return bad("batch", "must be 1 to 4096");
+        }
+        if !(8..=32_768).contains(&self.ring_entries) {
+            return bad("ring_entries", "must be 8 to 32768");
+        }
+        if self.retry_queue == 0 {
+            return bad("retry_queue", "must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+/// A subscription's lifetime in configuration: seconds, or `never`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum ExpireSetting {
+    /// Seconds (0 means never).
+    Secs(u64),
+    /// The word `never`.
+    Word(NeverWord),
+}
+
+/// The word `never`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NeverWord {
+    /// No expiry.
+    Never,
+}
+
+impl ExpireSetting {
+    /// As an [`Expiry`].
+    pub fn expiry(self) -> Expiry {
+        match self {
+            ExpireSetting::Secs(s) => Expiry::from_secs(s),
+            ExpireSetting::Word(NeverWord::Never) => Expiry::Never,
+        }
+    }
+}
+
+/// A subscription made at start.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticSubscription {
+    /// The event (published if it is not yet).
+    pub event: String,
+    /// The socket spec, e.g. `udp:127.0.0.1:9000` or `unix:/run/app/events.sock`.
+    pub socket: String,
+    /// Lifetime; default `never`.
+    #[serde(default)]
+    pub expire: Option<ExpireSetting>,
+    /// Wire format; default `dispatcher.default_format`.
+    #[serde(default)]
+    pub format: Option<Format>,
+}
+
+/// The whole configuration file.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Dispatcher settings.
+    pub dispatcher: DispatcherConfig,
+    /// Events published at start.
+    pub events: Vec<String>,
+    /// Subscriptions made at start.
+    pub subscriptions: Vec<StaticSubscription>,
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The YAML does not parse or does not fit the schema (the message names key and line).
+    #[error("{0}")]
+    Parse(String),
+    /// A value is out of range.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Parses YAML text.
+    pub fn from_yaml(text: &str) -> Result<Self, ConfigError> {
+        let config: Config =
+            serde_saphyr::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        config.dispatcher.validate()?;
+        Ok(config)
+    }
+
+    /// Reads and parses a YAML file.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+        Self::from_yaml(&text).map_err(|e| match e {
+            ConfigError::Parse(m) => ConfigError::Parse(format!("{}: {m}", path.display())),
+            other => other,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_yaml_is_the_defaults() {
+        assert_eq!(Config::from_yaml("{}").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_name_and_line() {
+        let err = Config::from_yaml("dispatcher:\n  batch: 64\n  bacth: 3\n").unwrap_err().to_string();
+        assert!(err.contains("bacth"), "{err}");
+        assert!(err.contains('3'), "{err}");
+    }
+
+    #[test]
+    fn wrong_types_name_the_line() {
+        let err = Config::from_yaml("dispatcher:\n  batch: lots\n").unwrap_err().to_string();
+        assert!(err.contains("line 2") || err.contains("2:"), "{err}");
+    }
+
+    #[test]
+    fn expire_takes_seconds_or_never() {
+        let c = Config::from_yaml(
+            "subscriptions:\n  - {event: E_A, socket: 'unix:/tmp/a', expire: never}\n  - {event: E_A, socket: 'unix:/tmp/b', expire: 60, format: jsonrpc}\n",
+        )
+        .unwrap();
+        assert_eq!(c.subscriptions[0].expire.unwrap().expiry(), Expiry::Never);
+        assert_eq!(c.subscriptions[1].expire.unwrap().expiry(), Expiry::After(Duration::from_secs(60)));
+        assert_eq!(c.subscriptions[1].format, Some(Format::Jsonrpc));
+    }
+
+    #[test]
+    fn out_of_range_values_name_the_key() {
+        let err = Config::from_yaml("dispatcher:\n  batch: 0\n").unwrap_err().to_string();
+        assert!(err.contains("dispatcher.batch"), "{err}");
+    }
+}

@@ -1,0 +1,195 @@
+//! Decoders: datagrams back into events, for receivers, tests, `loadgen` and `evdgram listen`.
+//!
+//! [`line`] reads the OpenSIPS `event_datagram` line format, both our encoder's output and what
+//! OpenSIPS 3.0.5 sent; [`jsonrpc`] reads OpenSIPS 3.1+ JSON-RPC notifications. Both read several
+//! events packed in one datagram (coalescing). [`decode`] picks one by [`DecodeFormat`].
+//!
+//! Decoding never panics: malformed input is a [`DecodeError`] naming what is wrong and where.
+//!
+//! ```
+//! use event_datagram::decode::{decode, DecodeFormat};
+//! use event_datagram::ValueRef;
+//!
+//! let events = decode(b"E_PIKE_BLOCKED\nip::192.168.2.11\n\n", DecodeFormat::Auto)?;
+//! assert_eq!(events[0].name().as_str(), "E_PIKE_BLOCKED");
+//! let p = events[0].params().iter().next().unwrap();
+//! assert_eq!((p.name, p.value), (Some("ip"), ValueRef::Str("192.168.2.11")));
+//! # Ok::<(), event_datagram::DecodeError>(())
+//! ```
+
+pub mod jsonrpc;
+pub mod line;
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::encode::Format;
+use crate::error::EventError;
+use crate::event::Event;
+
+/// Which decoder to use.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Deserialize, serde::Serialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum DecodeFormat {
+    /// A datagram whose first non-whitespace byte is `{` is `jsonrpc`, anything else `line`.
+    #[default]
+    Auto,
+    /// The line format ([`line`]).
+    Line,
+    /// JSON-RPC notifications ([`jsonrpc`]).
+    Jsonrpc,
+}
+
+impl DecodeFormat {
+    /// The name used in configuration and the CLI.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DecodeFormat::Auto => "auto",
+            DecodeFormat::Line => "line",
+            DecodeFormat::Jsonrpc => "jsonrpc",
+        }
+    }
+
+    /// The concrete format `datagram` is decoded with (resolves [`DecodeFormat::Auto`]).
+    pub fn resolve(self, datagram: &[u8]) -> Format {
+        match self {
+            DecodeFormat::Line => Format::Line,
+            DecodeFormat::Jsonrpc => Format::Jsonrpc,
+            DecodeFormat::Auto => {
+                match datagram.iter().find(|b| !b.is_ascii_whitespace()) {
+                    Some(b'{') => Format::Jsonrpc,
+                    _ => Format::Line,
+                }
+            }
+        }
+    }
+}
+
+impl From<Format> for DecodeFormat {
+    fn from(f: Format) -> Self {
+        match f {
+            Format::Line => DecodeFormat::Line,
+            Format::Jsonrpc => DecodeFormat::Jsonrpc,
+        }
+    }
+}
+
+impl fmt::Display for DecodeFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A decode format name that is not `auto`, `line` or `jsonrpc`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown decode format {0:?}: expected `auto`, `line` or `jsonrpc`")]
+pub struct UnknownDecodeFormat(pub String);
+
+impl FromStr for DecodeFormat {
+    type Err = UnknownDecodeFormat;
+
+    fn from_str(s: &str) -> Result<Self, UnknownDecodeFormat> {
+        match s {
+            "auto" => Ok(DecodeFormat::Auto),
+            "line" => Ok(DecodeFormat::Line),
+            "jsonrpc" => Ok(DecodeFormat::Jsonrpc),
+            _ => Err(UnknownDecodeFormat(s.to_owned())),
+        }
+    }
+}
+
+/// Decodes every event in `datagram` with the decoder `format` selects.
+pub fn decode(datagram: &[u8], format: DecodeFormat) -> Result<Vec<Event>, DecodeError> {
+    match format.resolve(datagram) {
+        Format::Line => line::decode(datagram),
+        Format::Jsonrpc => jsonrpc::decode(datagram),
+    }
+}
+
+/// A datagram that cannot be decoded: what is wrong ([`kind`](Self::kind)) and at which byte
+/// offset ([`offset`](Self::offset)).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot decode datagram at byte {offset}: {kind}")]
+pub struct DecodeError {
+    offset: usize,
+    kind: DecodeErrorKind,
+}
+
+impl DecodeError {
+    /// An error of `kind` at byte `offset` of the datagram.
+    pub fn new(offset: usize, kind: DecodeErrorKind) -> Self {
+        DecodeError { offset, kind }
+    }
+
+    /// The byte offset in the datagram where the problem was found.
+    pub fn offset(&self) -> usize {
+        self.offset
+    }
+
+    /// What is wrong.
+    pub fn kind(&self) -> &DecodeErrorKind {
+        &self.kind
+    }
+}
+
+/// What is wrong with a datagram.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeErrorKind {
+    /// The datagram is empty (or, for `jsonrpc`, only whitespace).
+    #[error("the datagram is empty")]
+    Empty,
+    /// The datagram ends inside an event (`line`: its closing empty line is missing).
+    #[error("the datagram ends before the event does (missing closing empty line)")]
+    Truncated,
+    /// An event name line is empty.
+    #[error("empty event name")]
+    EmptyEventName,
+    /// A quoted value has no closing `"`.
+    #[error("quoted value has no closing quote")]
+    UnterminatedQuote,
+    /// A quoted value's closing `"` is followed by something other than a line feed.
+    #[error("unexpected byte after a closing quote (expected a line feed)")]
+    AfterClosingQuote,
+    /// The bytes are not UTF-8.
+    #[error("invalid UTF-8")]
+    InvalidUtf8,
+    /// An event or parameter name the event model rejects.
+    #[error("{0}")]
+    InvalidName(EventError),
+    /// `jsonrpc`: the bytes are not JSON.
+    #[error("invalid JSON: {0}")]
+    InvalidJson(String),
+    /// `jsonrpc`: JSON, but not a JSON-RPC 2.0 notification of an event.
+    #[error("not an event notification: {0}")]
+    InvalidNotification(String),
+    /// `jsonrpc`: a parameter value that is not a string or an integer in the `i64` range.
+    #[error("unsupported parameter value: {0} (only strings and integers in the i64 range)")]
+    UnsupportedValue(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_parse_and_print() {
+        for f in [DecodeFormat::Auto, DecodeFormat::Line, DecodeFormat::Jsonrpc] {
+            assert_eq!(f.to_string().parse::<DecodeFormat>(), Ok(f));
+        }
+        let err = "xml".parse::<DecodeFormat>().unwrap_err();
+        assert!(err.to_string().contains("`auto`, `line` or `jsonrpc`"));
+        assert_eq!(DecodeFormat::default(), DecodeFormat::Auto);
+    }
+
+    #[test]
+    fn auto_picks_by_first_non_whitespace_byte() {
+        assert_eq!(DecodeFormat::Auto.resolve(b" \n{"), Format::Jsonrpc);
+        assert_eq!(DecodeFormat::Auto.resolve(b"E_X\n\n"), Format::Line);
+        assert_eq!(DecodeFormat::Auto.resolve(b""), Format::Line);
+        let e = decode(br#"{"jsonrpc":"2.0","method":"E_X"}"#, DecodeFormat::Auto).unwrap();
+        assert_eq!(e[0].name().as_str(), "E_X");
+    }
+}

@@ -1,0 +1,269 @@
+//! The dispatcher: the handle that owns the reactor thread, the registry and the channel.
+
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{bounded, unbounded, Sender};
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::{BackendChoice, Config, ConfigError, DispatcherConfig};
+use crate::encode::Format;
+use crate::event::Params;
+use crate::publisher::{Publisher, RaiseError, Shared};
+use crate::reactor::syscall::SyscallBackend;
+use crate::reactor::uring::UringBackend;
+use crate::reactor::{Control, Reactor, SendBackend};
+use crate::registry::{EventId, Expiry, Registry, RegistryError, Subscribed};
+use crate::stats::{Backend, Stats};
+use crate::sys::EventFd;
+use crate::target::{Target, TargetError};
+
+/// The environment variable that forces a backend: `uring`, `syscall` or `auto`.
+pub const BACKEND_ENV: &str = "EVDGRAM_BACKEND";
+
+/// Why a dispatcher did not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The `uring` backend was asked for, and io_uring is unavailable here.
+    #[error("the uring backend is unavailable: {0} (io_uring may be blocked by seccomp or kernel.io_uring_disabled; use backend auto or syscall)")]
+    UringUnavailable(io::Error),
+    /// `EVDGRAM_BACKEND` holds something else than `uring`, `syscall` or `auto`.
+    #[error("{BACKEND_ENV}: {0}")]
+    BadBackendEnv(String),
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A configured event or subscription is invalid.
+    #[error("{0}")]
+    Subscription(String),
+    /// The operating system refused a resource (eventfd, thread).
+    #[error("cannot start the dispatcher: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// Sends raised events to every subscribed target from one reactor thread.
+///
+/// ```no_run
+/// use event_datagram::{Dispatcher, DispatcherConfig, Expiry, Params, Target};
+///
+/// let dispatcher = Dispatcher::start(DispatcherConfig::default())?;
+/// let pike = dispatcher.publish("E_PIKE_BLOCKED")?;
+/// dispatcher.subscribe(pike, Target::parse("udp:127.0.0.1:9000")?, Expiry::Never)?;
+/// let publisher = dispatcher.publisher(); // Clone + Send + Sync: one per thread
+/// publisher.raise(pike, Params::new().str("ip", "192.168.2.11")?)?;
+/// let stats = dispatcher.shutdown(); // flushes, then reports
+/// assert_eq!(stats.totals.pending, 0);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Dispatcher {
+    registry: Arc<Registry>,
+    publisher: Publisher,
+    control: Sender<Control>,
+    thread: Option<JoinHandle<Stats>>,
+    backend: Backend,
+    default_format: Format,
+}
+
+impl Dispatcher {
+    /// Starts a dispatcher with the real clock.
+    pub fn start(config: DispatcherConfig) -> Result<Self, StartError> {
+        Self::start_with_clock(config, Arc::new(SystemClock::new()))
+    }
+
+    /// Starts a dispatcher whose subscriptions expire by `clock`.
+    pub fn start_with_clock(config: DispatcherConfig, clock: Arc<dyn Clock>) -> Result<Self, StartError> {
+        config.validate()?;
+        let choice = match std::env::var(BACKEND_ENV) {
+            Ok(v) if !v.is_empty() => v.parse::<BackendChoice>().map_err(StartError::BadBackendEnv)?,
+            _ => config.backend,
+        };
+        let registry = Arc::new(Registry::new(clock));
+        let (tx, rx) = bounded(config.queue_capacity);
+        let (control, control_rx) = unbounded();
+        let shared = Arc::new(Shared {
+            registry: Arc::clone(&registry),
+            policy: config.queue_full,
+            intake: AtomicU64::new(0),
+            dropped_queue_full: AtomicU64::new(0),
+            sleeping: AtomicBool::new(false),
+            wake: EventFd::new()?,
+        });
+        let (started_tx, started_rx) = bounded::<Result<Backend, StartError>>(1);
+        let thread_shared = Arc::clone(&shared);
+        let default_format = config.default_format;
+        let thread = std::thread::Builder::new().name("evdgram-reactor".into()).spawn(move || {
+            // The ring is made on this thread: it is its only submitter (IORING_SETUP_SINGLE_ISSUER).
+            let uring = match choice {
+                BackendChoice::Syscall => None,
+                BackendChoice::Uring => match UringBackend::new(config.ring_entries.max(config.batch as u32)) {
+                    Ok(b) => Some(b),
+                    Err(e) => {
+                        let _ = started_tx.send(Err(StartError::UringUnavailable(e)));
+                        return None;
+                    }
+                },
+                BackendChoice::Auto => match UringBackend::new(config.ring_entries.max(config.batch as u32)) {
+                    Ok(b) => Some(b),
+                    Err(e) => {
+                        eprintln!("event-datagram: io_uring unavailable ({e}); using the syscall backend");
+                        None
+                    }
+                },
+            };
+            Some(match uring {
+                Some(b) => {
+                    let budget = b.round_capacity();
+                    run(b, budget, budget, rx, control_rx, thread_shared, config, &started_tx)
+                }
+                None => {
+                    let per_target = config.batch;
+                    let b = SyscallBackend::new(per_target);
+                    run(b, per_target, per_target * 16, rx, control_rx, thread_shared, config, &started_tx)
+                }
+            })
+        })?;
+        let backend = match started_rx.recv() {
+            Ok(Ok(b)) => b,
+            Ok(Err(e)) => {
+                let _ = thread.join();
+                return Err(e);
+            }
+            Err(_) => return Err(StartError::Io(io::Error::other("the reactor thread died at start"))),
+        };
+        let thread = std::thread::spawn(move || thread.join().ok().flatten().expect("reactor returns its stats"));
+        Ok(Dispatcher {
+            registry,
+            publisher: Publisher { tx, shared },
+            control,
+            thread: Some(thread),
+            backend,
+            default_format,
+        })
+    }
+
+    /// Starts a dispatcher from a whole configuration: publishes its events and makes its
+    /// static subscriptions.
+    pub fn from_config(config: &Config) -> Result<Self, StartError> {
+        let d = Self::start(config.dispatcher.clone())?;
+        for name in &config.events {
+            d.publish(name).map_err(|e| StartError::Subscription(format!("events: {e}")))?;
+        }
+        for (i, s) in config.subscriptions.iter().enumerate() {
+            let at = |e: &dyn std::fmt::Display| StartError::Subscription(format!("subscriptions[{i}]: {e}"));
+            let event = d.publish(&s.event).map_err(|e| at(&e))?;
+            let target: Target = s.socket.parse().map_err(|e: TargetError| at(&e))?;
+            let expiry = s.expire.map_or(Expiry::Never, |e| e.expiry());
+            let format = s.format.unwrap_or(d.default_format);
+            d.registry.subscribe(event, target, expiry, format).map_err(|e| at(&e))?;
+        }
+        Ok(d)
+    }
+
+    /// The backend in use.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The format of subscriptions that do not choose one.
+    pub fn default_format(&self) -> Format {
+        self.default_format
+    }
+
+    /// The registry of events and subscriptions.
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    /// Publishes an event (idempotent).
+    pub fn publish(&self, name: &str) -> Result<EventId, RegistryError> {
+        self.registry.publish(name)
+    }
+
+    /// Subscribes `target` to `event` in the default format, or refreshes the subscription.
+    pub fn subscribe(&self, event: EventId, target: Target, expiry: Expiry) -> Result<Subscribed, RegistryError> {
+        self.registry.subscribe(event, target, expiry, self.default_format)
+    }
+
+    /// Subscribes `target` to `event` in `format`, or refreshes the subscription.
+    pub fn subscribe_with_format(
+        &self,
+        event: EventId,
+        target: Target,
+        expiry: Expiry,
+        format: Format,
+    ) -> Result<Subscribed, RegistryError> {
+        self.registry.subscribe(event, target, expiry, format)
+    }
+
+    /// Ends a subscription.
+    pub fn unsubscribe(&self, event: EventId, target: &Target) -> Result<(), RegistryError> {
+        self.registry.unsubscribe(event, target)
+    }
+
+    /// A handle for producer threads.
+    pub fn publisher(&self) -> Publisher {
+        self.publisher.clone()
+    }
+
+    /// Raises an event (see [`Publisher::raise`]).
+    pub fn raise(&self, event: EventId, params: Params) -> Result<(), RaiseError> {
+        self.publisher.raise(event, params)
+    }
+
+    /// A consistent snapshot of the counters, taken by the reactor between rounds.
+    pub fn stats(&self) -> Stats {
+        let (tx, rx) = bounded(1);
+        if self.control.send(Control::Stats(tx)).is_ok() {
+            self.publisher.shared.wake_reactor();
+            if let Ok(stats) = rx.recv() {
+                return stats;
+            }
+        }
+        unreachable!("the reactor answers until it is shut down, which takes the dispatcher")
+    }
+
+    /// Stops intake, sends everything queued (waiting up to the configured shutdown timeout for
+    /// slow receivers; what is left then is counted as dropped) and returns the final counters.
+    pub fn shutdown(mut self) -> Stats {
+        self.stop()
+    }
+
+    fn stop(&mut self) -> Stats {
+        let _ = self.control.send(Control::Shutdown);
+        self.publisher.shared.wake_reactor();
+        let thread = self.thread.take().expect("stopped once");
+        thread.join().expect("the reactor thread does not panic")
+    }
+}
+
+impl Drop for Dispatcher {
+    fn drop(&mut self) {
+        if self.thread.is_some() {
+            self.stop();
+        }
+    }
+}
+
+impl std::fmt::Debug for Dispatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dispatcher").field("backend", &self.backend).finish_non_exhaustive()
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run<B: SendBackend>(
+    backend: B,
+    per_target: usize,
+    budget: usize,
+    rx: crossbeam_channel::Receiver<crate::publisher::Raised>,
+    control: crossbeam_channel::Receiver<Control>,
+    shared: Arc<Shared>,
+    config: DispatcherConfig,
+    started: &Sender<Result<Backend, StartError>>,
+) -> Stats {
+    let _ = started.send(Ok(backend.kind()));
+    Reactor::new(rx, control, shared, backend, config, per_target, budget).run()
+}

@@ -1,0 +1,118 @@
+//! Producers' side: raise events onto the bounded channel, wake the reactor only when it sleeps.
+
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crossbeam_channel::{Sender, TrySendError};
+
+use crate::config::QueuePolicy;
+use crate::event::Params;
+use crate::registry::{EventId, Registry};
+use crate::sys::EventFd;
+
+/// One raised event on its way to the reactor: no name copy, params inline when small.
+pub(crate) struct Raised {
+    pub event: EventId,
+    pub params: Params,
+}
+
+/// State shared by producers, the dispatcher handle and the reactor.
+pub(crate) struct Shared {
+    pub registry: Arc<Registry>,
+    pub policy: QueuePolicy,
+    /// Bit 0: intake closed (shutting down); the rest: raises in progress, times 2.
+    /// The reactor shuts down only once intake is closed and no raise is mid-way, so no event
+    /// can slip into the channel after its final drain.
+    pub intake: AtomicU64,
+    pub dropped_queue_full: AtomicU64,
+    /// The reactor is (about to be) asleep and must be woken through `wake`.
+    pub sleeping: AtomicBool,
+    pub wake: EventFd,
+}
+
+impl Shared {
+    /// Wakes the reactor if it sleeps. Call after making work visible (channel send).
+    #[inline]
+    pub fn wake_reactor(&self) {
+        // Pairs with the reactor's fence between `sleeping = true` and its last look at the
+        // channel: either it sees our message, or we see it sleeping.
+        fence(Ordering::SeqCst);
+        if self.sleeping.load(Ordering::Relaxed) && self.sleeping.swap(false, Ordering::AcqRel) {
+            self.wake.wake();
+        }
+    }
+}
+
+/// Why an event was not raised; the event comes back in the error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RaiseError {
+    /// The channel is full and the policy is `drop` (the drop is counted).
+    #[error("event dropped: the dispatcher's queue is full")]
+    QueueFull(EventId, Params),
+    /// The dispatcher is shutting down or gone.
+    #[error("event not raised: the dispatcher is shut down")]
+    ShutDown(EventId, Params),
+    /// The event id was published by another dispatcher.
+    #[error("event id {} was not published by this dispatcher", .0.index())]
+    ForeignEvent(EventId, Params),
+}
+
+impl RaiseError {
+    /// Takes the event back.
+    pub fn into_event(self) -> (EventId, Params) {
+        match self {
+            RaiseError::QueueFull(e, p) | RaiseError::ShutDown(e, p) | RaiseError::ForeignEvent(e, p) => {
+                (e, p)
+            }
+        }
+    }
+}
+
+/// Raises events from any thread: `Clone + Send + Sync`, cheap to clone.
+///
+/// Raising never touches the network: the event goes onto a bounded channel and the reactor
+/// thread sends it. With the `block` policy a full channel makes `raise` wait; with `drop` the
+/// event comes back in [`RaiseError::QueueFull`] and is counted.
+#[derive(Clone)]
+pub struct Publisher {
+    pub(crate) tx: Sender<Raised>,
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl Publisher {
+    /// Raises `event` with `params`.
+    #[inline]
+    pub fn raise(&self, event: EventId, params: Params) -> Result<(), RaiseError> {
+        if !self.shared.registry.owns(event) {
+            return Err(RaiseError::ForeignEvent(event, params));
+        }
+        let intake = &self.shared.intake;
+        if intake.fetch_add(2, Ordering::AcqRel) & 1 != 0 {
+            intake.fetch_sub(2, Ordering::AcqRel);
+            return Err(RaiseError::ShutDown(event, params));
+        }
+        let msg = Raised { event, params };
+        let result = match self.shared.policy {
+            QueuePolicy::Block => self.tx.send(msg).map_err(|e| RaiseError::ShutDown(e.0.event, e.0.params)),
+            QueuePolicy::Drop => self.tx.try_send(msg).map_err(|e| match e {
+                TrySendError::Full(m) => {
+                    self.shared.dropped_queue_full.fetch_add(1, Ordering::Relaxed);
+                    RaiseError::QueueFull(m.event, m.params)
+                }
+                TrySendError::Disconnected(m) => RaiseError::ShutDown(m.event, m.params),
+            }),
+        };
+        intake.fetch_sub(2, Ordering::AcqRel);
+        if result.is_ok() {
+            self.shared.wake_reactor();
+        }
+        result
+    }
+}
+
+impl std::fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Publisher").finish_non_exhaustive()
+    }
+}

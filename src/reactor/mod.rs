@@ -1,0 +1,632 @@
+//! The reactor: one thread owns the sockets, the per-target queues, the encode buffers and the
+//! backend, so nothing on the hot path takes a lock or allocates.
+//!
+//! Each turn it takes up to `batch` events from the channel, encodes each event once per format
+//! its subscribers use, appends a reference to that buffer to every subscriber's queue, then
+//! runs one send round: the head of every ready queue, in order, through the backend. A round
+//! ends only when the kernel has answered for every datagram in it (see [`SendBackend`]).
+//!
+//! Per target, a datagram leaves its queue as sent, failed or dropped, and is counted once:
+//! `raised = sent + dropped + failed + pending` with `pending` the queue's length.
+
+pub(crate) mod pool;
+mod socket;
+pub(crate) mod syscall;
+pub(crate) mod uring;
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{fence, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Receiver;
+
+use crate::config::DispatcherConfig;
+use crate::encode::{Format, MAX_DATAGRAM};
+use crate::error::EncodeError;
+use crate::publisher::{Raised, Shared};
+use crate::registry::Snapshot;
+use crate::stats::{Backend, EventCounters, Stats, TargetCounters, TargetStats};
+use crate::sys::EventFd;
+use crate::target::Target;
+use pool::{BufRef, Pool};
+use socket::{SendFailure, Socket};
+
+/// The kernel-facing half of the reactor. Two implementations: io_uring and `sendmmsg`.
+pub(crate) trait SendBackend {
+    /// Which one this is.
+    fn kind(&self) -> Backend;
+
+    /// A socket for `slot` was opened.
+    fn add_socket(&mut self, slot: u32, fd: RawFd);
+
+    /// The socket of `slot` is about to be closed.
+    fn remove_socket(&mut self, slot: u32);
+
+    /// Sends every target's datagrams of `round`, in order per target, stopping at a target's
+    /// first failure; fills `round.outcomes`. Must not return while the kernel may still read
+    /// a datagram's buffer: the buffers are borrowed from `pool` only for this call.
+    fn send_round(&mut self, pool: &Pool, round: &mut Round);
+
+    /// Tells the backend to report `slot` as ready once its socket is writable again.
+    fn watch_writable(&mut self, slot: u32, fd: RawFd);
+
+    /// Waits until `wake` is written, a watched socket is writable, or `timeout` passes (`None`:
+    /// no limit; zero: just look). Appends writable slots to `ready`.
+    fn wait(&mut self, wake: &EventFd, timeout: Option<Duration>, ready: &mut Vec<u32>) -> io::Result<()>;
+}
+
+/// A datagram in a round: its buffer's index and length.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Item {
+    pub buf: u32,
+    pub len: u32,
+}
+
+/// One target's part of a round: `items[first..first + count]`, sent on `fd`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RoundTarget {
+    pub slot: u32,
+    pub fd: RawFd,
+    pub first: u32,
+    pub count: u32,
+}
+
+/// The outcome of an item that the kernel was never asked to send.
+pub(crate) const NOT_ATTEMPTED: i32 = -libc::ECANCELED;
+
+/// One send round; vectors are reused, so rounds do not allocate.
+#[derive(Default)]
+pub(crate) struct Round {
+    pub items: Vec<Item>,
+    pub targets: Vec<RoundTarget>,
+    /// Per item: bytes sent, or `-errno`, or [`NOT_ATTEMPTED`].
+    pub outcomes: Vec<i32>,
+}
+
+impl Round {
+    fn clear(&mut self) {
+        self.items.clear();
+        self.targets.clear();
+        self.outcomes.clear();
+    }
+}
+
+enum Conn {
+    Up(Socket),
+    Down { retry_at: Instant, backoff: Duration },
+}
+
+struct Queued {
+    buf: BufRef,
+    len: u32,
+}
+
+/// Everything the reactor keeps for one destination.
+struct Slot {
+    target: Target,
+    conn: Conn,
+    queue: VecDeque<Queued>,
+    /// Waiting for the socket to become writable.
+    blocked: bool,
+    /// In the `active` list (has queued datagrams and may send).
+    active: bool,
+    /// Referenced by the current snapshot.
+    referenced: bool,
+    counters: TargetCounters,
+    last_log: Option<Instant>,
+}
+
+const RECONNECT_MIN: Duration = Duration::from_millis(10);
+const RECONNECT_MAX: Duration = Duration::from_secs(1);
+const LOG_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Requests from the dispatcher handle.
+pub(crate) enum Control {
+    Stats(crossbeam_channel::Sender<Stats>),
+    Shutdown,
+}
+
+pub(crate) struct Reactor<B: SendBackend> {
+    rx: Receiver<Raised>,
+    control: Receiver<Control>,
+    shared: Arc<Shared>,
+    backend: B,
+    pool: Pool,
+    snapshot: Arc<Snapshot>,
+    slots: Vec<Option<Slot>>,
+    free_slots: Vec<u32>,
+    by_target: HashMap<Target, u32>,
+    /// Slot of each target of the current snapshot, by the snapshot's target index.
+    route_slots: Vec<u32>,
+    active: Vec<u32>,
+    blocked: usize,
+    batch: Vec<Raised>,
+    round: Round,
+    ready: Vec<u32>,
+    queue_cap: usize,
+    max_per_target: usize,
+    /// Datagrams one round may carry (the ring's size for `uring`).
+    round_budget: usize,
+    events: EventCounters,
+    retired: TargetCounters,
+    shutdown_deadline: Option<Instant>,
+    config: DispatcherConfig,
+}
+
+impl<B: SendBackend> Reactor<B> {
+    pub fn new(
+        rx: Receiver<Raised>,
+        control: Receiver<Control>,
+        shared: Arc<Shared>,
+        backend: B,
+        config: DispatcherConfig,
+        max_per_target: usize,
+        round_budget: usize,
+    ) -> Self {
+        Reactor {
+            rx,
+            control,
+            shared,
+            backend,
+            pool: Pool::new(config.buffer_pool_bytes),
+            snapshot: Arc::default(),
+            slots: Vec::new(),
+            free_slots: Vec::new(),
+            by_target: HashMap::new(),
+            route_slots: Vec::new(),
+            active: Vec::new(),
+            blocked: 0,
+            batch: Vec::with_capacity(config.batch),
+            round: Round {
+                items: Vec::with_capacity(round_budget),
+                targets: Vec::new(),
+                outcomes: Vec::with_capacity(round_budget),
+            },
+            round_budget,
+            ready: Vec::new(),
+            queue_cap: config.retry_queue + config.batch,
+            max_per_target: max_per_target.min(config.batch).max(1),
+            events: EventCounters::default(),
+            retired: TargetCounters::default(),
+            shutdown_deadline: None,
+            config,
+        }
+    }
+
+    /// Runs until shut down; returns the final counters, with nothing pending.
+    pub fn run(mut self) -> Stats {
+        loop {
+            self.take_control();
+            // Take new events only when the next round can send all that is queued: if the
+            // reactor is the bottleneck, the channel fills and producers feel it (the queue
+            // policy), instead of healthy targets' queues overflowing.
+            let took = if self.backlog() <= self.round_budget { self.take_batch() } else { 0 };
+            if took > 0 {
+                self.dispatch_batch();
+            }
+            self.reconnect_due();
+            if self.blocked > 0 {
+                self.poll_ready(Some(Duration::ZERO));
+            }
+            if !self.active.is_empty() {
+                self.send_round();
+                continue;
+            }
+            if self.shutdown_deadline.is_some() && self.finished() {
+                break;
+            }
+            if took == 0 {
+                self.sleep();
+            }
+        }
+        self.finish()
+    }
+
+    /// Answers control requests.
+    fn take_control(&mut self) {
+        while let Ok(c) = self.control.try_recv() {
+            match c {
+                Control::Stats(reply) => {
+                    let _ = reply.send(self.stats());
+                }
+                Control::Shutdown => self.begin_shutdown(),
+            }
+        }
+    }
+
+    /// Datagrams queued for targets that can send now.
+    fn backlog(&self) -> usize {
+        self.active.iter().map(|&i| self.slots[i as usize].as_ref().map_or(0, |s| s.queue.len())).sum()
+    }
+
+    /// Takes up to `batch` events.
+    fn take_batch(&mut self) -> usize {
+        while self.batch.len() < self.config.batch {
+            match self.rx.try_recv() {
+                Ok(msg) => self.batch.push(msg),
+                Err(_) => break,
+            }
+        }
+        self.batch.len()
+    }
+
+    fn begin_shutdown(&mut self) {
+        if self.shutdown_deadline.is_none() {
+            self.shared.intake.fetch_or(1, Ordering::AcqRel);
+            self.shutdown_deadline = Some(Instant::now() + self.config.shutdown_timeout());
+        }
+    }
+
+    /// Shutting down and done: no raise in progress, channel empty, queues empty or out of time.
+    fn finished(&self) -> bool {
+        let raising = self.shared.intake.load(Ordering::Acquire) >> 1 != 0;
+        if raising || !self.rx.is_empty() {
+            return false;
+        }
+        let queued = self.slots.iter().flatten().any(|s| !s.queue.is_empty());
+        !queued || self.shutdown_deadline.is_some_and(|d| Instant::now() >= d)
+    }
+
+    fn dispatch_batch(&mut self) {
+        if let Some(snapshot) = self.shared.registry.snapshot_if_newer(self.snapshot.generation) {
+            self.apply_snapshot(snapshot);
+        }
+        let now = self.shared.registry.clock().now();
+        let snapshot = Arc::clone(&self.snapshot);
+        let mut batch = std::mem::take(&mut self.batch);
+        for msg in batch.drain(..) {
+            self.route(&snapshot, &msg, now);
+        }
+        self.batch = batch;
+    }
+
+    /// Encodes `msg` once per format its live subscribers use and queues it for each.
+    fn route(&mut self, snapshot: &Snapshot, msg: &Raised, now: Duration) {
+        self.events.dispatched += 1;
+        let index = msg.event.index() as usize;
+        let routes = snapshot.routes.get(index).map_or(&[][..], Vec::as_slice);
+        let mut encoded: [Option<Result<(BufRef, u32), EncodeError>>; 2] = [None, None];
+        let mut live = 0;
+        for route in routes.iter().filter(|r| r.is_live(now)) {
+            live += 1;
+            let slot_index = self.route_slots[route.target as usize];
+            let fmt = route.format as usize;
+            if encoded[fmt].is_none() {
+                encoded[fmt] = Some(self.encode(route.format, &snapshot.names[index], msg));
+            }
+            let slot = self.slots[slot_index as usize].as_mut().expect("routed slots exist");
+            slot.counters.raised += 1;
+            match encoded[fmt].as_ref().expect("encoded above") {
+                Err(e) => {
+                    slot.counters.failed_oversize += 1;
+                    log_limited(&mut slot.last_log, &slot.target, e);
+                }
+                Ok(_) if matches!(slot.conn, Conn::Down { .. }) => slot.counters.failed_unreachable += 1,
+                Ok(_) if slot.queue.len() >= self.queue_cap => slot.counters.dropped_retry_overflow += 1,
+                Ok((buf, len)) => {
+                    slot.queue.push_back(Queued { buf: self.pool.retain(buf), len: *len });
+                    if !slot.active && !slot.blocked {
+                        slot.active = true;
+                        self.active.push(slot_index);
+                    }
+                }
+            }
+        }
+        if live == 0 {
+            self.events.unsubscribed += 1;
+        }
+        for (buf, _) in encoded.into_iter().flatten().flatten() {
+            self.pool.release(buf);
+        }
+    }
+
+    /// Encodes into a pooled buffer of the right size: small first, then exactly as needed.
+    fn encode(&mut self, format: Format, name: &crate::EventName, msg: &Raised) -> Result<(BufRef, u32), EncodeError> {
+        let buf = self.pool.alloc(0);
+        match format.encode(name.as_str(), &msg.params, self.pool.bytes_mut(&buf)) {
+            Ok(n) => Ok((buf, n as u32)),
+            Err(EncodeError::TooLarge { len, .. }) if len <= MAX_DATAGRAM => {
+                self.pool.release(buf);
+                let buf = self.pool.alloc(len);
+                let n = format.encode(name.as_str(), &msg.params, self.pool.bytes_mut(&buf))?;
+                Ok((buf, n as u32))
+            }
+            Err(e) => {
+                self.pool.release(buf);
+                Err(e)
+            }
+        }
+    }
+
+    /// Sends the head of every active queue, then books the outcomes.
+    fn send_round(&mut self) {
+        self.round.clear();
+        let mut active = std::mem::take(&mut self.active);
+        let mut budget = self.round_budget;
+        let mut served = 0;
+        for &slot_index in &active {
+            if budget == 0 {
+                break;
+            }
+            served += 1;
+            let slot = self.slots[slot_index as usize].as_ref().expect("active slots exist");
+            let Conn::Up(sock) = &slot.conn else { continue };
+            let count = slot.queue.len().min(self.max_per_target).min(budget);
+            if count == 0 {
+                continue;
+            }
+            budget -= count;
+            self.round.targets.push(RoundTarget {
+                slot: slot_index,
+                fd: sock.as_raw_fd(),
+                first: self.round.items.len() as u32,
+                count: count as u32,
+            });
+            for q in slot.queue.iter().take(count) {
+                self.round.items.push(Item { buf: q.buf.index(), len: q.len });
+            }
+        }
+        self.round.outcomes.resize(self.round.items.len(), NOT_ATTEMPTED);
+        self.backend.send_round(&self.pool, &mut self.round);
+        for t in 0..self.round.targets.len() {
+            let rt = self.round.targets[t];
+            self.book(rt);
+        }
+        // Keep in the active list only slots that still have something to send now, those left
+        // out of this round (out of budget) first, so that every target gets its turn.
+        active.rotate_left(served);
+        active.retain(|&i| {
+            let slot = self.slots[i as usize].as_mut().expect("active slots exist");
+            let keep = !slot.queue.is_empty() && !slot.blocked && matches!(slot.conn, Conn::Up(_));
+            slot.active = keep;
+            keep
+        });
+        self.active = active;
+    }
+
+    /// Applies one target's outcomes, in order.
+    fn book(&mut self, rt: RoundTarget) {
+        let slot = self.slots[rt.slot as usize].as_mut().expect("round slots exist");
+        for k in 0..rt.count as usize {
+            let outcome = self.round.outcomes[rt.first as usize + k];
+            if outcome == NOT_ATTEMPTED {
+                break;
+            }
+            let front_len = slot.queue.front().expect("round items are queued").len;
+            if outcome >= 0 && outcome as u32 == front_len {
+                let q = slot.queue.pop_front().expect("checked above");
+                slot.counters.sent += 1;
+                slot.counters.datagrams += 1;
+                slot.counters.bytes += u64::from(q.len);
+                self.pool.release(q.buf);
+                continue;
+            }
+            let failure = if outcome >= 0 { SendFailure::Other } else { SendFailure::of(-outcome) };
+            if failure == SendFailure::WouldBlock {
+                slot.blocked = true;
+                self.blocked += 1;
+                if let Conn::Up(sock) = &slot.conn {
+                    self.backend.watch_writable(rt.slot, sock.as_raw_fd());
+                }
+                break;
+            }
+            let q = slot.queue.pop_front().expect("checked above");
+            self.pool.release(q.buf);
+            match failure {
+                SendFailure::Unreachable => slot.counters.failed_unreachable += 1,
+                SendFailure::Oversize => slot.counters.failed_oversize += 1,
+                _ => slot.counters.failed_other += 1,
+            }
+            let err = if outcome >= 0 {
+                io::Error::other(format!("short send: {outcome} of {front_len} bytes"))
+            } else {
+                io::Error::from_raw_os_error(-outcome)
+            };
+            log_limited(&mut slot.last_log, &slot.target, &err);
+            let unix = matches!(&slot.conn, Conn::Up(s) if s.is_unix());
+            if failure == SendFailure::Unreachable && unix {
+                // The receiver is gone: a connected UNIX socket stays refused until reconnected.
+                Self::take_down(&mut self.backend, &mut self.pool, rt.slot, slot, RECONNECT_MIN);
+                break;
+            }
+        }
+    }
+
+    /// Closes a slot's socket, fails what it has queued, and schedules a reconnect.
+    fn take_down(backend: &mut B, pool: &mut Pool, index: u32, slot: &mut Slot, backoff: Duration) {
+        if matches!(slot.conn, Conn::Up(_)) {
+            backend.remove_socket(index);
+        }
+        for q in slot.queue.drain(..) {
+            slot.counters.failed_unreachable += 1;
+            pool.release(q.buf);
+        }
+        slot.conn = Conn::Down { retry_at: Instant::now() + backoff, backoff };
+    }
+
+    /// Tries again to connect targets whose receiver was missing.
+    fn reconnect_due(&mut self) {
+        let now = Instant::now();
+        for (i, slot) in self.slots.iter_mut().enumerate() {
+            let Some(slot) = slot else { continue };
+            let Conn::Down { retry_at, backoff } = slot.conn else { continue };
+            if now < retry_at {
+                continue;
+            }
+            match Socket::connect(&slot.target) {
+                Ok(sock) => {
+                    self.backend.add_socket(i as u32, sock.as_raw_fd());
+                    slot.conn = Conn::Up(sock);
+                    slot.blocked = false;
+                }
+                Err(_) => {
+                    let backoff = (backoff * 2).min(RECONNECT_MAX);
+                    slot.conn = Conn::Down { retry_at: now + backoff, backoff };
+                }
+            }
+        }
+    }
+
+    fn next_reconnect(&self) -> Option<Instant> {
+        self.slots
+            .iter()
+            .flatten()
+            .filter_map(|s| match s.conn {
+                Conn::Down { retry_at, .. } => Some(retry_at),
+                Conn::Up(_) => None,
+            })
+            .min()
+    }
+
+    /// Marks slots whose sockets became writable as active again.
+    fn poll_ready(&mut self, timeout: Option<Duration>) {
+        if let Err(e) = self.backend.wait(&self.shared.wake, timeout, &mut self.ready) {
+            eprintln!("event-datagram: reactor wait failed: {e}");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        for i in self.ready.drain(..) {
+            let Some(slot) = self.slots.get_mut(i as usize).and_then(Option::as_mut) else { continue };
+            if slot.blocked {
+                slot.blocked = false;
+                self.blocked -= 1;
+                if !slot.queue.is_empty() && !slot.active {
+                    slot.active = true;
+                    self.active.push(i);
+                }
+            }
+        }
+    }
+
+    /// Sleeps until a producer wakes us, a blocked socket drains, or a timer is due.
+    fn sleep(&mut self) {
+        self.shared.sleeping.store(true, Ordering::SeqCst);
+        // Pairs with the fence in `Shared::wake_reactor`: a message sent before our look at
+        // the channel is seen here; one sent after sees `sleeping` and writes the eventfd.
+        fence(Ordering::SeqCst);
+        if !self.rx.is_empty() || !self.control.is_empty() {
+            self.shared.sleeping.store(false, Ordering::Relaxed);
+            return;
+        }
+        let deadline = [self.next_reconnect(), self.shutdown_deadline].into_iter().flatten().min();
+        let timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        // While shutting down, producers may be mid-raise without waking us: look often.
+        let timeout = match (timeout, self.shutdown_deadline) {
+            (t, Some(_)) => Some(t.unwrap_or(Duration::MAX).min(Duration::from_millis(1))),
+            (t, None) => t,
+        };
+        self.poll_ready(timeout);
+        self.shared.sleeping.store(false, Ordering::Relaxed);
+    }
+
+    /// Starts using a new snapshot: opens sockets for new targets, retires unused ones.
+    fn apply_snapshot(&mut self, snapshot: Arc<Snapshot>) {
+        for slot in self.slots.iter_mut().flatten() {
+            slot.referenced = false;
+        }
+        self.route_slots.clear();
+        for target in &snapshot.targets {
+            let index = match self.by_target.get(target) {
+                Some(&i) => i,
+                None => self.open_slot(target.clone()),
+            };
+            self.slots[index as usize].as_mut().expect("mapped slots exist").referenced = true;
+            self.route_slots.push(index);
+        }
+        self.snapshot = snapshot;
+        self.retire_unreferenced();
+    }
+
+    fn open_slot(&mut self, target: Target) -> u32 {
+        let index = self.free_slots.pop().unwrap_or_else(|| {
+            self.slots.push(None);
+            self.slots.len() as u32 - 1
+        });
+        let conn = match Socket::connect(&target) {
+            Ok(sock) => {
+                self.backend.add_socket(index, sock.as_raw_fd());
+                Conn::Up(sock)
+            }
+            Err(_) => Conn::Down { retry_at: Instant::now() + RECONNECT_MIN, backoff: RECONNECT_MIN },
+        };
+        self.by_target.insert(target.clone(), index);
+        self.slots[index as usize] = Some(Slot {
+            target,
+            conn,
+            queue: VecDeque::with_capacity(self.queue_cap),
+            blocked: false,
+            active: false,
+            referenced: true,
+            counters: TargetCounters::default(),
+            last_log: None,
+        });
+        index
+    }
+
+    /// Closes slots that no subscription uses and that have nothing left to send.
+    fn retire_unreferenced(&mut self) {
+        for i in 0..self.slots.len() {
+            let retire = matches!(&self.slots[i], Some(s) if !s.referenced && s.queue.is_empty());
+            if !retire {
+                continue;
+            }
+            let slot = self.slots[i].take().expect("checked above");
+            if matches!(slot.conn, Conn::Up(_)) {
+                self.backend.remove_socket(i as u32);
+            }
+            if slot.blocked {
+                self.blocked -= 1;
+            }
+            self.active.retain(|&a| a as usize != i);
+            self.by_target.remove(&slot.target);
+            self.retired.add(&slot.counters);
+            self.free_slots.push(i as u32);
+        }
+    }
+
+    fn stats(&self) -> Stats {
+        let mut totals = self.retired;
+        let targets: Vec<TargetStats> = self
+            .slots
+            .iter()
+            .flatten()
+            .map(|s| {
+                let mut counters = s.counters;
+                counters.pending = s.queue.len() as u64;
+                totals.add(&counters);
+                TargetStats { target: s.target.clone(), counters }
+            })
+            .collect();
+        let mut events = self.events;
+        events.pending = self.rx.len() as u64;
+        events.dropped_queue_full = self.shared.dropped_queue_full.load(Ordering::Relaxed);
+        events.raised = events.dispatched + events.dropped_queue_full + events.pending;
+        Stats { backend: self.backend.kind(), events, totals, targets }
+    }
+
+    /// Counts what is still queued after the shutdown deadline as dropped, and reports.
+    fn finish(mut self) -> Stats {
+        for i in 0..self.slots.len() {
+            let Some(slot) = self.slots[i].as_mut() else { continue };
+            for q in slot.queue.drain(..) {
+                slot.counters.dropped_shutdown += 1;
+                self.pool.release(q.buf);
+            }
+            if matches!(slot.conn, Conn::Up(_)) {
+                self.backend.remove_socket(i as u32);
+            }
+        }
+        self.stats()
+    }
+}
+
+/// Logs a target's error at most once per [`LOG_INTERVAL`]; every error is counted anyway.
+fn log_limited(last: &mut Option<Instant>, target: &Target, err: &dyn std::fmt::Display) {
+    let now = Instant::now();
+    if last.is_none_or(|t| now.duration_since(t) >= LOG_INTERVAL) {
+        *last = Some(now);
+        eprintln!("event-datagram: {target}: {err} (counted; next report for this target in 60 s at the earliest)");
+    }
+}

@@ -1,0 +1,125 @@
+//! Encode buffers: reference-counted, in size classes, recycled without touching the heap.
+//!
+//! An event is encoded once per format into one buffer, and every target's queue holds a
+//! reference to it. A buffer returns to its class's free list when the last reference is
+//! released. Buffers beyond `keep_bytes` (a load peak, a slow receiver) go back to the heap.
+
+/// Size classes: most events fit the first; the last holds the largest datagram.
+const CLASSES: [usize; 3] = [512, 8192, crate::MAX_DATAGRAM];
+
+/// A buffer's index in the pool. Not `Clone`: each handle is one reference.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct BufRef(u32);
+
+impl BufRef {
+    pub fn index(&self) -> u32 {
+        self.0
+    }
+}
+
+struct Slot {
+    data: Box<[u8]>,
+    refs: u32,
+    class: u8,
+}
+
+pub(crate) struct Pool {
+    slots: Vec<Slot>,
+    free: [Vec<u32>; CLASSES.len()],
+    /// Slots whose buffer went back to the heap, to reuse.
+    empty: Vec<u32>,
+    bytes: usize,
+    keep_bytes: usize,
+}
+
+impl Pool {
+    pub fn new(keep_bytes: usize) -> Self {
+        Pool { slots: Vec::new(), free: Default::default(), empty: Vec::new(), bytes: 0, keep_bytes }
+    }
+
+    /// A buffer of at least `len` bytes (at most [`MAX_DATAGRAM`](crate::MAX_DATAGRAM)),
+    /// holding one reference.
+    pub fn alloc(&mut self, len: usize) -> BufRef {
+        let class = CLASSES.iter().position(|&c| len <= c).unwrap_or(CLASSES.len() - 1);
+        if let Some(i) = self.free[class].pop() {
+            self.slots[i as usize].refs = 1;
+            return BufRef(i);
+        }
+        let slot = Slot { data: vec![0; CLASSES[class]].into_boxed_slice(), refs: 1, class: class as u8 };
+        self.bytes += CLASSES[class];
+        if let Some(i) = self.empty.pop() {
+            self.slots[i as usize] = slot;
+            BufRef(i)
+        } else {
+            self.slots.push(slot);
+            BufRef(self.slots.len() as u32 - 1)
+        }
+    }
+
+    /// One more reference to the same buffer.
+    pub fn retain(&mut self, buf: &BufRef) -> BufRef {
+        self.slots[buf.0 as usize].refs += 1;
+        BufRef(buf.0)
+    }
+
+    /// Gives up one reference.
+    pub fn release(&mut self, buf: BufRef) {
+        let i = buf.0 as usize;
+        let slot = &mut self.slots[i];
+        slot.refs -= 1;
+        if slot.refs > 0 {
+            return;
+        }
+        let class = slot.class as usize;
+        if self.bytes <= self.keep_bytes {
+            self.free[class].push(buf.0);
+        } else {
+            self.bytes -= slot.data.len();
+            slot.data = Box::default();
+            self.empty.push(buf.0);
+        }
+    }
+
+    pub fn bytes(&self, buf: &BufRef) -> &[u8] {
+        &self.slots[buf.0 as usize].data
+    }
+
+    pub fn bytes_mut(&mut self, buf: &BufRef) -> &mut [u8] {
+        &mut self.slots[buf.0 as usize].data
+    }
+
+    /// The buffer behind an index held by a queued datagram.
+    pub fn get(&self, index: u32) -> &[u8] {
+        &self.slots[index as usize].data
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buffers_are_recycled_by_class() {
+        let mut pool = Pool::new(1 << 20);
+        let a = pool.alloc(64);
+        let ai = a.index();
+        assert_eq!(pool.bytes(&a).len(), 512);
+        let a2 = pool.retain(&a);
+        pool.release(a);
+        pool.release(a2);
+        let b = pool.alloc(100);
+        assert_eq!(b.index(), ai, "a free buffer of the class is reused");
+        let big = pool.alloc(crate::MAX_DATAGRAM);
+        assert_eq!(pool.bytes(&big).len(), crate::MAX_DATAGRAM);
+    }
+
+    #[test]
+    fn beyond_keep_bytes_buffers_go_back_to_the_heap() {
+        let mut pool = Pool::new(0);
+        let a = pool.alloc(10);
+        pool.release(a);
+        assert_eq!(pool.bytes, 0);
+        let b = pool.alloc(10);
+        assert_eq!(b.index(), 0, "the slot is reused");
+    }
+}

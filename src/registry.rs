@@ -1,0 +1,395 @@
+//! Published events and their subscriptions, with the Event Interface's semantics.
+//!
+//! Writers (publish, subscribe, unsubscribe) take a lock and publish a new immutable
+//! [`Snapshot`]; the reactor checks one atomic generation number per batch and picks up the
+//! new snapshot only when it changed. A change is therefore visible to every event raised after
+//! the change returns: that event is received by the reactor after the generation was bumped.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use crate::clock::Clock;
+use crate::encode::Format;
+use crate::error::EventError;
+use crate::event::EventName;
+use crate::target::Target;
+
+/// How long a subscription lasts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Expiry {
+    /// Until unsubscribed.
+    Never,
+    /// Until this long after it was made or last refreshed.
+    After(Duration),
+}
+
+impl Expiry {
+    /// `Never` for 0 (the library's reading; MI maps 0 to "unsubscribe"), else `After(secs)`.
+    pub fn from_secs(secs: u64) -> Self {
+        if secs == 0 {
+            Expiry::Never
+        } else {
+            Expiry::After(Duration::from_secs(secs))
+        }
+    }
+}
+
+/// A published event, as returned by [`Registry::publish`]: the only way to raise it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct EventId {
+    index: u32,
+    registry: u32,
+}
+
+impl EventId {
+    /// The event's number, in order of publication (as OpenSIPS' `events_list` shows it).
+    pub fn index(self) -> u32 {
+        self.index
+    }
+}
+
+/// Whether [`Registry::subscribe`] added a subscription or refreshed one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Subscribed {
+    /// A new subscription.
+    Added,
+    /// An existing one (same transport and address) got a new expiry and start time.
+    Refreshed,
+}
+
+/// A live subscription, as listed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SubscriptionInfo {
+    /// Where events go.
+    pub target: Target,
+    /// How they are encoded.
+    pub format: Format,
+    /// The expiry it was made with.
+    pub expiry: Expiry,
+    /// Time left; `None` for [`Expiry::Never`].
+    pub remaining: Option<Duration>,
+}
+
+/// Why a registry operation was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RegistryError {
+    /// The event name is invalid.
+    #[error(transparent)]
+    InvalidName(#[from] EventError),
+    /// The [`EventId`] was issued by another registry.
+    #[error("event id {0} was not published by this dispatcher")]
+    ForeignEvent(u32),
+    /// No subscription of this event to this target.
+    #[error("{target} is not subscribed to {event}")]
+    NotSubscribed {
+        /// The event.
+        event: EventName,
+        /// The target.
+        target: Target,
+    },
+    /// The event has as many subscribers as allowed.
+    #[error("{event} already has {limit} subscribers, the most allowed")]
+    TooManyForEvent {
+        /// The event.
+        event: EventName,
+        /// The limit.
+        limit: usize,
+    },
+    /// All events together have as many subscribers as allowed.
+    #[error("there are already {limit} subscriptions, the most allowed")]
+    TooMany {
+        /// The limit.
+        limit: usize,
+    },
+}
+
+/// Limits on the number of subscriptions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Subscriptions per event.
+    pub per_event: usize,
+    /// Subscriptions in all.
+    pub total: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { per_event: 256, total: 4096 }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Subscription {
+    target: Target,
+    format: Format,
+    expiry: Expiry,
+    since: Duration,
+}
+
+impl Subscription {
+    fn expires_at(&self) -> Option<Duration> {
+        match self.expiry {
+            Expiry::Never => None,
+            Expiry::After(d) => Some(self.since + d),
+        }
+    }
+
+    fn is_live(&self, now: Duration) -> bool {
+        self.expires_at().is_none_or(|at| now <= at)
+    }
+}
+
+/// One subscriber of an event, as the reactor reads it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Route {
+    /// Index into [`Snapshot::targets`].
+    pub target: u32,
+    pub format: Format,
+    pub expires_at: Option<Duration>,
+}
+
+impl Route {
+    #[inline]
+    pub fn is_live(&self, now: Duration) -> bool {
+        self.expires_at.is_none_or(|at| now <= at)
+    }
+}
+
+/// An immutable view of all subscriptions, rebuilt on every change.
+#[derive(Debug, Default)]
+pub(crate) struct Snapshot {
+    pub generation: u64,
+    pub names: Vec<EventName>,
+    /// Routes by event index.
+    pub routes: Vec<Vec<Route>>,
+    /// Every target referenced by a route, once.
+    pub targets: Vec<Target>,
+}
+
+struct State {
+    names: Vec<EventName>,
+    by_name: HashMap<Arc<str>, u32>,
+    subs: Vec<Vec<Subscription>>,
+    snapshot: Arc<Snapshot>,
+    limits: Limits,
+}
+
+/// Published events and their subscriptions.
+pub struct Registry {
+    id: u32,
+    clock: Arc<dyn Clock>,
+    generation: AtomicU64,
+    state: Mutex<State>,
+}
+
+static NEXT_REGISTRY_ID: AtomicU32 = AtomicU32::new(1);
+
+impl Registry {
+    /// An empty registry reading time from `clock`.
+    pub fn new(clock: Arc<dyn Clock>) -> Self {
+        Registry {
+            id: NEXT_REGISTRY_ID.fetch_add(1, Ordering::Relaxed),
+            clock,
+            generation: AtomicU64::new(0),
+            state: Mutex::new(State {
+                names: Vec::new(),
+                by_name: HashMap::new(),
+                subs: Vec::new(),
+                snapshot: Arc::default(),
+                limits: Limits::default(),
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave `State` half-changed in a way that
+        // matters: every change is completed before the snapshot is rebuilt.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The clock expiry is measured with.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// Sets the subscription limits (existing subscriptions are kept).
+    pub fn set_limits(&self, limits: Limits) {
+        self.lock().limits = limits;
+    }
+
+    /// Publishes `name` (idempotent: the same name gives the same id).
+    pub fn publish(&self, name: &str) -> Result<EventId, RegistryError> {
+        let mut st = self.lock();
+        if let Some(&index) = st.by_name.get(name) {
+            return Ok(self.id(index));
+        }
+        let name = EventName::new(name)?;
+        let index = st.names.len() as u32;
+        st.names.push(name.clone());
+        st.by_name.insert(Arc::from(name.as_str()), index);
+        st.subs.push(Vec::new());
+        self.rebuild(&mut st);
+        Ok(self.id(index))
+    }
+
+    /// The id of a published event.
+    pub fn lookup(&self, name: &str) -> Option<EventId> {
+        self.lock().by_name.get(name).map(|&i| self.id(i))
+    }
+
+    /// The name of a published event.
+    pub fn name(&self, id: EventId) -> Result<EventName, RegistryError> {
+        let index = self.check(id)?;
+        Ok(self.lock().names[index].clone())
+    }
+
+    /// Every published event, in order of publication.
+    pub fn events(&self) -> Vec<(EventName, EventId)> {
+        let st = self.lock();
+        st.names.iter().enumerate().map(|(i, n)| (n.clone(), self.id(i as u32))).collect()
+    }
+
+    /// Subscribes `target` to `event`, or refreshes the subscription with the same transport
+    /// and exactly the same address (new expiry, format and start time).
+    pub fn subscribe(
+        &self,
+        event: EventId,
+        target: Target,
+        expiry: Expiry,
+        format: Format,
+    ) -> Result<Subscribed, RegistryError> {
+        let index = self.check(event)?;
+        let now = self.clock.now();
+        let mut st = self.lock();
+        Self::purge(&mut st, now);
+        let sub = Subscription { target, format, expiry, since: now };
+        let limits = st.limits;
+        let total: usize = st.subs.iter().map(Vec::len).sum();
+        let subs = &mut st.subs[index];
+        let outcome = if let Some(existing) = subs.iter_mut().find(|s| s.target == sub.target) {
+            *existing = sub;
+            Subscribed::Refreshed
+        } else if subs.len() >= limits.per_event {
+            let event = st.names[index].clone();
+            return Err(RegistryError::TooManyForEvent { event, limit: limits.per_event });
+        } else if total >= limits.total {
+            return Err(RegistryError::TooMany { limit: limits.total });
+        } else {
+            subs.push(sub);
+            Subscribed::Added
+        };
+        self.rebuild(&mut st);
+        Ok(outcome)
+    }
+
+    /// Ends the subscription of `target` to `event`.
+    pub fn unsubscribe(&self, event: EventId, target: &Target) -> Result<(), RegistryError> {
+        let index = self.check(event)?;
+        let now = self.clock.now();
+        let mut st = self.lock();
+        Self::purge(&mut st, now);
+        let subs = &mut st.subs[index];
+        let Some(at) = subs.iter().position(|s| &s.target == target) else {
+            let event = st.names[index].clone();
+            return Err(RegistryError::NotSubscribed { event, target: target.clone() });
+        };
+        subs.remove(at);
+        self.rebuild(&mut st);
+        Ok(())
+    }
+
+    /// The live subscriptions of `event`, in order of subscription.
+    pub fn subscribers(&self, event: EventId) -> Result<Vec<SubscriptionInfo>, RegistryError> {
+        let index = self.check(event)?;
+        let now = self.clock.now();
+        let mut st = self.lock();
+        if Self::purge(&mut st, now) {
+            self.rebuild(&mut st);
+        }
+        Ok(st.subs[index]
+            .iter()
+            .map(|s| SubscriptionInfo {
+                target: s.target.clone(),
+                format: s.format,
+                expiry: s.expiry,
+                remaining: s.expires_at().map(|at| at.saturating_sub(now)),
+            })
+            .collect())
+    }
+
+    /// The number of live subscriptions, over all events.
+    pub fn subscription_count(&self) -> usize {
+        let now = self.clock.now();
+        self.lock().subs.iter().flatten().filter(|s| s.is_live(now)).count()
+    }
+
+    /// The current snapshot if it is newer than `generation`. One atomic load when unchanged.
+    #[inline]
+    pub(crate) fn snapshot_if_newer(&self, generation: u64) -> Option<Arc<Snapshot>> {
+        if self.generation.load(Ordering::Acquire) == generation {
+            return None;
+        }
+        Some(self.lock().snapshot.clone())
+    }
+
+    fn id(&self, index: u32) -> EventId {
+        EventId { index, registry: self.id }
+    }
+
+    fn check(&self, id: EventId) -> Result<usize, RegistryError> {
+        if id.registry == self.id {
+            Ok(id.index as usize)
+        } else {
+            Err(RegistryError::ForeignEvent(id.index))
+        }
+    }
+
+    /// Checks that `id` comes from this registry; the reactor trusts ids that pass.
+    pub(crate) fn owns(&self, id: EventId) -> bool {
+        id.registry == self.id
+    }
+
+    /// Removes expired subscriptions; true if any was.
+    fn purge(st: &mut State, now: Duration) -> bool {
+        let mut removed = false;
+        for subs in &mut st.subs {
+            let before = subs.len();
+            subs.retain(|s| s.is_live(now));
+            removed |= subs.len() != before;
+        }
+        removed
+    }
+
+    fn rebuild(&self, st: &mut State) {
+        let generation = self.generation.load(Ordering::Relaxed) + 1;
+        let mut targets: Vec<Target> = Vec::new();
+        let mut index_of: HashMap<&Target, u32> = HashMap::new();
+        let routes = st
+            .subs
+            .iter()
+            .map(|subs| {
+                subs.iter()
+                    .map(|s| {
+                        let target = *index_of.entry(&s.target).or_insert_with(|| {
+                            targets.push(s.target.clone());
+                            targets.len() as u32 - 1
+                        });
+                        Route { target, format: s.format, expires_at: s.expires_at() }
+                    })
+                    .collect()
+            })
+            .collect();
+        st.snapshot = Arc::new(Snapshot { generation, names: st.names.clone(), routes, targets });
+        // Release: a reader that sees the new generation also sees the new snapshot.
+        self.generation.store(generation, Ordering::Release);
+    }
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry").field("id", &self.id).finish_non_exhaustive()
+    }
+}

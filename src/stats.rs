@@ -1,0 +1,148 @@
+//! Counters that account for every event: globally and per target.
+//!
+//! Per target, at all times: `raised = sent + dropped + failed + pending`; after
+//! [`Dispatcher::shutdown`](crate::Dispatcher::shutdown), `pending` is 0.
+
+use std::fmt;
+
+use crate::target::Target;
+
+/// The backend a dispatcher runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Backend {
+    /// io_uring: batched `SEND`s on connected sockets registered as fixed files.
+    Uring,
+    /// Non-blocking connected sockets and `sendmmsg`.
+    Syscall,
+}
+
+impl Backend {
+    /// `"uring"` or `"syscall"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Uring => "uring",
+            Backend::Syscall => "syscall",
+        }
+    }
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What happened to the events routed to one target (or, summed, to all targets).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TargetCounters {
+    /// Events routed to this target (one per subscribed event raised).
+    pub raised: u64,
+    /// Events the kernel accepted for this target.
+    pub sent: u64,
+    /// Datagrams the kernel accepted (equal to `sent` without coalescing).
+    pub datagrams: u64,
+    /// Bytes the kernel accepted.
+    pub bytes: u64,
+    /// Dropped because the target's retry queue was full (receiver slower than the sender).
+    pub dropped_retry_overflow: u64,
+    /// Dropped at shutdown: still queued when the shutdown deadline passed.
+    pub dropped_shutdown: u64,
+    /// Failed: no receiver (`ENOENT`, `ECONNREFUSED`, not connected).
+    pub failed_unreachable: u64,
+    /// Failed: the event encodes to more than the datagram limit.
+    pub failed_oversize: u64,
+    /// Failed: any other error from the kernel.
+    pub failed_other: u64,
+    /// Not done yet: queued for this target or in flight.
+    pub pending: u64,
+}
+
+impl TargetCounters {
+    /// All drops.
+    pub fn dropped(&self) -> u64 {
+        self.dropped_retry_overflow + self.dropped_shutdown
+    }
+
+    /// All failures.
+    pub fn failed(&self) -> u64 {
+        self.failed_unreachable + self.failed_oversize + self.failed_other
+    }
+
+    /// True when `raised = sent + dropped + failed + pending`.
+    pub fn is_balanced(&self) -> bool {
+        self.raised == self.sent + self.dropped() + self.failed() + self.pending
+    }
+
+    pub(crate) fn add(&mut self, o: &TargetCounters) {
+        self.raised += o.raised;
+        self.sent += o.sent;
+        self.datagrams += o.datagrams;
+        self.bytes += o.bytes;
+        self.dropped_retry_overflow += o.dropped_retry_overflow;
+        self.dropped_shutdown += o.dropped_shutdown;
+        self.failed_unreachable += o.failed_unreachable;
+        self.failed_oversize += o.failed_oversize;
+        self.failed_other += o.failed_other;
+        self.pending += o.pending;
+    }
+}
+
+/// Counters of one target.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TargetStats {
+    /// The destination.
+    pub target: Target,
+    /// What happened to its events.
+    pub counters: TargetCounters,
+}
+
+/// What happened to raised events before they reached targets.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EventCounters {
+    /// Events raised: `raised = dropped_queue_full + dispatched + pending`.
+    pub raised: u64,
+    /// Dropped by `raise` because the channel was full (policy `drop`).
+    pub dropped_queue_full: u64,
+    /// Taken by the reactor and routed to their subscribers (possibly none).
+    pub dispatched: u64,
+    /// Dispatched events that had no live subscriber.
+    pub unsubscribed: u64,
+    /// Still in the channel.
+    pub pending: u64,
+}
+
+impl EventCounters {
+    /// True when `raised = dropped_queue_full + dispatched + pending`.
+    pub fn is_balanced(&self) -> bool {
+        self.raised == self.dropped_queue_full + self.dispatched + self.pending
+    }
+}
+
+/// A consistent snapshot of a dispatcher's counters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stats {
+    /// The backend in use.
+    pub backend: Backend,
+    /// Events, before fan-out.
+    pub events: EventCounters,
+    /// The sum over all targets, including targets no longer subscribed.
+    pub totals: TargetCounters,
+    /// Each target currently known to the reactor.
+    pub targets: Vec<TargetStats>,
+}
+
+impl Stats {
+    /// Counters of one target, if it is known.
+    pub fn target(&self, target: &Target) -> Option<&TargetCounters> {
+        self.targets.iter().find(|t| &t.target == target).map(|t| &t.counters)
+    }
+
+    /// True when every identity holds: globally and for each target.
+    pub fn is_balanced(&self) -> bool {
+        self.events.is_balanced()
+            && self.totals.is_balanced()
+            && self.targets.iter().all(|t| t.counters.is_balanced())
+    }
+}

@@ -1,0 +1,73 @@
+//! The few system calls std does not wrap: eventfd, sendmmsg, poll.
+#![allow(unsafe_code)]
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::time::Duration;
+
+/// A non-blocking eventfd: producers write it to wake a sleeping reactor.
+#[derive(Debug)]
+pub(crate) struct EventFd(File);
+
+impl EventFd {
+    pub fn new() -> io::Result<Self> {
+        // SAFETY: eventfd takes no pointers; a non-negative result is a new fd we own.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` was just returned by eventfd and is owned by nobody else.
+        Ok(EventFd(File::from(unsafe { OwnedFd::from_raw_fd(fd) })))
+    }
+
+    /// Adds one; never blocks (the counter cannot reach its maximum from our writes).
+    pub fn wake(&self) {
+        let _ = (&self.0).write(&1u64.to_ne_bytes());
+    }
+
+    /// Resets the counter to zero.
+    pub fn drain(&self) {
+        let mut buf = [0u8; 8];
+        let _ = (&self.0).read(&mut buf);
+    }
+}
+
+impl AsRawFd for EventFd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.as_raw_fd()
+    }
+}
+
+/// `sendmmsg(fd, msgs, MSG_DONTWAIT)`: how many were sent, or the error of the first one.
+pub(crate) fn sendmmsg(fd: RawFd, msgs: &mut [libc::mmsghdr]) -> io::Result<usize> {
+    // SAFETY: every mmsghdr in `msgs` points at iovecs and buffers that the caller keeps alive
+    // and unchanged for this call (they are borrowed by the caller's frame); the kernel only
+    // reads them, and writes each `msg_len`, inside `msgs`.
+    let n = unsafe {
+        libc::sendmmsg(fd, msgs.as_mut_ptr(), msgs.len() as libc::c_uint, libc::MSG_DONTWAIT)
+    };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// `poll(fds, timeout)`; `None` waits forever. An interrupted call counts as 0 ready.
+pub(crate) fn poll(fds: &mut [libc::pollfd], timeout: Option<Duration>) -> io::Result<usize> {
+    let ms = timeout.map_or(-1, |t| t.as_millis().min(i32::MAX as u128).max(if t.is_zero() { 0 } else { 1 }) as i32);
+    // SAFETY: `fds` is a valid, exclusively borrowed array of `fds.len()` pollfds.
+    let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
+    if n < 0 {
+        let e = io::Error::last_os_error();
+        return if e.kind() == io::ErrorKind::Interrupted { Ok(0) } else { Err(e) };
+    }
+    Ok(n as usize)
+}
+
+/// A zeroed `mmsghdr` (all null pointers and zero lengths).
+pub(crate) fn empty_mmsghdr() -> libc::mmsghdr {
+    // SAFETY: mmsghdr is a plain C struct for which all-zero bytes are a valid value.
+    unsafe { std::mem::zeroed() }
+}

@@ -1,0 +1,533 @@
+//! Socket specs: where a subscription's datagrams go.
+//!
+//! A [`Target`] is a UDP address or a UNIX datagram socket address, parsed from the socket specs
+//! that OpenSIPS' `event_datagram` accepts, with its bugs fixed (ports are checked, not wrapped;
+//! long UNIX paths are an error, not truncated):
+//!
+//! | spec                    | target                                               |
+//! |-------------------------|------------------------------------------------------|
+//! | `udp:127.0.0.1:9000`    | UDP, IPv4                                            |
+//! | `udp:[::1]:9000`        | UDP, IPv6 (brackets required)                        |
+//! | `udp:localhost:9000`    | UDP, a host name resolved when parsed (first address)|
+//! | `unix:/run/events.sock` | UNIX datagram socket at a path                       |
+//! | `/run/events.sock`      | the same, written as a bare absolute path            |
+//! | `unix:@events`          | UNIX datagram socket in Linux's abstract namespace   |
+//!
+//! [`Target`]'s `Display` prints the canonical spec, which parses back to an equal `Target`.
+//! Two targets are equal when they have the same transport and exactly the same address (OpenSIPS
+//! matched UNIX paths by prefix, so `unix:/a/b` refreshed `unix:/a/bc`: not here).
+//!
+//! ```
+//! use event_datagram::{Target, UnixAddr};
+//!
+//! let t: Target = "udp:[::1]:9000".parse()?;
+//! assert_eq!(t.to_string(), "udp:[::1]:9000");
+//! assert!(t.is_loopback());
+//!
+//! let t = Target::parse("/run/events.sock")?;
+//! assert_eq!(t, Target::Unix(UnixAddr::Path("/run/events.sock".into())));
+//! assert_eq!(t.to_string(), "unix:/run/events.sock");
+//!
+//! let err = Target::parse("udp:127.0.0.1:70000").unwrap_err();
+//! assert!(err.to_string().contains("expected udp:HOST:PORT"));
+//! # Ok::<(), event_datagram::TargetError>(())
+//! ```
+
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::net::SocketAddr as UnixSocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+/// The accepted forms, quoted by every [`TargetError`] message.
+const FORMS: &str = "expected udp:HOST:PORT, udp:[IPv6]:PORT, unix:/path, unix:@name or /path";
+
+/// The longest UNIX socket path in bytes: `sun_path` is 108 bytes, including the final NUL.
+pub const MAX_UNIX_PATH: usize = 107;
+
+/// The longest abstract socket name in bytes: `sun_path` minus its leading NUL.
+pub const MAX_ABSTRACT_NAME: usize = 107;
+
+/// A UNIX datagram socket address.
+///
+/// Equality and hashing compare the exact bytes: `/a/b`, `/a//b` and `/a/b/` are three
+/// addresses (unlike [`Path`]'s component-wise comparison), and `/a/b` is not `/a/bc`.
+#[derive(Clone, Debug)]
+pub enum UnixAddr {
+    /// A file system path (absolute when parsed from a spec).
+    Path(PathBuf),
+    /// A name in Linux's abstract socket namespace, without the leading NUL (`unix:@name`).
+    Abstract(Vec<u8>),
+}
+
+/// Where datagrams go: a UDP address or a UNIX datagram socket.
+///
+/// Parse one with [`Target::parse`] or [`str::parse`]; see the [module docs](self) for the forms.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Target {
+    /// A UDP address (IPv4 or IPv6).
+    Udp(SocketAddr),
+    /// A UNIX datagram socket.
+    Unix(UnixAddr),
+}
+
+/// A socket spec that cannot be parsed. Every message names the accepted forms.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TargetError {
+    /// A spec that is none of the accepted forms: no scheme, a relative bare path, `@name`
+    /// without `unix:`, surrounding whitespace, ...
+    #[error("invalid socket spec {spec:?}: {reason} ({FORMS})")]
+    UnknownForm {
+        /// The spec as given.
+        spec: String,
+        /// Why it is not one of the forms.
+        reason: &'static str,
+    },
+    /// A scheme other than `udp:` or `unix:` (e.g. `tcp:`).
+    #[error("invalid socket spec {spec:?}: unknown scheme {scheme:?} ({FORMS})")]
+    UnknownScheme {
+        /// The spec as given.
+        spec: String,
+        /// The scheme, without its colon.
+        scheme: String,
+    },
+    /// Nothing after the scheme, or an empty host or name (`udp::9000`, `unix:`, `unix:@`).
+    #[error("invalid socket spec {spec:?}: the address is empty ({FORMS})")]
+    EmptyAddress {
+        /// The spec as given.
+        spec: String,
+    },
+    /// A UDP spec without a port (`udp:127.0.0.1`, `udp:127.0.0.1:`).
+    #[error("invalid socket spec {spec:?}: the port is missing ({FORMS})")]
+    MissingPort {
+        /// The spec as given.
+        spec: String,
+    },
+    /// A port that is not a decimal number.
+    #[error("invalid socket spec {spec:?}: port {port:?} is not a number ({FORMS})")]
+    InvalidPort {
+        /// The spec as given.
+        spec: String,
+        /// The port as given.
+        port: String,
+    },
+    /// A port of 0 or above 65535 (OpenSIPS wrapped 70000 to 4464).
+    #[error("invalid socket spec {spec:?}: port {port} is out of range 1-65535 ({FORMS})")]
+    PortOutOfRange {
+        /// The spec as given.
+        spec: String,
+        /// The port as given (digits only).
+        port: String,
+    },
+    /// An IPv6 address without brackets (`udp:::1:9000`).
+    #[error(
+        "invalid socket spec {spec:?}: an IPv6 address must be in brackets, as in udp:[::1]:9000 ({FORMS})"
+    )]
+    Ipv6WithoutBrackets {
+        /// The spec as given.
+        spec: String,
+    },
+    /// A host that is neither an IP address nor a valid host name.
+    #[error("invalid socket spec {spec:?}: invalid host {host:?}: {reason} ({FORMS})")]
+    InvalidHost {
+        /// The spec as given.
+        spec: String,
+        /// The host as given.
+        host: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A host name that does not resolve (or resolves to no address).
+    #[error("invalid socket spec {spec:?}: cannot resolve host {host:?}: {reason} ({FORMS})")]
+    Resolve {
+        /// The spec as given.
+        spec: String,
+        /// The host name.
+        host: String,
+        /// The resolver's error.
+        reason: String,
+    },
+    /// A relative UNIX path (`unix:foo`): paths must be absolute.
+    #[error("invalid socket spec {spec:?}: the UNIX socket path must be absolute ({FORMS})")]
+    RelativePath {
+        /// The spec as given.
+        spec: String,
+    },
+    /// A UNIX path or abstract name holding a NUL byte.
+    #[error("invalid socket spec {spec:?}: the UNIX socket address contains a NUL byte ({FORMS})")]
+    NulByte {
+        /// The spec as given.
+        spec: String,
+    },
+    /// A UNIX path or abstract name over 107 bytes (OpenSIPS silently truncated it).
+    #[error(
+        "invalid socket spec {spec:?}: the UNIX socket address is {len} bytes, over the {max}-byte limit ({FORMS})"
+    )]
+    PathTooLong {
+        /// The spec as given.
+        spec: String,
+        /// The path's or name's length in bytes.
+        len: usize,
+        /// The limit: [`MAX_UNIX_PATH`] or [`MAX_ABSTRACT_NAME`].
+        max: usize,
+    },
+}
+
+impl Target {
+    /// Parses a socket spec (see the [module docs](self)). Host names are resolved now, to
+    /// their first address.
+    pub fn parse(spec: &str) -> Result<Target, TargetError> {
+        if spec.trim() != spec {
+            return Err(unknown(spec, "it has surrounding whitespace"));
+        }
+        if spec.is_empty() {
+            return Err(unknown(spec, "it is empty"));
+        }
+        if spec.starts_with('/') {
+            return parse_unix(spec, spec);
+        }
+        let Some((scheme, rest)) = spec.split_once(':') else {
+            return Err(unknown(
+                spec,
+                if spec.starts_with('@') {
+                    "an abstract name needs the unix: scheme"
+                } else {
+                    "no scheme, and not an absolute path"
+                },
+            ));
+        };
+        match scheme {
+            "udp" => parse_udp(spec, rest),
+            "unix" => parse_unix(spec, rest),
+            "" => Err(unknown(spec, "no scheme")),
+            _ => Err(TargetError::UnknownScheme {
+                spec: spec.to_owned(),
+                scheme: scheme.to_owned(),
+            }),
+        }
+    }
+
+    /// True for a destination on this host: UDP to `127.0.0.0/8`, `::1` or an IPv4-mapped
+    /// loopback address (`::ffff:127.0.0.1`); UNIX sockets are always local.
+    pub fn is_loopback(&self) -> bool {
+        match self {
+            Target::Udp(addr) => match addr.ip() {
+                IpAddr::V4(ip) => ip.is_loopback(),
+                IpAddr::V6(ip) => {
+                    ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+                }
+            },
+            Target::Unix(_) => true,
+        }
+    }
+
+    /// The transport's name: `"udp"` or `"unix"`.
+    pub fn transport(&self) -> &'static str {
+        match self {
+            Target::Udp(_) => "udp",
+            Target::Unix(_) => "unix",
+        }
+    }
+
+    /// The UNIX socket address to bind or connect to (`UnixDatagram::bind_addr`,
+    /// `connect_addr`); `None` for a UDP target. Fails when the OS rejects the address (an
+    /// abstract name off Linux, or an address not built by [`Target::parse`] that is too long).
+    pub fn unix_socket_addr(&self) -> Option<io::Result<UnixSocketAddr>> {
+        match self {
+            Target::Udp(_) => None,
+            Target::Unix(addr) => Some(addr.socket_addr()),
+        }
+    }
+}
+
+impl UnixAddr {
+    /// The address's bytes and a tag of its kind, for exact comparison.
+    fn key(&self) -> (bool, &[u8]) {
+        match self {
+            UnixAddr::Path(path) => (false, path.as_os_str().as_bytes()),
+            UnixAddr::Abstract(name) => (true, name),
+        }
+    }
+
+    /// The socket address to bind or connect to.
+    pub fn socket_addr(&self) -> io::Result<UnixSocketAddr> {
+        match self {
+            UnixAddr::Path(path) => UnixSocketAddr::from_pathname(path),
+            UnixAddr::Abstract(name) => abstract_addr(name),
+        }
+    }
+}
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn abstract_addr(name: &[u8]) -> io::Result<UnixSocketAddr> {
+    #[cfg(target_os = "android")]
+    use std::os::android::net::SocketAddrExt;
+    #[cfg(target_os = "linux")]
+    use std::os::linux::net::SocketAddrExt;
+    UnixSocketAddr::from_abstract_name(name)
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn abstract_addr(_name: &[u8]) -> io::Result<UnixSocketAddr> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "abstract UNIX socket names exist on Linux only",
+    ))
+}
+
+fn unknown(spec: &str, reason: &'static str) -> TargetError {
+    TargetError::UnknownForm {
+        spec: spec.to_owned(),
+        reason,
+    }
+}
+
+/// `rest` is what follows `unix:` (or the whole spec for a bare `/path`).
+fn parse_unix(spec: &str, rest: &str) -> Result<Target, TargetError> {
+    let (addr, max) = if let Some(name) = rest.strip_prefix('@') {
+        (
+            UnixAddr::Abstract(name.as_bytes().to_vec()),
+            MAX_ABSTRACT_NAME,
+        )
+    } else if rest.starts_with('/') {
+        (UnixAddr::Path(PathBuf::from(rest)), MAX_UNIX_PATH)
+    } else if rest.is_empty() {
+        return Err(TargetError::EmptyAddress {
+            spec: spec.to_owned(),
+        });
+    } else {
+        return Err(TargetError::RelativePath {
+            spec: spec.to_owned(),
+        });
+    };
+    let bytes = match &addr {
+        UnixAddr::Abstract(name) => &name[..],
+        UnixAddr::Path(_) => rest.as_bytes(),
+    };
+    if bytes.is_empty() {
+        return Err(TargetError::EmptyAddress {
+            spec: spec.to_owned(),
+        });
+    }
+    if bytes.contains(&0) {
+        return Err(TargetError::NulByte {
+            spec: spec.to_owned(),
+        });
+    }
+    if bytes.len() > max {
+        return Err(TargetError::PathTooLong {
+            spec: spec.to_owned(),
+            len: bytes.len(),
+            max,
+        });
+    }
+    Ok(Target::Unix(addr))
+}
+
+/// `rest` is what follows `udp:`.
+fn parse_udp(spec: &str, rest: &str) -> Result<Target, TargetError> {
+    let empty = || TargetError::EmptyAddress {
+        spec: spec.to_owned(),
+    };
+    let missing_port = || TargetError::MissingPort {
+        spec: spec.to_owned(),
+    };
+    if rest.is_empty() {
+        return Err(empty());
+    }
+    if let Some(bracketed) = rest.strip_prefix('[') {
+        let Some((host, after)) = bracketed.split_once(']') else {
+            return Err(TargetError::InvalidHost {
+                spec: spec.to_owned(),
+                host: rest.to_owned(),
+                reason: "no closing bracket",
+            });
+        };
+        if host.is_empty() {
+            return Err(empty());
+        }
+        let ip: Ipv6Addr = host.parse().map_err(|_| TargetError::InvalidHost {
+            spec: spec.to_owned(),
+            host: host.to_owned(),
+            reason: "brackets must hold an IPv6 address",
+        })?;
+        let port = match after.strip_prefix(':') {
+            Some(port) => parse_port(spec, port)?,
+            None if after.is_empty() => return Err(missing_port()),
+            None => {
+                return Err(TargetError::InvalidHost {
+                    spec: spec.to_owned(),
+                    host: format!("[{host}]{after}"),
+                    reason: "expected :PORT after the closing bracket",
+                })
+            }
+        };
+        return Ok(Target::Udp(SocketAddr::new(IpAddr::V6(ip), port)));
+    }
+    let Some((host, port)) = rest.rsplit_once(':') else {
+        return Err(missing_port());
+    };
+    if host.contains(':') {
+        return Err(TargetError::Ipv6WithoutBrackets {
+            spec: spec.to_owned(),
+        });
+    }
+    if host.is_empty() {
+        return Err(empty());
+    }
+    let port = parse_port(spec, port)?;
+    if let Ok(ip) = host.parse::<Ipv4Addr>() {
+        return Ok(Target::Udp(SocketAddr::new(IpAddr::V4(ip), port)));
+    }
+    check_host_name(spec, host)?;
+    resolve(spec, host, port)
+}
+
+fn parse_port(spec: &str, port: &str) -> Result<u16, TargetError> {
+    if port.is_empty() {
+        return Err(TargetError::MissingPort {
+            spec: spec.to_owned(),
+        });
+    }
+    if !port.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(TargetError::InvalidPort {
+            spec: spec.to_owned(),
+            port: port.to_owned(),
+        });
+    }
+    match port.parse::<u16>() {
+        Ok(n) if n != 0 => Ok(n),
+        // Zero, or too many digits / too large for u16.
+        _ => Err(TargetError::PortOutOfRange {
+            spec: spec.to_owned(),
+            port: port.to_owned(),
+        }),
+    }
+}
+
+/// A DNS-style name: letters, digits, `-`, `_` and `.`, not all digits and dots (`1.2.3` would
+/// be read by the resolver as an IPv4 shorthand).
+fn check_host_name(spec: &str, host: &str) -> Result<(), TargetError> {
+    let bad = |reason| TargetError::InvalidHost {
+        spec: spec.to_owned(),
+        host: host.to_owned(),
+        reason,
+    };
+    if !host
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    {
+        return Err(bad(
+            "not an IPv4 address or a host name (letters, digits, '-', '_', '.')",
+        ));
+    }
+    if host.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        return Err(bad("not a valid IPv4 address"));
+    }
+    if host.len() > 253 {
+        return Err(bad("a host name is at most 253 bytes"));
+    }
+    Ok(())
+}
+
+fn resolve(spec: &str, host: &str, port: u16) -> Result<Target, TargetError> {
+    let err = |reason: String| TargetError::Resolve {
+        spec: spec.to_owned(),
+        host: host.to_owned(),
+        reason,
+    };
+    let mut addrs = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| err(e.to_string()))?;
+    addrs
+        .next()
+        .map(Target::Udp)
+        .ok_or_else(|| err("it has no address".to_owned()))
+}
+
+impl FromStr for Target {
+    type Err = TargetError;
+
+    fn from_str(spec: &str) -> Result<Target, TargetError> {
+        Target::parse(spec)
+    }
+}
+
+impl fmt::Display for Target {
+    /// The canonical spec: `udp:127.0.0.1:9000`, `udp:[::1]:9000`, `unix:/path`, `unix:@name`.
+    ///
+    /// It parses back to an equal `Target` for every target that [`Target::parse`] returns. A
+    /// UDP IPv6 address with a scope id prints it (`udp:[fe80::1%2]:9000`), which does not
+    /// parse; a non-UTF-8 path or name prints lossily.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            // SocketAddr's Display brackets IPv6 addresses.
+            Target::Udp(addr) => write!(f, "udp:{addr}"),
+            Target::Unix(addr) => write!(f, "unix:{addr}"),
+        }
+    }
+}
+
+impl fmt::Display for UnixAddr {
+    /// `/path` or `@name`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UnixAddr::Path(path) => write!(f, "{}", Path::display(path)),
+            UnixAddr::Abstract(name) => write!(f, "@{}", String::from_utf8_lossy(name)),
+        }
+    }
+}
+
+impl PartialEq for UnixAddr {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl Eq for UnixAddr {}
+
+impl Hash for UnixAddr {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.key().hash(state);
+    }
+}
+
+impl From<SocketAddr> for Target {
+    fn from(addr: SocketAddr) -> Self {
+        Target::Udp(addr)
+    }
+}
+
+impl From<UnixAddr> for Target {
+    fn from(addr: UnixAddr) -> Self {
+        Target::Unix(addr)
+    }
+}
+
+impl serde::Serialize for Target {
+    /// As its canonical spec string.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Target {
+    /// From a spec string, with [`Target::parse`].
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct SpecVisitor;
+        impl serde::de::Visitor<'_> for SpecVisitor {
+            type Value = Target;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "a socket spec ({FORMS})")
+            }
+            fn visit_str<E: serde::de::Error>(self, spec: &str) -> Result<Target, E> {
+                Target::parse(spec).map_err(E::custom)
+            }
+        }
+        d.deserialize_str(SpecVisitor)
+    }
+}

@@ -1,0 +1,753 @@
+//! The `evdgram` binary, run for real: `encode` against the shared vectors and its error cases,
+//! `listen` on UNIX and UDP loopback sockets with real datagrams, and its exit on SIGTERM/SIGINT.
+//!
+//! Every wait is bounded ([`DEADLINE`]) and every child is killed if a test fails.
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::os::unix::net::UnixDatagram;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use event_datagram::{Format, Params, MAX_DATAGRAM};
+use serde_json::Value as Json;
+
+const EVDGRAM: &str = env!("CARGO_BIN_EXE_evdgram");
+const DEADLINE: Duration = Duration::from_secs(10);
+const LINE_VECTORS: &str = include_str!("vectors/line.jsonl");
+const JSONRPC_VECTORS: &str = include_str!("vectors/jsonrpc.jsonl");
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+/// A child process, killed and reaped when dropped (a failed test leaves nothing running).
+struct ChildGuard(Option<Child>);
+
+impl ChildGuard {
+    fn child(&mut self) -> &mut Child {
+        self.0.as_mut().expect("child already reaped")
+    }
+
+    fn pid(&mut self) -> libc::pid_t {
+        libc::pid_t::try_from(self.child().id()).unwrap()
+    }
+
+    /// Waits for the exit, at most [`DEADLINE`].
+    fn wait(&mut self) -> ExitStatus {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child().try_wait().unwrap() {
+                self.0 = None;
+                return status;
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "evdgram did not exit within {DEADLINE:?}"
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn signal(&mut self, sig: libc::c_int) {
+        let pid = self.pid();
+        // SAFETY: kill(2) has no memory-safety preconditions; `pid` is our own child, not yet
+        // reaped (the guard still holds it), so the pid cannot have been reused.
+        let rc = unsafe { libc::kill(pid, sig) };
+        assert_eq!(rc, 0, "kill: {}", std::io::Error::last_os_error());
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Reads `r` line by line on a thread; the lines arrive on the returned channel.
+fn lines_of(r: impl Read + Send + 'static) -> Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(r).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// A finished `evdgram` run.
+struct Run {
+    status: ExitStatus,
+    stdout: Vec<u8>,
+    stderr: String,
+}
+
+/// Runs `evdgram args...` to completion, bounded by [`DEADLINE`].
+fn evdgram(args: &[&str]) -> Run {
+    let mut child = ChildGuard(Some(
+        Command::new(EVDGRAM)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    ));
+    let mut stdout = child.child().stdout.take().unwrap();
+    let mut stderr = child.child().stderr.take().unwrap();
+    let out = thread::spawn(move || {
+        let mut v = Vec::new();
+        stdout.read_to_end(&mut v).map(|_| v)
+    });
+    let err = thread::spawn(move || {
+        let mut s = String::new();
+        stderr.read_to_string(&mut s).map(|_| s)
+    });
+    let status = child.wait();
+    Run {
+        status,
+        stdout: out.join().unwrap().unwrap(),
+        stderr: err.join().unwrap().unwrap(),
+    }
+}
+
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+/// A temporary directory, removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> Self {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "evdgram-cli-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    fn join(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The shared vectors
+
+struct Vector {
+    case: String,
+    format: Format,
+    event: String,
+    params: Vec<Json>,
+    bytes: Vec<u8>,
+}
+
+fn vectors() -> Vec<Vector> {
+    LINE_VECTORS
+        .lines()
+        .chain(JSONRPC_VECTORS.lines())
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let v: Json = serde_json::from_str(l).unwrap();
+            Vector {
+                case: v["case"].as_str().unwrap().to_owned(),
+                format: v["format"].as_str().unwrap().parse().unwrap(),
+                event: v["event"].as_str().unwrap().to_owned(),
+                params: v["params"].as_array().unwrap().clone(),
+                bytes: unhex(v["bytes_hex"].as_str().unwrap()),
+            }
+        })
+        .collect()
+}
+
+impl Vector {
+    /// `--params` for this case: an object when the params are named (duplicate keys written
+    /// out as they come), an array when unnamed; `None` without params.
+    fn params_json(&self) -> Option<String> {
+        if self.params.is_empty() {
+            return None;
+        }
+        let named = self.params[0].get("name").is_some();
+        let mut items = Vec::new();
+        for p in &self.params {
+            assert_eq!(
+                p.get("name").is_some(),
+                named,
+                "{}: mixed named and unnamed params",
+                self.case
+            );
+            let value = serde_json::to_string(&p["value"]).unwrap();
+            items.push(match p.get("name") {
+                Some(name) => format!("{}:{value}", serde_json::to_string(name).unwrap()),
+                None => value,
+            });
+        }
+        Some(if named {
+            format!("{{{}}}", items.join(","))
+        } else {
+            format!("[{}]", items.join(","))
+        })
+    }
+
+    /// The line `evdgram listen` prints for this datagram.
+    fn listen_line(&self) -> String {
+        // A jsonrpc array drops names; a line-format empty name is written as no name.
+        let array = self.format == Format::Jsonrpc
+            && self.params[..1.min(self.params.len())]
+                .iter()
+                .any(|p| p.get("name").is_none());
+        let params: Vec<Json> = self
+            .params
+            .iter()
+            .map(|p| {
+                let value = match (&p["value"], self.format) {
+                    (Json::Number(n), Format::Line) => Json::String(n.to_string()),
+                    (v, _) => v.clone(),
+                };
+                let name = match p.get("name") {
+                    Some(Json::String(n)) if self.format == Format::Line && n.is_empty() => None,
+                    _ if array => None,
+                    other => other.cloned(),
+                };
+                match name {
+                    Some(name) => serde_json::json!({"name": name, "value": value}),
+                    None => serde_json::json!({ "value": value }),
+                }
+            })
+            .collect();
+        serde_json::to_string(&serde_json::json!({"event": self.event, "params": params})).unwrap()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// encode
+
+#[test]
+fn encode_writes_exactly_the_vector_bytes() {
+    let vectors = vectors();
+    assert!(vectors.len() >= 20, "{} vectors", vectors.len());
+    for v in &vectors {
+        let params = v.params_json();
+        let mut args = vec!["encode", "--format", v.format.as_str(), &v.event];
+        if let Some(p) = &params {
+            args.extend(["--params", p]);
+        }
+        let run = evdgram(&args);
+        assert!(
+            run.status.success(),
+            "{} {}: {:?} {}",
+            v.format,
+            v.case,
+            run.status,
+            run.stderr
+        );
+        assert_eq!(
+            run.stdout,
+            v.bytes,
+            "{} {}: {:?}",
+            v.format,
+            v.case,
+            String::from_utf8_lossy(&run.stdout)
+        );
+        assert_eq!(run.stderr, "", "{} {}", v.format, v.case);
+    }
+}
+
+#[test]
+fn encode_defaults_to_line_and_accepts_empty_params() {
+    for args in [
+        &["encode", "E_TEST"][..],
+        &["encode", "E_TEST", "--params", "{}"],
+        &["encode", "E_TEST", "--params", "[]"],
+        &["encode", "--format", "line", "E_TEST", "--params", " [ ] "],
+    ] {
+        let run = evdgram(args);
+        assert!(run.status.success(), "{args:?}: {}", run.stderr);
+        assert_eq!(run.stdout, b"E_TEST\n\n", "{args:?}");
+    }
+    let run = evdgram(&["encode", "--format", "jsonrpc", "E_TEST", "--params", "{}"]);
+    assert_eq!(run.stdout, br#"{"jsonrpc":"2.0","method":"E_TEST"}"#);
+}
+
+#[test]
+fn encode_keeps_duplicate_keys_in_order_and_ints_exact() {
+    let run = evdgram(&[
+        "encode",
+        "--format",
+        "jsonrpc",
+        "E_TEST",
+        "--params",
+        r#"{"k":"1","z":9223372036854775807,"k":-9223372036854775808,"a":"x"}"#,
+    ]);
+    assert!(run.status.success(), "{}", run.stderr);
+    assert_eq!(
+        String::from_utf8(run.stdout).unwrap(),
+        r#"{"jsonrpc":"2.0","method":"E_TEST","params":{"k":"1","z":9223372036854775807,"k":-9223372036854775808,"a":"x"}}"#
+    );
+    let run = evdgram(&["encode", "E_TEST", "--params", r#"{"k":"1","k":2}"#]);
+    assert_eq!(run.stdout, b"E_TEST\nk::1\nk::2\n\n");
+}
+
+#[test]
+fn encode_errors_exit_2_with_nothing_on_stdout() {
+    let too_big = format!(r#"["{}"]"#, "x".repeat(MAX_DATAGRAM));
+    let just_fits = format!(r#"["{}"]"#, "x".repeat(MAX_DATAGRAM - "E\n\n\n".len()));
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["encode", "E_T", "--params", r#"{"a":1.5}"#], "float"),
+        (vec!["encode", "E_T", "--params", r#"{"a":1.0}"#], "float"),
+        (
+            vec!["encode", "E_T", "--params", r#"{"a":true}"#],
+            "boolean",
+        ),
+        (vec!["encode", "E_T", "--params", r#"{"a":null}"#], "null"),
+        (
+            vec!["encode", "E_T", "--params", r#"{"a":{"b":1}}"#],
+            "nested",
+        ),
+        (vec!["encode", "E_T", "--params", r#"["ok",[1]]"#], "nested"),
+        (
+            vec!["encode", "E_T", "--params", "[9223372036854775808]"],
+            "i64 range",
+        ),
+        (
+            vec!["encode", "E_T", "--params", "[-9223372036854775809]"],
+            "i64 range",
+        ),
+        (
+            vec!["encode", "E_T", "--params", "[18446744073709551616]"],
+            "i64 range",
+        ),
+        (vec!["encode", "E_T", "--params", r#"{"a":1"#], "--params"),
+        (vec!["encode", "E_T", "--params", "[1] [2]"], "--params"),
+        (vec!["encode", "E_T", "--params", ""], "--params"),
+        (vec!["encode", "E_T", "--params", r#""a""#], "object"),
+        (vec!["encode", "E_T", "--params", "7"], "object"),
+        (vec!["encode", "E_T", "--params", r#"{"a::b":1}"#], "'::'"),
+        (
+            vec!["encode", "E_T", "--params", r#"{"a\nb":1}"#],
+            "line feed",
+        ),
+        (vec!["encode", "E_T", "--params", r#"{"a\"b":1}"#], "quote"),
+        (vec!["encode", ""], "event name"),
+        (vec!["encode", "E\nT"], "event name"),
+        (vec!["encode", "E_T", "--params", &too_big], "65457"),
+        (
+            vec!["encode", "--format", "jsonrpc", "E", "--params", &just_fits],
+            "65457",
+        ),
+        (vec!["encode", "--format", "xml", "E_T"], "xml"),
+        (vec!["encode"], "EVENT"),
+    ];
+    for (args, needle) in &cases {
+        let run = evdgram(args);
+        let shown: Vec<_> = args.iter().map(|a| &a[..a.len().min(60)]).collect();
+        assert_eq!(run.status.code(), Some(2), "{shown:?}: {}", run.stderr);
+        assert!(run.stdout.is_empty(), "{shown:?}: stdout {:?}", run.stdout);
+        assert!(
+            run.stderr.contains(needle),
+            "{shown:?}: {needle:?} not in {}",
+            run.stderr
+        );
+    }
+    // The line format fits the same event exactly at the limit.
+    let run = evdgram(&["encode", "E", "--params", &just_fits]);
+    assert!(run.status.success(), "{}", run.stderr);
+    assert_eq!(run.stdout.len(), MAX_DATAGRAM);
+}
+
+#[test]
+fn encode_error_messages_are_prefixed() {
+    let run = evdgram(&["encode", "E_T", "--params", r#"{"a":1.5}"#]);
+    assert_eq!(
+        run.stderr,
+        "evdgram: invalid --params: parameter \"a\": unsupported value: float 1.5 \
+         (values must be strings or integers in the i64 range)\n"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// listen
+
+/// A running `evdgram listen`.
+struct Listener {
+    child: ChildGuard,
+    stdout: Receiver<String>,
+    stderr: Receiver<String>,
+    /// What it printed after `listening on `.
+    bound: String,
+}
+
+impl Listener {
+    fn spawn(args: &[&str]) -> Listener {
+        let mut child = ChildGuard(Some(
+            Command::new(EVDGRAM)
+                .arg("listen")
+                .args(args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        ));
+        let stdout = lines_of(child.child().stdout.take().unwrap());
+        let stderr = lines_of(child.child().stderr.take().unwrap());
+        let mut l = Listener {
+            child,
+            stdout,
+            stderr,
+            bound: String::new(),
+        };
+        let first = l.stderr_line();
+        l.bound = first
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("{args:?}: {first}"))
+            .to_owned();
+        l
+    }
+
+    fn line(rx: &Receiver<String>, what: &str) -> String {
+        match rx.recv_timeout(DEADLINE) {
+            Ok(line) => line,
+            Err(RecvTimeoutError::Timeout) => panic!("no {what} line within {DEADLINE:?}"),
+            Err(RecvTimeoutError::Disconnected) => panic!("{what} closed"),
+        }
+    }
+
+    fn stdout_line(&self) -> String {
+        Self::line(&self.stdout, "stdout")
+    }
+
+    fn stderr_line(&self) -> String {
+        Self::line(&self.stderr, "stderr")
+    }
+
+    fn expect_lines(&self, want: &[&str]) {
+        for w in want {
+            assert_eq!(self.stdout_line(), *w);
+        }
+    }
+
+    /// Sends `sig`; the listener must exit 0 with nothing more on stdout.
+    fn stop_with(mut self, sig: libc::c_int) {
+        self.child.signal(sig);
+        let status = self.child.wait();
+        assert!(status.success(), "{status:?}");
+        // Only after the exit: stdout is closed, and nothing was left unread.
+        assert_eq!(
+            self.stdout.recv_timeout(DEADLINE),
+            Err(RecvTimeoutError::Disconnected)
+        );
+    }
+}
+
+/// A datagram our encoder produces.
+fn ours(format: Format, name: &str, params: &Params) -> Vec<u8> {
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    let n = format.encode(name, params, &mut buf).unwrap();
+    buf.truncate(n);
+    buf
+}
+
+/// The datagrams every listener test sends, and the stdout lines they give; `None` for an
+/// undecodable datagram (a stderr line with its length instead).
+fn script() -> Vec<(Vec<u8>, Option<Vec<&'static str>>)> {
+    let params = Params::new()
+        .str("ip", "1.2.3.4")
+        .unwrap()
+        .unnamed_str("abc")
+        .unwrap();
+    let ints = Params::new()
+        .int("n", -7)
+        .unwrap()
+        .str("s", "x")
+        .unwrap()
+        .int("n", i64::MAX)
+        .unwrap();
+    vec![
+        (
+            ours(Format::Line, "E_TEST", &params),
+            Some(vec![
+                r#"{"event":"E_TEST","params":[{"name":"ip","value":"1.2.3.4"},{"value":"abc"}]}"#,
+            ]),
+        ),
+        (
+            ours(Format::Line, "E_TEST", &ints),
+            Some(vec![
+                r#"{"event":"E_TEST","params":[{"name":"n","value":"-7"},{"name":"s","value":"x"},{"name":"n","value":"9223372036854775807"}]}"#,
+            ]),
+        ),
+        // OpenSIPS 3.0.5 captures.
+        (
+            b"E_TEST\nv::\"say \\\"hi\\\"\nbye\"\n\n".to_vec(),
+            Some(vec![
+                r#"{"event":"E_TEST","params":[{"name":"v","value":"say \"hi\"\nbye"}]}"#,
+            ]),
+        ),
+        (
+            b"E_TEST\nn::18446744073709551615\n\n".to_vec(),
+            Some(vec![
+                r#"{"event":"E_TEST","params":[{"name":"n","value":"18446744073709551615"}]}"#,
+            ]),
+        ),
+        // jsonrpc, ours (ints stay ints) and an array.
+        (
+            ours(Format::Jsonrpc, "E_RPC", &ints),
+            Some(vec![
+                r#"{"event":"E_RPC","params":[{"name":"n","value":-7},{"name":"s","value":"x"},{"name":"n","value":9223372036854775807}]}"#,
+            ]),
+        ),
+        (
+            br#"{"jsonrpc":"2.0","method":"E_RPC","params":[1,"two"]}"#.to_vec(),
+            Some(vec![
+                r#"{"event":"E_RPC","params":[{"value":1},{"value":"two"}]}"#,
+            ]),
+        ),
+        // Two events packed in one datagram.
+        (
+            b"E_ONE\na::1\n\nE_TWO\n\n".to_vec(),
+            Some(vec![
+                r#"{"event":"E_ONE","params":[{"name":"a","value":"1"}]}"#,
+                r#"{"event":"E_TWO","params":[]}"#,
+            ]),
+        ),
+        // Undecodable: no closing empty line.
+        (b"E_TEST\nv::x\n".to_vec(), None),
+        (
+            ours(Format::Line, "E_AFTER", &Params::new()),
+            Some(vec![r#"{"event":"E_AFTER","params":[]}"#]),
+        ),
+    ]
+}
+
+/// Sends the script with `send`, checking the listener's output after each datagram.
+fn play_script(l: &Listener, send: impl Fn(&[u8])) {
+    for (datagram, want) in script() {
+        send(&datagram);
+        match want {
+            Some(lines) => l.expect_lines(&lines),
+            None => {
+                let err = l.stderr_line();
+                let prefix = format!("evdgram: undecodable datagram ({} bytes): ", datagram.len());
+                assert!(err.starts_with(&prefix), "{err}");
+            }
+        }
+    }
+}
+
+fn unix_sender() -> UnixDatagram {
+    let s = UnixDatagram::unbound().unwrap();
+    s.set_write_timeout(Some(DEADLINE)).unwrap();
+    s
+}
+
+#[test]
+fn listen_on_a_unix_path_prints_events_and_removes_the_socket_on_sigterm() {
+    let dir = TempDir::new();
+    let path = dir.join("listen.sock");
+    let spec = format!("unix:{}", path.display());
+    let l = Listener::spawn(&[&spec]);
+    assert_eq!(l.bound, spec);
+    assert!(path.exists());
+    let tx = unix_sender();
+    play_script(&l, |d| {
+        tx.send_to(d, &path).unwrap();
+    });
+    // Over the 65 536-byte receive buffer (UNIX datagrams can be that large).
+    tx.send_to(&vec![b'x'; 70_000], &path).unwrap();
+    let err = l.stderr_line();
+    assert!(
+        err.starts_with("evdgram: undecodable datagram (at least 65536 bytes)"),
+        "{err}"
+    );
+    l.stop_with(libc::SIGTERM);
+    assert!(!path.exists(), "the socket file is still there");
+}
+
+#[test]
+fn listen_on_a_bare_path_and_sigint() {
+    let dir = TempDir::new();
+    let path = dir.join("bare.sock");
+    let l = Listener::spawn(&[path.to_str().unwrap()]);
+    assert_eq!(l.bound, format!("unix:{}", path.display()));
+    unix_sender().send_to(b"E_X\n\n", &path).unwrap();
+    l.expect_lines(&[r#"{"event":"E_X","params":[]}"#]);
+    l.stop_with(libc::SIGINT);
+    assert!(!path.exists());
+}
+
+#[test]
+fn listen_on_an_abstract_name() {
+    let spec = format!("unix:@evdgram-cli-test-{}", std::process::id());
+    let l = Listener::spawn(&[&spec]);
+    assert_eq!(l.bound, spec);
+    let addr = event_datagram::Target::parse(&spec)
+        .unwrap()
+        .unix_socket_addr()
+        .unwrap()
+        .unwrap();
+    let tx = unix_sender();
+    tx.connect_addr(&addr).unwrap();
+    play_script(&l, |d| {
+        tx.send(d).unwrap();
+    });
+    l.stop_with(libc::SIGTERM);
+}
+
+/// A listener on a free UDP port of `ip` (found by binding port 0 and dropping the socket).
+fn udp_listener(ip: IpAddr) -> (Listener, UdpSocket) {
+    let free = UdpSocket::bind((ip, 0)).unwrap().local_addr().unwrap();
+    let spec = format!("udp:{free}");
+    let l = Listener::spawn(&[&spec]);
+    assert_eq!(l.bound, spec);
+    let addr: SocketAddr = event_datagram::Target::parse(&l.bound)
+        .map(|t| match t {
+            event_datagram::Target::Udp(a) => a,
+            other => panic!("{other}"),
+        })
+        .unwrap();
+    let tx = UdpSocket::bind(SocketAddr::new(addr.ip(), 0)).unwrap();
+    tx.connect(addr).unwrap();
+    (l, tx)
+}
+
+#[test]
+fn listen_on_udp_ipv4_loopback() {
+    let (l, tx) = udp_listener(Ipv4Addr::LOCALHOST.into());
+    assert!(l.bound.starts_with("udp:127.0.0.1:"), "{}", l.bound);
+    play_script(&l, |d| {
+        tx.send(d).unwrap();
+    });
+    l.stop_with(libc::SIGTERM);
+}
+
+#[test]
+fn listen_on_udp_ipv6_loopback() {
+    if UdpSocket::bind((Ipv6Addr::LOCALHOST, 0)).is_err() {
+        eprintln!("SKIPPED listen_on_udp_ipv6_loopback: no IPv6 loopback here");
+        return;
+    }
+    let (l, tx) = udp_listener(Ipv6Addr::LOCALHOST.into());
+    assert!(l.bound.starts_with("udp:[::1]:"), "{}", l.bound);
+    play_script(&l, |d| {
+        tx.send(d).unwrap();
+    });
+    l.stop_with(libc::SIGTERM);
+}
+
+#[test]
+fn listen_decodes_every_vector() {
+    let (l, tx) = udp_listener(Ipv4Addr::LOCALHOST.into());
+    for v in vectors() {
+        tx.send(&v.bytes).unwrap();
+        assert_eq!(l.stdout_line(), v.listen_line(), "{} {}", v.format, v.case);
+    }
+    l.stop_with(libc::SIGTERM);
+}
+
+#[test]
+fn listen_with_a_forced_format() {
+    let dir = TempDir::new();
+    let path = dir.join("forced.sock");
+    let spec = format!("unix:{}", path.display());
+    let l = Listener::spawn(&[&spec, "--format", "jsonrpc"]);
+    let tx = unix_sender();
+    tx.send_to(b"E_X\n\n", &path).unwrap();
+    let err = l.stderr_line();
+    assert!(
+        err.starts_with("evdgram: undecodable datagram (5 bytes): "),
+        "{err}"
+    );
+    tx.send_to(
+        br#"{"jsonrpc":"2.0","method":"E_X","params":{"a":1}}"#,
+        &path,
+    )
+    .unwrap();
+    l.expect_lines(&[r#"{"event":"E_X","params":[{"name":"a","value":1}]}"#]);
+    l.stop_with(libc::SIGTERM);
+    assert!(!path.exists());
+}
+
+#[test]
+fn listen_replaces_a_stale_socket_but_nothing_else() {
+    let dir = TempDir::new();
+
+    // A socket file whose owner is gone: replaced.
+    let stale = dir.join("stale.sock");
+    drop(UnixDatagram::bind(&stale).unwrap());
+    assert!(stale.exists());
+    let l = Listener::spawn(&[stale.to_str().unwrap()]);
+    unix_sender().send_to(b"E_X\n\n", &stale).unwrap();
+    l.expect_lines(&[r#"{"event":"E_X","params":[]}"#]);
+    l.stop_with(libc::SIGTERM);
+    assert!(!stale.exists());
+
+    // A socket somebody listens on: an error, and the socket is left alone.
+    let live = dir.join("live.sock");
+    let owner = UnixDatagram::bind(&live).unwrap();
+    let run = evdgram(&["listen", live.to_str().unwrap()]);
+    assert_eq!(run.status.code(), Some(1), "{}", run.stderr);
+    assert!(
+        run.stderr.starts_with("evdgram: cannot bind unix:")
+            && run.stderr.contains("another process is listening"),
+        "{}",
+        run.stderr
+    );
+    owner.set_read_timeout(Some(DEADLINE)).unwrap();
+    unix_sender().send_to(b"still mine", &live).unwrap();
+    let mut buf = [0u8; 16];
+    assert_eq!(owner.recv(&mut buf).unwrap(), 10);
+
+    // A regular file: an error, and the file is left alone.
+    let file = dir.join("file");
+    std::fs::write(&file, "keep").unwrap();
+    let run = evdgram(&["listen", file.to_str().unwrap()]);
+    assert_eq!(run.status.code(), Some(1), "{}", run.stderr);
+    assert!(run.stderr.contains("not a socket"), "{}", run.stderr);
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep");
+}
+
+#[test]
+fn listen_rejects_bad_specs_and_busy_ports() {
+    let run = evdgram(&["listen", "tcp:127.0.0.1:9000"]);
+    assert_eq!(run.status.code(), Some(2));
+    assert!(
+        run.stderr.contains("expected udp:HOST:PORT"),
+        "{}",
+        run.stderr
+    );
+
+    let busy = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let spec = format!("udp:{}", busy.local_addr().unwrap());
+    let run = evdgram(&["listen", &spec]);
+    assert_eq!(run.status.code(), Some(1), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .starts_with(&format!("evdgram: cannot bind {spec}: ")),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stdout.is_empty());
+}
