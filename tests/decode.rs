@@ -36,7 +36,10 @@ fn line_params(d: &[u8]) -> Vec<Param> {
 fn err(format: DecodeFormat, d: &[u8]) -> (usize, Kind) {
     let e = decode::decode(d, format).unwrap_err();
     // Every error says what and where.
-    assert!(e.to_string().contains(&format!("at byte {}", e.offset())), "{e}");
+    assert!(
+        e.to_string().contains(&format!("at byte {}", e.offset())),
+        "{e}"
+    );
     (e.offset(), e.kind().clone())
 }
 
@@ -45,7 +48,10 @@ fn err(format: DecodeFormat, d: &[u8]) -> (usize, Kind) {
 #[test]
 fn opensips_305_quoted_value_with_escaped_quotes_and_newline() {
     assert_eq!(
-        one(DecodeFormat::Auto, b"E_TEST\nv::\"say \\\"hi\\\"\nbye\"\n\n"),
+        one(
+            DecodeFormat::Auto,
+            b"E_TEST\nv::\"say \\\"hi\\\"\nbye\"\n\n"
+        ),
         ("E_TEST".to_owned(), vec![s(Some("v"), "say \"hi\"\nbye")])
     );
 }
@@ -160,17 +166,23 @@ fn malformed_line_datagrams() {
     assert_eq!(err(l, b"E_A\n\nE_B\n"), (9, Kind::Truncated));
     assert_eq!(err(l, b"\nv::1\n\n"), (0, Kind::EmptyEventName));
     assert_eq!(err(l, b"E_A\n\n\n"), (5, Kind::EmptyEventName));
-    assert_eq!(err(l, b"E_TEST\nv::\"abc\n\n"), (10, Kind::UnterminatedQuote));
+    assert_eq!(
+        err(l, b"E_TEST\nv::\"abc\n\n"),
+        (10, Kind::UnterminatedQuote)
+    );
     assert_eq!(err(l, b"E_TEST\n\"abc\n\n"), (7, Kind::UnterminatedQuote));
-    assert_eq!(err(l, b"E_TEST\nv::\"a\"b\n\n"), (13, Kind::AfterClosingQuote));
-    assert_eq!(err(l, b"E_TEST\nv::\"a\" \n\n"), (13, Kind::AfterClosingQuote));
+    assert_eq!(
+        err(l, b"E_TEST\nv::\"a\"b\n\n"),
+        (13, Kind::AfterClosingQuote)
+    );
+    assert_eq!(
+        err(l, b"E_TEST\nv::\"a\" \n\n"),
+        (13, Kind::AfterClosingQuote)
+    );
     assert_eq!(err(l, b"E_TEST\nv::\"a\""), (13, Kind::Truncated));
     assert_eq!(err(l, b"E_TEST\nv::caf\xc3\n\n"), (13, Kind::InvalidUtf8));
     assert_eq!(err(l, b"E_\xffTEST\n\n"), (2, Kind::InvalidUtf8));
-    assert!(matches!(
-        err(l, b"E_TEST\r\n\n"),
-        (0, Kind::InvalidName(_))
-    ));
+    assert!(matches!(err(l, b"E_TEST\r\n\n"), (0, Kind::InvalidName(_))));
     assert!(matches!(
         err(l, b"E_TEST\nk\r::v\n\n"),
         (7, Kind::InvalidName(_))

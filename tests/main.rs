@@ -1,4 +1,7 @@
 
 mod target;
+mod cli;
 mod decode;
 mod vectors;
+mod dispatcher;
+mod support;

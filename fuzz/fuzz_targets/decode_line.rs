@@ -12,7 +12,9 @@ fuzz_target!(|data: &[u8]| {
     // The zero-allocation API must agree with the owned one.
     let mut seen = Vec::new();
     let n = line::Decoder::new()
-        .decode_each(data, |name, params| seen.push((name.to_owned(), params.clone())))
+        .decode_each(data, |name, params| {
+            seen.push((name.to_owned(), params.clone()))
+        })
         .expect("decode_each accepts what decode accepts");
     assert_eq!(n, events.len());
     let mut buf = vec![0u8; MAX_DATAGRAM];

@@ -118,7 +118,11 @@ impl<'de> Visitor<'de> for NotificationVisitor {
         let mut id = false;
         let mut method: Option<EventName> = None;
         let mut params: Option<Params> = None;
-        let dup = |key: &str| fail(Kind::InvalidNotification(format!("duplicate member {key:?}")));
+        let dup = |key: &str| {
+            fail(Kind::InvalidNotification(format!(
+                "duplicate member {key:?}"
+            )))
+        };
         while let Some(key) = map.next_key::<String>()? {
             match key.as_str() {
                 "jsonrpc" => {
@@ -160,8 +164,8 @@ impl<'de> Visitor<'de> for NotificationVisitor {
                 }
                 _ => {
                     return Err(fail(Kind::InvalidNotification(format!(
-                        "unknown member {key:?} (expected \"jsonrpc\", \"method\", \"params\", \"id\")"
-                    ))))
+                    "unknown member {key:?} (expected \"jsonrpc\", \"method\", \"params\", \"id\")"
+                ))))
                 }
             }
         }
@@ -171,9 +175,7 @@ impl<'de> Visitor<'de> for NotificationVisitor {
             )));
         }
         let Some(name) = method else {
-            return Err(fail(Kind::InvalidNotification(
-                "missing \"method\"".into(),
-            )));
+            return Err(fail(Kind::InvalidNotification("missing \"method\"".into())));
         };
         Ok(Notification(Event::from_parts(
             name,
@@ -328,8 +330,8 @@ mod tests {
 
     #[test]
     fn shapes() {
-        let e = decode(br#"{"jsonrpc":"2.0","method":"E","params":{"":1,"b":"x"},"id":null}"#)
-            .unwrap();
+        let e =
+            decode(br#"{"jsonrpc":"2.0","method":"E","params":{"":1,"b":"x"},"id":null}"#).unwrap();
         assert_eq!(
             e[0].params().to_vec(),
             [
@@ -360,7 +362,10 @@ mod tests {
             kind(r#"{"jsonrpc":"2.0","method":"E","params":{"a::b":1}}"#),
             Kind::InvalidName(_)
         ));
-        assert_eq!(kind(r#"{"jsonrpc":"2.0","method":""}"#), Kind::EmptyEventName);
+        assert_eq!(
+            kind(r#"{"jsonrpc":"2.0","method":""}"#),
+            Kind::EmptyEventName
+        );
         assert!(matches!(
             kind(r#"{"jsonrpc":"2.0","method":"E","x":1}"#),
             Kind::InvalidNotification(m) if m.contains("\"x\"")

@@ -167,7 +167,12 @@ impl Decoder {
     }
 }
 
-fn push(params: &mut Params, name: Option<&str>, value: &str, at: usize) -> Result<(), DecodeError> {
+fn push(
+    params: &mut Params,
+    name: Option<&str>,
+    value: &str,
+    at: usize,
+) -> Result<(), DecodeError> {
     params
         .push(name, ValueRef::Str(value))
         .map_err(|e| DecodeError::new(at, Kind::InvalidName(e)))
@@ -207,7 +212,10 @@ fn scan_quoted(
                     Some(_) => Err(DecodeError::new(i + 1, Kind::AfterClosingQuote)),
                 };
             }
-            b'\\' if matches!(b.get(i + 1), Some(b'"')) || (!legacy && b.get(i + 1) == Some(&b'\\')) => {
+            b'\\'
+                if matches!(b.get(i + 1), Some(b'"'))
+                    || (!legacy && b.get(i + 1) == Some(&b'\\')) =>
+            {
                 // Drop the backslash; the escaped byte starts the next run.
                 scratch.push_str(&text[run..i]);
                 escaped = true;

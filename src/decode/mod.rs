@@ -57,12 +57,10 @@ impl DecodeFormat {
         match self {
             DecodeFormat::Line => Format::Line,
             DecodeFormat::Jsonrpc => Format::Jsonrpc,
-            DecodeFormat::Auto => {
-                match datagram.iter().find(|b| !b.is_ascii_whitespace()) {
-                    Some(b'{') => Format::Jsonrpc,
-                    _ => Format::Line,
-                }
-            }
+            DecodeFormat::Auto => match datagram.iter().find(|b| !b.is_ascii_whitespace()) {
+                Some(b'{') => Format::Jsonrpc,
+                _ => Format::Line,
+            },
         }
     }
 }
@@ -176,7 +174,11 @@ mod tests {
 
     #[test]
     fn formats_parse_and_print() {
-        for f in [DecodeFormat::Auto, DecodeFormat::Line, DecodeFormat::Jsonrpc] {
+        for f in [
+            DecodeFormat::Auto,
+            DecodeFormat::Line,
+            DecodeFormat::Jsonrpc,
+        ] {
             assert_eq!(f.to_string().parse::<DecodeFormat>(), Ok(f));
         }
         let err = "xml".parse::<DecodeFormat>().unwrap_err();

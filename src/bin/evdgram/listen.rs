@@ -16,7 +16,9 @@ use std::net::UdpSocket;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, TryLockError};
+use std::thread;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use event_datagram::decode::{decode, DecodeFormat};
@@ -30,6 +32,12 @@ pub const FAILURE_STATUS: u8 = 1;
 
 /// The receive buffer: larger than any datagram we send (65 457 bytes) or UDP can carry.
 const RECV_BUFFER: usize = 65_536;
+
+/// How long an exit on SIGINT/SIGTERM waits for the datagram being printed.
+const EXIT_WRITE_GRACE: Duration = Duration::from_secs(1);
+
+/// Held while a datagram's lines are written and flushed.
+static WRITING: Mutex<()> = Mutex::new(());
 
 /// Arguments of `evdgram listen`.
 #[derive(Debug, clap::Args)]
@@ -73,8 +81,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     blocked
         .spawn_waiter(move |_sig| {
             on_signal.run();
-            // Waits for a datagram's lines being written, so output ends on a whole line.
-            let _ = io::stdout().lock().flush();
+            // Let a datagram's lines being written finish, so output ends on a whole line, but
+            // do not hang on a reader that stopped reading. Holding the lock, no more output
+            // starts; `exit` flushes stdout if it can.
+            let deadline = Instant::now() + EXIT_WRITE_GRACE;
+            let _writing = loop {
+                match WRITING.try_lock() {
+                    Ok(guard) => break Some(guard),
+                    Err(TryLockError::Poisoned(p)) => break Some(p.into_inner()),
+                    Err(TryLockError::WouldBlock) if Instant::now() < deadline => {
+                        thread::sleep(Duration::from_millis(5));
+                    }
+                    Err(TryLockError::WouldBlock) => break None,
+                }
+            };
             std::process::exit(0);
         })
         .context("cannot start the signal thread")?;
@@ -201,6 +221,7 @@ fn receive(socket: &Socket, format: DecodeFormat) -> anyhow::Result<()> {
                     serde_json::to_writer(&mut lines, &JsonEvent::from(event))?;
                     lines.push(b'\n');
                 }
+                let _writing = WRITING.lock().unwrap_or_else(PoisonError::into_inner);
                 let mut out = io::stdout().lock();
                 out.write_all(&lines)
                     .and_then(|()| out.flush())

@@ -1,0 +1,380 @@
+//! The dispatcher against real UDP and UNIX receivers, for both backends.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use event_datagram::{
+    Backend, BackendChoice, Dispatcher, DispatcherConfig, Expiry, Format, ManualClock, Params,
+    QueuePolicy, RaiseError, Target, MAX_DATAGRAM,
+};
+
+use crate::support::{backends, wait_until, Receiver, TempDir};
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+fn config(backend: BackendChoice) -> DispatcherConfig {
+    DispatcherConfig { backend, ..Default::default() }
+}
+
+fn encoded(format: Format, name: &str, params: &Params) -> Vec<u8> {
+    let mut buf = vec![0; MAX_DATAGRAM];
+    let n = format.encode(name, params, &mut buf).unwrap();
+    buf.truncate(n);
+    buf
+}
+
+fn seq(i: i64) -> Params {
+    Params::new().int("seq", i).unwrap().str("ip", "192.168.2.11").unwrap()
+}
+
+#[test]
+fn fan_out_to_4_udp_and_4_unix_receivers_exact_bytes_in_order() {
+    for backend in backends() {
+        let dir = TempDir::new("fanout");
+        let udp = [Receiver::udp(), Receiver::udp(), Receiver::udp(), Receiver::udp6()];
+        let unix: Vec<Receiver> = (0..4).map(|i| Receiver::unix(&dir.join(&format!("r{i}")))).collect();
+        let d = Dispatcher::start(config(backend)).unwrap();
+        assert_eq!(d.backend().as_str(), format!("{backend:?}").to_lowercase());
+        let e = d.publish("E_FANOUT").unwrap();
+        for r in &udp {
+            d.subscribe(e, r.target.clone(), Expiry::Never).unwrap();
+        }
+        for r in &unix {
+            d.subscribe_with_format(e, r.target.clone(), Expiry::Never, Format::Jsonrpc).unwrap();
+        }
+        let total = 2_000;
+        // Windows keep UDP receive buffers from overflowing, which would be the kernel's loss.
+        for window in (0..total).step_by(200) {
+            for i in window..window + 200 {
+                d.raise(e, seq(i)).unwrap();
+            }
+            for r in udp.iter().chain(&unix) {
+                assert!(r.wait_for(window as usize + 200, LIMIT), "{backend:?} {}: {}", r.target, r.count());
+            }
+        }
+        let stats = d.shutdown();
+        for (receivers, format) in [(&udp[..], Format::Line), (&unix[..], Format::Jsonrpc)] {
+            let expected: Vec<Vec<u8>> = (0..total).map(|i| encoded(format, "E_FANOUT", &seq(i))).collect();
+            for r in receivers {
+                assert!(r.datagrams() == expected, "{backend:?} {}: datagrams differ", r.target);
+                let c = stats.target(&r.target).unwrap();
+                assert_eq!((c.raised, c.sent, c.pending), (total as u64, total as u64, 0));
+            }
+        }
+        assert!(stats.is_balanced(), "{stats:?}");
+        assert_eq!(stats.events.dispatched, total as u64);
+    }
+}
+
+#[test]
+fn subscriptions_added_refreshed_expired_and_removed_mid_stream() {
+    for backend in backends() {
+        let clock = ManualClock::new();
+        let (a, b) = (Receiver::udp(), Receiver::udp());
+        let d = Dispatcher::start_with_clock(config(backend), Arc::new(clock.clone())).unwrap();
+        let e = d.publish("E_SUB").unwrap();
+        let raise = |n: i64, expect: &[(&Receiver, usize)]| {
+            d.raise(e, seq(n)).unwrap();
+            for (r, count) in expect {
+                assert!(r.wait_for(*count, LIMIT), "{backend:?} event {n}: {} has {}", r.target, r.count());
+            }
+        };
+        d.subscribe(e, a.target.clone(), Expiry::After(Duration::from_secs(10))).unwrap();
+        d.subscribe(e, b.target.clone(), Expiry::Never).unwrap();
+        raise(1, &[(&a, 1), (&b, 1)]);
+        clock.advance(Duration::from_secs(5));
+        // A refresh restarts the subscription's time: it now ends at 15 s.
+        let refreshed = d.subscribe(e, a.target.clone(), Expiry::After(Duration::from_secs(10))).unwrap();
+        assert_eq!(refreshed, event_datagram::Subscribed::Refreshed);
+        clock.advance(Duration::from_secs(8));
+        raise(2, &[(&a, 2), (&b, 2)]);
+        let listed = d.registry().subscribers(e).unwrap();
+        assert_eq!(listed[0].remaining, Some(Duration::from_secs(2)));
+        clock.advance(Duration::from_secs(3));
+        raise(3, &[(&b, 3)]);
+        let listed = d.registry().subscribers(e).unwrap();
+        assert_eq!(listed.len(), 1, "the expired subscription is gone from listings");
+        assert_eq!(listed[0].target, b.target);
+        d.unsubscribe(e, &b.target).unwrap();
+        d.subscribe(e, a.target.clone(), Expiry::Never).unwrap();
+        raise(4, &[(&a, 3)]);
+        let stats = d.shutdown();
+        let line = |n| encoded(Format::Line, "E_SUB", &seq(n));
+        assert_eq!(a.datagrams(), vec![line(1), line(2), line(4)]);
+        assert_eq!(b.datagrams(), vec![line(1), line(2), line(3)]);
+        assert!(stats.is_balanced());
+        assert_eq!(stats.events.unsubscribed, 0);
+    }
+}
+
+#[test]
+fn a_stalled_unix_receiver_loses_nothing_up_to_its_bound_while_others_flow() {
+    for backend in backends() {
+        let dir = TempDir::new("slow");
+        let slow = Receiver::unix(&dir.join("slow"));
+        let fast = Receiver::udp();
+        let cfg = DispatcherConfig { retry_queue: 1000, batch: 64, ..config(backend) };
+        let d = Dispatcher::start(cfg).unwrap();
+        let e = d.publish("E_SLOW").unwrap();
+        d.subscribe(e, slow.target.clone(), Expiry::Never).unwrap();
+        d.subscribe(e, fast.target.clone(), Expiry::Never).unwrap();
+        slow.pause(true);
+        for i in 0..800 {
+            d.raise(e, seq(i)).unwrap();
+            if i % 100 == 99 {
+                assert!(fast.wait_for(i as usize + 1, LIMIT), "{backend:?}: the fast target stalled");
+            }
+        }
+        let stats = d.stats();
+        let c = stats.target(&slow.target).unwrap();
+        assert!(c.pending > 700, "{backend:?}: the stalled target's datagrams wait: {c:?}");
+        assert_eq!(c.dropped(), 0);
+        slow.pause(false);
+        assert!(slow.wait_for(800, LIMIT), "{backend:?}: {} of 800 arrived", slow.count());
+        let expected: Vec<Vec<u8>> = (0..800).map(|i| encoded(Format::Line, "E_SLOW", &seq(i))).collect();
+        assert!(slow.datagrams() == expected, "{backend:?}: in order, none lost");
+
+        // Past the bound, the overflow is dropped and counted; the rest still arrives in order.
+        slow.pause(true);
+        for i in 800..3_000 {
+            d.raise(e, seq(i)).unwrap();
+            if i % 100 == 99 {
+                assert!(fast.wait_for(i as usize + 1, LIMIT), "{backend:?}: the fast target stalled");
+            }
+        }
+        slow.pause(false);
+        let stats = d.shutdown();
+        let c = *stats.target(&slow.target).unwrap();
+        assert!(c.dropped_retry_overflow > 0, "{c:?}");
+        assert_eq!(c.sent + c.dropped_retry_overflow, 3_000, "{c:?}");
+        assert!(slow.wait_for(c.sent as usize, LIMIT));
+        let got = slow.datagrams();
+        assert_eq!(got.len() as u64, c.sent);
+        let mut last = -1;
+        for dgram in &got {
+            let s = std::str::from_utf8(dgram).unwrap();
+            let n: i64 = s.split("seq::").nth(1).unwrap().split('\n').next().unwrap().parse().unwrap();
+            assert!(n > last, "{backend:?}: out of order: {n} after {last}");
+            last = n;
+        }
+        assert!(stats.is_balanced());
+    }
+}
+
+#[test]
+fn missing_unix_path_and_closed_udp_port_are_counted_not_fatal() {
+    for backend in backends() {
+        let dir = TempDir::new("dead");
+        let missing: Target = format!("unix:{}", dir.join("nobody").display()).parse().unwrap();
+        let closed = {
+            let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            Target::Udp(s.local_addr().unwrap())
+        };
+        let live = Receiver::udp();
+        let d = Dispatcher::start(config(backend)).unwrap();
+        let e = d.publish("E_DEAD").unwrap();
+        for t in [&missing, &closed, &live.target] {
+            d.subscribe(e, t.clone(), Expiry::Never).unwrap();
+        }
+        for i in 0..300 {
+            d.raise(e, seq(i)).unwrap();
+            if i % 100 == 99 {
+                assert!(live.wait_for(i as usize + 1, LIMIT));
+            }
+        }
+        // The closed port's target drains more slowly: every refusal ends its chain for the round.
+        let drained = || d.stats().targets.iter().all(|t| t.counters.pending == 0);
+        assert!(wait_until(LIMIT, drained));
+        let stats = d.stats();
+        assert_eq!(stats.target(&live.target).unwrap().sent, 300);
+        let m = stats.target(&missing).unwrap();
+        assert_eq!((m.raised, m.failed_unreachable, m.sent), (300, 300, 0), "{m:?}");
+        let c = stats.target(&closed).unwrap();
+        assert_eq!(c.raised, 300);
+        assert!(c.failed_unreachable > 0, "{c:?}");
+        assert_eq!(c.sent + c.failed_unreachable, 300, "{c:?}");
+        assert!(stats.is_balanced());
+
+        // The receiver comes back: the target is reconnected and gets events again.
+        let back = Receiver::unix(&dir.join("nobody"));
+        let mut n = 300;
+        let arrived = wait_until(LIMIT, || {
+            d.raise(e, seq(n)).unwrap();
+            n += 1;
+            std::thread::sleep(Duration::from_millis(5));
+            back.count() > 0
+        });
+        assert!(arrived, "{backend:?}: no reconnect");
+        let stats = d.shutdown();
+        let m = stats.target(&missing).unwrap();
+        assert!(m.sent > 0 && m.is_balanced(), "{m:?}");
+        assert!(back.wait_for(m.sent as usize, LIMIT));
+    }
+}
+
+#[test]
+fn oversize_events_are_rejected_and_counted_and_the_largest_datagram_goes_out() {
+    for backend in backends() {
+        let dir = TempDir::new("big");
+        let (udp, unix) = (Receiver::udp(), Receiver::unix(&dir.join("big")));
+        let d = Dispatcher::start(config(backend)).unwrap();
+        let e = d.publish("E_BIG").unwrap();
+        d.subscribe(e, udp.target.clone(), Expiry::Never).unwrap();
+        d.subscribe(e, unix.target.clone(), Expiry::Never).unwrap();
+        // "E_BIG\nv::" + value + "\n\n" is exactly MAX_DATAGRAM bytes.
+        let fits = "x".repeat(MAX_DATAGRAM - "E_BIG\nv::\n\n".len());
+        let too_big = "x".repeat(fits.len() + 1);
+        d.raise(e, Params::new().str("v", &too_big).unwrap()).unwrap();
+        d.raise(e, Params::new().str("v", &fits).unwrap()).unwrap();
+        d.raise(e, seq(1)).unwrap();
+        assert!(udp.wait_for(2, LIMIT) && unix.wait_for(2, LIMIT));
+        let stats = d.shutdown();
+        for r in [&udp, &unix] {
+            let got = r.datagrams();
+            assert_eq!(got[0].len(), MAX_DATAGRAM, "{backend:?} {}", r.target);
+            assert_eq!(got[1], encoded(Format::Line, "E_BIG", &seq(1)));
+            let c = stats.target(&r.target).unwrap();
+            assert_eq!((c.raised, c.failed_oversize, c.sent), (3, 1, 2), "{c:?}");
+        }
+        assert!(stats.is_balanced());
+    }
+}
+
+#[test]
+fn four_producers_of_100k_events_each_are_accounted_exactly() {
+    for backend in backends() {
+        let dir = TempDir::new("producers");
+        let unix = Receiver::unix(&dir.join("sink"));
+        let udp = Receiver::udp();
+        let d = Dispatcher::start(config(backend)).unwrap();
+        let e = d.publish("E_LOAD").unwrap();
+        d.subscribe(e, unix.target.clone(), Expiry::Never).unwrap();
+        d.subscribe(e, udp.target.clone(), Expiry::Never).unwrap();
+        let producers: Vec<_> = (0..4)
+            .map(|p| {
+                let publisher = d.publisher();
+                std::thread::spawn(move || {
+                    for i in 0..100_000 {
+                        let params = Params::new().int("p", p).unwrap().int("i", i).unwrap();
+                        publisher.raise(e, params).unwrap();
+                    }
+                })
+            })
+            .collect();
+        // The identity holds at any moment, not only at the end.
+        for _ in 0..5 {
+            let s = d.stats();
+            assert!(s.is_balanced(), "{backend:?}: {s:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        for p in producers {
+            p.join().unwrap();
+        }
+        let stats = d.shutdown();
+        assert!(stats.is_balanced(), "{stats:?}");
+        assert_eq!(stats.events.raised, 400_000);
+        assert_eq!(stats.events.dispatched, 400_000);
+        assert_eq!(stats.events.pending, 0);
+        for r in [&unix, &udp] {
+            let c = stats.target(&r.target).unwrap();
+            assert_eq!(c.raised, 400_000);
+            assert_eq!(c.pending, 0);
+        }
+        // UNIX datagrams are never lost by the kernel: all sent ones arrive, in order per producer.
+        let c = stats.target(&unix.target).unwrap();
+        assert_eq!(c.sent + c.dropped(), 400_000, "{c:?}");
+        assert!(unix.wait_for(c.sent as usize, LIMIT));
+        let mut last = [-1i64; 4];
+        for dgram in unix.datagrams() {
+            let s = std::str::from_utf8(&dgram).unwrap();
+            let mut lines = s.lines().skip(1);
+            let p: usize = lines.next().unwrap()[3..].parse().unwrap();
+            let i: i64 = lines.next().unwrap()[3..].parse().unwrap();
+            assert!(i > last[p], "producer {p}: {i} after {}", last[p]);
+            last[p] = i;
+        }
+    }
+}
+
+#[test]
+fn a_full_queue_with_the_drop_policy_hands_the_event_back_and_counts_it() {
+    for backend in backends() {
+        let r = Receiver::udp();
+        let cfg = DispatcherConfig { queue_capacity: 4, queue_full: QueuePolicy::Drop, ..config(backend) };
+        let d = Dispatcher::start(cfg).unwrap();
+        let e = d.publish("E_DROP").unwrap();
+        d.subscribe(e, r.target.clone(), Expiry::Never).unwrap();
+        let mut refused = 0u64;
+        for i in 0..20_000 {
+            match d.raise(e, seq(i)) {
+                Ok(()) => {}
+                Err(RaiseError::QueueFull(id, params)) => {
+                    assert_eq!((id, params), (e, seq(i)), "the event comes back whole");
+                    refused += 1;
+                }
+                Err(other) => panic!("{other}"),
+            }
+        }
+        let stats = d.shutdown();
+        assert!(refused > 0, "{backend:?}: a 4-slot queue never filled");
+        assert_eq!(stats.events.dropped_queue_full, refused);
+        assert_eq!(stats.events.raised, 20_000);
+        assert_eq!(stats.events.dispatched, 20_000 - refused);
+        assert!(stats.is_balanced());
+    }
+}
+
+#[test]
+fn shutdown_flushes_everything_queued() {
+    for backend in backends() {
+        let dir = TempDir::new("flush");
+        let r = Receiver::unix(&dir.join("sink"));
+        // Room for the whole burst: this test is about shutdown, not about the retry bound.
+        let d = Dispatcher::start(DispatcherConfig { retry_queue: 5_000, ..config(backend) }).unwrap();
+        let e = d.publish("E_FLUSH").unwrap();
+        d.subscribe(e, r.target.clone(), Expiry::Never).unwrap();
+        for i in 0..5_000 {
+            d.raise(e, seq(i)).unwrap();
+        }
+        let publisher = d.publisher();
+        let stats = d.shutdown();
+        let c = stats.target(&r.target).unwrap();
+        assert_eq!((c.raised, c.sent, c.pending), (5_000, 5_000, 0), "{c:?}");
+        assert!(r.wait_for(5_000, LIMIT));
+        assert!(matches!(publisher.raise(e, seq(0)), Err(RaiseError::ShutDown(..))));
+    }
+}
+
+#[test]
+fn events_nobody_subscribed_are_counted_and_foreign_ids_refused() {
+    let d = Dispatcher::start(config(BackendChoice::Syscall)).unwrap();
+    let other = Dispatcher::start(config(BackendChoice::Syscall)).unwrap();
+    let e = d.publish("E_NOBODY").unwrap();
+    let foreign = other.publish("E_NOBODY").unwrap();
+    d.raise(e, Params::new()).unwrap();
+    assert!(matches!(d.raise(foreign, Params::new()), Err(RaiseError::ForeignEvent(..))));
+    let stats = d.shutdown();
+    assert_eq!((stats.events.raised, stats.events.unsubscribed), (1, 1));
+}
+
+/// Run by CI under `nouring` (io_uring denied by seccomp, as in Docker) with
+/// `EVDGRAM_EXPECT_NO_URING=1`: `auto` falls back, forcing `uring` is a clear error.
+#[test]
+fn auto_falls_back_where_io_uring_is_denied() {
+    let denied = std::env::var_os("EVDGRAM_EXPECT_NO_URING").is_some();
+    let auto = Dispatcher::start(config(BackendChoice::Auto)).unwrap();
+    let forced = Dispatcher::start(config(BackendChoice::Uring));
+    if denied {
+        assert_eq!(auto.backend(), Backend::Syscall);
+        let err = forced.unwrap_err().to_string();
+        assert!(err.contains("uring backend is unavailable"), "{err}");
+        // And the fallback really sends.
+        let r = Receiver::udp();
+        let e = auto.publish("E_FALLBACK").unwrap();
+        auto.subscribe(e, r.target.clone(), Expiry::Never).unwrap();
+        auto.raise(e, seq(7)).unwrap();
+        assert!(r.wait_for(1, LIMIT));
+    } else if forced.is_ok() {
+        assert_eq!(auto.backend(), Backend::Uring);
+    }
+}

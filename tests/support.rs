@@ -1,0 +1,159 @@
+//! Test support: temp dirs, real receivers on loopback and in temp dirs, bounded waits.
+
+use std::net::UdpSocket;
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use event_datagram::{BackendChoice, Target};
+
+/// A directory removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("evdg-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Both backends; `uring` is skipped, loudly, where the kernel refuses io_uring.
+pub fn backends() -> Vec<BackendChoice> {
+    let mut v = vec![BackendChoice::Syscall];
+    match io_uring_available() {
+        true => v.push(BackendChoice::Uring),
+        false => eprintln!("SKIPPED: io_uring is unavailable here; testing the syscall backend only"),
+    }
+    v
+}
+
+fn io_uring_available() -> bool {
+    let config = event_datagram::DispatcherConfig { backend: BackendChoice::Uring, ..Default::default() };
+    event_datagram::Dispatcher::start(config).is_ok()
+}
+
+/// A socket that receives into a shared list from its own thread until dropped.
+pub struct Receiver {
+    pub target: Target,
+    got: Arc<Mutex<Vec<Vec<u8>>>>,
+    paused: Arc<std::sync::atomic::AtomicBool>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+enum Sock {
+    Udp(UdpSocket),
+    Unix(UnixDatagram),
+}
+
+impl Sock {
+    fn recv(&self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Sock::Udp(s) => s.recv(buf),
+            Sock::Unix(s) => s.recv(buf),
+        }
+    }
+}
+
+impl Receiver {
+    pub fn udp() -> Receiver {
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let target = Target::Udp(s.local_addr().unwrap());
+        Self::spawn(Sock::Udp(s), target)
+    }
+
+    pub fn udp6() -> Receiver {
+        let s = UdpSocket::bind("[::1]:0").unwrap();
+        let target = Target::Udp(s.local_addr().unwrap());
+        Self::spawn(Sock::Udp(s), target)
+    }
+
+    pub fn unix(path: &Path) -> Receiver {
+        let s = UnixDatagram::bind(path).unwrap();
+        let target = Target::parse(&format!("unix:{}", path.display())).unwrap();
+        Self::spawn(Sock::Unix(s), target)
+    }
+
+    fn spawn(sock: Sock, target: Target) -> Receiver {
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let paused = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (g, p, st) = (got.clone(), paused.clone(), stop.clone());
+        match &sock {
+            Sock::Udp(s) => s.set_read_timeout(Some(Duration::from_millis(20))).unwrap(),
+            Sock::Unix(s) => s.set_read_timeout(Some(Duration::from_millis(20))).unwrap(),
+        }
+        let thread = std::thread::spawn(move || {
+            let mut buf = vec![0u8; 70_000];
+            while !st.load(Ordering::Relaxed) {
+                if p.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                }
+                if let Ok(n) = sock.recv(&mut buf) {
+                    g.lock().unwrap().push(buf[..n].to_vec());
+                }
+            }
+        });
+        Receiver { target, got, paused, stop, thread: Some(thread) }
+    }
+
+    pub fn pause(&self, paused: bool) {
+        self.paused.store(paused, Ordering::Relaxed);
+    }
+
+    pub fn count(&self) -> usize {
+        self.got.lock().unwrap().len()
+    }
+
+    pub fn datagrams(&self) -> Vec<Vec<u8>> {
+        self.got.lock().unwrap().clone()
+    }
+
+    /// Waits until at least `n` datagrams arrived; false after `limit`.
+    pub fn wait_for(&self, n: usize, limit: Duration) -> bool {
+        wait_until(limit, || self.count() >= n)
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Polls `cond` every millisecond until it holds (true) or `limit` passes (false).
+pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    cond()
+}
