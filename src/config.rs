@@ -32,7 +32,9 @@ impl FromStr for BackendChoice {
             "auto" => Ok(BackendChoice::Auto),
             "uring" => Ok(BackendChoice::Uring),
             "syscall" => Ok(BackendChoice::Syscall),
-            _ => Err(format!("unknown backend {s:?}: expected auto, uring or syscall")),
+            _ => Err(format!(
+                "unknown backend {s:?}: expected auto, uring or syscall"
+            )),
         }
     }
 }
@@ -96,7 +98,8 @@ impl DispatcherConfig {
 
     /// Checks the values; the message names the key.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let bad = |key: &str, why: &str| Err(ConfigError::Invalid(format!("dispatcher.{key}: {why}")));
+        let bad =
+            |key: &str, why: &str| Err(ConfigError::Invalid(format!("dispatcher.{key}: {why}")));
         if self.queue_capacity == 0 {
             return bad("queue_capacity", "must be at least 1");
         }
@@ -200,8 +203,10 @@ impl Config {
 
     /// Reads and parses a YAML file.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
         Self::from_yaml(&text).map_err(|e| match e {
             ConfigError::Parse(m) => ConfigError::Parse(format!("{}: {m}", path.display())),
             other => other,
@@ -220,14 +225,18 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_refused_with_name_and_line() {
-        let err = Config::from_yaml("dispatcher:\n  batch: 64\n  bacth: 3\n").unwrap_err().to_string();
+        let err = Config::from_yaml("dispatcher:\n  batch: 64\n  bacth: 3\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("bacth"), "{err}");
         assert!(err.contains('3'), "{err}");
     }
 
     #[test]
     fn wrong_types_name_the_line() {
-        let err = Config::from_yaml("dispatcher:\n  batch: lots\n").unwrap_err().to_string();
+        let err = Config::from_yaml("dispatcher:\n  batch: lots\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("line 2") || err.contains("2:"), "{err}");
     }
 
@@ -238,13 +247,18 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.subscriptions[0].expire.unwrap().expiry(), Expiry::Never);
-        assert_eq!(c.subscriptions[1].expire.unwrap().expiry(), Expiry::After(Duration::from_secs(60)));
+        assert_eq!(
+            c.subscriptions[1].expire.unwrap().expiry(),
+            Expiry::After(Duration::from_secs(60))
+        );
         assert_eq!(c.subscriptions[1].format, Some(Format::Jsonrpc));
     }
 
     #[test]
     fn out_of_range_values_name_the_key() {
-        let err = Config::from_yaml("dispatcher:\n  batch: 0\n").unwrap_err().to_string();
+        let err = Config::from_yaml("dispatcher:\n  batch: 0\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("dispatcher.batch"), "{err}");
     }
 }

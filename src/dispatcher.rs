@@ -74,10 +74,15 @@ impl Dispatcher {
     }
 
     /// Starts a dispatcher whose subscriptions expire by `clock`.
-    pub fn start_with_clock(config: DispatcherConfig, clock: Arc<dyn Clock>) -> Result<Self, StartError> {
+    pub fn start_with_clock(
+        config: DispatcherConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, StartError> {
         config.validate()?;
         let choice = match std::env::var(BACKEND_ENV) {
-            Ok(v) if !v.is_empty() => v.parse::<BackendChoice>().map_err(StartError::BadBackendEnv)?,
+            Ok(v) if !v.is_empty() => v
+                .parse::<BackendChoice>()
+                .map_err(StartError::BadBackendEnv)?,
             _ => config.backend,
         };
         let registry = Arc::new(Registry::new(clock));
@@ -131,9 +136,19 @@ impl Dispatcher {
                 let _ = thread.join();
                 return Err(e);
             }
-            Err(_) => return Err(StartError::Io(io::Error::other("the reactor thread died at start"))),
+            Err(_) => {
+                return Err(StartError::Io(io::Error::other(
+                    "the reactor thread died at start",
+                )))
+            }
         };
-        let thread = std::thread::spawn(move || thread.join().ok().flatten().expect("reactor returns its stats"));
+        let thread = std::thread::spawn(move || {
+            thread
+                .join()
+                .ok()
+                .flatten()
+                .expect("reactor returns its stats")
+        });
         Ok(Dispatcher {
             registry,
             publisher: Publisher { tx, shared },
@@ -149,15 +164,20 @@ impl Dispatcher {
     pub fn from_config(config: &Config) -> Result<Self, StartError> {
         let d = Self::start(config.dispatcher.clone())?;
         for name in &config.events {
-            d.publish(name).map_err(|e| StartError::Subscription(format!("events: {e}")))?;
+            d.publish(name)
+                .map_err(|e| StartError::Subscription(format!("events: {e}")))?;
         }
         for (i, s) in config.subscriptions.iter().enumerate() {
-            let at = |e: &dyn std::fmt::Display| StartError::Subscription(format!("subscriptions[{i}]: {e}"));
+            let at = |e: &dyn std::fmt::Display| {
+                StartError::Subscription(format!("subscriptions[{i}]: {e}"))
+            };
             let event = d.publish(&s.event).map_err(|e| at(&e))?;
             let target: Target = s.socket.parse().map_err(|e: TargetError| at(&e))?;
             let expiry = s.expire.map_or(Expiry::Never, |e| e.expiry());
             let format = s.format.unwrap_or(d.default_format);
-            d.registry.subscribe(event, target, expiry, format).map_err(|e| at(&e))?;
+            d.registry
+                .subscribe(event, target, expiry, format)
+                .map_err(|e| at(&e))?;
         }
         Ok(d)
     }
@@ -183,8 +203,14 @@ impl Dispatcher {
     }
 
     /// Subscribes `target` to `event` in the default format, or refreshes the subscription.
-    pub fn subscribe(&self, event: EventId, target: Target, expiry: Expiry) -> Result<Subscribed, RegistryError> {
-        self.registry.subscribe(event, target, expiry, self.default_format)
+    pub fn subscribe(
+        &self,
+        event: EventId,
+        target: Target,
+        expiry: Expiry,
+    ) -> Result<Subscribed, RegistryError> {
+        self.registry
+            .subscribe(event, target, expiry, self.default_format)
     }
 
     /// Subscribes `target` to `event` in `format`, or refreshes the subscription.
@@ -209,6 +235,7 @@ impl Dispatcher {
     }
 
     /// Raises an event (see [`Publisher::raise`]).
+    #[allow(clippy::result_large_err)]
     pub fn raise(&self, event: EventId, params: Params) -> Result<(), RaiseError> {
         self.publisher.raise(event, params)
     }
@@ -249,7 +276,9 @@ impl Drop for Dispatcher {
 
 impl std::fmt::Debug for Dispatcher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Dispatcher").field("backend", &self.backend).finish_non_exhaustive()
+        f.debug_struct("Dispatcher")
+            .field("backend", &self.backend)
+            .finish_non_exhaustive()
     }
 }
 

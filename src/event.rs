@@ -384,6 +384,8 @@ impl ExactSizeIterator for ParamsIter<'_> {}
 const INLINE: usize = 248;
 
 /// A byte vector that lives inline up to [`INLINE`] bytes, then moves to the heap once.
+// The inline variant is large on purpose: it is what keeps small events off the heap.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone)]
 enum PackedBytes {
     Inline { len: u8, buf: [u8; INLINE] },

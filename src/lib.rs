@@ -43,6 +43,8 @@ pub use event::{
     ParamsIter, Value, ValueRef,
 };
 pub use publisher::{Publisher, RaiseError};
-pub use registry::{EventId, Expiry, Limits, Registry, RegistryError, Subscribed, SubscriptionInfo};
+pub use registry::{
+    EventId, Expiry, Limits, Registry, RegistryError, Subscribed, SubscriptionInfo,
+};
 pub use stats::{Backend, EventCounters, Stats, TargetCounters, TargetStats};
 pub use target::{Target, TargetError, UnixAddr};

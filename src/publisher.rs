@@ -62,9 +62,9 @@ impl RaiseError {
     /// Takes the event back.
     pub fn into_event(self) -> (EventId, Params) {
         match self {
-            RaiseError::QueueFull(e, p) | RaiseError::ShutDown(e, p) | RaiseError::ForeignEvent(e, p) => {
-                (e, p)
-            }
+            RaiseError::QueueFull(e, p)
+            | RaiseError::ShutDown(e, p)
+            | RaiseError::ForeignEvent(e, p) => (e, p),
         }
     }
 }
@@ -82,6 +82,8 @@ pub struct Publisher {
 
 impl Publisher {
     /// Raises `event` with `params`.
+    // The event comes back whole in the error, as with crossbeam's `TrySendError<T>`.
+    #[allow(clippy::result_large_err)]
     #[inline]
     pub fn raise(&self, event: EventId, params: Params) -> Result<(), RaiseError> {
         if !self.shared.registry.owns(event) {
@@ -94,10 +96,15 @@ impl Publisher {
         }
         let msg = Raised { event, params };
         let result = match self.shared.policy {
-            QueuePolicy::Block => self.tx.send(msg).map_err(|e| RaiseError::ShutDown(e.0.event, e.0.params)),
+            QueuePolicy::Block => self
+                .tx
+                .send(msg)
+                .map_err(|e| RaiseError::ShutDown(e.0.event, e.0.params)),
             QueuePolicy::Drop => self.tx.try_send(msg).map_err(|e| match e {
                 TrySendError::Full(m) => {
-                    self.shared.dropped_queue_full.fetch_add(1, Ordering::Relaxed);
+                    self.shared
+                        .dropped_queue_full
+                        .fetch_add(1, Ordering::Relaxed);
                     RaiseError::QueueFull(m.event, m.params)
                 }
                 TrySendError::Disconnected(m) => RaiseError::ShutDown(m.event, m.params),

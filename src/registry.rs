@@ -117,7 +117,10 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { per_event: 256, total: 4096 }
+        Limits {
+            per_event: 256,
+            total: 4096,
+        }
     }
 }
 
@@ -249,7 +252,11 @@ impl Registry {
     /// Every published event, in order of publication.
     pub fn events(&self) -> Vec<(EventName, EventId)> {
         let st = self.lock();
-        st.names.iter().enumerate().map(|(i, n)| (n.clone(), self.id(i as u32))).collect()
+        st.names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.clone(), self.id(i as u32)))
+            .collect()
     }
 
     /// Subscribes `target` to `event`, or refreshes the subscription with the same transport
@@ -265,7 +272,12 @@ impl Registry {
         let now = self.clock.now();
         let mut st = self.lock();
         Self::purge(&mut st, now);
-        let sub = Subscription { target, format, expiry, since: now };
+        let sub = Subscription {
+            target,
+            format,
+            expiry,
+            since: now,
+        };
         let limits = st.limits;
         let total: usize = st.subs.iter().map(Vec::len).sum();
         let subs = &mut st.subs[index];
@@ -274,9 +286,14 @@ impl Registry {
             Subscribed::Refreshed
         } else if subs.len() >= limits.per_event {
             let event = st.names[index].clone();
-            return Err(RegistryError::TooManyForEvent { event, limit: limits.per_event });
+            return Err(RegistryError::TooManyForEvent {
+                event,
+                limit: limits.per_event,
+            });
         } else if total >= limits.total {
-            return Err(RegistryError::TooMany { limit: limits.total });
+            return Err(RegistryError::TooMany {
+                limit: limits.total,
+            });
         } else {
             subs.push(sub);
             Subscribed::Added
@@ -294,7 +311,10 @@ impl Registry {
         let subs = &mut st.subs[index];
         let Some(at) = subs.iter().position(|s| &s.target == target) else {
             let event = st.names[index].clone();
-            return Err(RegistryError::NotSubscribed { event, target: target.clone() });
+            return Err(RegistryError::NotSubscribed {
+                event,
+                target: target.clone(),
+            });
         };
         subs.remove(at);
         self.rebuild(&mut st);
@@ -323,7 +343,12 @@ impl Registry {
     /// The number of live subscriptions, over all events.
     pub fn subscription_count(&self) -> usize {
         let now = self.clock.now();
-        self.lock().subs.iter().flatten().filter(|s| s.is_live(now)).count()
+        self.lock()
+            .subs
+            .iter()
+            .flatten()
+            .filter(|s| s.is_live(now))
+            .count()
     }
 
     /// The current snapshot if it is newer than `generation`. One atomic load when unchanged.
@@ -336,7 +361,10 @@ impl Registry {
     }
 
     fn id(&self, index: u32) -> EventId {
-        EventId { index, registry: self.id }
+        EventId {
+            index,
+            registry: self.id,
+        }
     }
 
     fn check(&self, id: EventId) -> Result<usize, RegistryError> {
@@ -377,12 +405,21 @@ impl Registry {
                             targets.push(s.target.clone());
                             targets.len() as u32 - 1
                         });
-                        Route { target, format: s.format, expires_at: s.expires_at() }
+                        Route {
+                            target,
+                            format: s.format,
+                            expires_at: s.expires_at(),
+                        }
                     })
                     .collect()
             })
             .collect();
-        st.snapshot = Arc::new(Snapshot { generation, names: st.names.clone(), routes, targets });
+        st.snapshot = Arc::new(Snapshot {
+            generation,
+            names: st.names.clone(),
+            routes,
+            targets,
+        });
         // Release: a reader that sees the new generation also sees the new snapshot.
         self.generation.store(generation, Ordering::Release);
     }
@@ -390,6 +427,8 @@ impl Registry {
 
 impl std::fmt::Debug for Registry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Registry").field("id", &self.id).finish_non_exhaustive()
+        f.debug_struct("Registry")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
     }
 }

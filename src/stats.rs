@@ -136,7 +136,10 @@ pub struct Stats {
 impl Stats {
     /// Counters of one target, if it is known.
     pub fn target(&self, target: &Target) -> Option<&TargetCounters> {
-        self.targets.iter().find(|t| &t.target == target).map(|t| &t.counters)
+        self.targets
+            .iter()
+            .find(|t| &t.target == target)
+            .map(|t| &t.counters)
     }
 
     /// True when every identity holds: globally and for each target.

@@ -45,7 +45,12 @@ pub(crate) fn sendmmsg(fd: RawFd, msgs: &mut [libc::mmsghdr]) -> io::Result<usiz
     // and unchanged for this call (they are borrowed by the caller's frame); the kernel only
     // reads them, and writes each `msg_len`, inside `msgs`.
     let n = unsafe {
-        libc::sendmmsg(fd, msgs.as_mut_ptr(), msgs.len() as libc::c_uint, libc::MSG_DONTWAIT)
+        libc::sendmmsg(
+            fd,
+            msgs.as_mut_ptr(),
+            msgs.len() as libc::c_uint,
+            libc::MSG_DONTWAIT,
+        )
     };
     if n < 0 {
         Err(io::Error::last_os_error())
@@ -56,12 +61,20 @@ pub(crate) fn sendmmsg(fd: RawFd, msgs: &mut [libc::mmsghdr]) -> io::Result<usiz
 
 /// `poll(fds, timeout)`; `None` waits forever. An interrupted call counts as 0 ready.
 pub(crate) fn poll(fds: &mut [libc::pollfd], timeout: Option<Duration>) -> io::Result<usize> {
-    let ms = timeout.map_or(-1, |t| t.as_millis().min(i32::MAX as u128).max(if t.is_zero() { 0 } else { 1 }) as i32);
+    let ms = timeout.map_or(-1, |t| {
+        t.as_millis()
+            .min(i32::MAX as u128)
+            .max(if t.is_zero() { 0 } else { 1 }) as i32
+    });
     // SAFETY: `fds` is a valid, exclusively borrowed array of `fds.len()` pollfds.
     let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
     if n < 0 {
         let e = io::Error::last_os_error();
-        return if e.kind() == io::ErrorKind::Interrupted { Ok(0) } else { Err(e) };
+        return if e.kind() == io::ErrorKind::Interrupted {
+            Ok(0)
+        } else {
+            Err(e)
+        };
     }
     Ok(n as usize)
 }

@@ -13,7 +13,10 @@ use crate::support::{backends, wait_until, Receiver, TempDir};
 const LIMIT: Duration = Duration::from_secs(20);
 
 fn config(backend: BackendChoice) -> DispatcherConfig {
-    DispatcherConfig { backend, ..Default::default() }
+    DispatcherConfig {
+        backend,
+        ..Default::default()
+    }
 }
 
 fn encoded(format: Format, name: &str, params: &Params) -> Vec<u8> {
@@ -24,15 +27,26 @@ fn encoded(format: Format, name: &str, params: &Params) -> Vec<u8> {
 }
 
 fn seq(i: i64) -> Params {
-    Params::new().int("seq", i).unwrap().str("ip", "192.168.2.11").unwrap()
+    Params::new()
+        .int("seq", i)
+        .unwrap()
+        .str("ip", "192.168.2.11")
+        .unwrap()
 }
 
 #[test]
 fn fan_out_to_4_udp_and_4_unix_receivers_exact_bytes_in_order() {
     for backend in backends() {
         let dir = TempDir::new("fanout");
-        let udp = [Receiver::udp(), Receiver::udp(), Receiver::udp(), Receiver::udp6()];
-        let unix: Vec<Receiver> = (0..4).map(|i| Receiver::unix(&dir.join(&format!("r{i}")))).collect();
+        let udp = [
+            Receiver::udp(),
+            Receiver::udp(),
+            Receiver::udp(),
+            Receiver::udp6(),
+        ];
+        let unix: Vec<Receiver> = (0..4)
+            .map(|i| Receiver::unix(&dir.join(&format!("r{i}"))))
+            .collect();
         let d = Dispatcher::start(config(backend)).unwrap();
         assert_eq!(d.backend().as_str(), format!("{backend:?}").to_lowercase());
         let e = d.publish("E_FANOUT").unwrap();
@@ -40,7 +54,8 @@ fn fan_out_to_4_udp_and_4_unix_receivers_exact_bytes_in_order() {
             d.subscribe(e, r.target.clone(), Expiry::Never).unwrap();
         }
         for r in &unix {
-            d.subscribe_with_format(e, r.target.clone(), Expiry::Never, Format::Jsonrpc).unwrap();
+            d.subscribe_with_format(e, r.target.clone(), Expiry::Never, Format::Jsonrpc)
+                .unwrap();
         }
         let total = 2_000;
         // Windows keep UDP receive buffers from overflowing, which would be the kernel's loss.
@@ -49,16 +64,30 @@ fn fan_out_to_4_udp_and_4_unix_receivers_exact_bytes_in_order() {
                 d.raise(e, seq(i)).unwrap();
             }
             for r in udp.iter().chain(&unix) {
-                assert!(r.wait_for(window as usize + 200, LIMIT), "{backend:?} {}: {}", r.target, r.count());
+                assert!(
+                    r.wait_for(window as usize + 200, LIMIT),
+                    "{backend:?} {}: {}",
+                    r.target,
+                    r.count()
+                );
             }
         }
         let stats = d.shutdown();
         for (receivers, format) in [(&udp[..], Format::Line), (&unix[..], Format::Jsonrpc)] {
-            let expected: Vec<Vec<u8>> = (0..total).map(|i| encoded(format, "E_FANOUT", &seq(i))).collect();
+            let expected: Vec<Vec<u8>> = (0..total)
+                .map(|i| encoded(format, "E_FANOUT", &seq(i)))
+                .collect();
             for r in receivers {
-                assert!(r.datagrams() == expected, "{backend:?} {}: datagrams differ", r.target);
+                assert!(
+                    r.datagrams() == expected,
+                    "{backend:?} {}: datagrams differ",
+                    r.target
+                );
                 let c = stats.target(&r.target).unwrap();
-                assert_eq!((c.raised, c.sent, c.pending), (total as u64, total as u64, 0));
+                assert_eq!(
+                    (c.raised, c.sent, c.pending),
+                    (total as u64, total as u64, 0)
+                );
             }
         }
         assert!(stats.is_balanced(), "{stats:?}");
@@ -76,15 +105,23 @@ fn subscriptions_added_refreshed_expired_and_removed_mid_stream() {
         let raise = |n: i64, expect: &[(&Receiver, usize)]| {
             d.raise(e, seq(n)).unwrap();
             for (r, count) in expect {
-                assert!(r.wait_for(*count, LIMIT), "{backend:?} event {n}: {} has {}", r.target, r.count());
+                assert!(
+                    r.wait_for(*count, LIMIT),
+                    "{backend:?} event {n}: {} has {}",
+                    r.target,
+                    r.count()
+                );
             }
         };
-        d.subscribe(e, a.target.clone(), Expiry::After(Duration::from_secs(10))).unwrap();
+        d.subscribe(e, a.target.clone(), Expiry::After(Duration::from_secs(10)))
+            .unwrap();
         d.subscribe(e, b.target.clone(), Expiry::Never).unwrap();
         raise(1, &[(&a, 1), (&b, 1)]);
         clock.advance(Duration::from_secs(5));
         // A refresh restarts the subscription's time: it now ends at 15 s.
-        let refreshed = d.subscribe(e, a.target.clone(), Expiry::After(Duration::from_secs(10))).unwrap();
+        let refreshed = d
+            .subscribe(e, a.target.clone(), Expiry::After(Duration::from_secs(10)))
+            .unwrap();
         assert_eq!(refreshed, event_datagram::Subscribed::Refreshed);
         clock.advance(Duration::from_secs(8));
         raise(2, &[(&a, 2), (&b, 2)]);
@@ -93,7 +130,11 @@ fn subscriptions_added_refreshed_expired_and_removed_mid_stream() {
         clock.advance(Duration::from_secs(3));
         raise(3, &[(&b, 3)]);
         let listed = d.registry().subscribers(e).unwrap();
-        assert_eq!(listed.len(), 1, "the expired subscription is gone from listings");
+        assert_eq!(
+            listed.len(),
+            1,
+            "the expired subscription is gone from listings"
+        );
         assert_eq!(listed[0].target, b.target);
         d.unsubscribe(e, &b.target).unwrap();
         d.subscribe(e, a.target.clone(), Expiry::Never).unwrap();
@@ -113,7 +154,11 @@ fn a_stalled_unix_receiver_loses_nothing_up_to_its_bound_while_others_flow() {
         let dir = TempDir::new("slow");
         let slow = Receiver::unix(&dir.join("slow"));
         let fast = Receiver::udp();
-        let cfg = DispatcherConfig { retry_queue: 1000, batch: 64, ..config(backend) };
+        let cfg = DispatcherConfig {
+            retry_queue: 1000,
+            batch: 64,
+            ..config(backend)
+        };
         let d = Dispatcher::start(cfg).unwrap();
         let e = d.publish("E_SLOW").unwrap();
         d.subscribe(e, slow.target.clone(), Expiry::Never).unwrap();
@@ -122,24 +167,42 @@ fn a_stalled_unix_receiver_loses_nothing_up_to_its_bound_while_others_flow() {
         for i in 0..800 {
             d.raise(e, seq(i)).unwrap();
             if i % 100 == 99 {
-                assert!(fast.wait_for(i as usize + 1, LIMIT), "{backend:?}: the fast target stalled");
+                assert!(
+                    fast.wait_for(i as usize + 1, LIMIT),
+                    "{backend:?}: the fast target stalled"
+                );
             }
         }
         let stats = d.stats();
         let c = stats.target(&slow.target).unwrap();
-        assert!(c.pending > 700, "{backend:?}: the stalled target's datagrams wait: {c:?}");
+        assert!(
+            c.pending > 700,
+            "{backend:?}: the stalled target's datagrams wait: {c:?}"
+        );
         assert_eq!(c.dropped(), 0);
         slow.pause(false);
-        assert!(slow.wait_for(800, LIMIT), "{backend:?}: {} of 800 arrived", slow.count());
-        let expected: Vec<Vec<u8>> = (0..800).map(|i| encoded(Format::Line, "E_SLOW", &seq(i))).collect();
-        assert!(slow.datagrams() == expected, "{backend:?}: in order, none lost");
+        assert!(
+            slow.wait_for(800, LIMIT),
+            "{backend:?}: {} of 800 arrived",
+            slow.count()
+        );
+        let expected: Vec<Vec<u8>> = (0..800)
+            .map(|i| encoded(Format::Line, "E_SLOW", &seq(i)))
+            .collect();
+        assert!(
+            slow.datagrams() == expected,
+            "{backend:?}: in order, none lost"
+        );
 
         // Past the bound, the overflow is dropped and counted; the rest still arrives in order.
         slow.pause(true);
         for i in 800..3_000 {
             d.raise(e, seq(i)).unwrap();
             if i % 100 == 99 {
-                assert!(fast.wait_for(i as usize + 1, LIMIT), "{backend:?}: the fast target stalled");
+                assert!(
+                    fast.wait_for(i as usize + 1, LIMIT),
+                    "{backend:?}: the fast target stalled"
+                );
             }
         }
         slow.pause(false);
@@ -153,7 +216,15 @@ fn a_stalled_unix_receiver_loses_nothing_up_to_its_bound_while_others_flow() {
         let mut last = -1;
         for dgram in &got {
             let s = std::str::from_utf8(dgram).unwrap();
-            let n: i64 = s.split("seq::").nth(1).unwrap().split('\n').next().unwrap().parse().unwrap();
+            let n: i64 = s
+                .split("seq::")
+                .nth(1)
+                .unwrap()
+                .split('\n')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap();
             assert!(n > last, "{backend:?}: out of order: {n} after {last}");
             last = n;
         }
@@ -165,7 +236,9 @@ fn a_stalled_unix_receiver_loses_nothing_up_to_its_bound_while_others_flow() {
 fn missing_unix_path_and_closed_udp_port_are_counted_not_fatal() {
     for backend in backends() {
         let dir = TempDir::new("dead");
-        let missing: Target = format!("unix:{}", dir.join("nobody").display()).parse().unwrap();
+        let missing: Target = format!("unix:{}", dir.join("nobody").display())
+            .parse()
+            .unwrap();
         let closed = {
             let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
             Target::Udp(s.local_addr().unwrap())
@@ -188,7 +261,11 @@ fn missing_unix_path_and_closed_udp_port_are_counted_not_fatal() {
         let stats = d.stats();
         assert_eq!(stats.target(&live.target).unwrap().sent, 300);
         let m = stats.target(&missing).unwrap();
-        assert_eq!((m.raised, m.failed_unreachable, m.sent), (300, 300, 0), "{m:?}");
+        assert_eq!(
+            (m.raised, m.failed_unreachable, m.sent),
+            (300, 300, 0),
+            "{m:?}"
+        );
         let c = stats.target(&closed).unwrap();
         assert_eq!(c.raised, 300);
         assert!(c.failed_unreachable > 0, "{c:?}");
@@ -224,7 +301,8 @@ fn oversize_events_are_rejected_and_counted_and_the_largest_datagram_goes_out() 
         // "E_BIG\nv::" + value + "\n\n" is exactly MAX_DATAGRAM bytes.
         let fits = "x".repeat(MAX_DATAGRAM - "E_BIG\nv::\n\n".len());
         let too_big = "x".repeat(fits.len() + 1);
-        d.raise(e, Params::new().str("v", &too_big).unwrap()).unwrap();
+        d.raise(e, Params::new().str("v", &too_big).unwrap())
+            .unwrap();
         d.raise(e, Params::new().str("v", &fits).unwrap()).unwrap();
         d.raise(e, seq(1)).unwrap();
         assert!(udp.wait_for(2, LIMIT) && unix.wait_for(2, LIMIT));
@@ -300,7 +378,11 @@ fn four_producers_of_100k_events_each_are_accounted_exactly() {
 fn a_full_queue_with_the_drop_policy_hands_the_event_back_and_counts_it() {
     for backend in backends() {
         let r = Receiver::udp();
-        let cfg = DispatcherConfig { queue_capacity: 4, queue_full: QueuePolicy::Drop, ..config(backend) };
+        let cfg = DispatcherConfig {
+            queue_capacity: 4,
+            queue_full: QueuePolicy::Drop,
+            ..config(backend)
+        };
         let d = Dispatcher::start(cfg).unwrap();
         let e = d.publish("E_DROP").unwrap();
         d.subscribe(e, r.target.clone(), Expiry::Never).unwrap();
@@ -330,7 +412,11 @@ fn shutdown_flushes_everything_queued() {
         let dir = TempDir::new("flush");
         let r = Receiver::unix(&dir.join("sink"));
         // Room for the whole burst: this test is about shutdown, not about the retry bound.
-        let d = Dispatcher::start(DispatcherConfig { retry_queue: 5_000, ..config(backend) }).unwrap();
+        let d = Dispatcher::start(DispatcherConfig {
+            retry_queue: 5_000,
+            ..config(backend)
+        })
+        .unwrap();
         let e = d.publish("E_FLUSH").unwrap();
         d.subscribe(e, r.target.clone(), Expiry::Never).unwrap();
         for i in 0..5_000 {
@@ -341,7 +427,10 @@ fn shutdown_flushes_everything_queued() {
         let c = stats.target(&r.target).unwrap();
         assert_eq!((c.raised, c.sent, c.pending), (5_000, 5_000, 0), "{c:?}");
         assert!(r.wait_for(5_000, LIMIT));
-        assert!(matches!(publisher.raise(e, seq(0)), Err(RaiseError::ShutDown(..))));
+        assert!(matches!(
+            publisher.raise(e, seq(0)),
+            Err(RaiseError::ShutDown(..))
+        ));
     }
 }
 
@@ -352,7 +441,10 @@ fn events_nobody_subscribed_are_counted_and_foreign_ids_refused() {
     let e = d.publish("E_NOBODY").unwrap();
     let foreign = other.publish("E_NOBODY").unwrap();
     d.raise(e, Params::new()).unwrap();
-    assert!(matches!(d.raise(foreign, Params::new()), Err(RaiseError::ForeignEvent(..))));
+    assert!(matches!(
+        d.raise(foreign, Params::new()),
+        Err(RaiseError::ForeignEvent(..))
+    ));
     let stats = d.shutdown();
     assert_eq!((stats.events.raised, stats.events.unsubscribed), (1, 1));
 }

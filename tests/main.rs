@@ -1,7 +1,8 @@
-
-mod target;
+//! Integration tests, one binary (link time matters on 2 cores): real sockets on loopback and
+//! in temp dirs, the real `evdgram` binary, bounded waits.
 mod cli;
 mod decode;
-mod vectors;
 mod dispatcher;
 mod support;
+mod target;
+mod vectors;

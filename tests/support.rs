@@ -23,10 +23,6 @@ impl TempDir {
         TempDir(dir)
     }
 
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-
     pub fn join(&self, name: &str) -> PathBuf {
         self.0.join(name)
     }
@@ -43,13 +39,18 @@ pub fn backends() -> Vec<BackendChoice> {
     let mut v = vec![BackendChoice::Syscall];
     match io_uring_available() {
         true => v.push(BackendChoice::Uring),
-        false => eprintln!("SKIPPED: io_uring is unavailable here; testing the syscall backend only"),
+        false => {
+            eprintln!("SKIPPED: io_uring is unavailable here; testing the syscall backend only")
+        }
     }
     v
 }
 
 fn io_uring_available() -> bool {
-    let config = event_datagram::DispatcherConfig { backend: BackendChoice::Uring, ..Default::default() };
+    let config = event_datagram::DispatcherConfig {
+        backend: BackendChoice::Uring,
+        ..Default::default()
+    };
     event_datagram::Dispatcher::start(config).is_ok()
 }
 
@@ -116,7 +117,13 @@ impl Receiver {
                 }
             }
         });
-        Receiver { target, got, paused, stop, thread: Some(thread) }
+        Receiver {
+            target,
+            got,
+            paused,
+            stop,
+            thread: Some(thread),
+        }
     }
 
     pub fn pause(&self, paused: bool) {

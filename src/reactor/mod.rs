@@ -55,7 +55,12 @@ pub(crate) trait SendBackend {
 
     /// Waits until `wake` is written, a watched socket is writable, or `timeout` passes (`None`:
     /// no limit; zero: just look). Appends writable slots to `ready`.
-    fn wait(&mut self, wake: &EventFd, timeout: Option<Duration>, ready: &mut Vec<u32>) -> io::Result<()>;
+    fn wait(
+        &mut self,
+        wake: &EventFd,
+        timeout: Option<Duration>,
+        ready: &mut Vec<u32>,
+    ) -> io::Result<()>;
 }
 
 /// A datagram in a round: its buffer's index and length.
@@ -96,7 +101,10 @@ impl Round {
 
 enum Conn {
     Up(Socket),
-    Down { retry_at: Instant, backoff: Duration },
+    Down {
+        retry_at: Instant,
+        backoff: Duration,
+    },
 }
 
 struct Queued {
@@ -203,7 +211,11 @@ impl<B: SendBackend> Reactor<B> {
             // Take new events only when the next round can send all that is queued: if the
             // reactor is the bottleneck, the channel fills and producers feel it (the queue
             // policy), instead of healthy targets' queues overflowing.
-            let took = if self.backlog() <= self.round_budget { self.take_batch() } else { 0 };
+            let took = if self.backlog() <= self.round_budget {
+                self.take_batch()
+            } else {
+                0
+            };
             if took > 0 {
                 self.dispatch_batch();
             }
@@ -239,7 +251,10 @@ impl<B: SendBackend> Reactor<B> {
 
     /// Datagrams queued for targets that can send now.
     fn backlog(&self) -> usize {
-        self.active.iter().map(|&i| self.slots[i as usize].as_ref().map_or(0, |s| s.queue.len())).sum()
+        self.active
+            .iter()
+            .map(|&i| self.slots[i as usize].as_ref().map_or(0, |s| s.queue.len()))
+            .sum()
     }
 
     /// Takes up to `batch` events.
@@ -271,7 +286,11 @@ impl<B: SendBackend> Reactor<B> {
     }
 
     fn dispatch_batch(&mut self) {
-        if let Some(snapshot) = self.shared.registry.snapshot_if_newer(self.snapshot.generation) {
+        if let Some(snapshot) = self
+            .shared
+            .registry
+            .snapshot_if_newer(self.snapshot.generation)
+        {
             self.apply_snapshot(snapshot);
         }
         let now = self.shared.registry.clock().now();
@@ -297,17 +316,26 @@ impl<B: SendBackend> Reactor<B> {
             if encoded[fmt].is_none() {
                 encoded[fmt] = Some(self.encode(route.format, &snapshot.names[index], msg));
             }
-            let slot = self.slots[slot_index as usize].as_mut().expect("routed slots exist");
+            let slot = self.slots[slot_index as usize]
+                .as_mut()
+                .expect("routed slots exist");
             slot.counters.raised += 1;
             match encoded[fmt].as_ref().expect("encoded above") {
                 Err(e) => {
                     slot.counters.failed_oversize += 1;
                     log_limited(&mut slot.last_log, &slot.target, e);
                 }
-                Ok(_) if matches!(slot.conn, Conn::Down { .. }) => slot.counters.failed_unreachable += 1,
-                Ok(_) if slot.queue.len() >= self.queue_cap => slot.counters.dropped_retry_overflow += 1,
+                Ok(_) if matches!(slot.conn, Conn::Down { .. }) => {
+                    slot.counters.failed_unreachable += 1
+                }
+                Ok(_) if slot.queue.len() >= self.queue_cap => {
+                    slot.counters.dropped_retry_overflow += 1
+                }
                 Ok((buf, len)) => {
-                    slot.queue.push_back(Queued { buf: self.pool.retain(buf), len: *len });
+                    slot.queue.push_back(Queued {
+                        buf: self.pool.retain(buf),
+                        len: *len,
+                    });
                     if !slot.active && !slot.blocked {
                         slot.active = true;
                         self.active.push(slot_index);
@@ -324,7 +352,12 @@ impl<B: SendBackend> Reactor<B> {
     }
 
     /// Encodes into a pooled buffer of the right size: small first, then exactly as needed.
-    fn encode(&mut self, format: Format, name: &crate::EventName, msg: &Raised) -> Result<(BufRef, u32), EncodeError> {
+    fn encode(
+        &mut self,
+        format: Format,
+        name: &crate::EventName,
+        msg: &Raised,
+    ) -> Result<(BufRef, u32), EncodeError> {
         let buf = self.pool.alloc(0);
         match format.encode(name.as_str(), &msg.params, self.pool.bytes_mut(&buf)) {
             Ok(n) => Ok((buf, n as u32)),
@@ -352,7 +385,9 @@ impl<B: SendBackend> Reactor<B> {
                 break;
             }
             served += 1;
-            let slot = self.slots[slot_index as usize].as_ref().expect("active slots exist");
+            let slot = self.slots[slot_index as usize]
+                .as_ref()
+                .expect("active slots exist");
             let Conn::Up(sock) = &slot.conn else { continue };
             let count = slot.queue.len().min(self.max_per_target).min(budget);
             if count == 0 {
@@ -366,10 +401,15 @@ impl<B: SendBackend> Reactor<B> {
                 count: count as u32,
             });
             for q in slot.queue.iter().take(count) {
-                self.round.items.push(Item { buf: q.buf.index(), len: q.len });
+                self.round.items.push(Item {
+                    buf: q.buf.index(),
+                    len: q.len,
+                });
             }
         }
-        self.round.outcomes.resize(self.round.items.len(), NOT_ATTEMPTED);
+        self.round
+            .outcomes
+            .resize(self.round.items.len(), NOT_ATTEMPTED);
         self.backend.send_round(&self.pool, &mut self.round);
         for t in 0..self.round.targets.len() {
             let rt = self.round.targets[t];
@@ -389,7 +429,9 @@ impl<B: SendBackend> Reactor<B> {
 
     /// Applies one target's outcomes, in order.
     fn book(&mut self, rt: RoundTarget) {
-        let slot = self.slots[rt.slot as usize].as_mut().expect("round slots exist");
+        let slot = self.slots[rt.slot as usize]
+            .as_mut()
+            .expect("round slots exist");
         for k in 0..rt.count as usize {
             let outcome = self.round.outcomes[rt.first as usize + k];
             if outcome == NOT_ATTEMPTED {
@@ -404,7 +446,11 @@ impl<B: SendBackend> Reactor<B> {
                 self.pool.release(q.buf);
                 continue;
             }
-            let failure = if outcome >= 0 { SendFailure::Other } else { SendFailure::of(-outcome) };
+            let failure = if outcome >= 0 {
+                SendFailure::Other
+            } else {
+                SendFailure::of(-outcome)
+            };
             if failure == SendFailure::WouldBlock {
                 slot.blocked = true;
                 self.blocked += 1;
@@ -429,7 +475,13 @@ impl<B: SendBackend> Reactor<B> {
             let unix = matches!(&slot.conn, Conn::Up(s) if s.is_unix());
             if failure == SendFailure::Unreachable && unix {
                 // The receiver is gone: a connected UNIX socket stays refused until reconnected.
-                Self::take_down(&mut self.backend, &mut self.pool, rt.slot, slot, RECONNECT_MIN);
+                Self::take_down(
+                    &mut self.backend,
+                    &mut self.pool,
+                    rt.slot,
+                    slot,
+                    RECONNECT_MIN,
+                );
                 break;
             }
         }
@@ -444,7 +496,10 @@ impl<B: SendBackend> Reactor<B> {
             slot.counters.failed_unreachable += 1;
             pool.release(q.buf);
         }
-        slot.conn = Conn::Down { retry_at: Instant::now() + backoff, backoff };
+        slot.conn = Conn::Down {
+            retry_at: Instant::now() + backoff,
+            backoff,
+        };
     }
 
     /// Tries again to connect targets whose receiver was missing.
@@ -452,7 +507,9 @@ impl<B: SendBackend> Reactor<B> {
         let now = Instant::now();
         for (i, slot) in self.slots.iter_mut().enumerate() {
             let Some(slot) = slot else { continue };
-            let Conn::Down { retry_at, backoff } = slot.conn else { continue };
+            let Conn::Down { retry_at, backoff } = slot.conn else {
+                continue;
+            };
             if now < retry_at {
                 continue;
             }
@@ -464,7 +521,10 @@ impl<B: SendBackend> Reactor<B> {
                 }
                 Err(_) => {
                     let backoff = (backoff * 2).min(RECONNECT_MAX);
-                    slot.conn = Conn::Down { retry_at: now + backoff, backoff };
+                    slot.conn = Conn::Down {
+                        retry_at: now + backoff,
+                        backoff,
+                    };
                 }
             }
         }
@@ -483,12 +543,17 @@ impl<B: SendBackend> Reactor<B> {
 
     /// Marks slots whose sockets became writable as active again.
     fn poll_ready(&mut self, timeout: Option<Duration>) {
-        if let Err(e) = self.backend.wait(&self.shared.wake, timeout, &mut self.ready) {
+        if let Err(e) = self
+            .backend
+            .wait(&self.shared.wake, timeout, &mut self.ready)
+        {
             eprintln!("event-datagram: reactor wait failed: {e}");
             std::thread::sleep(Duration::from_millis(1));
         }
         for i in self.ready.drain(..) {
-            let Some(slot) = self.slots.get_mut(i as usize).and_then(Option::as_mut) else { continue };
+            let Some(slot) = self.slots.get_mut(i as usize).and_then(Option::as_mut) else {
+                continue;
+            };
             if slot.blocked {
                 slot.blocked = false;
                 self.blocked -= 1;
@@ -510,7 +575,10 @@ impl<B: SendBackend> Reactor<B> {
             self.shared.sleeping.store(false, Ordering::Relaxed);
             return;
         }
-        let deadline = [self.next_reconnect(), self.shutdown_deadline].into_iter().flatten().min();
+        let deadline = [self.next_reconnect(), self.shutdown_deadline]
+            .into_iter()
+            .flatten()
+            .min();
         let timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));
         // While shutting down, producers may be mid-raise without waking us: look often.
         let timeout = match (timeout, self.shutdown_deadline) {
@@ -532,7 +600,10 @@ impl<B: SendBackend> Reactor<B> {
                 Some(&i) => i,
                 None => self.open_slot(target.clone()),
             };
-            self.slots[index as usize].as_mut().expect("mapped slots exist").referenced = true;
+            self.slots[index as usize]
+                .as_mut()
+                .expect("mapped slots exist")
+                .referenced = true;
             self.route_slots.push(index);
         }
         self.snapshot = snapshot;
@@ -549,7 +620,10 @@ impl<B: SendBackend> Reactor<B> {
                 self.backend.add_socket(index, sock.as_raw_fd());
                 Conn::Up(sock)
             }
-            Err(_) => Conn::Down { retry_at: Instant::now() + RECONNECT_MIN, backoff: RECONNECT_MIN },
+            Err(_) => Conn::Down {
+                retry_at: Instant::now() + RECONNECT_MIN,
+                backoff: RECONNECT_MIN,
+            },
         };
         self.by_target.insert(target.clone(), index);
         self.slots[index as usize] = Some(Slot {
@@ -596,20 +670,30 @@ impl<B: SendBackend> Reactor<B> {
                 let mut counters = s.counters;
                 counters.pending = s.queue.len() as u64;
                 totals.add(&counters);
-                TargetStats { target: s.target.clone(), counters }
+                TargetStats {
+                    target: s.target.clone(),
+                    counters,
+                }
             })
             .collect();
         let mut events = self.events;
         events.pending = self.rx.len() as u64;
         events.dropped_queue_full = self.shared.dropped_queue_full.load(Ordering::Relaxed);
         events.raised = events.dispatched + events.dropped_queue_full + events.pending;
-        Stats { backend: self.backend.kind(), events, totals, targets }
+        Stats {
+            backend: self.backend.kind(),
+            events,
+            totals,
+            targets,
+        }
     }
 
     /// Counts what is still queued after the shutdown deadline as dropped, and reports.
     fn finish(mut self) -> Stats {
         for i in 0..self.slots.len() {
-            let Some(slot) = self.slots[i].as_mut() else { continue };
+            let Some(slot) = self.slots[i].as_mut() else {
+                continue;
+            };
             for q in slot.queue.drain(..) {
                 slot.counters.dropped_shutdown += 1;
                 self.pool.release(q.buf);

@@ -34,18 +34,31 @@ pub(crate) struct Pool {
 
 impl Pool {
     pub fn new(keep_bytes: usize) -> Self {
-        Pool { slots: Vec::new(), free: Default::default(), empty: Vec::new(), bytes: 0, keep_bytes }
+        Pool {
+            slots: Vec::new(),
+            free: Default::default(),
+            empty: Vec::new(),
+            bytes: 0,
+            keep_bytes,
+        }
     }
 
     /// A buffer of at least `len` bytes (at most [`MAX_DATAGRAM`](crate::MAX_DATAGRAM)),
     /// holding one reference.
     pub fn alloc(&mut self, len: usize) -> BufRef {
-        let class = CLASSES.iter().position(|&c| len <= c).unwrap_or(CLASSES.len() - 1);
+        let class = CLASSES
+            .iter()
+            .position(|&c| len <= c)
+            .unwrap_or(CLASSES.len() - 1);
         if let Some(i) = self.free[class].pop() {
             self.slots[i as usize].refs = 1;
             return BufRef(i);
         }
-        let slot = Slot { data: vec![0; CLASSES[class]].into_boxed_slice(), refs: 1, class: class as u8 };
+        let slot = Slot {
+            data: vec![0; CLASSES[class]].into_boxed_slice(),
+            refs: 1,
+            class: class as u8,
+        };
         self.bytes += CLASSES[class];
         if let Some(i) = self.empty.pop() {
             self.slots[i as usize] = slot;
@@ -80,10 +93,6 @@ impl Pool {
         }
     }
 
-    pub fn bytes(&self, buf: &BufRef) -> &[u8] {
-        &self.slots[buf.0 as usize].data
-    }
-
     pub fn bytes_mut(&mut self, buf: &BufRef) -> &mut [u8] {
         &mut self.slots[buf.0 as usize].data
     }
@@ -103,14 +112,14 @@ mod tests {
         let mut pool = Pool::new(1 << 20);
         let a = pool.alloc(64);
         let ai = a.index();
-        assert_eq!(pool.bytes(&a).len(), 512);
+        assert_eq!(pool.get(a.index()).len(), 512);
         let a2 = pool.retain(&a);
         pool.release(a);
         pool.release(a2);
         let b = pool.alloc(100);
         assert_eq!(b.index(), ai, "a free buffer of the class is reused");
         let big = pool.alloc(crate::MAX_DATAGRAM);
-        assert_eq!(pool.bytes(&big).len(), crate::MAX_DATAGRAM);
+        assert_eq!(pool.get(big.index()).len(), crate::MAX_DATAGRAM);
     }
 
     #[test]

@@ -34,7 +34,9 @@ impl Socket {
                 Ok(Socket::Udp(sock))
             }
             Target::Unix(_) => {
-                let addr = target.unix_socket_addr().expect("a UNIX target has a UNIX address")?;
+                let addr = target
+                    .unix_socket_addr()
+                    .expect("a UNIX target has a UNIX address")?;
                 let sock = UnixDatagram::unbound()?;
                 sock.connect_addr(&addr)?;
                 sock.set_nonblocking(true)?;

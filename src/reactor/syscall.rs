@@ -28,7 +28,13 @@ impl SyscallBackend {
     pub fn new(max_per_target: usize) -> Self {
         SyscallBackend {
             msgs: vec![sys::empty_mmsghdr(); max_per_target],
-            iovs: vec![libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; max_per_target],
+            iovs: vec![
+                libc::iovec {
+                    iov_base: std::ptr::null_mut(),
+                    iov_len: 0
+                };
+                max_per_target
+            ],
             watched: Vec::new(),
             pollfds: Vec::new(),
         }
@@ -54,7 +60,10 @@ impl SendBackend for SyscallBackend {
             let n = items.len().min(self.iovs.len());
             for (k, item) in items[..n].iter().enumerate() {
                 let data = &pool.get(item.buf)[..item.len as usize];
-                self.iovs[k] = libc::iovec { iov_base: data.as_ptr() as *mut _, iov_len: data.len() };
+                self.iovs[k] = libc::iovec {
+                    iov_base: data.as_ptr() as *mut _,
+                    iov_len: data.len(),
+                };
             }
             for k in 0..n {
                 let msg = &mut self.msgs[k];
@@ -67,8 +76,11 @@ impl SendBackend for SyscallBackend {
             while done < n {
                 match sys::sendmmsg(rt.fd, &mut self.msgs[done..n]) {
                     Ok(sent) => {
-                        for k in done..done + sent {
-                            outcomes[k] = self.msgs[k].msg_len as i32;
+                        for (outcome, msg) in outcomes[done..done + sent]
+                            .iter_mut()
+                            .zip(&self.msgs[done..])
+                        {
+                            *outcome = msg.msg_len as i32;
                         }
                         done += sent;
                         if sent == 0 {
@@ -91,11 +103,24 @@ impl SendBackend for SyscallBackend {
         }
     }
 
-    fn wait(&mut self, wake: &EventFd, timeout: Option<Duration>, ready: &mut Vec<u32>) -> io::Result<()> {
+    fn wait(
+        &mut self,
+        wake: &EventFd,
+        timeout: Option<Duration>,
+        ready: &mut Vec<u32>,
+    ) -> io::Result<()> {
         self.pollfds.clear();
-        self.pollfds.push(libc::pollfd { fd: wake.as_raw_fd(), events: libc::POLLIN, revents: 0 });
+        self.pollfds.push(libc::pollfd {
+            fd: wake.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        });
         for &(_, fd) in &self.watched {
-            self.pollfds.push(libc::pollfd { fd, events: libc::POLLOUT, revents: 0 });
+            self.pollfds.push(libc::pollfd {
+                fd,
+                events: libc::POLLOUT,
+                revents: 0,
+            });
         }
         if sys::poll(&mut self.pollfds, timeout)? == 0 {
             return Ok(());

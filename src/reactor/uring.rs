@@ -79,14 +79,20 @@ impl UringBackend {
             .build(entries.next_power_of_two())?;
         let mut probe = Probe::new();
         ring.submitter().register_probe(&mut probe)?;
-        for (code, name) in [(opcode::Send::CODE, "SEND"), (opcode::PollAdd::CODE, "POLL_ADD")] {
+        for (code, name) in [
+            (opcode::Send::CODE, "SEND"),
+            (opcode::PollAdd::CODE, "POLL_ADD"),
+        ] {
             if !probe.is_supported(code) {
                 let msg = format!("io_uring lacks {name}");
                 return Err(io::Error::new(io::ErrorKind::Unsupported, msg));
             }
         }
         ring.submitter().register_files_sparse(FIXED_FILES)?;
-        Ok(UringBackend { ring, polls: Polls::default() })
+        Ok(UringBackend {
+            ring,
+            polls: Polls::default(),
+        })
     }
 
     /// How many SQEs one round may use.
@@ -133,9 +139,17 @@ impl SendBackend for UringBackend {
     }
 
     fn remove_socket(&mut self, slot: u32) {
-        if self.polls.watching.get(slot as usize).copied().unwrap_or(false) {
+        if self
+            .polls
+            .watching
+            .get(slot as usize)
+            .copied()
+            .unwrap_or(false)
+        {
             self.polls.watching[slot as usize] = false;
-            let remove = opcode::PollRemove::new(TAG_WRITABLE | u64::from(slot)).build().user_data(TAG_REMOVE);
+            let remove = opcode::PollRemove::new(TAG_WRITABLE | u64::from(slot))
+                .build()
+                .user_data(TAG_REMOVE);
             self.push(remove);
         }
         if slot < FIXED_FILES {
@@ -156,7 +170,10 @@ impl SendBackend for UringBackend {
                         FdRef::Fixed(f) => opcode::Send::new(f, data.as_ptr(), item.len),
                         FdRef::Raw(f) => opcode::Send::new(f, data.as_ptr(), item.len),
                     };
-                    let mut sqe = send.flags(libc::MSG_DONTWAIT).build().user_data(u64::from(index));
+                    let mut sqe = send
+                        .flags(libc::MSG_DONTWAIT)
+                        .build()
+                        .user_data(u64::from(index));
                     if k + 1 < rt.count {
                         sqe = sqe.flags(squeue::Flags::IO_LINK);
                     }
@@ -176,7 +193,9 @@ impl SendBackend for UringBackend {
         while left > 0 {
             match self.ring.submit_and_wait(1) {
                 Ok(_) => {}
-                Err(e) if e.raw_os_error() == Some(libc::EINTR) || e.raw_os_error() == Some(libc::EBUSY) => {}
+                Err(e)
+                    if e.raw_os_error() == Some(libc::EINTR)
+                        || e.raw_os_error() == Some(libc::EBUSY) => {}
                 Err(e) => {
                     // Should not happen with a healthy ring; back off briefly, keep the invariant.
                     eprintln!("event-datagram: io_uring submit failed: {e}");
@@ -212,11 +231,20 @@ impl SendBackend for UringBackend {
         self.push(poll.build().user_data(TAG_WRITABLE | u64::from(slot)));
     }
 
-    fn wait(&mut self, wake: &EventFd, timeout: Option<Duration>, ready: &mut Vec<u32>) -> io::Result<()> {
+    fn wait(
+        &mut self,
+        wake: &EventFd,
+        timeout: Option<Duration>,
+        ready: &mut Vec<u32>,
+    ) -> io::Result<()> {
         let nothing_yet = self.polls.ready.is_empty() && !self.polls.woken;
         if !self.polls.wake_armed {
             self.polls.wake_armed = true;
-            self.push(opcode::PollAdd::new(types::Fd(wake.as_raw_fd()), libc::POLLIN as u32).build().user_data(TAG_WAKE));
+            self.push(
+                opcode::PollAdd::new(types::Fd(wake.as_raw_fd()), libc::POLLIN as u32)
+                    .build()
+                    .user_data(TAG_WAKE),
+            );
         }
         let result = match timeout {
             _ if !nothing_yet => self.ring.submit().map(drop),
@@ -229,7 +257,14 @@ impl SendBackend for UringBackend {
             }
         };
         match result {
-            Err(e) if !matches!(e.raw_os_error(), Some(libc::ETIME | libc::EINTR | libc::EBUSY)) => return Err(e),
+            Err(e)
+                if !matches!(
+                    e.raw_os_error(),
+                    Some(libc::ETIME | libc::EINTR | libc::EBUSY)
+                ) =>
+            {
+                return Err(e)
+            }
             _ => {}
         }
         for cqe in self.ring.completion() {
