@@ -1,8 +1,9 @@
 //! Decoders: datagrams back into events, for receivers, tests, `loadgen` and `evdgram listen`.
 //!
-//! [`line`] reads the OpenSIPS `event_datagram` line format, both our encoder's output and what
-//! OpenSIPS 3.0.5 sent; [`jsonrpc`] reads OpenSIPS 3.1+ JSON-RPC notifications. Both read several
-//! events packed in one datagram (coalescing). [`decode`] picks one by [`DecodeFormat`].
+//! [`line`](mod@line) reads the OpenSIPS `event_datagram` line format, both our encoder's output
+//! and what OpenSIPS 3.0.5 sent; [`jsonrpc`] reads OpenSIPS 3.1+ JSON-RPC notifications. Both
+//! read several events packed in one datagram (coalescing). [`decode`] picks one by
+//! [`DecodeFormat`].
 //!
 //! Decoding never panics: malformed input is a [`DecodeError`] naming what is wrong and where.
 //!
@@ -36,7 +37,7 @@ pub enum DecodeFormat {
     /// A datagram whose first non-whitespace byte is `{` is `jsonrpc`, anything else `line`.
     #[default]
     Auto,
-    /// The line format ([`line`]).
+    /// The line format ([`line`](mod@line)).
     Line,
     /// JSON-RPC notifications ([`jsonrpc`]).
     Jsonrpc,

@@ -158,6 +158,8 @@ pub(crate) struct Reactor<B: SendBackend> {
     max_per_target: usize,
     /// Datagrams one round may carry (the ring's size for `uring`).
     round_budget: usize,
+    /// The earliest reconnect attempt due, if any target is down.
+    next_retry: Option<Instant>,
     events: EventCounters,
     retired: TargetCounters,
     shutdown_deadline: Option<Instant>,
@@ -197,6 +199,7 @@ impl<B: SendBackend> Reactor<B> {
             ready: Vec::new(),
             queue_cap: config.retry_queue + config.batch,
             max_per_target: max_per_target.min(config.batch).max(1),
+            next_retry: None,
             events: EventCounters::default(),
             retired: TargetCounters::default(),
             shutdown_deadline: None,
@@ -482,6 +485,7 @@ impl<B: SendBackend> Reactor<B> {
                     slot,
                     RECONNECT_MIN,
                 );
+                self.next_retry = self.next_reconnect();
                 break;
             }
         }
@@ -505,6 +509,9 @@ impl<B: SendBackend> Reactor<B> {
     /// Tries again to connect targets whose receiver was missing.
     fn reconnect_due(&mut self) {
         let now = Instant::now();
+        if self.next_retry.is_none_or(|t| now < t) {
+            return;
+        }
         for (i, slot) in self.slots.iter_mut().enumerate() {
             let Some(slot) = slot else { continue };
             let Conn::Down { retry_at, backoff } = slot.conn else {
@@ -528,6 +535,7 @@ impl<B: SendBackend> Reactor<B> {
                 }
             }
         }
+        self.next_retry = self.next_reconnect();
     }
 
     fn next_reconnect(&self) -> Option<Instant> {
@@ -575,7 +583,7 @@ impl<B: SendBackend> Reactor<B> {
             self.shared.sleeping.store(false, Ordering::Relaxed);
             return;
         }
-        let deadline = [self.next_reconnect(), self.shutdown_deadline]
+        let deadline = [self.next_retry, self.shutdown_deadline]
             .into_iter()
             .flatten()
             .min();
@@ -636,6 +644,7 @@ impl<B: SendBackend> Reactor<B> {
             counters: TargetCounters::default(),
             last_log: None,
         });
+        self.next_retry = self.next_reconnect();
         index
     }
 
