@@ -9,7 +9,9 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::encode::Format;
-use crate::registry::Expiry;
+use crate::mi::Allowlist;
+use crate::registry::{Expiry, Limits};
+use crate::target::Target;
 
 /// Which backend to run; `EVDGRAM_BACKEND=uring|syscall|auto` overrides the configured value.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -170,6 +172,91 @@ pub struct Config {
     pub events: Vec<String>,
     /// Subscriptions made at start.
     pub subscriptions: Vec<StaticSubscription>,
+    /// The MI control endpoint of `evdgram serve` (and of [`MiHandler`](crate::MiHandler)).
+    pub mi: MiConfig,
+}
+
+/// Settings of the MI control endpoint (JSON-RPC 2.0 over datagrams, as OpenSIPS' `mi_datagram`).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MiConfig {
+    /// Sockets to serve MI on: `udp:HOST:PORT` or UNIX paths (`unix:/path`, `/path`, `unix:@name`).
+    pub listen: Vec<String>,
+    /// Allow MI listeners on addresses other than loopback (anyone who reaches them can
+    /// subscribe and raise events).
+    pub allow_remote_control: bool,
+    /// Where subscribers may receive events: networks (`127.0.0.0/8`, `::1/128`, or one
+    /// address) and the word `unix` for UNIX sockets.
+    pub allow_targets: Vec<String>,
+    /// Subscriptions per event.
+    pub max_subscribers_per_event: usize,
+    /// Subscriptions in all.
+    pub max_subscribers: usize,
+    /// Let `raise_event` publish an event that is not published yet.
+    pub publish_on_demand: bool,
+    /// Larger requests are refused.
+    pub max_request_bytes: usize,
+}
+
+impl Default for MiConfig {
+    fn default() -> Self {
+        MiConfig {
+            listen: vec![DEFAULT_MI_LISTEN.to_owned()],
+            allow_remote_control: false,
+            allow_targets: ["127.0.0.0/8", "::1/128", "unix"]
+                .map(str::to_owned)
+                .to_vec(),
+            max_subscribers_per_event: Limits::default().per_event,
+            max_subscribers: Limits::default().total,
+            publish_on_demand: false,
+            max_request_bytes: 65_536,
+        }
+    }
+}
+
+/// Where `evdgram serve` listens for MI requests by default (the port OpenSIPS tools assume).
+pub const DEFAULT_MI_LISTEN: &str = "udp:127.0.0.1:8080";
+
+impl MiConfig {
+    /// The subscription limits.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            per_event: self.max_subscribers_per_event,
+            total: self.max_subscribers,
+        }
+    }
+
+    /// The parsed `allow_targets`.
+    pub fn allowlist(&self) -> Result<Allowlist, ConfigError> {
+        Allowlist::parse(&self.allow_targets)
+            .map_err(|e| ConfigError::Invalid(format!("mi.allow_targets: {e}")))
+    }
+
+    /// Checks the values; the message names the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, why: &str| Err(ConfigError::Invalid(format!("mi.{key}: {why}")));
+        self.allowlist()?;
+        if self.max_subscribers_per_event == 0 {
+            return bad("max_subscribers_per_event", "must be at least 1");
+        }
+        if self.max_subscribers == 0 {
+            return bad("max_subscribers", "must be at least 1");
+        }
+        if self.max_request_bytes < 512 {
+            return bad("max_request_bytes", "must be at least 512");
+        }
+        for (i, spec) in self.listen.iter().enumerate() {
+            let target = Target::parse(spec)
+                .map_err(|e| ConfigError::Invalid(format!("mi.listen[{i}]: {e}")))?;
+            if !self.allow_remote_control && !target.is_loopback() {
+                return Err(ConfigError::Invalid(format!(
+                    "mi.listen[{i}]: {target} is not a loopback address or UNIX socket; \
+                     set mi.allow_remote_control: true to serve MI to other hosts"
+                )));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A configuration that cannot be used.
@@ -198,6 +285,7 @@ impl Config {
         let config: Config =
             serde_saphyr::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
         config.dispatcher.validate()?;
+        config.mi.validate()?;
         Ok(config)
     }
 

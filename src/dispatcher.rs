@@ -242,14 +242,18 @@ impl Dispatcher {
 
     /// A consistent snapshot of the counters, taken by the reactor between rounds.
     pub fn stats(&self) -> Stats {
-        let (tx, rx) = bounded(1);
-        if self.control.send(Control::Stats(tx)).is_ok() {
-            self.publisher.shared.wake_reactor();
-            if let Ok(stats) = rx.recv() {
-                return stats;
-            }
+        self.stats_handle()
+            .stats()
+            .expect("the reactor answers until it is shut down, which takes the dispatcher")
+    }
+
+    /// A handle that reads the counters from other threads (e.g. an MI server), for as long
+    /// as the dispatcher runs.
+    pub fn stats_handle(&self) -> StatsHandle {
+        StatsHandle {
+            control: self.control.clone(),
+            shared: Arc::clone(&self.publisher.shared),
         }
-        unreachable!("the reactor answers until it is shut down, which takes the dispatcher")
     }
 
     /// Stops intake, sends everything queued (waiting up to the configured shutdown timeout for
@@ -279,6 +283,29 @@ impl std::fmt::Debug for Dispatcher {
         f.debug_struct("Dispatcher")
             .field("backend", &self.backend)
             .finish_non_exhaustive()
+    }
+}
+
+/// Reads a dispatcher's counters from any thread: `Clone + Send + Sync`.
+#[derive(Clone)]
+pub struct StatsHandle {
+    control: Sender<Control>,
+    shared: Arc<Shared>,
+}
+
+impl StatsHandle {
+    /// A consistent snapshot of the counters, or `None` once the dispatcher is shut down.
+    pub fn stats(&self) -> Option<Stats> {
+        let (tx, rx) = bounded(1);
+        self.control.send(Control::Stats(tx)).ok()?;
+        self.shared.wake_reactor();
+        rx.recv().ok()
+    }
+}
+
+impl std::fmt::Debug for StatsHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StatsHandle").finish_non_exhaustive()
     }
 }
 

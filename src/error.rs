@@ -14,7 +14,7 @@ pub enum EventError {
         name: String,
     },
     /// A parameter name holds `\n`, `\r`, `"`, `'` or `::`.
-    #[error("invalid parameter name {name:?}: it {reason} (names may not contain \\n, \\r, \", ' or ::)")]
+    #[error("invalid parameter name {name:?}: it {reason} (names may not contain \\n, \\r, \", ' or ::, nor end with :)")]
     InvalidParamName {
         /// The name as given.
         name: String,

@@ -104,7 +104,8 @@ pub fn validate_event_name(name: &str) -> Result<(), EventError> {
     Ok(())
 }
 
-/// Checks a parameter name: no `\n`, `\r`, `"`, `'`, and no `::`.
+/// Checks a parameter name: no `\n`, `\r`, `"`, `'`, no `::`, and no `:` at the end (the line
+/// format could not tell it from its `::` separator).
 pub fn validate_param_name(name: &str) -> Result<(), EventError> {
     let bytes = name.as_bytes();
     let bad = |reason: &'static str| EventError::InvalidParamName {
@@ -120,6 +121,12 @@ pub fn validate_param_name(name: &str) -> Result<(), EventError> {
             b':' if bytes.get(i + 1) == Some(&b':') => return Err(bad("contains '::'")),
             _ => {}
         }
+    }
+    // `a:` + `::` would read back as the name `a` and a value starting with `:`.
+    if bytes.last() == Some(&b':') {
+        return Err(bad(
+            "ends with ':' (it would merge with the '::' separator)",
+        ));
     }
     Ok(())
 }
@@ -277,7 +284,13 @@ impl Params {
 
     /// Iterates over the parameters in order.
     pub fn iter(&self) -> ParamsIter<'_> {
-        ParamsIter {
+        ParamsIter { raw: self.raw() }
+    }
+
+    /// Iterates over the parameters as bytes, for the encoders.
+    #[inline]
+    pub(crate) fn raw(&self) -> RawParams<'_> {
+        RawParams {
             rest: self.bytes.as_slice(),
             left: self.count,
         }
@@ -290,7 +303,7 @@ impl Params {
 
     /// True when the first parameter is named (`jsonrpc` then writes an object, else an array).
     pub fn first_is_named(&self) -> bool {
-        self.iter().next().is_some_and(|p| p.name.is_some())
+        self.count > 0 && self.bytes.as_slice()[0] & TAG_NAMED != 0
     }
 }
 
@@ -334,21 +347,7 @@ impl<'a> IntoIterator for &'a Params {
 /// Iterator over [`Params`], yielding [`ParamRef`]s in order.
 #[derive(Clone)]
 pub struct ParamsIter<'a> {
-    rest: &'a [u8],
-    left: u32,
-}
-
-impl<'a> ParamsIter<'a> {
-    fn take(&mut self, n: usize) -> &'a [u8] {
-        let (head, tail) = self.rest.split_at(n);
-        self.rest = tail;
-        head
-    }
-
-    fn take_str(&mut self, n: usize) -> &'a str {
-        // The bytes were copied from a `&str` by `Params::push`, in whole.
-        std::str::from_utf8(self.take(n)).expect("packed params hold whole UTF-8 strings")
-    }
+    raw: RawParams<'a>,
 }
 
 impl<'a> Iterator for ParamsIter<'a> {
@@ -356,22 +355,88 @@ impl<'a> Iterator for ParamsIter<'a> {
 
     #[inline]
     fn next(&mut self) -> Option<ParamRef<'a>> {
+        // The bytes were copied from `&str`s by `Params::push`, in whole.
+        let as_str = |b| std::str::from_utf8(b).expect("packed params hold whole UTF-8 strings");
+        let p = self.raw.next()?;
+        Some(ParamRef {
+            name: p.name.map(as_str),
+            value: match p.value {
+                RawValue::Int(n) => ValueRef::Int(n),
+                RawValue::Str(s) => ValueRef::Str(as_str(s)),
+            },
+        })
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.raw.size_hint()
+    }
+}
+
+/// A parameter as the encoders read it: names and strings as the UTF-8 bytes they were built
+/// from, not validated again (encoders write bytes; validating on every encode would cost a
+/// second pass over every value).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RawParam<'a> {
+    pub name: Option<&'a [u8]>,
+    pub value: RawValue<'a>,
+}
+
+/// A [`RawParam`]'s value.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum RawValue<'a> {
+    Int(i64),
+    Str(&'a [u8]),
+}
+
+/// Iterator over the packed parameters as [`RawParam`]s.
+#[derive(Clone)]
+pub(crate) struct RawParams<'a> {
+    rest: &'a [u8],
+    left: u32,
+}
+
+impl<'a> RawParams<'a> {
+    #[inline(always)]
+    fn take(&mut self, n: usize) -> &'a [u8] {
+        let (head, tail) = self.rest.split_at(n);
+        self.rest = tail;
+        head
+    }
+
+    #[inline(always)]
+    fn take_array<const N: usize>(&mut self) -> [u8; N] {
+        let (head, tail) = self
+            .rest
+            .split_first_chunk::<N>()
+            .expect("packed params are well formed");
+        self.rest = tail;
+        *head
+    }
+}
+
+impl<'a> Iterator for RawParams<'a> {
+    type Item = RawParam<'a>;
+
+    #[inline]
+    fn next(&mut self) -> Option<RawParam<'a>> {
         if self.left == 0 {
             return None;
         }
         self.left -= 1;
-        let tag = self.take(1)[0];
-        let name = (tag & TAG_NAMED != 0).then(|| {
-            let len = u16::from_le_bytes(self.take(2).try_into().unwrap());
-            self.take_str(len as usize)
-        });
-        let value = if tag & TAG_INT != 0 {
-            ValueRef::Int(i64::from_le_bytes(self.take(8).try_into().unwrap()))
+        let [tag] = self.take_array::<1>();
+        let name = if tag & TAG_NAMED != 0 {
+            let len = u16::from_le_bytes(self.take_array());
+            Some(self.take(len as usize))
         } else {
-            let len = u32::from_le_bytes(self.take(4).try_into().unwrap());
-            ValueRef::Str(self.take_str(len as usize))
+            None
         };
-        Some(ParamRef { name, value })
+        let value = if tag & TAG_INT != 0 {
+            RawValue::Int(i64::from_le_bytes(self.take_array()))
+        } else {
+            let len = u32::from_le_bytes(self.take_array());
+            RawValue::Str(self.take(len as usize))
+        };
+        Some(RawParam { name, value })
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
@@ -517,14 +582,16 @@ mod tests {
 
     #[test]
     fn param_names_are_validated() {
-        for bad in ["a\nb", "a\rb", "a\"b", "a'b", "a::b", "::", "x::"] {
+        for bad in [
+            "a\nb", "a\rb", "a\"b", "a'b", "a::b", "::", "x::", "a:", ":",
+        ] {
             let err = Params::new().str(bad, "v").unwrap_err();
             assert!(
                 matches!(err, EventError::InvalidParamName { .. }),
                 "{bad:?}: {err}"
             );
         }
-        for good in ["", "a:b", ":", "a: :b", "ip", "a b", "é"] {
+        for good in ["", "a:b", ":a", "a: :b", "ip", "a b", "é"] {
             Params::new().str(good, "v").unwrap();
         }
     }

@@ -22,6 +22,7 @@ mod dispatcher;
 pub mod encode;
 mod error;
 mod event;
+pub mod mi;
 mod publisher;
 mod reactor;
 mod registry;
@@ -31,17 +32,18 @@ pub mod target;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{
-    BackendChoice, Config, ConfigError, DispatcherConfig, ExpireSetting, NeverWord, QueuePolicy,
-    StaticSubscription,
+    BackendChoice, Config, ConfigError, DispatcherConfig, ExpireSetting, MiConfig, NeverWord,
+    QueuePolicy, StaticSubscription, DEFAULT_MI_LISTEN,
 };
 pub use decode::{DecodeError, DecodeFormat};
-pub use dispatcher::{Dispatcher, StartError, BACKEND_ENV};
+pub use dispatcher::{Dispatcher, StartError, StatsHandle, BACKEND_ENV};
 pub use encode::{Format, MAX_DATAGRAM};
 pub use error::{EncodeError, EventError};
 pub use event::{
     validate_event_name, validate_param_name, Event, EventName, Param, ParamRef, Params,
     ParamsIter, Value, ValueRef,
 };
+pub use mi::MiHandler;
 pub use publisher::{Publisher, RaiseError};
 pub use registry::{
     EventId, Expiry, Limits, Registry, RegistryError, Subscribed, SubscriptionInfo,

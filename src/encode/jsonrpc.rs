@@ -18,7 +18,7 @@
 
 use super::Cursor;
 use crate::error::EncodeError;
-use crate::event::{Params, ValueRef};
+use crate::event::{Params, RawValue};
 
 /// Encodes `name` and `params` as one JSON-RPC notification into `out`; returns its length.
 pub fn encode(name: &str, params: &Params, out: &mut [u8]) -> Result<usize, EncodeError> {
@@ -32,17 +32,17 @@ pub fn encode(name: &str, params: &Params, out: &mut [u8]) -> Result<usize, Enco
         } else {
             br#","params":["#
         });
-        for (i, p) in params.iter().enumerate() {
+        for (i, p) in params.raw().enumerate() {
             if i > 0 {
                 w.byte(b',');
             }
             if as_object {
-                put_string(&mut w, p.name.unwrap_or("").as_bytes());
+                put_string(&mut w, p.name.unwrap_or(b""));
                 w.byte(b':');
             }
             match p.value {
-                ValueRef::Int(n) => w.int(n),
-                ValueRef::Str(s) => put_string(&mut w, s.as_bytes()),
+                RawValue::Int(n) => w.int(n),
+                RawValue::Str(s) => put_string(&mut w, s),
             }
         }
         w.byte(if as_object { b'}' } else { b']' });
@@ -73,27 +73,50 @@ static ESCAPE: [u8; 256] = {
 #[inline]
 fn put_string(w: &mut Cursor<'_>, s: &[u8]) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
+    /// Bytes per clean-run check; a chunk without a byte to escape is skipped with SIMD compares.
+    const CHUNK: usize = 32;
+    #[inline(always)]
+    fn escaped(b: u8) -> bool {
+        // Non-short-circuit `|`: branch-free, so the chunk loop becomes SIMD compares.
+        (b < 0x20) | (b == b'"') | (b == b'\\')
+    }
     w.byte(b'"');
     let mut run = 0;
-    for (i, &b) in s.iter().enumerate() {
-        let esc = ESCAPE[b as usize];
-        if esc == 0 {
-            continue;
+    let mut i = 0;
+    while i < s.len() {
+        if let Some(chunk) = s.get(i..i + CHUNK) {
+            let mut hits = 0u8;
+            for &b in chunk {
+                hits |= u8::from(escaped(b));
+            }
+            if hits == 0 {
+                i += CHUNK;
+                continue;
+            }
         }
-        w.put(&s[run..i]);
-        if esc == b'u' {
-            w.put(&[
-                b'\\',
-                b'u',
-                b'0',
-                b'0',
-                HEX[(b >> 4) as usize],
-                HEX[(b & 15) as usize],
-            ]);
-        } else {
-            w.put(&[b'\\', esc]);
+        let end = (i + CHUNK).min(s.len());
+        for (j, &b) in s[i..end].iter().enumerate() {
+            let esc = ESCAPE[b as usize];
+            if esc == 0 {
+                continue;
+            }
+            let at = i + j;
+            w.put(&s[run..at]);
+            if esc == b'u' {
+                w.put(&[
+                    b'\\',
+                    b'u',
+                    b'0',
+                    b'0',
+                    HEX[(b >> 4) as usize],
+                    HEX[(b & 15) as usize],
+                ]);
+            } else {
+                w.put(&[b'\\', esc]);
+            }
+            run = at + 1;
         }
-        run = i + 1;
+        i = end;
     }
     w.put(&s[run..]);
     w.byte(b'"');
@@ -142,6 +165,30 @@ mod tests {
             enc(p),
             "{\"jsonrpc\":\"2.0\",\"method\":\"E_TEST\",\"params\":{\"v\":\"\\b\\f\\t\\r\\n\\u0000\u{7f}\\\"\\\\/é\"}}"
         );
+    }
+
+    #[test]
+    fn long_strings_escape_like_serde_json_across_chunk_boundaries() {
+        // Escapes at, before and after the 32-byte scan chunks' edges, and clean chunks between.
+        let mut s = String::new();
+        for i in 0..200u32 {
+            s.push(match i % 37 {
+                0 => '"',
+                5 => '\\',
+                31 => '\n',
+                32 => '\u{1}',
+                _ => char::from(b'a' + (i % 26) as u8),
+            });
+        }
+        for len in [0, 1, 31, 32, 33, 63, 64, 65, 199, 200] {
+            let v = &s[..len];
+            let out = enc(Params::new().str("v", v).unwrap());
+            let want = format!(
+                r#"{{"jsonrpc":"2.0","method":"E_TEST","params":{{"v":{}}}}}"#,
+                serde_json::to_string(v).unwrap()
+            );
+            assert_eq!(out, want, "len {len}");
+        }
     }
 
     #[test]

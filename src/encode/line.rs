@@ -26,7 +26,7 @@
 
 use super::Cursor;
 use crate::error::EncodeError;
-use crate::event::{Params, ValueRef};
+use crate::event::{Params, RawValue};
 
 /// Encodes `name` and `params` as one line-format datagram into `out`; returns its length.
 ///
@@ -36,19 +36,19 @@ pub fn encode(name: &str, params: &Params, out: &mut [u8]) -> Result<usize, Enco
     let mut w = Cursor::new(out);
     w.put(name.as_bytes());
     w.byte(b'\n');
-    for p in params {
+    for p in params.raw() {
         let name = p.name.filter(|n| !n.is_empty());
         if let Some(name) = name {
-            w.put(name.as_bytes());
+            w.put(name);
             w.put(b"::");
         }
         match p.value {
-            ValueRef::Int(n) => w.int(n),
-            ValueRef::Str(s) => {
-                if needs_quotes(s.as_bytes(), name.is_none()) {
-                    put_quoted(&mut w, s.as_bytes());
+            RawValue::Int(n) => w.int(n),
+            RawValue::Str(s) => {
+                if needs_quotes(s, name.is_none()) {
+                    put_quoted(&mut w, s);
                 } else {
-                    w.put(s.as_bytes());
+                    w.put(s);
                 }
             }
         }
@@ -64,7 +64,32 @@ fn needs_quotes(v: &[u8], unnamed: bool) -> bool {
     if unnamed && (v.is_empty() || v.windows(2).any(|w| w == b"::")) {
         return true;
     }
-    v.iter().any(|&b| matches!(b, b'\'' | b'"' | b'\n' | b'\r'))
+    has_special(v)
+}
+
+/// True when `v` holds `'`, `"`, `\n` or `\r`. Scans 32-byte chunks without early exit inside
+/// a chunk, which the compiler turns into SIMD compares (this scan is most of the encoding
+/// time of a large value).
+#[inline]
+fn has_special(v: &[u8]) -> bool {
+    const CHUNK: usize = 32;
+    let mut chunks = v.chunks_exact(CHUNK);
+    for chunk in &mut chunks {
+        let mut hits = 0u8;
+        for &b in chunk {
+            hits |= u8::from(b == b'\'')
+                | u8::from(b == b'"')
+                | u8::from(b == b'\n')
+                | u8::from(b == b'\r');
+        }
+        if hits != 0 {
+            return true;
+        }
+    }
+    chunks
+        .remainder()
+        .iter()
+        .any(|&b| matches!(b, b'\'' | b'"' | b'\n' | b'\r'))
 }
 
 /// Writes `"v"` with `\` and `"` escaped by a backslash; line breaks stay raw.
@@ -153,6 +178,24 @@ mod tests {
             enc(Params::new().str("v", "it's").unwrap()),
             b"E_TEST\nv::\"it's\"\n\n"
         );
+    }
+
+    #[test]
+    fn specials_are_found_anywhere_in_long_values() {
+        for len in [1, 31, 32, 33, 64, 100] {
+            for at in [0, len / 2, len - 1] {
+                for special in ['\'', '"', '\n', '\r'] {
+                    let mut v: Vec<char> = vec!['x'; len];
+                    v[at] = special;
+                    let v: String = v.into_iter().collect();
+                    let out = enc(Params::new().str("v", &v).unwrap());
+                    assert_eq!(out[10], b'"', "len {len}, {special:?} at {at}");
+                }
+            }
+            let clean = "x".repeat(len);
+            let out = enc(Params::new().str("v", &clean).unwrap());
+            assert_eq!(out, format!("E_TEST\nv::{clean}\n\n").as_bytes());
+        }
     }
 
     #[test]

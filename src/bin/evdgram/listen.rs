@@ -46,8 +46,107 @@ pub struct Args {
     /// /path.
     spec: Target,
     /// How to decode datagrams: auto picks jsonrpc for a datagram starting with `{`, else line.
+    /// With --subscribe, line or jsonrpc is also asked of the server as the subscription's
+    /// format (an evdgram extension: leave it at auto with OpenSIPS).
     #[arg(long, value_enum, default_value_t = FormatArg::Auto)]
     format: FormatArg,
+    /// Subscribe this socket to EVENT through the MI endpoint (repeatable), re-subscribe before
+    /// the subscription expires, and unsubscribe on exit (as opensips-event does).
+    #[arg(long, value_name = "EVENT")]
+    subscribe: Vec<String>,
+    /// The MI endpoint of `evdgram serve` or OpenSIPS' mi_datagram: udp:HOST:PORT or a UNIX
+    /// socket.
+    #[arg(long, value_name = "SPEC", default_value = event_datagram::DEFAULT_MI_LISTEN)]
+    mi: Target,
+    /// The subscription's lifetime in seconds; it is renewed at about half of it.
+    #[arg(long, value_name = "SECONDS", default_value_t = 3600,
+          value_parser = clap::value_parser!(u64).range(1..=4_294_967_295))]
+    expire: u64,
+}
+
+/// How long an MI request waits for its reply.
+const MI_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long unsubscribing at exit waits for each reply.
+const MI_EXIT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// This socket's subscriptions through MI; changes are serialized by the lock.
+struct Subscriptions {
+    mi: Target,
+    socket: String,
+    events: Vec<String>,
+    expire: u64,
+    format: Option<&'static str>,
+    /// True once unsubscribed: no more renewals.
+    done: Mutex<bool>,
+}
+
+impl Subscriptions {
+    fn subscribe_all(&self, timeout: Duration) -> anyhow::Result<()> {
+        let done = self.done.lock().unwrap_or_else(PoisonError::into_inner);
+        if *done {
+            return Ok(());
+        }
+        for event in &self.events {
+            let mut params = vec![
+                serde_json::json!(event),
+                serde_json::json!(self.socket),
+                serde_json::json!(self.expire),
+            ];
+            if let Some(f) = self.format {
+                params.push(serde_json::json!(f));
+            }
+            let result =
+                crate::mi_client::call(&self.mi, "event_subscribe", params.into(), timeout)
+                    .with_context(|| {
+                        format!(
+                            "cannot subscribe {} to {event} through {}",
+                            self.socket, self.mi
+                        )
+                    })?;
+            if result != "OK" {
+                bail!(
+                    "cannot subscribe {} to {event} through {}: the reply is {result}",
+                    self.socket,
+                    self.mi
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends the subscriptions (expire 0), once; errors are reported, not returned.
+    fn unsubscribe_all(&self) {
+        let mut done = self.done.lock().unwrap_or_else(PoisonError::into_inner);
+        if std::mem::replace(&mut *done, true) {
+            return;
+        }
+        for event in &self.events {
+            let params = serde_json::json!([event, self.socket, 0]);
+            match crate::mi_client::call(&self.mi, "event_subscribe", params, MI_EXIT_TIMEOUT) {
+                Ok(_) => eprintln!("unsubscribed {} from {event}", self.socket),
+                Err(e) => eprintln!(
+                    "evdgram: cannot unsubscribe {} from {event}: {e:#}",
+                    self.socket
+                ),
+            }
+        }
+    }
+}
+
+/// The spec subscribers are given: the bound address, with an unspecified IP made loopback.
+fn subscription_spec(bound: &Target) -> String {
+    match bound {
+        Target::Udp(addr) if addr.ip().is_unspecified() => {
+            let ip: std::net::IpAddr = if addr.is_ipv4() {
+                std::net::Ipv4Addr::LOCALHOST.into()
+            } else {
+                std::net::Ipv6Addr::LOCALHOST.into()
+            };
+            Target::Udp((ip, addr.port()).into()).to_string()
+        }
+        other => other.to_string(),
+    }
 }
 
 /// A decoder choice.
@@ -77,9 +176,23 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let blocked = signal::block_termination().context("cannot block SIGINT and SIGTERM")?;
     let (socket, bound, created) = bind(&args.spec)?;
     let cleanup = Arc::new(Cleanup(Mutex::new(created)));
+    let subs = Arc::new(Subscriptions {
+        mi: args.mi.clone(),
+        socket: subscription_spec(&bound),
+        events: args.subscribe.clone(),
+        expire: args.expire,
+        format: match args.format {
+            FormatArg::Auto => None,
+            FormatArg::Line => Some("line"),
+            FormatArg::Jsonrpc => Some("jsonrpc"),
+        },
+        done: Mutex::new(false),
+    });
     let on_signal = Arc::clone(&cleanup);
+    let subs_on_signal = Arc::clone(&subs);
     blocked
         .spawn_waiter(move |_sig| {
+            subs_on_signal.unsubscribe_all();
             on_signal.run();
             // Let a datagram's lines being written finish, so output ends on a whole line, but
             // do not hang on a reader that stopped reading. Holding the lock, no more output
@@ -99,13 +212,41 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         })
         .context("cannot start the signal thread")?;
     eprintln!("listening on {bound}");
+    if !subs.events.is_empty() {
+        if let Err(e) = subs.subscribe_all(MI_TIMEOUT) {
+            *subs.done.lock().unwrap_or_else(PoisonError::into_inner) = true;
+            cleanup.run();
+            return Err(e);
+        }
+        eprintln!(
+            "subscribed {} to {} through {} for {}s",
+            subs.socket,
+            subs.events.join(", "),
+            subs.mi,
+            subs.expire
+        );
+        let renew = Arc::clone(&subs);
+        thread::Builder::new()
+            .name("resubscribe".to_owned())
+            .spawn(move || loop {
+                thread::sleep(Duration::from_secs((renew.expire / 2).max(1)));
+                if *renew.done.lock().unwrap_or_else(PoisonError::into_inner) {
+                    return;
+                }
+                if let Err(e) = renew.subscribe_all(MI_TIMEOUT) {
+                    eprintln!("evdgram: {e:#}; retrying later");
+                }
+            })
+            .context("cannot start the resubscribe thread")?;
+    }
     let result = receive(&socket, args.format.into());
+    subs.unsubscribe_all();
     cleanup.run();
     result
 }
 
 /// A bound socket of either transport.
-enum Socket {
+pub(crate) enum Socket {
     Udp(UdpSocket),
     Unix(UnixDatagram),
 }
@@ -120,16 +261,23 @@ impl Socket {
 }
 
 /// A socket file this process created: removed once, if it is still the one we bound.
-struct Created {
+pub(crate) struct Created {
     path: PathBuf,
     dev: u64,
     ino: u64,
 }
 
-struct Cleanup(Mutex<Option<Created>>);
+pub(crate) struct Cleanup(pub(crate) Mutex<Option<Created>>);
+
+impl Created {
+    /// The socket file.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+}
 
 impl Cleanup {
-    fn run(&self) {
+    pub(crate) fn run(&self) {
         let created = self.0.lock().unwrap_or_else(PoisonError::into_inner).take();
         if let Some(c) = created {
             let ours =
@@ -144,7 +292,7 @@ impl Cleanup {
 }
 
 /// Binds `target`; returns the socket, the address to print, and the socket file created.
-fn bind(target: &Target) -> anyhow::Result<(Socket, Target, Option<Created>)> {
+pub(crate) fn bind(target: &Target) -> anyhow::Result<(Socket, Target, Option<Created>)> {
     match target {
         Target::Udp(addr) => {
             let s = UdpSocket::bind(addr).with_context(|| format!("cannot bind {target}"))?;

@@ -3,13 +3,21 @@
 //! - `evdgram encode [--format line|jsonrpc] EVENT [--params JSON]` writes one event's exact
 //!   datagram bytes to stdout.
 //! - `evdgram listen SPEC [--format auto|line|jsonrpc]` receives datagrams on a UDP or UNIX
-//!   socket and prints every event as one JSON object per line.
+//!   socket and prints every event as one JSON object per line; with `--subscribe EVENT` it
+//!   subscribes itself through an MI endpoint, and unsubscribes on exit.
+//! - `evdgram serve [--config FILE] [--mi SPEC]... [--publish E_A,E_B] [--format F]` runs a
+//!   dispatcher with an MI control endpoint (JSON-RPC 2.0 over datagrams, as OpenSIPS).
 //!
 //! Errors are printed as `evdgram: ...` on stderr, with their causes. Exit status: 0 on success,
-//! 2 for a command-line or input error (including every `encode` error), 1 when `listen` fails.
+//! 2 for a command-line or input error (including every `encode` error), 1 when `listen` fails
+//! or `raise` did not send every datagram.
 
 mod encode;
 mod listen;
+mod mi_client;
+mod params;
+mod raise;
+mod serve;
 mod signal;
 
 use std::process::ExitCode;
@@ -30,6 +38,11 @@ enum Command {
     Encode(encode::Args),
     /// Receive datagrams on a socket and print each event as one JSON object per line.
     Listen(listen::Args),
+    /// Send an event to sockets N times through a dispatcher and print the final stats.
+    Raise(raise::Args),
+    /// Run a dispatcher with an MI control endpoint (JSON-RPC over UDP/UNIX datagrams, as
+    /// OpenSIPS' mi_datagram): subscribe sockets and raise events with OpenSIPS tools.
+    Serve(serve::Args),
 }
 
 fn main() -> ExitCode {
@@ -37,6 +50,12 @@ fn main() -> ExitCode {
     let (result, failure) = match cli.command {
         Command::Encode(args) => (encode::run(args), encode::FAILURE_STATUS),
         Command::Listen(args) => (listen::run(args), listen::FAILURE_STATUS),
+        Command::Raise(args) => {
+            let result = raise::run(args);
+            let status = result.as_ref().err().map_or(0, raise::failure_status);
+            (result, status)
+        }
+        Command::Serve(args) => (serve::run(args), serve::FAILURE_STATUS),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,243 @@
+//! `evdgram serve`: a long-running dispatcher with an MI control endpoint (JSON-RPC 2.0 over
+//! UDP and UNIX datagram sockets, as OpenSIPS' `mi_datagram`), so that programs and OpenSIPS
+//! tools (`opensips-cli`, `opensips-mi`, `opensips-event`) subscribe sockets and raise events.
+//!
+//! One thread per listener: receive a request, answer it with [`MiHandler::handle`], send the
+//! reply to the requester's address. On SIGINT or SIGTERM: stop answering, remove the UNIX
+//! socket files created, flush the dispatcher and print its final counters; exit status 0.
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+
+use anyhow::{bail, Context};
+use crossbeam_channel::bounded;
+use event_datagram::mi::stats_json;
+use event_datagram::{Config, Dispatcher, Format, MiHandler, Target};
+
+use crate::listen::{self, Cleanup, Socket};
+use crate::signal;
+
+/// The exit status when `serve` fails (bad configuration, cannot bind, ...).
+pub const FAILURE_STATUS: u8 = 1;
+
+/// Arguments of `evdgram serve`. Flags override the configuration file.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The YAML configuration (see config/event-datagram.yaml); without it, the defaults.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// An MI socket to serve (repeatable; replaces mi.listen): udp:HOST:PORT, udp:[IPv6]:PORT,
+    /// unix:/path, /path or unix:@name. Default udp:127.0.0.1:8080.
+    #[arg(long = "mi", value_name = "SPEC")]
+    mi: Vec<String>,
+    /// Events to publish at start, comma-separated (added to the configuration's events).
+    #[arg(long, value_name = "E_A,E_B", value_delimiter = ',')]
+    publish: Vec<String>,
+    /// The wire format of subscriptions that do not choose one (dispatcher.default_format).
+    #[arg(long, value_enum)]
+    format: Option<FormatArg>,
+}
+
+/// A wire format.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum FormatArg {
+    /// The OpenSIPS event_datagram line format (up to 3.0).
+    Line,
+    /// JSON-RPC 2.0 notifications (OpenSIPS 3.1+; what opensips-event reads).
+    Jsonrpc,
+}
+
+impl From<FormatArg> for Format {
+    fn from(f: FormatArg) -> Format {
+        match f {
+            FormatArg::Line => Format::Line,
+            FormatArg::Jsonrpc => Format::Jsonrpc,
+        }
+    }
+}
+
+/// Why the server stops.
+enum Stop {
+    Signal(i32),
+    Failed(anyhow::Error),
+}
+
+/// Serves until SIGINT/SIGTERM (then `Ok`) or a listener fails.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    // Before any thread exists, so that only the waiter thread ever takes these signals.
+    let blocked = signal::block_termination().context("cannot block SIGINT and SIGTERM")?;
+    let mut config = match &args.config {
+        Some(path) => Config::from_file(path)?,
+        None => Config::default(),
+    };
+    if !args.mi.is_empty() {
+        config.mi.listen = args.mi.clone();
+    }
+    config.events.extend(args.publish.iter().cloned());
+    if let Some(format) = args.format {
+        config.dispatcher.default_format = format.into();
+    }
+    config.mi.validate()?;
+    if config.mi.listen.is_empty() {
+        bail!("no MI socket to serve: give --mi SPEC or set mi.listen");
+    }
+
+    // Bind first: a port in use fails before anything starts.
+    let mut listeners = Vec::new();
+    let cleanup = Arc::new(Cleanups::default());
+    for spec in &config.mi.listen {
+        let target: Target = spec.parse()?;
+        let bound = listen::bind(&target).map_err(|e| {
+            cleanup.run();
+            e.context("cannot serve MI")
+        })?;
+        let (socket, bound, created) = bound;
+        if let Some(c) = &created {
+            let mode = fs::Permissions::from_mode(0o660);
+            if let Err(e) = fs::set_permissions(c.path(), mode) {
+                cleanup.add(created);
+                cleanup.run();
+                return Err(e).with_context(|| format!("cannot set the mode of {bound} to 0660"));
+            }
+        }
+        cleanup.add(created);
+        listeners.push((socket, bound));
+    }
+
+    let dispatcher = match Dispatcher::from_config(&config) {
+        Ok(d) => d,
+        Err(e) => {
+            cleanup.run();
+            return Err(e.into());
+        }
+    };
+    let handler = match MiHandler::for_dispatcher(&dispatcher, &config.mi) {
+        Ok(h) => Arc::new(h),
+        Err(e) => {
+            cleanup.run();
+            return Err(e.into());
+        }
+    };
+    eprintln!(
+        "evdgram: dispatcher running on the {} backend; default format {}; {} event(s) published",
+        dispatcher.backend(),
+        dispatcher.default_format(),
+        dispatcher.registry().events().len()
+    );
+
+    let (stop_tx, stop_rx) = bounded::<Stop>(listeners.len() + 1);
+    let stopping = Arc::new(AtomicBool::new(false));
+    for (socket, bound) in listeners {
+        eprintln!("evdgram: MI listening on {bound}");
+        let (handler, stop_tx, stopping) = (handler.clone(), stop_tx.clone(), stopping.clone());
+        thread::Builder::new()
+            .name(format!("mi {bound}"))
+            .spawn(move || {
+                if let Err(e) = serve(&socket, &handler, &stopping) {
+                    let _ = stop_tx.send(Stop::Failed(e.context(format!("MI on {bound}"))));
+                }
+            })
+            .context("cannot start an MI thread")?;
+    }
+    blocked
+        .spawn_waiter(move |sig| {
+            let _ = stop_tx.send(Stop::Signal(sig));
+        })
+        .context("cannot start the signal thread")?;
+
+    let stop = stop_rx.recv().expect("the signal thread holds a sender");
+    stopping.store(true, Ordering::SeqCst);
+    cleanup.run();
+    drop(handler);
+    let stats = dispatcher.shutdown();
+    let why = match &stop {
+        Stop::Signal(libc::SIGINT) => "SIGINT".to_owned(),
+        Stop::Signal(libc::SIGTERM) => "SIGTERM".to_owned(),
+        Stop::Signal(n) => format!("signal {n}"),
+        Stop::Failed(_) => "an error".to_owned(),
+    };
+    eprintln!(
+        "evdgram: stopped by {why}; final stats: {}",
+        stats_json(&stats)
+    );
+    match stop {
+        Stop::Signal(_) => Ok(()),
+        Stop::Failed(e) => Err(e),
+    }
+}
+
+/// The UNIX socket files to remove at exit.
+#[derive(Default)]
+struct Cleanups(Mutex<Vec<Cleanup>>);
+
+impl Cleanups {
+    fn add(&self, created: Option<listen::Created>) {
+        if created.is_some() {
+            let mut list = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            list.push(Cleanup(Mutex::new(created)));
+        }
+    }
+
+    fn run(&self) {
+        let list = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        for c in list.iter() {
+            c.run();
+        }
+    }
+}
+
+/// Answers requests on `socket` until it fails.
+fn serve(socket: &Socket, handler: &MiHandler, stopping: &AtomicBool) -> anyhow::Result<()> {
+    // One byte more than allowed, to see that a request is too large.
+    let mut buf = vec![0u8; handler.max_request_bytes() + 1];
+    loop {
+        let received = match socket {
+            Socket::Udp(s) => s.recv_from(&mut buf).map(|(n, a)| (n, Peer::Udp(a))),
+            Socket::Unix(s) => s.recv_from(&mut buf).map(|(n, a)| (n, Peer::Unix(a))),
+        };
+        let (n, peer) = match received {
+            Ok(r) => r,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e).context("cannot receive"),
+        };
+        if stopping.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let Some(reply) = handler.handle(&buf[..n]) else {
+            continue;
+        };
+        let sent = match (socket, &peer) {
+            (Socket::Udp(s), Peer::Udp(a)) => s.send_to(&reply, a).map(drop),
+            (Socket::Unix(s), Peer::Unix(a)) if !a.is_unnamed() => {
+                s.send_to_addr(&reply, a).map(drop)
+            }
+            // An unbound UNIX client cannot be answered.
+            _ => Ok(()),
+        };
+        if let Err(e) = sent {
+            eprintln!("evdgram: cannot send an MI reply to {}: {e}", peer);
+        }
+    }
+}
+
+enum Peer {
+    Udp(std::net::SocketAddr),
+    Unix(std::os::unix::net::SocketAddr),
+}
+
+impl std::fmt::Display for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Peer::Udp(a) => write!(f, "udp:{a}"),
+            Peer::Unix(a) => match a.as_pathname() {
+                Some(p) => write!(f, "unix:{}", p.display()),
+                None => f.write_str("an unnamed UNIX socket"),
+            },
+        }
+    }
+}

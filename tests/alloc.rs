@@ -1,0 +1,499 @@
+//! Heap allocations on the hot path, counted by a global allocator: encoding into a caller's
+//! buffer allocates nothing, building a small [`Params`] allocates nothing, and a dispatcher
+//! in steady state allocates nothing per raised event, on any thread, with either backend.
+//!
+//! This is its own test binary because it installs a `#[global_allocator]`. Every test holds
+//! [`SERIAL`] for its whole body, so no other test of this binary allocates while one counts;
+//! the process-wide counts start only after a warm-up long enough for the test harness to have
+//! finished spawning the thread of the next test.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::hint::black_box;
+use std::io::ErrorKind;
+use std::net::UdpSocket;
+use std::os::unix::net::UnixDatagram;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use event_datagram::{
+    Backend, BackendChoice, Dispatcher, DispatcherConfig, Expiry, Format, Params, Target, ValueRef,
+    MAX_DATAGRAM,
+};
+
+// ---------------------------------------------------------------------------------------------
+// The counting allocator
+
+/// Counts allocations (`alloc`, `alloc_zeroed`, `realloc`) process-wide while [`GLOBAL_ON`] is
+/// set, and per thread while that thread's [`LOCAL_ON`] is set; forwards everything to
+/// [`System`].
+struct Counting;
+
+static GLOBAL_ON: AtomicBool = AtomicBool::new(false);
+static GLOBAL_COUNT: AtomicU64 = AtomicU64::new(0);
+
+/// The first allocations counted process-wide, as (size, kernel thread id), to say who
+/// allocated when a test fails.
+const SEEN: usize = 16;
+static SEEN_SIZE: [AtomicUsize; SEEN] = [const { AtomicUsize::new(0) }; SEEN];
+static SEEN_TID: [AtomicUsize; SEEN] = [const { AtomicUsize::new(0) }; SEEN];
+
+thread_local! {
+    // Const-initialized, no destructor: reading them never allocates.
+    static LOCAL_ON: Cell<bool> = const { Cell::new(false) };
+    static LOCAL_COUNT: Cell<u64> = const { Cell::new(0) };
+}
+
+impl Counting {
+    #[inline]
+    fn count(size: usize) {
+        if GLOBAL_ON.load(Ordering::Relaxed) {
+            let n = GLOBAL_COUNT.fetch_add(1, Ordering::Relaxed) as usize;
+            if n < SEEN {
+                // SAFETY: gettid(2) has no preconditions and cannot fail.
+                let tid = unsafe { libc::gettid() };
+                SEEN_SIZE[n].store(size, Ordering::Relaxed);
+                SEEN_TID[n].store(tid as usize, Ordering::Relaxed);
+            }
+        }
+        // `try_with`: a thread being torn down may still allocate.
+        let _ = LOCAL_ON.try_with(|on| {
+            if on.get() {
+                let _ = LOCAL_COUNT.try_with(|c| c.set(c.get() + 1));
+            }
+        });
+    }
+}
+
+// SAFETY: every method forwards to `System` with the caller's arguments unchanged, so `System`'s
+// guarantees hold; the counting touches only atomics and const-initialized thread-locals
+// without destructors, and never allocates.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        Self::count(layout.size());
+        // SAFETY: the caller upholds `GlobalAlloc::alloc`'s contract, which `System` shares.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        Self::count(layout.size());
+        // SAFETY: as for `alloc`.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        Self::count(new_size);
+        // SAFETY: `ptr` and `layout` come from this allocator, i.e. from `System`; the caller
+        // upholds the rest of `GlobalAlloc::realloc`'s contract.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` was allocated by `System` (through this allocator) with `layout`.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+/// Allocations made by the current thread while running `f`.
+fn allocations_on_this_thread<R>(f: impl FnOnce() -> R) -> (u64, R) {
+    LOCAL_COUNT.with(|c| c.set(0));
+    LOCAL_ON.with(|on| on.set(true));
+    let r = f();
+    LOCAL_ON.with(|on| on.set(false));
+    (LOCAL_COUNT.with(Cell::get), r)
+}
+
+/// Process-wide counting, on from `start` until [`Global::stop`] (or drop).
+struct Global;
+
+impl Global {
+    fn start() -> Global {
+        GLOBAL_COUNT.store(0, Ordering::SeqCst);
+        GLOBAL_ON.store(true, Ordering::SeqCst);
+        Global
+    }
+
+    /// Stops counting; returns the count and who allocated first (readable after counting).
+    fn stop(self) -> (u64, String) {
+        GLOBAL_ON.store(false, Ordering::SeqCst);
+        let n = GLOBAL_COUNT.load(Ordering::SeqCst);
+        let who = (0..(n as usize).min(SEEN))
+            .map(|i| {
+                let tid = SEEN_TID[i].load(Ordering::Relaxed);
+                let comm = std::fs::read_to_string(format!("/proc/self/task/{tid}/comm"))
+                    .unwrap_or_default();
+                let size = SEEN_SIZE[i].load(Ordering::Relaxed);
+                format!("{size} B on thread {tid} ({})", comm.trim())
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        (n, who)
+    }
+}
+
+impl Drop for Global {
+    fn drop(&mut self) {
+        GLOBAL_ON.store(false, Ordering::SeqCst);
+    }
+}
+
+/// One test at a time in this binary: process-wide counts must see only the test's own work.
+fn serial() -> MutexGuard<'static, ()> {
+    static SERIAL: Mutex<()> = Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+// ---------------------------------------------------------------------------------------------
+// The counter works
+
+#[test]
+fn the_counter_sees_allocations_on_this_thread_and_on_others() {
+    let _serial = serial();
+    let (n, v) = allocations_on_this_thread(|| black_box(Vec::<u8>::with_capacity(100)));
+    assert_eq!(n, 1, "one Vec, one allocation");
+    drop(v);
+    let (n, ()) = allocations_on_this_thread(|| ());
+    assert_eq!(n, 0);
+
+    // An allocation on another thread counts process-wide, and not on this thread.
+    let go = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicBool::new(false));
+    let (g, d) = (Arc::clone(&go), Arc::clone(&done));
+    let other = std::thread::spawn(move || {
+        while !g.load(Ordering::Acquire) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        drop(black_box(String::from("allocated elsewhere").into_bytes()));
+        d.store(true, Ordering::Release);
+    });
+    let global = Global::start();
+    let (local, ()) = allocations_on_this_thread(|| {
+        go.store(true, Ordering::Release);
+        let limit = Instant::now() + Duration::from_secs(10);
+        while !done.load(Ordering::Acquire) && Instant::now() < limit {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    });
+    let (n, who) = global.stop();
+    other.join().unwrap();
+    assert_eq!(
+        local, 0,
+        "the other thread's allocation is not this thread's"
+    );
+    assert!(
+        n >= 1,
+        "the other thread's allocation is counted process-wide: {who}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Encoding and building params
+
+const EVENT: &str = "E_PIKE_BLOCKED";
+
+/// Params whose encoding of [`EVENT`] in `format` is exactly `size` bytes (see the bench).
+fn params_of_size(format: Format, size: usize) -> Params {
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    let mut len = |p: &Params| format.encode(EVENT, p, &mut buf).unwrap();
+    let heads = [
+        Params::new()
+            .str("ip", "192.168.2.11")
+            .unwrap()
+            .int("attempts", 3)
+            .unwrap(),
+        Params::new().str("ip", "192.168.2.11").unwrap(),
+        Params::new(),
+    ];
+    for head in heads {
+        let mut probe = head.clone();
+        probe.push(Some("pad"), ValueRef::Str("")).unwrap();
+        let base = len(&probe);
+        if base > size {
+            continue;
+        }
+        let value = "x".repeat(size - base);
+        let mut params = head;
+        params.push(Some("pad"), ValueRef::Str(&value)).unwrap();
+        assert_eq!(len(&params), size);
+        return params;
+    }
+    panic!("no {format} event of {size} bytes");
+}
+
+#[test]
+fn encoding_into_a_buffer_allocates_nothing() {
+    let _serial = serial();
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    for format in Format::ALL {
+        for size in [64, 1024, MAX_DATAGRAM] {
+            let params = params_of_size(format, size);
+            let (n, len) = allocations_on_this_thread(|| {
+                let mut len = 0;
+                for _ in 0..100 {
+                    len = format.encode(EVENT, black_box(&params), &mut buf).unwrap();
+                }
+                len
+            });
+            assert_eq!(len, size);
+            assert_eq!(n, 0, "{format}, {size} bytes: {n} allocations");
+        }
+        // Too large: the error is made without allocating too.
+        let params = params_of_size(format, MAX_DATAGRAM);
+        let (n, r) = allocations_on_this_thread(|| format.encode(EVENT, &params, &mut buf[..100]));
+        assert!(r.is_err());
+        assert_eq!(n, 0, "{format}, too large: {n} allocations");
+    }
+}
+
+#[test]
+fn building_small_params_allocates_nothing() {
+    let _serial = serial();
+    let value = "v".repeat(100);
+    let (n, params) = allocations_on_this_thread(|| {
+        let mut p = Params::new()
+            .str("ip", "192.168.2.11")
+            .unwrap()
+            .int("attempts", 3)
+            .unwrap()
+            .unnamed_str("positional")
+            .unwrap()
+            .unnamed_int(-7)
+            .unwrap();
+        p.push(Some("value"), ValueRef::Str(&value)).unwrap();
+        black_box(p)
+    });
+    assert_eq!(n, 0, "{n} allocations");
+    assert!(params.is_inline());
+    assert_eq!(params.len(), 5);
+
+    // The counter is not blind here: past the inline capacity, params go to the heap once.
+    let big = "x".repeat(Params::INLINE_BYTES);
+    let (n, params) = allocations_on_this_thread(|| Params::new().str("big", &big).unwrap());
+    assert!(!params.is_inline());
+    assert_eq!(n, 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The dispatcher in steady state
+
+/// A receiving socket drained by its own thread into a preallocated buffer; it only counts.
+struct Sink {
+    target: Target,
+    count: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+    _dir: Option<TempDir>,
+}
+
+enum Sock {
+    Udp(UdpSocket),
+    Unix(UnixDatagram),
+}
+
+impl Sink {
+    fn udp() -> Sink {
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+        let target = Target::Udp(s.local_addr().unwrap());
+        Sink::spawn(Sock::Udp(s), target, None)
+    }
+
+    fn unix() -> Sink {
+        let dir = TempDir::new();
+        let path = dir.0.join("sink.sock");
+        let s = UnixDatagram::bind(&path).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+        let target = Target::parse(&format!("unix:{}", path.display())).unwrap();
+        Sink::spawn(Sock::Unix(s), target, Some(dir))
+    }
+
+    fn spawn(sock: Sock, target: Target, dir: Option<TempDir>) -> Sink {
+        let count = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (c, st) = (Arc::clone(&count), Arc::clone(&stop));
+        let thread = std::thread::spawn(move || {
+            let mut buf = vec![0u8; MAX_DATAGRAM + 1];
+            while !st.load(Ordering::Relaxed) {
+                let got = match &sock {
+                    Sock::Udp(s) => s.recv(&mut buf),
+                    Sock::Unix(s) => s.recv(&mut buf),
+                };
+                match got {
+                    Ok(_) => {
+                        c.fetch_add(1, Ordering::Release);
+                    }
+                    Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                    Err(e) => panic!("receive: {e}"),
+                }
+            }
+        });
+        Sink {
+            target,
+            count,
+            stop,
+            thread: Some(thread),
+            _dir: dir,
+        }
+    }
+
+    fn count(&self) -> u64 {
+        self.count.load(Ordering::Acquire)
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A directory removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> TempDir {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("evdg-alloc-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+const EVENTS: u64 = 20_000;
+/// Events raised before waiting for the receivers: well under what a UDP socket's default
+/// receive buffer holds, so the kernel drops none on loopback.
+const CHUNK: u64 = 100;
+const LIMIT: Duration = Duration::from_secs(30);
+
+/// Raises `EVENTS` events in chunks, each time waiting (without allocating) until every sink
+/// has everything raised so far. Returns false when a wait ran out of time.
+fn raise_and_deliver(
+    d: &Dispatcher,
+    event: event_datagram::EventId,
+    sinks: &[&Sink],
+    from: u64,
+) -> bool {
+    let mut raised = from;
+    while raised < from + EVENTS {
+        for _ in 0..CHUNK {
+            let params = Params::new()
+                .int("seq", raised as i64)
+                .unwrap()
+                .str("ip", "192.168.2.11")
+                .unwrap();
+            d.raise(event, params).unwrap();
+            raised += 1;
+        }
+        let end = Instant::now() + LIMIT;
+        while sinks.iter().any(|s| s.count() < raised) {
+            if Instant::now() > end {
+                return false;
+            }
+            std::thread::yield_now();
+        }
+    }
+    true
+}
+
+fn steady_state_allocates_nothing(backend: BackendChoice) {
+    let _serial = serial();
+    let config = DispatcherConfig {
+        backend,
+        queue_capacity: 1024,
+        ..Default::default()
+    };
+    let d = match Dispatcher::start(config) {
+        Ok(d) => d,
+        Err(e) if backend == BackendChoice::Uring => {
+            eprintln!(
+                "SKIPPED: the uring backend is unavailable here ({e}); nothing counted for it"
+            );
+            return;
+        }
+        Err(e) => panic!("{backend:?}: {e}"),
+    };
+    let (udp, unix) = (Sink::udp(), Sink::unix());
+    let line = d.publish("E_ALLOC_LINE").unwrap();
+    let both = d.publish("E_ALLOC_BOTH").unwrap();
+    // One event in one format to both sinks, one in each format: one encode per format in use.
+    for t in [&udp.target, &unix.target] {
+        d.subscribe_with_format(line, t.clone(), Expiry::Never, Format::Line)
+            .unwrap();
+    }
+    d.subscribe_with_format(both, udp.target.clone(), Expiry::Never, Format::Jsonrpc)
+        .unwrap();
+    d.subscribe_with_format(both, unix.target.clone(), Expiry::Never, Format::Line)
+        .unwrap();
+    let sinks = [&udp, &unix];
+
+    // Warm up: every buffer, queue and scratch vector reaches its working size.
+    assert!(
+        raise_and_deliver(&d, line, &sinks, 0),
+        "{backend:?}: warm-up not delivered"
+    );
+    assert!(
+        raise_and_deliver(&d, both, &sinks, EVENTS),
+        "{backend:?}: warm-up not delivered"
+    );
+
+    let global = Global::start();
+    let delivered = raise_and_deliver(&d, line, &sinks, 2 * EVENTS)
+        && raise_and_deliver(&d, both, &sinks, 3 * EVENTS);
+    let (allocations, who) = global.stop();
+
+    assert!(delivered, "{backend:?}: events not delivered in {LIMIT:?}");
+    let stats = d.shutdown();
+    let want = match backend {
+        BackendChoice::Uring => Backend::Uring,
+        _ => Backend::Syscall,
+    };
+    if std::env::var_os(event_datagram::BACKEND_ENV).is_none() {
+        assert_eq!(stats.backend, want);
+    }
+    for sink in sinks {
+        let c = stats.target(&sink.target).unwrap();
+        assert_eq!(
+            (c.raised, c.sent, c.dropped(), c.failed()),
+            (4 * EVENTS, 4 * EVENTS, 0, 0),
+            "{c:?}"
+        );
+    }
+    eprintln!(
+        "{backend:?}: {} events raised while counting, {allocations} heap allocations in the whole process",
+        2 * EVENTS
+    );
+    assert_eq!(
+        allocations,
+        0,
+        "{backend:?}: {allocations} allocations while raising {} events; first: {who}",
+        2 * EVENTS
+    );
+}
+
+#[test]
+fn steady_state_allocates_nothing_with_syscall() {
+    steady_state_allocates_nothing(BackendChoice::Syscall);
+}
+
+#[test]
+fn steady_state_allocates_nothing_with_uring() {
+    steady_state_allocates_nothing(BackendChoice::Uring);
+}
