@@ -233,6 +233,41 @@ fn a_stalled_unix_receiver_loses_nothing_up_to_its_bound_while_others_flow() {
 }
 
 #[test]
+fn when_every_target_is_stalled_producers_feel_backpressure_and_nothing_is_dropped() {
+    for backend in backends() {
+        let dir = TempDir::new("backpressure");
+        let slow = Receiver::unix(&dir.join("slow"));
+        let cfg = DispatcherConfig {
+            retry_queue: 100,
+            batch: 32,
+            queue_capacity: 64,
+            ..config(backend)
+        };
+        let d = Dispatcher::start(cfg).unwrap();
+        let e = d.publish("E_BP").unwrap();
+        d.subscribe(e, slow.target.clone(), Expiry::Never).unwrap();
+        slow.pause(true);
+        let publisher = d.publisher();
+        let producer = std::thread::spawn(move || {
+            for i in 0..3_000 {
+                publisher.raise(e, seq(i)).unwrap();
+            }
+        });
+        // The producer is held back by the full channel instead of the reactor dropping.
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(!producer.is_finished(), "{backend:?}: the producer was not held back");
+        let c = *d.stats().target(&slow.target).unwrap();
+        assert_eq!(c.dropped(), 0, "{backend:?}: {c:?}");
+        slow.pause(false);
+        producer.join().unwrap();
+        let stats = d.shutdown();
+        let c = stats.target(&slow.target).unwrap();
+        assert_eq!((c.sent, c.dropped()), (3_000, 0), "{backend:?}: {c:?}");
+        assert!(slow.wait_for(3_000, LIMIT));
+    }
+}
+
+#[test]
 fn missing_unix_path_and_closed_udp_port_are_counted_not_fatal() {
     for backend in backends() {
         let dir = TempDir::new("dead");

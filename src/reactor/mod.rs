@@ -211,14 +211,8 @@ impl<B: SendBackend> Reactor<B> {
     pub fn run(mut self) -> Stats {
         loop {
             self.take_control();
-            // Take new events only when the next round can send all that is queued: if the
-            // reactor is the bottleneck, the channel fills and producers feel it (the queue
-            // policy), instead of healthy targets' queues overflowing.
-            let took = if self.backlog() <= self.round_budget {
-                self.take_batch()
-            } else {
-                0
-            };
+            let intake = self.intake_open();
+            let took = if intake { self.take_batch() } else { 0 };
             if took > 0 {
                 self.dispatch_batch();
             }
@@ -234,10 +228,31 @@ impl<B: SendBackend> Reactor<B> {
                 break;
             }
             if took == 0 {
-                self.sleep();
+                self.sleep(intake);
             }
         }
         self.finish()
+    }
+
+    /// Whether to take new events now. Not when the next round cannot send all that is queued
+    /// (the reactor is the bottleneck), and not when every live target is slow and full: then
+    /// the channel fills and producers feel it (the queue policy) instead of events being
+    /// dropped at the targets. One slow target among others never pauses intake, so it never
+    /// delays them; it drops its own overflow. After the shutdown deadline intake never pauses.
+    fn intake_open(&self) -> bool {
+        if self.backlog() > self.round_budget {
+            return false;
+        }
+        if self.shutdown_deadline.is_some_and(|d| Instant::now() >= d) {
+            return true;
+        }
+        // "Full": the next batch might not fit in the queue. The scan stops at the first
+        // target with room, which in the common case is the first.
+        let roomy = |&i: &u32| {
+            let slot = self.slots[i as usize].as_ref().expect("routed slots exist");
+            !matches!(slot.conn, Conn::Up(_)) || slot.queue.len() <= self.config.retry_queue
+        };
+        self.route_slots.is_empty() || self.route_slots.iter().any(roomy)
     }
 
     /// Answers control requests.
@@ -573,13 +588,14 @@ impl<B: SendBackend> Reactor<B> {
         }
     }
 
-    /// Sleeps until a producer wakes us, a blocked socket drains, or a timer is due.
-    fn sleep(&mut self) {
+    /// Sleeps until a producer wakes us, a blocked socket drains, or a timer is due. With
+    /// intake paused, waiting events do not keep us awake: only writability does.
+    fn sleep(&mut self, intake: bool) {
         self.shared.sleeping.store(true, Ordering::SeqCst);
         // Pairs with the fence in `Shared::wake_reactor`: a message sent before our look at
         // the channel is seen here; one sent after sees `sleeping` and writes the eventfd.
         fence(Ordering::SeqCst);
-        if !self.rx.is_empty() || !self.control.is_empty() {
+        if (intake && !self.rx.is_empty()) || !self.control.is_empty() {
             self.shared.sleeping.store(false, Ordering::Relaxed);
             return;
         }
