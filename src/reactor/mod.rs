@@ -123,10 +123,15 @@ struct Slot {
     active: bool,
     /// Referenced by the current snapshot.
     referenced: bool,
+    /// The most datagrams to send in one round: shrinks to what fit when the receiver was
+    /// full (each refused send in an io_uring chain costs a cancelled entry), doubles back.
+    window: u32,
     counters: TargetCounters,
     last_log: Option<Instant>,
 }
 
+/// The smallest per-round window of a target (see `Slot::window`).
+const MIN_WINDOW: u32 = 8;
 const RECONNECT_MIN: Duration = Duration::from_millis(10);
 const RECONNECT_MAX: Duration = Duration::from_secs(1);
 const LOG_INTERVAL: Duration = Duration::from_secs(60);
@@ -181,7 +186,9 @@ impl<B: SendBackend> Reactor<B> {
             control,
             shared,
             backend,
-            pool: Pool::new(config.buffer_pool_bytes),
+            // Prefilled for two batches encoded in both formats: a steady load then allocates
+            // no buffer (the pool grows by doubling beyond).
+            pool: Pool::new(config.buffer_pool_bytes, 4 * config.batch),
             snapshot: Arc::default(),
             slots: Vec::new(),
             free_slots: Vec::new(),
@@ -407,7 +414,7 @@ impl<B: SendBackend> Reactor<B> {
                 .as_ref()
                 .expect("active slots exist");
             let Conn::Up(sock) = &slot.conn else { continue };
-            let count = slot.queue.len().min(self.max_per_target).min(budget);
+            let count = slot.queue.len().min(slot.window as usize).min(budget);
             if count == 0 {
                 continue;
             }
@@ -450,6 +457,10 @@ impl<B: SendBackend> Reactor<B> {
         let slot = self.slots[rt.slot as usize]
             .as_mut()
             .expect("round slots exist");
+        if rt.count == slot.window && self.round.outcomes[(rt.first + rt.count - 1) as usize] >= 0 {
+            // The whole window went out: open it up again.
+            slot.window = (slot.window * 2).min(self.max_per_target as u32);
+        }
         for k in 0..rt.count as usize {
             let outcome = self.round.outcomes[rt.first as usize + k];
             if outcome == NOT_ATTEMPTED {
@@ -470,6 +481,9 @@ impl<B: SendBackend> Reactor<B> {
                 SendFailure::of(-outcome)
             };
             if failure == SendFailure::WouldBlock {
+                // What fit before the receiver filled up is about what fits next time: do not
+                // submit sends that are sure to be refused.
+                slot.window = (k as u32 + 1).max(MIN_WINDOW);
                 slot.blocked = true;
                 self.blocked += 1;
                 if let Conn::Up(sock) = &slot.conn {
@@ -657,6 +671,7 @@ impl<B: SendBackend> Reactor<B> {
             blocked: false,
             active: false,
             referenced: true,
+            window: self.max_per_target as u32,
             counters: TargetCounters::default(),
             last_log: None,
         });
