@@ -343,6 +343,33 @@ mod tests {
     }
 
     #[test]
+    fn mi_values_are_checked_and_name_the_key() {
+        let c = Config::from_yaml(
+            "mi:\n  listen: ['unix:/tmp/mi.sock']\n  allow_targets: [10.0.0.0/8]\n  publish_on_demand: true\n",
+        )
+        .unwrap();
+        assert_eq!(c.mi.listen, ["unix:/tmp/mi.sock"]);
+        assert!(c.mi.publish_on_demand);
+        assert_eq!(c.mi.max_subscribers, 4096);
+        for (yaml, key) in [
+            ("mi:\n  allow_targets: [10.0.0.0/40]\n", "mi.allow_targets"),
+            ("mi:\n  max_subscribers: 0\n", "mi.max_subscribers"),
+            ("mi:\n  max_request_bytes: 10\n", "mi.max_request_bytes"),
+            (
+                "mi:\n  listen: ['udp:10.0.0.1:8080']\n",
+                "allow_remote_control",
+            ),
+            ("mi:\n  listen: ['tcp:1']\n", "mi.listen[0]"),
+            ("mi:\n  lisen: []\n", "lisen"),
+        ] {
+            let err = Config::from_yaml(yaml).unwrap_err().to_string();
+            assert!(err.contains(key), "{yaml}: {err}");
+        }
+        let remote = "mi:\n  listen: ['udp:10.0.0.1:8080']\n  allow_remote_control: true\n";
+        assert!(Config::from_yaml(remote).is_ok());
+    }
+
+    #[test]
     fn out_of_range_values_name_the_key() {
         let err = Config::from_yaml("dispatcher:\n  batch: 0\n")
             .unwrap_err()

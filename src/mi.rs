@@ -48,6 +48,12 @@
 //! | 503    | `Too many subscribers`  | `mi.max_subscribers_per_event` / `mi.max_subscribers`     |
 //! | -32000 | `Server error`          | the reply would not fit in a datagram                    |
 //!
+//! Real clients: `opensips-cli` and the `opensips` package's `opensips-mi` read replies with a
+//! 1024-byte buffer, so a longer reply (`stats` or `subscribers_list` with many subscribers)
+//! reaches them cut. `opensips-event` subscribes with `[event, socket]` only and JSON-decodes
+//! every datagram: serve it with `jsonrpc` as the default format (`evdgram serve --format
+//! jsonrpc`), or have its subscription made with `format: jsonrpc`.
+//!
 //! A request without `id` is a notification: it is carried out, and not answered. The `id` is
 //! echoed back as given (string or number).
 //!
@@ -366,6 +372,11 @@ impl MiHandler {
 
     fn subscribers_list(&self, params: Args<'_>) -> Result<Reply, MiError> {
         let [event, socket] = params.bind(["event", "socket"], 0)?;
+        if event.is_none() && socket.is_some() {
+            return Err(MiError::invalid_params(
+                "missing parameter \"event\"".to_owned(),
+            ));
+        }
         let Some(event) = event else {
             let mut events = Vec::new();
             for (name, id) in self.registry.events() {
@@ -817,11 +828,13 @@ fn params_from_value(value: &Json) -> Result<Params, MiError> {
                 }
             },
             Json::Str(s) => ValueRef::Str(s),
-            other => return Err(MiError::invalid_params(format!(
+            other => {
+                return Err(MiError::invalid_params(format!(
                 "{}: unsupported value: {} (values must be strings or integers in the i64 range)",
                 which(),
                 other.kind()
-            ))),
+            )))
+            }
         };
         params
             .push(name, value)

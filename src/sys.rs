@@ -84,3 +84,56 @@ pub(crate) fn empty_mmsghdr() -> libc::mmsghdr {
     // SAFETY: mmsghdr is a plain C struct for which all-zero bytes are a valid value.
     unsafe { std::mem::zeroed() }
 }
+
+/// `UDP_SEGMENT` (linux/udp.h): the segment size of a UDP GSO send.
+pub(crate) const UDP_SEGMENT: libc::c_int = 103;
+
+/// The control message that makes one `sendmsg` carry several equal-size UDP datagrams.
+/// Laid out as `CMSG_SPACE(sizeof(u16))` bytes: a `cmsghdr`, the segment size, padding.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(crate) struct GsoControl {
+    hdr: libc::cmsghdr,
+    segment: u16,
+    _pad: [u8; 6],
+}
+
+impl GsoControl {
+    pub fn new(segment: u16) -> Self {
+        // SAFETY: cmsghdr is a plain C struct for which all-zero bytes are a valid value.
+        let mut hdr: libc::cmsghdr = unsafe { std::mem::zeroed() };
+        hdr.cmsg_len = std::mem::size_of::<libc::cmsghdr>() + std::mem::size_of::<u16>();
+        hdr.cmsg_level = libc::SOL_UDP;
+        hdr.cmsg_type = UDP_SEGMENT;
+        GsoControl {
+            hdr,
+            segment,
+            _pad: [0; 6],
+        }
+    }
+}
+
+/// True when the kernel takes `UDP_SEGMENT` on UDP sockets (Linux 4.18+).
+pub(crate) fn udp_gso_supported() -> bool {
+    let Ok(sock) = std::net::UdpSocket::bind("127.0.0.1:0") else {
+        return false;
+    };
+    let value: libc::c_int = 1400;
+    // SAFETY: `value` is a live c_int and its exact size is passed; the fd is open.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_UDP,
+            UDP_SEGMENT,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    rc == 0
+}
+
+/// A zeroed `msghdr`.
+pub(crate) fn empty_msghdr() -> libc::msghdr {
+    // SAFETY: msghdr is a plain C struct for which all-zero bytes are a valid value.
+    unsafe { std::mem::zeroed() }
+}

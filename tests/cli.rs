@@ -751,3 +751,174 @@ fn listen_rejects_bad_specs_and_busy_ports() {
     );
     assert!(run.stdout.is_empty());
 }
+
+// ---------------------------------------------------------------------------------------------
+// raise
+
+/// Receives every datagram `evdgram raise` sends to `sock` until `n` arrived (bounded).
+fn receive(n: usize, recv: impl Fn(&mut [u8]) -> std::io::Result<usize>) -> Vec<Vec<u8>> {
+    let mut buf = vec![0u8; MAX_DATAGRAM + 1];
+    let mut got = Vec::new();
+    let start = Instant::now();
+    while got.len() < n && start.elapsed() < DEADLINE {
+        if let Ok(len) = recv(&mut buf) {
+            got.push(buf[..len].to_vec());
+        }
+    }
+    got
+}
+
+/// The stats row of `target` in `raise`'s output: RAISED SENT BYTES DROPPED FAILED PENDING, and
+/// the causes of failures.
+fn stats_row(stdout: &str, target: &str) -> (Vec<u64>, String) {
+    let line = stdout
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(target))
+        .unwrap_or_else(|| panic!("no row for {target} in:\n{stdout}"));
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    let numbers = fields[1..7].iter().map(|f| f.parse().unwrap()).collect();
+    (numbers, fields[7..].join(" "))
+}
+
+#[test]
+fn raise_sends_exact_datagrams_to_udp_and_unix_and_prints_the_stats() {
+    let params_json = r#"{"ip":"192.168.2.11","attempts":-7,"note":"say \"hi\"\nbye"}"#;
+    let params = Params::new()
+        .str("ip", "192.168.2.11")
+        .unwrap()
+        .int("attempts", -7)
+        .unwrap()
+        .str("note", "say \"hi\"\nbye")
+        .unwrap();
+    for (format, backend) in [
+        (Format::Line, "syscall"),
+        (Format::Jsonrpc, "syscall"),
+        (Format::Line, "auto"),
+    ] {
+        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+        udp.set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        let dir = TempDir::new();
+        let path = dir.join("raise.sock");
+        let unix = UnixDatagram::bind(&path).unwrap();
+        unix.set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        let udp_spec = format!("udp:{}", udp.local_addr().unwrap());
+        let unix_spec = format!("unix:{}", path.display());
+        let to = format!("{udp_spec},{unix_spec}");
+        let run = evdgram(&[
+            "raise",
+            "--format",
+            format.as_str(),
+            "--to",
+            &to,
+            "E_PIKE_BLOCKED",
+            "--params",
+            params_json,
+            "--count",
+            "5",
+            "--backend",
+            backend,
+        ]);
+        let stdout = String::from_utf8(run.stdout).unwrap();
+        assert!(
+            run.status.success(),
+            "{format} {backend}: {:?}\n{stdout}{}",
+            run.status,
+            run.stderr
+        );
+
+        let want = ours(format, "E_PIKE_BLOCKED", &params);
+        let got_udp = receive(5, |b| udp.recv(b));
+        let got_unix = receive(5, |b| unix.recv(b));
+        assert_eq!(got_udp, vec![want.clone(); 5], "{format} {backend}: UDP");
+        assert_eq!(got_unix, vec![want.clone(); 5], "{format} {backend}: UNIX");
+
+        let first = stdout.lines().next().unwrap_or_default();
+        if backend == "syscall" && std::env::var_os("EVDGRAM_BACKEND").is_none() {
+            assert_eq!(first, "backend: syscall", "{stdout}");
+        } else {
+            assert!(
+                first == "backend: syscall" || first == "backend: uring",
+                "{stdout}"
+            );
+        }
+        assert!(stdout.contains(&format!("format: {format}\n")), "{stdout}");
+        assert!(
+            stdout.contains("events: raised 5, dispatched 5, dropped (queue full) 0\n"),
+            "{stdout}"
+        );
+        let bytes = 5 * want.len() as u64;
+        for spec in [&udp_spec, &unix_spec] {
+            let (numbers, causes) = stats_row(&stdout, spec);
+            assert_eq!(numbers, [5, 5, bytes, 0, 0, 0], "{spec}:\n{stdout}");
+            assert_eq!(causes, "-", "{spec}:\n{stdout}");
+        }
+    }
+}
+
+#[test]
+fn raise_to_a_missing_unix_path_exits_1_and_counts_it_unreachable() {
+    let dir = TempDir::new();
+    let live = UdpSocket::bind("127.0.0.1:0").unwrap();
+    live.set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    let live_spec = format!("udp:{}", live.local_addr().unwrap());
+    let missing = format!("unix:{}", dir.join("nobody.sock").display());
+    let to = format!("{missing},{live_spec}");
+    let run = evdgram(&["raise", "--to", &to, "E_DEAD", "--count", "5"]);
+    let stdout = String::from_utf8(run.stdout).unwrap();
+    assert_eq!(run.status.code(), Some(1), "{stdout}{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("evdgram: 5 of 10 datagrams were not sent (5 unreachable)"),
+        "{}",
+        run.stderr
+    );
+    let (numbers, causes) = stats_row(&stdout, &missing);
+    assert_eq!(numbers, [5, 0, 0, 0, 5, 0], "{stdout}");
+    assert_eq!(causes, "unreachable 5", "{stdout}");
+    // The other target is not affected.
+    let (numbers, _) = stats_row(&stdout, &live_spec);
+    assert_eq!(&numbers[..2], [5, 5], "{stdout}");
+    assert_eq!(
+        receive(5, |b| live.recv(b)),
+        vec![b"E_DEAD\n\n".to_vec(); 5]
+    );
+}
+
+#[test]
+fn raise_usage_errors_exit_2_before_sending_anything() {
+    let cases: [(&[&str], &str); 5] = [
+        (
+            &["raise", "--to", "udp:127.0.0.1:70000", "E_X"],
+            "evdgram: invalid --to \"udp:127.0.0.1:70000\": ",
+        ),
+        (
+            &["raise", "--to", "tcp:127.0.0.1:9", "E_X"],
+            "evdgram: invalid --to \"tcp:127.0.0.1:9\": ",
+        ),
+        (
+            &[
+                "raise",
+                "--to",
+                "udp:127.0.0.1:9",
+                "E_X",
+                "--params",
+                "{\"a\":1.5}",
+            ],
+            "evdgram: invalid --params: parameter \"a\": unsupported value: float 1.5",
+        ),
+        (
+            &["raise", "--to", "udp:127.0.0.1:9", "E\nX"],
+            "evdgram: invalid event name: ",
+        ),
+        (&["raise", "E_X"], "--to"),
+    ];
+    for (args, want) in cases {
+        let run = evdgram(args);
+        assert_eq!(run.status.code(), Some(2), "{args:?}: {}", run.stderr);
+        assert!(run.stderr.contains(want), "{args:?}: {}", run.stderr);
+        assert!(run.stdout.is_empty(), "{args:?}: nothing is printed");
+    }
+}

@@ -255,7 +255,10 @@ fn when_every_target_is_stalled_producers_feel_backpressure_and_nothing_is_dropp
         });
         // The producer is held back by the full channel instead of the reactor dropping.
         std::thread::sleep(Duration::from_millis(300));
-        assert!(!producer.is_finished(), "{backend:?}: the producer was not held back");
+        assert!(
+            !producer.is_finished(),
+            "{backend:?}: the producer was not held back"
+        );
         let c = *d.stats().target(&slow.target).unwrap();
         assert_eq!(c.dropped(), 0, "{backend:?}: {c:?}");
         slow.pause(false);

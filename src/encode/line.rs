@@ -67,29 +67,39 @@ fn needs_quotes(v: &[u8], unnamed: bool) -> bool {
     has_special(v)
 }
 
-/// True when `v` holds `'`, `"`, `\n` or `\r`. Scans 32-byte chunks without early exit inside
-/// a chunk, which the compiler turns into SIMD compares (this scan is most of the encoding
-/// time of a large value).
+/// True when `v` holds `'`, `"`, `\n` or `\r`. Checks fixed-size blocks without early exit
+/// inside a block, which the compiler turns into SIMD compares (this scan is most of the
+/// encoding time of a large value); a short or ragged end is covered by one more block that
+/// overlaps the previous one, so no byte-at-a-time loop runs for values of 8 bytes or more.
 #[inline]
 fn has_special(v: &[u8]) -> bool {
-    const CHUNK: usize = 32;
-    let mut chunks = v.chunks_exact(CHUNK);
-    for chunk in &mut chunks {
+    #[inline(always)]
+    fn block<const N: usize>(b: &[u8]) -> bool {
+        let b: &[u8; N] = b.try_into().expect("a block of N bytes");
         let mut hits = 0u8;
-        for &b in chunk {
-            hits |= u8::from(b == b'\'')
-                | u8::from(b == b'"')
-                | u8::from(b == b'\n')
-                | u8::from(b == b'\r');
+        for &c in b {
+            hits |= u8::from(c == b'\'')
+                | u8::from(c == b'"')
+                | u8::from(c == b'\n')
+                | u8::from(c == b'\r');
         }
-        if hits != 0 {
+        hits != 0
+    }
+    const BLOCK: usize = 32;
+    let n = v.len();
+    if n >= BLOCK {
+        let mut chunks = v.chunks_exact(BLOCK);
+        if chunks.any(block::<BLOCK>) {
             return true;
         }
+        !chunks.remainder().is_empty() && block::<BLOCK>(&v[n - BLOCK..])
+    } else if n >= 16 {
+        block::<16>(&v[..16]) || block::<16>(&v[n - 16..])
+    } else if n >= 8 {
+        block::<8>(&v[..8]) || block::<8>(&v[n - 8..])
+    } else {
+        v.iter().any(|&c| matches!(c, b'\'' | b'"' | b'\n' | b'\r'))
     }
-    chunks
-        .remainder()
-        .iter()
-        .any(|&b| matches!(b, b'\'' | b'"' | b'\n' | b'\r'))
 }
 
 /// Writes `"v"` with `\` and `"` escaped by a backslash; line breaks stay raw.
@@ -182,7 +192,7 @@ mod tests {
 
     #[test]
     fn specials_are_found_anywhere_in_long_values() {
-        for len in [1, 31, 32, 33, 64, 100] {
+        for len in [1, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 65, 100] {
             for at in [0, len / 2, len - 1] {
                 for special in ['\'', '"', '\n', '\r'] {
                     let mut v: Vec<char> = vec!['x'; len];

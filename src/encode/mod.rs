@@ -95,7 +95,27 @@ impl<'a> Cursor<'a> {
 
     #[inline(always)]
     pub(crate) fn put(&mut self, bytes: &[u8]) {
-        let end = self.len + bytes.len();
+        let n = bytes.len();
+        // Most pieces (names, `::`, short values) are a few bytes: copy them with two
+        // overlapping fixed-size moves instead of a call to `memcpy`.
+        if n <= 16 {
+            if let Some(dst) = self.buf.get_mut(self.len..self.len + 16) {
+                if n >= 8 {
+                    dst[..8].copy_from_slice(&bytes[..8]);
+                    dst[n - 8..n].copy_from_slice(&bytes[n - 8..]);
+                } else if n >= 4 {
+                    dst[..4].copy_from_slice(&bytes[..4]);
+                    dst[n - 4..n].copy_from_slice(&bytes[n - 4..]);
+                } else {
+                    for (d, &b) in dst.iter_mut().zip(bytes) {
+                        *d = b;
+                    }
+                }
+                self.len += n;
+                return;
+            }
+        }
+        let end = self.len + n;
         if let Some(dst) = self.buf.get_mut(self.len..end) {
             dst.copy_from_slice(bytes);
         }

@@ -3,6 +3,12 @@
 //! An event is encoded once per format into one buffer, and every target's queue holds a
 //! reference to it. A buffer returns to its class's free list when the last reference is
 //! released. Buffers beyond `keep_bytes` (a load peak, a slow receiver) go back to the heap.
+//!
+//! So that a steady load allocates nothing, the pool starts with some small buffers (enough for
+//! a few batches) and, when a class runs out, grows it geometrically: it doubles the class's
+//! buffers at once (within `keep_bytes`) instead of adding one buffer per new in-flight event.
+//! A load that only ever reaches peaks it reached before, or stays under twice the last one,
+//! allocates nothing more.
 
 /// Size classes: most events fit the first; the last holds the largest datagram.
 const CLASSES: [usize; 3] = [512, 8192, crate::MAX_DATAGRAM];
@@ -30,17 +36,24 @@ pub(crate) struct Pool {
     empty: Vec<u32>,
     bytes: usize,
     keep_bytes: usize,
+    /// Buffers of each class, free or in use.
+    count: [usize; CLASSES.len()],
 }
 
 impl Pool {
-    pub fn new(keep_bytes: usize) -> Self {
-        Pool {
+    /// A pool that keeps up to `keep_bytes` of free buffers and starts with `prefill` buffers
+    /// of the smallest class (within `keep_bytes`).
+    pub fn new(keep_bytes: usize, prefill: usize) -> Self {
+        let mut pool = Pool {
             slots: Vec::new(),
             free: Default::default(),
             empty: Vec::new(),
             bytes: 0,
             keep_bytes,
-        }
+            count: [0; CLASSES.len()],
+        };
+        pool.grow(0, prefill);
+        pool
     }
 
     /// A buffer of at least `len` bytes (at most [`MAX_DATAGRAM`](crate::MAX_DATAGRAM)),
@@ -50,22 +63,47 @@ impl Pool {
             .iter()
             .position(|&c| len <= c)
             .unwrap_or(CLASSES.len() - 1);
-        if let Some(i) = self.free[class].pop() {
-            self.slots[i as usize].refs = 1;
-            return BufRef(i);
+        if self.free[class].is_empty() {
+            // Double the class (at least one buffer, the one asked for, even beyond keep_bytes).
+            let added = self.grow(class, self.count[class].max(1));
+            if added == 0 {
+                let i = self.new_slot(class);
+                self.free[class].push(i);
+            }
         }
+        let i = self.free[class].pop().expect("the class has a free buffer");
+        self.slots[i as usize].refs = 1;
+        BufRef(i)
+    }
+
+    /// Adds up to `n` free buffers of `class`, within `keep_bytes`; returns how many.
+    fn grow(&mut self, class: usize, n: usize) -> usize {
+        let room = self.keep_bytes.saturating_sub(self.bytes) / CLASSES[class];
+        let n = n.min(room);
+        self.free[class].reserve(n);
+        self.slots.reserve(n.saturating_sub(self.empty.len()));
+        for _ in 0..n {
+            let i = self.new_slot(class);
+            self.free[class].push(i);
+        }
+        n
+    }
+
+    /// A new buffer of `class` (not yet in a free list), with no reference.
+    fn new_slot(&mut self, class: usize) -> u32 {
         let slot = Slot {
             data: vec![0; CLASSES[class]].into_boxed_slice(),
-            refs: 1,
+            refs: 0,
             class: class as u8,
         };
         self.bytes += CLASSES[class];
+        self.count[class] += 1;
         if let Some(i) = self.empty.pop() {
             self.slots[i as usize] = slot;
-            BufRef(i)
+            i
         } else {
             self.slots.push(slot);
-            BufRef(self.slots.len() as u32 - 1)
+            self.slots.len() as u32 - 1
         }
     }
 
@@ -88,6 +126,7 @@ impl Pool {
             self.free[class].push(buf.0);
         } else {
             self.bytes -= slot.data.len();
+            self.count[class] -= 1;
             slot.data = Box::default();
             self.empty.push(buf.0);
         }
@@ -109,7 +148,7 @@ mod tests {
 
     #[test]
     fn buffers_are_recycled_by_class() {
-        let mut pool = Pool::new(1 << 20);
+        let mut pool = Pool::new(1 << 20, 0);
         let a = pool.alloc(64);
         let ai = a.index();
         assert_eq!(pool.get(a.index()).len(), 512);
@@ -123,8 +162,27 @@ mod tests {
     }
 
     #[test]
+    fn a_class_grows_by_doubling_and_starts_prefilled() {
+        let mut pool = Pool::new(1 << 20, 8);
+        assert_eq!((pool.count[0], pool.free[0].len()), (8, 8));
+        let held: Vec<BufRef> = (0..9).map(|_| pool.alloc(10)).collect();
+        assert_eq!(pool.count[0], 16, "the 9th buffer doubled the class");
+        assert_eq!(pool.free[0].len(), 7);
+        for b in held {
+            pool.release(b);
+        }
+        assert_eq!(pool.free[0].len(), 16);
+        // keep_bytes bounds the growth, not the buffer asked for.
+        let mut pool = Pool::new(512, 8);
+        assert_eq!(pool.count[0], 1);
+        let (a, b) = (pool.alloc(10), pool.alloc(10));
+        assert_ne!(a, b);
+        assert_eq!(pool.count[0], 2);
+    }
+
+    #[test]
     fn beyond_keep_bytes_buffers_go_back_to_the_heap() {
-        let mut pool = Pool::new(0);
+        let mut pool = Pool::new(0, 4);
         let a = pool.alloc(10);
         pool.release(a);
         assert_eq!(pool.bytes, 0);

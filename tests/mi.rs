@@ -1,0 +1,1065 @@
+//! The MI control endpoint: every method and error path of [`MiHandler`] in process (with real
+//! receivers on loopback for delivery), then a real `evdgram serve` over UDP and UNIX datagram
+//! sockets (replies to the requester, oversized requests, socket file mode and removal, final
+//! stats), `evdgram listen --subscribe`, and a proptest of random bytes and random JSON into the
+//! handler (no panic, no state change on error).
+//!
+//! Every wait is bounded; every child is killed if a test fails.
+
+use std::io::{BufRead, BufReader};
+use std::net::UdpSocket;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::net::UnixDatagram;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{self, Receiver as Lines};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use event_datagram::{
+    BackendChoice, Dispatcher, DispatcherConfig, Format, ManualClock, MiConfig, MiHandler,
+};
+use proptest::prelude::*;
+use serde_json::{json, Value};
+
+use crate::support::{wait_until, Receiver, TempDir};
+
+const EVDGRAM: &str = env!("CARGO_BIN_EXE_evdgram");
+const DEADLINE: Duration = Duration::from_secs(10);
+
+// ---------------------------------------------------------------------------------------------
+// In process
+
+struct Mi {
+    dispatcher: Dispatcher,
+    mi: MiHandler,
+    clock: Arc<ManualClock>,
+}
+
+fn mi_with(config: MiConfig, format: Format) -> Mi {
+    let clock = Arc::new(ManualClock::new());
+    let dispatcher = Dispatcher::start_with_clock(
+        DispatcherConfig {
+            backend: BackendChoice::Syscall,
+            default_format: format,
+            ..Default::default()
+        },
+        clock.clone(),
+    )
+    .unwrap();
+    dispatcher.publish("E_TEST").unwrap();
+    dispatcher.publish("E_OTHER").unwrap();
+    let mi = MiHandler::for_dispatcher(&dispatcher, &config).unwrap();
+    Mi {
+        dispatcher,
+        mi,
+        clock,
+    }
+}
+
+fn mi() -> Mi {
+    mi_with(MiConfig::default(), Format::Line)
+}
+
+impl Mi {
+    /// The reply to `method` with `params` (id 1), as JSON.
+    fn call(&self, method: &str, params: Value) -> Value {
+        let req = json!({"jsonrpc": "2.0", "method": method, "params": params, "id": 1});
+        self.raw(req.to_string().as_bytes())
+    }
+
+    fn raw(&self, request: &[u8]) -> Value {
+        let reply = self.mi.handle(request).expect("a reply");
+        serde_json::from_slice(&reply).unwrap()
+    }
+
+    fn ok(&self, method: &str, params: Value) -> Value {
+        let r = self.call(method, params.clone());
+        assert!(r.get("error").is_none(), "{method} {params}: {r}");
+        r["result"].clone()
+    }
+
+    /// Asserts an error reply with `code`, `message`, and `data` containing `detail`.
+    fn err(&self, method: &str, params: Value, code: i64, message: &str, detail: &str) {
+        let before = self.state();
+        let r = self.call(method, params.clone());
+        check_error(&r, code, message, detail);
+        assert_eq!(r["id"], 1, "{r}");
+        assert_eq!(self.state(), before, "{method} {params} changed the state");
+    }
+
+    /// Every event and subscriber, for comparison.
+    fn state(&self) -> String {
+        let reg = self.dispatcher.registry();
+        let mut s = String::new();
+        for (name, id) in reg.events() {
+            s += &format!("{name}:");
+            for sub in reg.subscribers(id).unwrap() {
+                s += &format!(" {} {:?} {:?};", sub.target, sub.expiry, sub.format);
+            }
+            s += "\n";
+        }
+        s
+    }
+}
+
+fn check_error(r: &Value, code: i64, message: &str, detail: &str) {
+    assert_eq!(r["jsonrpc"], "2.0", "{r}");
+    assert_eq!(r["error"]["code"], code, "{r}");
+    assert_eq!(r["error"]["message"], message, "{r}");
+    let data = r["error"]["data"].as_str().unwrap_or("");
+    assert!(data.contains(detail), "{r}: no {detail:?}");
+    assert!(r.get("result").is_none(), "{r}");
+}
+
+#[test]
+fn replies_have_the_opensips_shape_and_echo_the_id() {
+    let m = mi();
+    let reply =
+        m.mi.handle(br#"{"jsonrpc":"2.0","method":"events_list","id":"abc"}"#)
+            .unwrap();
+    assert_eq!(
+        String::from_utf8(reply).unwrap(),
+        r#"{"jsonrpc":"2.0","result":{"Events":[{"name":"E_TEST","id":0},{"name":"E_OTHER","id":1}]},"id":"abc"}"#
+    );
+    for id in [
+        json!(7),
+        json!(-3),
+        json!("x y"),
+        json!(18446744073709551615u64),
+        json!(null),
+    ] {
+        for params in [json!([]), json!({})] {
+            let req = json!({"jsonrpc":"2.0","method":"which","params":params,"id":id});
+            assert_eq!(m.raw(req.to_string().as_bytes())["id"], id);
+        }
+    }
+    // `params` absent.
+    let r = m.raw(br#"{"jsonrpc":"2.0","method":"which","id":2}"#);
+    assert_eq!(
+        r["result"],
+        json!([
+            "event_subscribe",
+            "events_list",
+            "subscribers_list",
+            "raise_event",
+            "stats",
+            "which"
+        ])
+    );
+    assert_eq!(
+        m.ok("which", json!({"command": "subscribers_list"})),
+        json!([[], ["event"], ["event", "socket"]])
+    );
+    assert_eq!(
+        m.ok("which", json!(["raise_event"])),
+        json!([["event"], ["event", "params"]])
+    );
+    m.err(
+        "which",
+        json!(["nope"]),
+        -32602,
+        "Invalid params",
+        "unknown command",
+    );
+}
+
+#[test]
+fn a_notification_is_carried_out_and_not_answered() {
+    let m = mi();
+    let rx = Receiver::udp();
+    let req = json!({"jsonrpc":"2.0","method":"event_subscribe","params":["E_TEST", rx.target.to_string()]});
+    assert_eq!(m.mi.handle(req.to_string().as_bytes()), None);
+    assert!(m.state().contains(&rx.target.to_string()));
+    let bad = json!({"jsonrpc":"2.0","method":"no_such_method"});
+    assert_eq!(m.mi.handle(bad.to_string().as_bytes()), None);
+}
+
+#[test]
+fn event_subscribe_then_list_then_unsubscribe() {
+    let m = mi();
+    let rx = Receiver::udp();
+    let spec = rx.target.to_string();
+    assert_eq!(m.ok("event_subscribe", json!(["E_TEST", spec])), "OK");
+    let one = json!({"Event": {"name": "E_TEST", "id": 0, "Subscribers": [
+        {"socket": spec, "expire": 3600, "ttl": 3600, "format": "line"}]}});
+    assert_eq!(m.ok("subscribers_list", json!(["E_TEST"])), one);
+    // Named params, string expire (as opensips-cli sends positional params), jsonrpc format:
+    // a refresh of the same subscription.
+    m.clock.advance(Duration::from_secs(10));
+    assert_eq!(
+        m.ok(
+            "event_subscribe",
+            json!({"event": "E_TEST", "socket": spec, "expire": "60", "format": "jsonrpc"})
+        ),
+        "OK"
+    );
+    m.clock.advance(Duration::from_secs(15));
+    let sub = json!({"socket": spec, "expire": 60, "ttl": 45, "format": "jsonrpc"});
+    assert_eq!(
+        m.ok("subscribers_list", json!([])),
+        json!({"Events": [{"name": "E_TEST", "id": 0, "Subscribers": [sub]}]})
+    );
+    assert_eq!(
+        m.ok(
+            "subscribers_list",
+            json!({"event": "E_TEST", "socket": spec})
+        ),
+        json!({"Event": {"name": "E_TEST", "id": 0, "Subscriber": sub}})
+    );
+    // An event without subscribers: `{"Event":{}}`, as OpenSIPS prints it.
+    assert_eq!(
+        m.ok("subscribers_list", json!(["E_OTHER"])),
+        json!({"Event": {}})
+    );
+    // Expire 0 unsubscribes at once; again is still OK.
+    assert_eq!(m.ok("event_subscribe", json!(["E_TEST", spec, 0])), "OK");
+    assert_eq!(m.ok("subscribers_list", json!([])), json!({"Events": []}));
+    assert_eq!(m.ok("event_subscribe", json!(["E_TEST", spec, "0"])), "OK");
+    // Expiry: gone after its time.
+    assert_eq!(m.ok("event_subscribe", json!(["E_TEST", spec, 5])), "OK");
+    m.clock.advance(Duration::from_secs(6));
+    assert_eq!(m.ok("subscribers_list", json!([])), json!({"Events": []}));
+}
+
+#[test]
+fn event_subscribe_errors() {
+    let m = mi();
+    let ok = "udp:127.0.0.1:9";
+    m.err(
+        "event_subscribe",
+        json!(["E_TEST", ok, -1]),
+        -32602,
+        "Invalid params",
+        "Negative expire value",
+    );
+    m.err(
+        "event_subscribe",
+        json!(["E_TEST", ok, "-5"]),
+        -32602,
+        "Invalid params",
+        "Negative expire value",
+    );
+    m.err(
+        "event_subscribe",
+        json!(["E_TEST", ok, 1.5]),
+        -32602,
+        "Invalid params",
+        "expire",
+    );
+    m.err(
+        "event_subscribe",
+        json!(["E_TEST", ok, "soon"]),
+        -32602,
+        "Invalid params",
+        "expire",
+    );
+    m.err(
+        "event_subscribe",
+        json!(["E_TEST", ok, 4294967296u64]),
+        -32602,
+        "Invalid params",
+        "expire",
+    );
+    m.err(
+        "event_subscribe",
+        json!(["E_TEST"]),
+        -32602,
+        "Invalid params",
+        "Too few or too many",
+    );
+    m.err(
+        "event_subscribe",
+        json!(["E_TEST", ok, 1, "line", 5]),
+        -32602,
+        "Invalid params",
+        "Too few or too many",
+    );
+    m.err(
+        "event_subscribe",
+        json!({"event": "E_TEST"}),
+        -32602,
+        "Invalid params",
+        "missing parameter \"socket\"",
+    );
+    m.err(
+        "event_subscribe",
+        json!({"event": "E_TEST", "socket": ok, "x": 1}),
+        -32602,
+        "Invalid params",
+        "unknown parameter \"x\"",
+    );
+    m.err(
+        "event_subscribe",
+        json!([1, ok]),
+        -32602,
+        "Invalid params",
+        "event must be a string",
+    );
+    m.err(
+        "event_subscribe",
+        json!(["", ok]),
+        -32602,
+        "Invalid params",
+        "event is empty",
+    );
+    m.err(
+        "event_subscribe",
+        json!(["E_TEST", ok, 10, "xml"]),
+        -32602,
+        "Invalid params",
+        "unknown format",
+    );
+    m.err(
+        "event_subscribe",
+        json!(["E_NOPE", ok]),
+        400,
+        "Bad parameter value",
+        "not published",
+    );
+    m.err(
+        "event_subscribe",
+        json!(["E_TEST", "udp:127.0.0.1:70000"]),
+        400,
+        "Bad parameter value",
+        "expected udp:HOST:PORT",
+    );
+    m.err(
+        "event_subscribe",
+        json!(["E_TEST", "tcp:127.0.0.1:9"]),
+        400,
+        "Bad parameter value",
+        "tcp",
+    );
+    // Not a reflector: only loopback and UNIX destinations by default.
+    m.err(
+        "event_subscribe",
+        json!(["E_TEST", "udp:192.0.2.1:9"]),
+        403,
+        "Destination not allowed",
+        "allow_targets",
+    );
+    m.err(
+        "event_subscribe",
+        json!(["E_TEST", "udp:[2001:db8::1]:9"]),
+        403,
+        "Destination not allowed",
+        "allow_targets",
+    );
+}
+
+#[test]
+fn allowlist_and_limits_come_from_the_config() {
+    let m = mi_with(
+        MiConfig {
+            allow_targets: vec!["192.0.2.0/24".into()],
+            max_subscribers_per_event: 2,
+            max_subscribers: 3,
+            ..Default::default()
+        },
+        Format::Line,
+    );
+    assert_eq!(
+        m.ok("event_subscribe", json!(["E_TEST", "udp:192.0.2.1:9"])),
+        "OK"
+    );
+    m.err(
+        "event_subscribe",
+        json!(["E_TEST", "udp:127.0.0.1:9"]),
+        403,
+        "Destination not allowed",
+        "",
+    );
+    m.err(
+        "event_subscribe",
+        json!(["E_TEST", "unix:/tmp/x.sock"]),
+        403,
+        "Destination not allowed",
+        "",
+    );
+    assert_eq!(
+        m.ok("event_subscribe", json!(["E_TEST", "udp:192.0.2.2:9"])),
+        "OK"
+    );
+    // A refresh is not a new subscription.
+    assert_eq!(
+        m.ok("event_subscribe", json!(["E_TEST", "udp:192.0.2.2:9", 10])),
+        "OK"
+    );
+    m.err(
+        "event_subscribe",
+        json!(["E_TEST", "udp:192.0.2.3:9"]),
+        503,
+        "Too many subscribers",
+        "E_TEST already has 2",
+    );
+    assert_eq!(
+        m.ok("event_subscribe", json!(["E_OTHER", "udp:192.0.2.3:9"])),
+        "OK"
+    );
+    m.err(
+        "event_subscribe",
+        json!(["E_OTHER", "udp:192.0.2.4:9"]),
+        503,
+        "Too many subscribers",
+        "already 3",
+    );
+}
+
+#[test]
+fn subscribers_list_errors() {
+    let m = mi();
+    m.err(
+        "subscribers_list",
+        json!(["E_NOPE"]),
+        404,
+        "Event not published",
+        "",
+    );
+    m.err(
+        "subscribers_list",
+        json!(["E_TEST", "udp:127.0.0.1:9"]),
+        404,
+        "Subscriber does not exist",
+        "",
+    );
+    m.err(
+        "subscribers_list",
+        json!(["E_TEST", "garbage"]),
+        404,
+        "Subscriber does not exist",
+        "",
+    );
+    m.err(
+        "subscribers_list",
+        json!(["E_TEST", "udp:127.0.0.1:9", 3]),
+        -32602,
+        "Invalid params",
+        "Too few or too many",
+    );
+    m.err(
+        "subscribers_list",
+        json!({"socket": "udp:127.0.0.1:9"}),
+        -32602,
+        "Invalid params",
+        "missing parameter \"event\"",
+    );
+    m.err(
+        "events_list",
+        json!(["E_TEST"]),
+        -32602,
+        "Invalid params",
+        "Too few or too many",
+    );
+    m.err(
+        "stats",
+        json!({"x": 1}),
+        -32602,
+        "Invalid params",
+        "unknown parameter",
+    );
+}
+
+#[test]
+fn raise_event_in_every_params_form_reaches_subscribers() {
+    let m = mi();
+    let line = Receiver::udp();
+    let jsonrpc = Receiver::udp();
+    m.ok(
+        "event_subscribe",
+        json!(["E_TEST", line.target.to_string(), 60, "line"]),
+    );
+    m.ok(
+        "event_subscribe",
+        json!(["E_TEST", jsonrpc.target.to_string(), 60, "jsonrpc"]),
+    );
+    let forms = [
+        json!(["E_TEST", {"ip": "192.168.2.11", "n": -7}]),
+        json!({"event": "E_TEST", "params": {"ip": "192.168.2.11", "n": -7}}),
+        json!(["E_TEST", "{\"ip\":\"192.168.2.11\",\"n\":-7}"]),
+        json!(["E_TEST", ["v1", "v2"]]),
+        json!(["E_TEST"]),
+        // Duplicate keys, kept in order (`json!` would merge them: a string holds them here).
+        json!({"event": "E_TEST", "params": "{\"a\":1,\"b\":\"x\",\"a\":2}"}),
+    ];
+    for params in &forms {
+        assert_eq!(m.ok("raise_event", params.clone()), "OK", "{params}");
+    }
+    assert!(line.wait_for(forms.len(), DEADLINE));
+    assert!(jsonrpc.wait_for(forms.len(), DEADLINE));
+    let text = |r: &Receiver| -> Vec<String> {
+        r.datagrams()
+            .into_iter()
+            .map(|d| String::from_utf8(d).unwrap())
+            .collect()
+    };
+    assert_eq!(
+        text(&line),
+        [
+            "E_TEST\nip::192.168.2.11\nn::-7\n\n",
+            "E_TEST\nip::192.168.2.11\nn::-7\n\n",
+            "E_TEST\nip::192.168.2.11\nn::-7\n\n",
+            "E_TEST\nv1\nv2\n\n",
+            "E_TEST\n\n",
+            "E_TEST\na::1\nb::x\na::2\n\n",
+        ]
+    );
+    let j = text(&jsonrpc);
+    assert_eq!(
+        j[0],
+        r#"{"jsonrpc":"2.0","method":"E_TEST","params":{"ip":"192.168.2.11","n":-7}}"#
+    );
+    assert_eq!(
+        j[3],
+        r#"{"jsonrpc":"2.0","method":"E_TEST","params":["v1","v2"]}"#
+    );
+    assert_eq!(j[4], r#"{"jsonrpc":"2.0","method":"E_TEST"}"#);
+    assert_eq!(
+        j[5],
+        r#"{"jsonrpc":"2.0","method":"E_TEST","params":{"a":1,"b":"x","a":2}}"#
+    );
+    // No subscriber: OK, counted as unsubscribed.
+    assert_eq!(m.ok("raise_event", json!(["E_OTHER"])), "OK");
+    let stats = m.ok("stats", json!([]));
+    assert!(
+        wait_until(DEADLINE, || m.ok("stats", json!([]))["events"]
+            ["unsubscribed"]
+            == 1),
+        "{stats}"
+    );
+}
+
+#[test]
+fn raise_event_errors() {
+    let m = mi();
+    let bad_values = [
+        (json!({"x": 1.5}), "float 1.5"),
+        (json!({"x": true}), "boolean true"),
+        (json!({"x": null}), "null"),
+        (json!({"x": {"y": 1}}), "nested object"),
+        (json!({"x": [1]}), "nested array"),
+        (json!([1.0e300]), "parameter #1"),
+        (json!([18446744073709551615u64]), "outside the i64 range"),
+        (json!("{\"x\": false}"), "boolean false"),
+        (json!("not json"), "not a JSON object"),
+        (json!("42"), "not a JSON object"),
+        (json!(7), "params must be"),
+        (json!(null), "params must be"),
+        (json!({"a::b": "v"}), "a::b"),
+    ];
+    for (params, detail) in bad_values {
+        m.err(
+            "raise_event",
+            json!(["E_TEST", params]),
+            -32602,
+            "Invalid params",
+            detail,
+        );
+    }
+    m.err(
+        "raise_event",
+        json!([]),
+        -32602,
+        "Invalid params",
+        "Too few or too many",
+    );
+    m.err(
+        "raise_event",
+        json!(["E_TEST", "{}", "x"]),
+        -32602,
+        "Invalid params",
+        "Too few or too many",
+    );
+    m.err(
+        "raise_event",
+        json!({"params": {}}),
+        -32602,
+        "Invalid params",
+        "missing parameter \"event\"",
+    );
+    m.err(
+        "raise_event",
+        json!(["E_NOPE"]),
+        404,
+        "Event not published",
+        "",
+    );
+}
+
+#[test]
+fn raise_event_too_large_for_a_datagram_is_refused() {
+    let m = mi_with(
+        MiConfig {
+            max_request_bytes: 200_000,
+            ..Default::default()
+        },
+        Format::Line,
+    );
+    let v = "x".repeat(66_000);
+    // No subscriber: nothing to encode.
+    assert_eq!(m.ok("raise_event", json!(["E_TEST", {"v": v}])), "OK");
+    m.ok(
+        "event_subscribe",
+        json!(["E_TEST", "udp:127.0.0.1:9", 60, "jsonrpc"]),
+    );
+    m.err(
+        "raise_event",
+        json!(["E_TEST", {"v": v}]),
+        -32602,
+        "Invalid params",
+        "65457-byte datagram limit",
+    );
+}
+
+#[test]
+fn publish_on_demand_publishes_only_valid_raises() {
+    let m = mi_with(
+        MiConfig {
+            publish_on_demand: true,
+            ..Default::default()
+        },
+        Format::Line,
+    );
+    m.err(
+        "raise_event",
+        json!(["E_NEW", {"x": true}]),
+        -32602,
+        "Invalid params",
+        "boolean",
+    );
+    m.err(
+        "raise_event",
+        json!(["E_BAD\nNAME"]),
+        400,
+        "Bad parameter value",
+        "",
+    );
+    assert_eq!(m.ok("raise_event", json!(["E_NEW"])), "OK");
+    assert_eq!(
+        m.ok("events_list", json!([]))["Events"][2],
+        json!({"name": "E_NEW", "id": 2})
+    );
+}
+
+#[test]
+fn malformed_requests() {
+    let m = mi();
+    let cases: [(&[u8], i64, &str); 12] = [
+        (b"", -32700, "Parse error"),
+        (b"{", -32700, "Parse error"),
+        (b"\xff\xfe", -32700, "Parse error"),
+        (
+            br#"{"jsonrpc":"2.0","method":"which","id":1} x"#,
+            -32700,
+            "Parse error",
+        ),
+        (b"[]", -32600, "Invalid Request"),
+        (b"42", -32600, "Invalid Request"),
+        (br#"{"method":"which","id":1}"#, -32600, "Invalid Request"),
+        (
+            br#"{"jsonrpc":"1.0","method":"which","id":1}"#,
+            -32600,
+            "Invalid Request",
+        ),
+        (
+            br#"{"jsonrpc":"2.0","method":7,"id":1}"#,
+            -32600,
+            "Invalid Request",
+        ),
+        (
+            br#"{"jsonrpc":"2.0","method":"which","params":"x","id":1}"#,
+            -32600,
+            "Invalid Request",
+        ),
+        (
+            br#"{"jsonrpc":"2.0","method":"which","id":{"a":1}}"#,
+            -32600,
+            "Invalid Request",
+        ),
+        (
+            br#"{"jsonrpc":"2.0","method":"nope","id":1}"#,
+            -32601,
+            "Method not found",
+        ),
+    ];
+    let before = m.state();
+    for (req, code, message) in cases {
+        let r = m.raw(req);
+        check_error(&r, code, message, "");
+        assert_eq!(m.state(), before);
+    }
+    // Oversized: refused before parsing.
+    let big = format!(
+        r#"{{"jsonrpc":"2.0","method":"raise_event","params":["E_TEST",{{"v":"{}"}}],"id":1}}"#,
+        "x".repeat(70_000)
+    );
+    check_error(
+        &m.raw(big.as_bytes()),
+        -32600,
+        "Invalid Request",
+        "65536-byte limit",
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Random input: no panic, no state change on error
+
+fn json_value() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::from),
+        any::<i64>().prop_map(Value::from),
+        any::<u64>().prop_map(Value::from),
+        any::<f64>()
+            .prop_filter("finite", |x| x.is_finite())
+            .prop_map(Value::from),
+        "[a-zA-Z_:\"\\\\\n ]{0,12}".prop_map(Value::from),
+        Just(Value::from("E_TEST")),
+        Just(Value::from("udp:127.0.0.1:9")),
+    ];
+    leaf.prop_recursive(3, 24, 4, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+            prop::collection::vec(("[a-z]{0,6}", inner), 0..4)
+                .prop_map(|kv| Value::Object(kv.into_iter().collect())),
+        ]
+    })
+}
+
+fn request() -> impl Strategy<Value = Value> {
+    let method = prop_oneof![
+        Just("event_subscribe"),
+        Just("events_list"),
+        Just("subscribers_list"),
+        Just("raise_event"),
+        Just("stats"),
+        Just("which"),
+        Just("nope"),
+    ];
+    (method, json_value(), prop::option::of(json_value())).prop_map(|(method, params, id)| {
+        let mut req = json!({"jsonrpc": "2.0", "method": method, "params": params});
+        if let Some(id) = id {
+            req["id"] = id;
+        }
+        req
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_bytes_are_refused_without_panic(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+        let m = shared();
+        let before = m.state();
+        if let Some(reply) = m.mi.handle(&bytes) {
+            let r: Value = serde_json::from_slice(&reply).unwrap();
+            prop_assert!(r.get("error").is_some() || r.get("result").is_some());
+            if r.get("error").is_some() {
+                prop_assert_eq!(m.state(), before);
+            }
+        }
+    }
+
+    #[test]
+    fn random_requests_never_panic_and_errors_change_nothing(req in request()) {
+        let m = shared();
+        let before = m.state();
+        let text = req.to_string();
+        match m.mi.handle(text.as_bytes()) {
+            Some(reply) => {
+                let r: Value = serde_json::from_slice(&reply).unwrap();
+                prop_assert_eq!(&r["jsonrpc"], "2.0");
+                if r.get("error").is_some() {
+                    prop_assert_eq!(m.state(), before, "{} -> {}", text, r);
+                }
+            }
+            None => prop_assert!(req.get("id").is_none()),
+        }
+    }
+}
+
+/// One handler for all proptest cases (starting a dispatcher per case is slow).
+fn shared() -> &'static Mi {
+    static M: std::sync::OnceLock<Mi> = std::sync::OnceLock::new();
+    M.get_or_init(mi)
+}
+
+// ---------------------------------------------------------------------------------------------
+// A real `evdgram serve`
+
+/// A child process, killed and reaped when dropped.
+struct Proc {
+    child: Child,
+    stderr: Lines<String>,
+}
+
+impl Proc {
+    fn spawn(args: &[&str]) -> Proc {
+        let mut child = Command::new(EVDGRAM)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, rx) = mpsc::channel();
+        let err = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Proc { child, stderr: rx }
+    }
+
+    /// The next stderr line that starts with `prefix` (others are skipped).
+    fn line_starting(&self, prefix: &str) -> String {
+        let end = Instant::now() + DEADLINE;
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            match self.stderr.recv_timeout(left) {
+                Ok(line) if line.starts_with(prefix) => return line,
+                Ok(_) => {}
+                Err(e) => panic!("no stderr line starting with {prefix:?}: {e}"),
+            }
+        }
+    }
+
+    fn signal(&self, sig: libc::c_int) {
+        let pid = libc::pid_t::try_from(self.child.id()).unwrap();
+        // SAFETY: kill(2) with a pid of our own live (not yet reaped) child.
+        assert_eq!(unsafe { libc::kill(pid, sig) }, 0);
+    }
+
+    fn wait(&mut self) -> std::process::ExitStatus {
+        let end = Instant::now() + DEADLINE;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < end, "no exit within {DEADLINE:?}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A UDP loopback port that was free a moment ago (socket specs refuse port 0).
+fn free_udp() -> String {
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    format!("udp:{}", s.local_addr().unwrap())
+}
+
+/// A UDP port on every address that was free a moment ago.
+fn free_port() -> u16 {
+    UdpSocket::bind("0.0.0.0:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts `evdgram serve` with `args` plus listeners on `mis`; returns it and the bound specs.
+fn serve(mis: &[&str], args: &[&str]) -> (Proc, Vec<String>) {
+    let mut all = vec!["serve"];
+    for m in mis {
+        all.extend(["--mi", m]);
+    }
+    all.extend(args);
+    let p = Proc::spawn(&all);
+    p.line_starting("evdgram: dispatcher running");
+    let bound = mis
+        .iter()
+        .map(|_| {
+            p.line_starting("evdgram: MI listening on ")
+                .trim_start_matches("evdgram: MI listening on ")
+                .to_owned()
+        })
+        .collect();
+    (p, bound)
+}
+
+fn udp_call(mi: &str, request: &[u8]) -> Value {
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_read_timeout(Some(DEADLINE)).unwrap();
+    s.send_to(request, mi.trim_start_matches("udp:")).unwrap();
+    let mut buf = vec![0u8; 70_000];
+    let n = s.recv(&mut buf).expect("an MI reply");
+    serde_json::from_slice(&buf[..n]).unwrap()
+}
+
+fn request_bytes(method: &str, params: Value) -> Vec<u8> {
+    json!({"jsonrpc": "2.0", "method": method, "params": params, "id": 5})
+        .to_string()
+        .into_bytes()
+}
+
+#[test]
+fn serve_answers_over_udp_and_unix_and_stops_cleanly() {
+    let dir = TempDir::new("mi-serve");
+    let sock = dir.join("mi.sock");
+    let unix_spec = format!("unix:{}", sock.display());
+    let (mut p, bound) = serve(
+        &[&free_udp(), &unix_spec],
+        &["--publish", "E_TEST,E_OTHER", "--format", "jsonrpc"],
+    );
+    let udp = &bound[0];
+    assert_eq!(bound[1], unix_spec);
+    // The UNIX listener's file: a socket, mode 0660.
+    let meta = std::fs::metadata(&sock).unwrap();
+    assert!(meta.file_type().is_socket());
+    assert_eq!(meta.permissions().mode() & 0o777, 0o660);
+
+    let events = udp_call(udp, &request_bytes("events_list", json!({})));
+    assert_eq!(
+        events["result"]["Events"][1],
+        json!({"name": "E_OTHER", "id": 1})
+    );
+    assert_eq!(events["id"], 5);
+
+    // Subscribe over UNIX (the client binds its own path, the reply comes back to it).
+    let rx = Receiver::udp();
+    let client_path = dir.join("client.sock");
+    let client = UnixDatagram::bind(&client_path).unwrap();
+    client.set_read_timeout(Some(DEADLINE)).unwrap();
+    client
+        .send_to(
+            &request_bytes("event_subscribe", json!(["E_TEST", rx.target.to_string()])),
+            &sock,
+        )
+        .unwrap();
+    let mut buf = vec![0u8; 70_000];
+    let n = client.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], br#"{"jsonrpc":"2.0","result":"OK","id":5}"#);
+
+    let r = udp_call(
+        udp,
+        &request_bytes("raise_event", json!(["E_TEST", {"k": "v"}])),
+    );
+    assert_eq!(r["result"], "OK");
+    assert!(rx.wait_for(1, DEADLINE));
+    assert_eq!(
+        rx.datagrams()[0],
+        br#"{"jsonrpc":"2.0","method":"E_TEST","params":{"k":"v"}}"#
+    );
+    let stats = udp_call(udp, &request_bytes("stats", json!([])));
+    assert_eq!(stats["result"]["events"]["raised"], 1, "{stats}");
+    assert_eq!(
+        stats["result"]["subscribers"][0]["socket"],
+        rx.target.to_string()
+    );
+
+    // Errors do not stop the server.
+    check_error(&udp_call(udp, b"{nope"), -32700, "Parse error", "");
+    check_error(
+        &udp_call(udp, &request_bytes("x", json!([]))),
+        -32601,
+        "Method not found",
+        "",
+    );
+    // Oversized (UDP cannot even carry it; UNIX can): refused.
+    client.send_to(&vec![b' '; 70_000], &sock).unwrap();
+    let n = client.recv(&mut buf).unwrap();
+    let r: Value = serde_json::from_slice(&buf[..n]).unwrap();
+    check_error(&r, -32600, "Invalid Request", "65536-byte limit");
+    let r = udp_call(udp, &request_bytes("subscribers_list", json!(["E_TEST"])));
+    assert_eq!(r["result"]["Event"]["Subscribers"][0]["format"], "jsonrpc");
+
+    p.signal(libc::SIGTERM);
+    let final_stats = p.line_starting("evdgram: stopped by SIGTERM; final stats: ");
+    assert!(final_stats.contains(r#""sent":1"#), "{final_stats}");
+    assert!(p.wait().success());
+    assert!(!sock.exists(), "the UNIX socket file is removed at exit");
+}
+
+#[test]
+fn serve_refuses_remote_listeners_unless_allowed() {
+    let any = format!("udp:0.0.0.0:{}", free_port());
+    let mut p = Proc::spawn(&["serve", "--mi", &any]);
+    let err = p.line_starting("evdgram: ");
+    assert!(err.contains("allow_remote_control"), "{err}");
+    assert_eq!(p.wait().code(), Some(1));
+
+    let dir = TempDir::new("mi-remote");
+    let cfg = dir.join("c.yaml");
+    std::fs::write(&cfg, "mi:\n  allow_remote_control: true\n").unwrap();
+    let any = format!("udp:0.0.0.0:{}", free_port());
+    let (mut p, bound) = serve(&[&any], &["--config", cfg.to_str().unwrap()]);
+    let port = bound[0].rsplit(':').next().unwrap();
+    let r = udp_call(
+        &format!("udp:127.0.0.1:{port}"),
+        &request_bytes("which", json!([])),
+    );
+    assert_eq!(r["result"][0], "event_subscribe");
+    p.signal(libc::SIGINT);
+    p.line_starting("evdgram: stopped by SIGINT");
+    assert!(p.wait().success());
+}
+
+#[test]
+fn listen_subscribes_itself_renews_and_unsubscribes_on_exit() {
+    let (mut server, bound) = serve(&[&free_udp()], &["--publish", "E_TEST"]);
+    let udp = bound[0].clone();
+    let mut l = Proc::spawn(&[
+        "listen",
+        &free_udp(),
+        "--subscribe",
+        "E_TEST",
+        "--mi",
+        &udp,
+        "--expire",
+        "2",
+    ]);
+    let listening = l.line_starting("listening on ");
+    let spec = listening.trim_start_matches("listening on ").to_owned();
+    l.line_starting("subscribed ");
+    let sub = || {
+        udp_call(
+            &udp,
+            &request_bytes("subscribers_list", json!(["E_TEST", spec])),
+        )
+    };
+    assert_eq!(sub()["result"]["Event"]["Subscriber"]["expire"], 2);
+    // Renewed at about half the expiry: still there after three of them.
+    std::thread::sleep(Duration::from_millis(3_200));
+    assert_eq!(
+        sub()["result"]["Event"]["Subscriber"]["socket"],
+        spec.as_str()
+    );
+
+    let r = udp_call(
+        &udp,
+        &request_bytes("raise_event", json!(["E_TEST", {"a": 1}])),
+    );
+    assert_eq!(r["result"], "OK");
+    let out = BufReader::new(l.child.stdout.take().unwrap())
+        .lines()
+        .next()
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        out,
+        r#"{"event":"E_TEST","params":[{"name":"a","value":"1"}]}"#
+    );
+
+    l.signal(libc::SIGTERM);
+    l.line_starting("unsubscribed ");
+    assert!(l.wait().success());
+    check_error(&sub(), 404, "Subscriber does not exist", "");
+
+    // A refused subscription is an error at start.
+    let mut bad = Proc::spawn(&["listen", &free_udp(), "--subscribe", "E_NOPE", "--mi", &udp]);
+    let err = bad.line_starting("evdgram: ");
+    assert!(err.contains("400 Bad parameter value"), "{err}");
+    assert_eq!(bad.wait().code(), Some(1));
+    server.signal(libc::SIGTERM);
+    assert!(server.wait().success());
+}
