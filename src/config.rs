@@ -72,6 +72,9 @@ pub struct DispatcherConfig {
     pub retry_queue: usize,
     /// Format of subscriptions that do not choose one.
     pub default_format: Format,
+    /// Send runs of equal-size datagrams to one UDP target as one UDP GSO message
+    /// (receivers still get separate, identical datagrams); used where the kernel supports it.
+    pub udp_gso: bool,
     /// How long `shutdown` waits for slow receivers before counting what is left as dropped.
     pub shutdown_timeout_ms: u64,
 }
@@ -87,6 +90,7 @@ impl Default for DispatcherConfig {
             buffer_pool_bytes: 8 << 20,
             retry_queue: 1024,
             default_format: Format::Line,
+            udp_gso: true,
             shutdown_timeout_ms: 5_000,
         }
     }

@@ -56,6 +56,9 @@ pub struct TargetCounters {
     pub failed_other: u64,
     /// Not done yet: queued for this target or in flight.
     pub pending: u64,
+    /// Times the kernel refused a UDP GSO send to this target (GSO is then off for it; the
+    /// datagrams are sent one by one, nothing is lost).
+    pub gso_refused: u64,
 }
 
 impl TargetCounters {
@@ -85,6 +88,7 @@ impl TargetCounters {
         self.failed_oversize += o.failed_oversize;
         self.failed_other += o.failed_other;
         self.pending += o.pending;
+        self.gso_refused += o.gso_refused;
     }
 }
 

@@ -23,6 +23,7 @@ fn the_example_config_parses_to_its_documented_values() {
     assert_eq!(d.retry_queue, 1024);
     assert_eq!(d.default_format, Format::Line);
     assert_eq!(d.shutdown_timeout_ms, 5_000);
+    assert!(d.udp_gso);
     // The file documents the defaults.
     assert_eq!(*d, DispatcherConfig::default());
     assert_eq!(config.mi, MiConfig::default());

@@ -77,10 +77,42 @@ pub(crate) struct RoundTarget {
     pub fd: RawFd,
     pub first: u32,
     pub count: u32,
+    /// Send runs of equal-size datagrams as one UDP GSO message (see [`gso_run`]).
+    pub gso: bool,
 }
 
 /// The outcome of an item that the kernel was never asked to send.
 pub(crate) const NOT_ATTEMPTED: i32 = -libc::ECANCELED;
+
+/// The outcome of the items of a GSO message that the kernel refused (`EINVAL`, `EIO`): they
+/// are sent again without GSO, which stays off for that socket.
+pub(crate) const GSO_REFUSED: i32 = i32::MIN;
+
+/// Segments in one GSO message (the kernel's `UDP_MAX_SEGMENTS` is 64 on older kernels).
+const GSO_MAX_SEGMENTS: usize = 64;
+/// Bytes in one GSO message: a UDP payload's limit, with room for headers.
+const GSO_MAX_BYTES: usize = 65_000;
+
+/// How many items from the start of `items` one GSO message can carry: consecutive datagrams
+/// of one size (the last may be shorter, as the kernel allows). 1 means "send it alone".
+pub(crate) fn gso_run(items: &[Item]) -> usize {
+    let Some(first) = items.first() else { return 0 };
+    let size = first.len as usize;
+    let mut n = 1;
+    let mut bytes = size;
+    while n < items.len() && n < GSO_MAX_SEGMENTS {
+        let len = items[n].len as usize;
+        if len > size || bytes + len > GSO_MAX_BYTES {
+            break;
+        }
+        bytes += len;
+        n += 1;
+        if len < size {
+            break;
+        }
+    }
+    n
+}
 
 /// One send round; vectors are reused, so rounds do not allocate.
 #[derive(Default)]
@@ -123,6 +155,8 @@ struct Slot {
     active: bool,
     /// Referenced by the current snapshot.
     referenced: bool,
+    /// Send runs of equal-size datagrams with UDP GSO.
+    gso: bool,
     /// The most datagrams to send in one round: shrinks to what fit when the receiver was
     /// full (each refused send in an io_uring chain costs a cancelled entry), doubles back.
     window: u32,
@@ -163,6 +197,8 @@ pub(crate) struct Reactor<B: SendBackend> {
     max_per_target: usize,
     /// Datagrams one round may carry (the ring's size for `uring`).
     round_budget: usize,
+    /// UDP GSO is on in the configuration and the kernel supports it.
+    gso: bool,
     /// The earliest reconnect attempt due, if any target is down.
     next_retry: Option<Instant>,
     events: EventCounters,
@@ -207,6 +243,7 @@ impl<B: SendBackend> Reactor<B> {
             queue_cap: config.retry_queue + config.batch,
             max_per_target: max_per_target.min(config.batch).max(1),
             next_retry: None,
+            gso: config.udp_gso && crate::sys::udp_gso_supported(),
             events: EventCounters::default(),
             retired: TargetCounters::default(),
             shutdown_deadline: None,
@@ -424,6 +461,7 @@ impl<B: SendBackend> Reactor<B> {
                 fd: sock.as_raw_fd(),
                 first: self.round.items.len() as u32,
                 count: count as u32,
+                gso: slot.gso,
             });
             for q in slot.queue.iter().take(count) {
                 self.round.items.push(Item {
@@ -474,6 +512,13 @@ impl<B: SendBackend> Reactor<B> {
                 slot.counters.bytes += u64::from(q.len);
                 self.pool.release(q.buf);
                 continue;
+            }
+            if outcome == GSO_REFUSED {
+                // This socket's path does not take GSO (e.g. segments over its MTU): go on
+                // without it; the datagrams stay queued, in order, for the next round.
+                slot.gso = false;
+                slot.counters.gso_refused += 1;
+                break;
             }
             let failure = if outcome >= 0 {
                 SendFailure::Other
@@ -649,6 +694,7 @@ impl<B: SendBackend> Reactor<B> {
     }
 
     fn open_slot(&mut self, target: Target) -> u32 {
+        let udp = matches!(target, Target::Udp(_));
         let index = self.free_slots.pop().unwrap_or_else(|| {
             self.slots.push(None);
             self.slots.len() as u32 - 1
@@ -671,6 +717,7 @@ impl<B: SendBackend> Reactor<B> {
             blocked: false,
             active: false,
             referenced: true,
+            gso: self.gso && udp,
             window: self.max_per_target as u32,
             counters: TargetCounters::default(),
             last_log: None,

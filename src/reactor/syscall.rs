@@ -7,34 +7,32 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
 
 use super::pool::Pool;
-use super::{Round, SendBackend};
+use super::{gso_run, Round, SendBackend, GSO_REFUSED};
 use crate::stats::Backend;
-use crate::sys::{self, EventFd};
+use crate::sys::{self, EventFd, GsoControl};
 
 pub(crate) struct SyscallBackend {
     msgs: Vec<libc::mmsghdr>,
     iovs: Vec<libc::iovec>,
+    controls: Vec<GsoControl>,
+    /// Per message of the target being sent: its first item and how many it carries.
+    runs: Vec<(usize, usize)>,
     /// Slots waiting to become writable, with their sockets.
     watched: Vec<(u32, RawFd)>,
     pollfds: Vec<libc::pollfd>,
 }
 
-// SAFETY: the raw pointers inside `msgs` and `iovs` are scratch, rewritten before every use and
-// never dereferenced outside `send_round`; the backend is moved to the reactor thread once.
-#[allow(unsafe_code)]
-unsafe impl Send for SyscallBackend {}
-
 impl SyscallBackend {
     pub fn new(max_per_target: usize) -> Self {
+        let iov = libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        };
         SyscallBackend {
             msgs: vec![sys::empty_mmsghdr(); max_per_target],
-            iovs: vec![
-                libc::iovec {
-                    iov_base: std::ptr::null_mut(),
-                    iov_len: 0
-                };
-                max_per_target
-            ],
+            iovs: vec![iov; max_per_target],
+            controls: vec![GsoControl::new(0); max_per_target],
+            runs: Vec::with_capacity(max_per_target),
             watched: Vec::new(),
             pollfds: Vec::new(),
         }
@@ -55,32 +53,45 @@ impl SendBackend for SyscallBackend {
     fn send_round(&mut self, pool: &Pool, round: &mut Round) {
         for rt in &round.targets {
             let first = rt.first as usize;
-            let items = &round.items[first..first + rt.count as usize];
-            let outcomes = &mut round.outcomes[first..first + rt.count as usize];
-            let n = items.len().min(self.iovs.len());
-            for (k, item) in items[..n].iter().enumerate() {
+            let n = (rt.count as usize).min(self.iovs.len());
+            let items = &round.items[first..first + n];
+            let outcomes = &mut round.outcomes[first..first + n];
+            for (iov, item) in self.iovs.iter_mut().zip(items) {
                 let data = &pool.get(item.buf)[..item.len as usize];
-                self.iovs[k] = libc::iovec {
+                *iov = libc::iovec {
                     iov_base: data.as_ptr() as *mut _,
                     iov_len: data.len(),
                 };
             }
-            for k in 0..n {
-                let msg = &mut self.msgs[k];
-                *msg = sys::empty_mmsghdr();
-                msg.msg_hdr.msg_iov = &mut self.iovs[k];
-                msg.msg_hdr.msg_iovlen = 1;
+            // One message per datagram, or per run of equal-size datagrams with GSO.
+            self.runs.clear();
+            let mut k = 0;
+            while k < n {
+                let len = if rt.gso { gso_run(&items[k..]) } else { 1 };
+                self.runs.push((k, len));
+                k += len;
             }
-            // A partial count means the next datagram would have failed: ask again for its error.
+            for (m, &(start, len)) in self.runs.iter().enumerate() {
+                let msg = &mut self.msgs[m];
+                *msg = sys::empty_mmsghdr();
+                msg.msg_hdr.msg_iov = &mut self.iovs[start];
+                msg.msg_hdr.msg_iovlen = len;
+                if len > 1 {
+                    self.controls[m] = GsoControl::new(items[start].len as u16);
+                    msg.msg_hdr.msg_control = (&mut self.controls[m] as *mut GsoControl).cast();
+                    msg.msg_hdr.msg_controllen = std::mem::size_of::<GsoControl>();
+                }
+            }
+            let messages = self.runs.len();
+            // A partial count means the next message would have failed: ask again for its error.
             let mut done = 0;
-            while done < n {
-                match sys::sendmmsg(rt.fd, &mut self.msgs[done..n]) {
+            while done < messages {
+                match sys::sendmmsg(rt.fd, &mut self.msgs[done..messages]) {
                     Ok(sent) => {
-                        for (outcome, msg) in outcomes[done..done + sent]
-                            .iter_mut()
-                            .zip(&self.msgs[done..])
-                        {
-                            *outcome = msg.msg_len as i32;
+                        for &(start, len) in &self.runs[done..done + sent] {
+                            for i in start..start + len {
+                                outcomes[i] = items[i].len as i32;
+                            }
                         }
                         done += sent;
                         if sent == 0 {
@@ -89,7 +100,13 @@ impl SendBackend for SyscallBackend {
                     }
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     Err(e) => {
-                        outcomes[done] = -e.raw_os_error().unwrap_or(libc::EIO);
+                        let errno = e.raw_os_error().unwrap_or(libc::EIO);
+                        let (start, len) = self.runs[done];
+                        outcomes[start] = if len > 1 && matches!(errno, libc::EINVAL | libc::EIO) {
+                            GSO_REFUSED
+                        } else {
+                            -errno
+                        };
                         break;
                     }
                 }

@@ -23,9 +23,9 @@ use std::time::Duration;
 use io_uring::{opcode, squeue, types, IoUring, Probe};
 
 use super::pool::Pool;
-use super::{Round, SendBackend};
+use super::{gso_run, Round, SendBackend, GSO_REFUSED};
 use crate::stats::Backend;
-use crate::sys::EventFd;
+use crate::sys::{self, EventFd, GsoControl};
 
 /// `user_data` of the wake eventfd's poll.
 const TAG_WAKE: u64 = 1 << 63;
@@ -40,7 +40,16 @@ const FIXED_FILES: u32 = 4096;
 pub(crate) struct UringBackend {
     ring: IoUring,
     polls: Polls,
+    /// Scratch for the GSO messages of one round (see `send_round`).
+    iovecs: Vec<libc::iovec>,
+    msghdrs: Vec<libc::msghdr>,
+    controls: Vec<GsoControl>,
 }
+
+/// A send's `user_data`: the round index of its first datagram, and above `RUN_SHIFT` how many
+/// datagrams it carries (0 or 1: a plain SEND; more: a GSO SENDMSG).
+const RUN_SHIFT: u32 = 32;
+const INDEX_MASK: u64 = (1 << RUN_SHIFT) - 1;
 
 /// The state of the polls that stay in flight between rounds.
 #[derive(Default)]
@@ -81,6 +90,7 @@ impl UringBackend {
         ring.submitter().register_probe(&mut probe)?;
         for (code, name) in [
             (opcode::Send::CODE, "SEND"),
+            (opcode::SendMsg::CODE, "SENDMSG"),
             (opcode::PollAdd::CODE, "POLL_ADD"),
         ] {
             if !probe.is_supported(code) {
@@ -89,9 +99,13 @@ impl UringBackend {
             }
         }
         ring.submitter().register_files_sparse(FIXED_FILES)?;
+        let capacity = ring.params().sq_entries() as usize;
         Ok(UringBackend {
             ring,
             polls: Polls::default(),
+            iovecs: Vec::with_capacity(capacity),
+            msghdrs: Vec::with_capacity(capacity),
+            controls: Vec::with_capacity(capacity),
         })
     }
 
@@ -158,29 +172,75 @@ impl SendBackend for UringBackend {
     }
 
     fn send_round(&mut self, pool: &Pool, round: &mut Round) {
+        // GSO messages point into these; they are not touched again until every operation of
+        // this round has completed, and never grow past the capacity reserved at start (a round
+        // has at most one message per SQE), so their elements do not move.
+        self.iovecs.clear();
+        self.msghdrs.clear();
+        self.controls.clear();
         let mut pushed = 0usize;
         {
             let mut sq = self.ring.submission();
             for rt in &round.targets {
-                for k in 0..rt.count {
-                    let index = rt.first + k;
-                    let item = round.items[index as usize];
-                    let data = &pool.get(item.buf)[..item.len as usize];
-                    let send = match Self::fd(rt.slot, rt.fd) {
-                        FdRef::Fixed(f) => opcode::Send::new(f, data.as_ptr(), item.len),
-                        FdRef::Raw(f) => opcode::Send::new(f, data.as_ptr(), item.len),
+                let items = &round.items[rt.first as usize..(rt.first + rt.count) as usize];
+                let mut k = 0;
+                while k < items.len() {
+                    let index = rt.first as usize + k;
+                    let fd = Self::fd(rt.slot, rt.fd);
+                    let run = if rt.gso { gso_run(&items[k..]) } else { 1 };
+                    let sqe = if run == 1 {
+                        let item = items[k];
+                        let data = &pool.get(item.buf)[..item.len as usize];
+                        let send = match fd {
+                            FdRef::Fixed(f) => opcode::Send::new(f, data.as_ptr(), item.len),
+                            FdRef::Raw(f) => opcode::Send::new(f, data.as_ptr(), item.len),
+                        };
+                        send.flags(libc::MSG_DONTWAIT)
+                            .build()
+                            .user_data(index as u64)
+                    } else {
+                        let iov_start = self.iovecs.len();
+                        for item in &items[k..k + run] {
+                            let data = &pool.get(item.buf)[..item.len as usize];
+                            let iov_base = data.as_ptr() as *mut libc::c_void;
+                            self.iovecs.push(libc::iovec {
+                                iov_base,
+                                iov_len: data.len(),
+                            });
+                        }
+                        self.controls.push(GsoControl::new(items[k].len as u16));
+                        let mut msg = sys::empty_msghdr();
+                        msg.msg_iov = &mut self.iovecs[iov_start];
+                        msg.msg_iovlen = run;
+                        msg.msg_control = self
+                            .controls
+                            .last_mut()
+                            .map_or(std::ptr::null_mut(), |c| (c as *mut GsoControl).cast());
+                        msg.msg_controllen = std::mem::size_of::<GsoControl>();
+                        self.msghdrs.push(msg);
+                        let msg: *const libc::msghdr = &self.msghdrs[self.msghdrs.len() - 1];
+                        let send = match fd {
+                            FdRef::Fixed(f) => opcode::SendMsg::new(f, msg),
+                            FdRef::Raw(f) => opcode::SendMsg::new(f, msg),
+                        };
+                        let user_data = index as u64 | ((run as u64) << RUN_SHIFT);
+                        send.flags(libc::MSG_DONTWAIT as u32)
+                            .build()
+                            .user_data(user_data)
                     };
-                    let mut sqe = send
-                        .flags(libc::MSG_DONTWAIT)
-                        .build()
-                        .user_data(u64::from(index));
-                    if k + 1 < rt.count {
-                        sqe = sqe.flags(squeue::Flags::IO_LINK);
-                    }
-                    // SAFETY: `data` borrows from `pool`, which stays borrowed, unchanged, for
-                    // this whole call; the loop below does not return until every SEND pushed
-                    // here has completed (the module's lifetime invariant). The reactor sizes
-                    // rounds to the ring, so a chain is never split across submits.
+                    k += run;
+                    // One chain per target: in order, and the first failure cancels the rest.
+                    let sqe = if k < items.len() {
+                        sqe.flags(squeue::Flags::IO_LINK)
+                    } else {
+                        sqe
+                    };
+                    // SAFETY: the datagrams borrow from `pool`, which stays borrowed, unchanged,
+                    // for this whole call; a SENDMSG's msghdr, iovecs and control message live in
+                    // `self`'s vectors, untouched until the end of this call (see above). The
+                    // loop below does not return until every operation pushed here has completed
+                    // (the module's lifetime invariant). Rounds are sized to the ring, so a chain
+                    // is never split across submits.
                     if unsafe { sq.push(&sqe) }.is_err() {
                         // Not reached: rounds fit the queue. Anything not pushed stays queued.
                         break;
@@ -204,11 +264,25 @@ impl SendBackend for UringBackend {
             }
             for cqe in self.ring.completion() {
                 let user_data = cqe.user_data();
-                if user_data & (TAG_WAKE | TAG_WRITABLE | TAG_REMOVE) == 0 {
-                    round.outcomes[user_data as usize] = cqe.result();
-                    left -= 1;
-                } else {
+                if user_data & (TAG_WAKE | TAG_WRITABLE | TAG_REMOVE) != 0 {
                     self.polls.note(user_data);
+                    continue;
+                }
+                left -= 1;
+                let index = (user_data & INDEX_MASK) as usize;
+                let run = (user_data >> RUN_SHIFT) as usize;
+                let res = cqe.result();
+                if run <= 1 {
+                    round.outcomes[index] = res;
+                } else if res >= 0 {
+                    // A UDP send is all or nothing: every datagram of the message went out.
+                    for i in index..index + run {
+                        round.outcomes[i] = round.items[i].len as i32;
+                    }
+                } else if res == -libc::EINVAL || res == -libc::EIO {
+                    round.outcomes[index] = GSO_REFUSED;
+                } else {
+                    round.outcomes[index] = res;
                 }
             }
         }
