@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use crate::encode::Format;
 use crate::mi::Allowlist;
-use crate::registry::{Expiry, Limits};
+use crate::registry::{Coalesce, Expiry, InvalidCoalesce, Limits};
 use crate::target::Target;
 
 /// Which backend to run; `EVDGRAM_BACKEND=uring|syscall|auto` overrides the configured value.
@@ -164,6 +164,31 @@ pub struct StaticSubscription {
     /// Wire format; default `dispatcher.default_format`.
     #[serde(default)]
     pub format: Option<Format>,
+    /// Several events per datagram; default: one event per datagram.
+    #[serde(default)]
+    pub coalesce: Option<CoalesceSetting>,
+}
+
+/// Coalescing in configuration (and in MI `event_subscribe`): `{max_bytes, max_delay_us}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CoalesceSetting {
+    /// The most bytes in one datagram, 1 to 65457.
+    pub max_bytes: usize,
+    /// The longest an event waits for others, in microseconds; default 1000.
+    #[serde(default = "CoalesceSetting::default_delay_us")]
+    pub max_delay_us: u64,
+}
+
+impl CoalesceSetting {
+    fn default_delay_us() -> u64 {
+        1_000
+    }
+
+    /// As a [`Coalesce`], or an error naming the bound.
+    pub fn coalesce(self) -> Result<Coalesce, InvalidCoalesce> {
+        Coalesce::new(self.max_bytes, Duration::from_micros(self.max_delay_us))
+    }
 }
 
 /// The whole configuration file.

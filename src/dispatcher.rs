@@ -15,7 +15,7 @@ use crate::publisher::{Publisher, RaiseError, Shared};
 use crate::reactor::syscall::SyscallBackend;
 use crate::reactor::uring::UringBackend;
 use crate::reactor::{Control, Reactor, SendBackend};
-use crate::registry::{EventId, Expiry, Registry, RegistryError, Subscribed};
+use crate::registry::{EventId, Expiry, Registry, RegistryError, Subscribed, SubscriptionOptions};
 use crate::stats::{Backend, Stats};
 use crate::sys::EventFd;
 use crate::target::{Target, TargetError};
@@ -175,8 +175,14 @@ impl Dispatcher {
             let target: Target = s.socket.parse().map_err(|e: TargetError| at(&e))?;
             let expiry = s.expire.map_or(Expiry::Never, |e| e.expiry());
             let format = s.format.unwrap_or(d.default_format);
+            let coalesce = s
+                .coalesce
+                .map(|c| c.coalesce())
+                .transpose()
+                .map_err(|e| at(&e))?;
+            let options = SubscriptionOptions { format, coalesce };
             d.registry
-                .subscribe(event, target, expiry, format)
+                .subscribe_with(event, target, expiry, options)
                 .map_err(|e| at(&e))?;
         }
         Ok(d)
@@ -222,6 +228,18 @@ impl Dispatcher {
         format: Format,
     ) -> Result<Subscribed, RegistryError> {
         self.registry.subscribe(event, target, expiry, format)
+    }
+
+    /// Subscribes `target` to `event` with every option (format, coalescing), or refreshes the
+    /// subscription.
+    pub fn subscribe_with(
+        &self,
+        event: EventId,
+        target: Target,
+        expiry: Expiry,
+        options: SubscriptionOptions,
+    ) -> Result<Subscribed, RegistryError> {
+        self.registry.subscribe_with(event, target, expiry, options)
     }
 
     /// Ends a subscription.

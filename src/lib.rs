@@ -32,8 +32,8 @@ pub mod target;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{
-    BackendChoice, Config, ConfigError, DispatcherConfig, ExpireSetting, MiConfig, NeverWord,
-    QueuePolicy, StaticSubscription, DEFAULT_MI_LISTEN,
+    BackendChoice, CoalesceSetting, Config, ConfigError, DispatcherConfig, ExpireSetting, MiConfig,
+    NeverWord, QueuePolicy, StaticSubscription, DEFAULT_MI_LISTEN,
 };
 pub use decode::{DecodeError, DecodeFormat};
 pub use dispatcher::{Dispatcher, StartError, StatsHandle, BACKEND_ENV};
@@ -46,7 +46,8 @@ pub use event::{
 pub use mi::MiHandler;
 pub use publisher::{Publisher, RaiseError};
 pub use registry::{
-    EventId, Expiry, Limits, Registry, RegistryError, Subscribed, SubscriptionInfo,
+    Coalesce, EventId, Expiry, InvalidCoalesce, Limits, Registry, RegistryError, Subscribed,
+    SubscriptionInfo, SubscriptionOptions,
 };
 pub use stats::{Backend, EventCounters, Stats, TargetCounters, TargetStats};
 pub use target::{Target, TargetError, UnixAddr};

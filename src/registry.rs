@@ -36,6 +36,65 @@ impl Expiry {
     }
 }
 
+/// Packing of consecutive events for one target into one datagram (opt-in, per subscription).
+///
+/// Events are appended to an open datagram until the next one would pass `max_bytes`, or until
+/// `max_delay` has passed since its first event, whichever comes first. Line-format events are
+/// self-delimiting; `jsonrpc` events are concatenated objects. Our decoders, `evdgram listen`,
+/// loadgen and the `opensips` Python package's receiver read both.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Coalesce {
+    max_bytes: u32,
+    max_delay: Duration,
+}
+
+/// A coalescing setting out of range.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("coalesce max_bytes must be 1 to {max}, not {0}", max = crate::MAX_DATAGRAM)]
+pub struct InvalidCoalesce(pub usize);
+
+impl Coalesce {
+    /// Datagrams of at most `max_bytes` (1 to [`MAX_DATAGRAM`](crate::MAX_DATAGRAM)), held open
+    /// at most `max_delay` (zero: events of one reactor batch only).
+    pub fn new(max_bytes: usize, max_delay: Duration) -> Result<Self, InvalidCoalesce> {
+        if max_bytes == 0 || max_bytes > crate::MAX_DATAGRAM {
+            return Err(InvalidCoalesce(max_bytes));
+        }
+        Ok(Coalesce {
+            max_bytes: max_bytes as u32,
+            max_delay,
+        })
+    }
+
+    /// The most bytes in one datagram.
+    pub fn max_bytes(&self) -> usize {
+        self.max_bytes as usize
+    }
+
+    /// The longest an event waits for others.
+    pub fn max_delay(&self) -> Duration {
+        self.max_delay
+    }
+}
+
+/// How a subscription's events are sent.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SubscriptionOptions {
+    /// The wire format.
+    pub format: Format,
+    /// Packing of several events per datagram; `None` (the default): one event per datagram.
+    pub coalesce: Option<Coalesce>,
+}
+
+impl From<Format> for SubscriptionOptions {
+    fn from(format: Format) -> Self {
+        SubscriptionOptions {
+            format,
+            coalesce: None,
+        }
+    }
+}
+
 /// A published event, as returned by [`Registry::publish`]: the only way to raise it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct EventId {
@@ -66,6 +125,8 @@ pub struct SubscriptionInfo {
     pub target: Target,
     /// How they are encoded.
     pub format: Format,
+    /// Several events per datagram, if asked for.
+    pub coalesce: Option<Coalesce>,
     /// The expiry it was made with.
     pub expiry: Expiry,
     /// Time left; `None` for [`Expiry::Never`].
@@ -128,6 +189,7 @@ impl Default for Limits {
 struct Subscription {
     target: Target,
     format: Format,
+    coalesce: Option<Coalesce>,
     expiry: Expiry,
     since: Duration,
 }
@@ -151,6 +213,7 @@ pub(crate) struct Route {
     /// Index into [`Snapshot::targets`].
     pub target: u32,
     pub format: Format,
+    pub coalesce: Option<Coalesce>,
     pub expires_at: Option<Duration>,
 }
 
@@ -268,13 +331,25 @@ impl Registry {
         expiry: Expiry,
         format: Format,
     ) -> Result<Subscribed, RegistryError> {
+        self.subscribe_with(event, target, expiry, format.into())
+    }
+
+    /// [`subscribe`](Self::subscribe) with every option (format, coalescing).
+    pub fn subscribe_with(
+        &self,
+        event: EventId,
+        target: Target,
+        expiry: Expiry,
+        options: SubscriptionOptions,
+    ) -> Result<Subscribed, RegistryError> {
         let index = self.check(event)?;
         let now = self.clock.now();
         let mut st = self.lock();
         Self::purge(&mut st, now);
         let sub = Subscription {
             target,
-            format,
+            format: options.format,
+            coalesce: options.coalesce,
             expiry,
             since: now,
         };
@@ -334,6 +409,7 @@ impl Registry {
             .map(|s| SubscriptionInfo {
                 target: s.target.clone(),
                 format: s.format,
+                coalesce: s.coalesce,
                 expiry: s.expiry,
                 remaining: s.expires_at().map(|at| at.saturating_sub(now)),
             })
@@ -408,6 +484,7 @@ impl Registry {
                         Route {
                             target,
                             format: s.format,
+                            coalesce: s.coalesce,
                             expires_at: s.expires_at(),
                         }
                     })

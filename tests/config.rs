@@ -4,8 +4,8 @@
 use std::path::Path;
 
 use event_datagram::{
-    BackendChoice, Config, ConfigError, DispatcherConfig, ExpireSetting, Format, MiConfig,
-    NeverWord, QueuePolicy, StaticSubscription,
+    BackendChoice, CoalesceSetting, Config, ConfigError, DispatcherConfig, ExpireSetting, Format,
+    MiConfig, NeverWord, QueuePolicy, StaticSubscription,
 };
 
 const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/config/event-datagram.yaml");
@@ -34,6 +34,7 @@ fn the_example_config_parses_to_its_documented_values() {
         socket: socket.into(),
         expire,
         format,
+        coalesce: None,
     };
     assert_eq!(
         config.subscriptions,
@@ -45,12 +46,18 @@ fn the_example_config_parses_to_its_documented_values() {
                 Some(ExpireSetting::Secs(3600)),
                 Some(Format::Jsonrpc)
             ),
-            sub(
-                "E_UL_CONTACT_INSERT",
-                "unix:@evdgram-contacts",
-                Some(ExpireSetting::Word(NeverWord::Never)),
-                Some(Format::Line)
-            ),
+            StaticSubscription {
+                coalesce: Some(CoalesceSetting {
+                    max_bytes: 8192,
+                    max_delay_us: 500
+                }),
+                ..sub(
+                    "E_UL_CONTACT_INSERT",
+                    "unix:@evdgram-contacts",
+                    Some(ExpireSetting::Word(NeverWord::Never)),
+                    Some(Format::Line)
+                )
+            },
         ]
     );
     let mi = &config.mi;

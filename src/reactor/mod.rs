@@ -139,9 +139,21 @@ enum Conn {
     },
 }
 
+/// A datagram waiting to be sent: one event, or several when coalesced.
 struct Queued {
     buf: BufRef,
     len: u32,
+    events: u32,
+}
+
+/// A coalesced datagram still taking events.
+struct Open {
+    buf: BufRef,
+    len: u32,
+    events: u32,
+    format: Format,
+    max_bytes: u32,
+    deadline: Instant,
 }
 
 /// Everything the reactor keeps for one destination.
@@ -157,6 +169,8 @@ struct Slot {
     referenced: bool,
     /// Send runs of equal-size datagrams with UDP GSO.
     gso: bool,
+    /// The coalesced datagram being filled, if any.
+    open: Option<Open>,
     /// The most datagrams to send in one round: shrinks to what fit when the receiver was
     /// full (each refused send in an io_uring chain costs a cancelled entry), doubles back.
     window: u32,
@@ -199,6 +213,10 @@ pub(crate) struct Reactor<B: SendBackend> {
     round_budget: usize,
     /// UDP GSO is on in the configuration and the kernel supports it.
     gso: bool,
+    /// Slots with an open coalesced datagram.
+    open_slots: Vec<u32>,
+    /// When the current batch was taken (coalescing deadlines count from it).
+    batch_time: Instant,
     /// The earliest reconnect attempt due, if any target is down.
     next_retry: Option<Instant>,
     events: EventCounters,
@@ -243,6 +261,8 @@ impl<B: SendBackend> Reactor<B> {
             queue_cap: config.retry_queue + config.batch,
             max_per_target: max_per_target.min(config.batch).max(1),
             next_retry: None,
+            open_slots: Vec::new(),
+            batch_time: Instant::now(),
             gso: config.udp_gso && crate::sys::udp_gso_supported(),
             events: EventCounters::default(),
             retired: TargetCounters::default(),
@@ -261,6 +281,7 @@ impl<B: SendBackend> Reactor<B> {
                 self.dispatch_batch();
             }
             self.reconnect_due();
+            self.seal_due(Instant::now());
             if self.blocked > 0 {
                 self.poll_ready(Some(Duration::ZERO));
             }
@@ -343,7 +364,11 @@ impl<B: SendBackend> Reactor<B> {
         if raising || !self.rx.is_empty() {
             return false;
         }
-        let queued = self.slots.iter().flatten().any(|s| !s.queue.is_empty());
+        let queued = self
+            .slots
+            .iter()
+            .flatten()
+            .any(|s| !s.queue.is_empty() || s.open.is_some());
         !queued || self.shutdown_deadline.is_some_and(|d| Instant::now() >= d)
     }
 
@@ -356,6 +381,7 @@ impl<B: SendBackend> Reactor<B> {
             self.apply_snapshot(snapshot);
         }
         let now = self.shared.registry.clock().now();
+        self.batch_time = Instant::now();
         let snapshot = Arc::clone(&self.snapshot);
         let mut batch = std::mem::take(&mut self.batch);
         for msg in batch.drain(..) {
@@ -394,13 +420,55 @@ impl<B: SendBackend> Reactor<B> {
                     slot.counters.dropped_retry_overflow += 1
                 }
                 Ok((buf, len)) => {
-                    slot.queue.push_back(Queued {
-                        buf: self.pool.retain(buf),
-                        len: *len,
+                    let coalesce = route.coalesce.filter(|c| *len as usize <= c.max_bytes());
+                    // An open datagram takes this event only if it is coalesced, of the same
+                    // format, and fits; otherwise it goes out first, which keeps the order.
+                    let fits = slot.open.as_ref().is_some_and(|o| {
+                        coalesce.is_some() && o.format == route.format && o.len + len <= o.max_bytes
                     });
-                    if !slot.active && !slot.blocked {
-                        slot.active = true;
-                        self.active.push(slot_index);
+                    if slot.open.is_some() && !fits {
+                        Self::seal(
+                            slot,
+                            slot_index,
+                            &mut self.pool,
+                            &mut self.active,
+                            self.queue_cap,
+                        );
+                    }
+                    match coalesce {
+                        None => {
+                            let q = Queued {
+                                buf: self.pool.retain(buf),
+                                len: *len,
+                                events: 1,
+                            };
+                            Self::enqueue(
+                                slot,
+                                slot_index,
+                                q,
+                                &mut self.pool,
+                                &mut self.active,
+                                self.queue_cap,
+                            );
+                        }
+                        Some(c) => {
+                            if slot.open.is_none() {
+                                slot.open = Some(Open {
+                                    buf: self.pool.alloc(c.max_bytes()),
+                                    len: 0,
+                                    events: 0,
+                                    format: route.format,
+                                    max_bytes: c.max_bytes() as u32,
+                                    deadline: self.batch_time + c.max_delay(),
+                                });
+                                self.open_slots.push(slot_index);
+                            }
+                            let open = slot.open.as_mut().expect("opened above");
+                            self.pool
+                                .append(&open.buf, open.len as usize, buf, *len as usize);
+                            open.len += len;
+                            open.events += 1;
+                        }
                     }
                 }
             }
@@ -411,6 +479,76 @@ impl<B: SendBackend> Reactor<B> {
         for (buf, _) in encoded.into_iter().flatten().flatten() {
             self.pool.release(buf);
         }
+    }
+
+    /// Queues a datagram for a slot, or drops it (counted) when the slot's queue is full.
+    fn enqueue(
+        slot: &mut Slot,
+        index: u32,
+        q: Queued,
+        pool: &mut Pool,
+        active: &mut Vec<u32>,
+        cap: usize,
+    ) {
+        if slot.queue.len() >= cap {
+            slot.counters.dropped_retry_overflow += u64::from(q.events);
+            pool.release(q.buf);
+            return;
+        }
+        slot.queue.push_back(q);
+        if !slot.active && !slot.blocked && matches!(slot.conn, Conn::Up(_)) {
+            slot.active = true;
+            active.push(index);
+        }
+    }
+
+    /// Queues a slot's open coalesced datagram.
+    fn seal(slot: &mut Slot, index: u32, pool: &mut Pool, active: &mut Vec<u32>, cap: usize) {
+        if let Some(o) = slot.open.take() {
+            let q = Queued {
+                buf: o.buf,
+                len: o.len,
+                events: o.events,
+            };
+            Self::enqueue(slot, index, q, pool, active, cap);
+        }
+    }
+
+    /// Queues the coalesced datagrams whose time is up (all of them when shutting down).
+    fn seal_due(&mut self, now: Instant) {
+        if self.open_slots.is_empty() {
+            return;
+        }
+        let all = self.shutdown_deadline.is_some();
+        let mut open_slots = std::mem::take(&mut self.open_slots);
+        open_slots.retain(|&i| {
+            let Some(slot) = self.slots[i as usize].as_mut() else {
+                return false;
+            };
+            match &slot.open {
+                Some(o) if all || now >= o.deadline => {
+                    Self::seal(slot, i, &mut self.pool, &mut self.active, self.queue_cap);
+                    false
+                }
+                Some(_) => true,
+                None => false,
+            }
+        });
+        self.open_slots = open_slots;
+    }
+
+    /// The earliest deadline of an open coalesced datagram.
+    fn next_seal(&self) -> Option<Instant> {
+        self.open_slots
+            .iter()
+            .filter_map(|&i| {
+                self.slots[i as usize]
+                    .as_ref()?
+                    .open
+                    .as_ref()
+                    .map(|o| o.deadline)
+            })
+            .min()
     }
 
     /// Encodes into a pooled buffer of the right size: small first, then exactly as needed.
@@ -507,7 +645,7 @@ impl<B: SendBackend> Reactor<B> {
             let front_len = slot.queue.front().expect("round items are queued").len;
             if outcome >= 0 && outcome as u32 == front_len {
                 let q = slot.queue.pop_front().expect("checked above");
-                slot.counters.sent += 1;
+                slot.counters.sent += u64::from(q.events);
                 slot.counters.datagrams += 1;
                 slot.counters.bytes += u64::from(q.len);
                 self.pool.release(q.buf);
@@ -538,10 +676,11 @@ impl<B: SendBackend> Reactor<B> {
             }
             let q = slot.queue.pop_front().expect("checked above");
             self.pool.release(q.buf);
+            let events = u64::from(q.events);
             match failure {
-                SendFailure::Unreachable => slot.counters.failed_unreachable += 1,
-                SendFailure::Oversize => slot.counters.failed_oversize += 1,
-                _ => slot.counters.failed_other += 1,
+                SendFailure::Unreachable => slot.counters.failed_unreachable += events,
+                SendFailure::Oversize => slot.counters.failed_oversize += events,
+                _ => slot.counters.failed_other += events,
             }
             let err = if outcome >= 0 {
                 io::Error::other(format!("short send: {outcome} of {front_len} bytes"))
@@ -570,8 +709,13 @@ impl<B: SendBackend> Reactor<B> {
         if matches!(slot.conn, Conn::Up(_)) {
             backend.remove_socket(index);
         }
-        for q in slot.queue.drain(..) {
-            slot.counters.failed_unreachable += 1;
+        let open = slot.open.take().map(|o| Queued {
+            buf: o.buf,
+            len: o.len,
+            events: o.events,
+        });
+        for q in slot.queue.drain(..).chain(open) {
+            slot.counters.failed_unreachable += u64::from(q.events);
             pool.release(q.buf);
         }
         slot.conn = Conn::Down {
@@ -658,7 +802,7 @@ impl<B: SendBackend> Reactor<B> {
             self.shared.sleeping.store(false, Ordering::Relaxed);
             return;
         }
-        let deadline = [self.next_retry, self.shutdown_deadline]
+        let deadline = [self.next_retry, self.shutdown_deadline, self.next_seal()]
             .into_iter()
             .flatten()
             .min();
@@ -718,6 +862,7 @@ impl<B: SendBackend> Reactor<B> {
             active: false,
             referenced: true,
             gso: self.gso && udp,
+            open: None,
             window: self.max_per_target as u32,
             counters: TargetCounters::default(),
             last_log: None,
@@ -729,7 +874,7 @@ impl<B: SendBackend> Reactor<B> {
     /// Closes slots that no subscription uses and that have nothing left to send.
     fn retire_unreferenced(&mut self) {
         for i in 0..self.slots.len() {
-            let retire = matches!(&self.slots[i], Some(s) if !s.referenced && s.queue.is_empty());
+            let retire = matches!(&self.slots[i], Some(s) if !s.referenced && s.queue.is_empty() && s.open.is_none());
             if !retire {
                 continue;
             }
@@ -755,7 +900,9 @@ impl<B: SendBackend> Reactor<B> {
             .flatten()
             .map(|s| {
                 let mut counters = s.counters;
-                counters.pending = s.queue.len() as u64;
+                let open = s.open.as_ref().map_or(0, |o| o.events);
+                counters.pending =
+                    s.queue.iter().map(|q| u64::from(q.events)).sum::<u64>() + u64::from(open);
                 totals.add(&counters);
                 TargetStats {
                     target: s.target.clone(),
@@ -781,8 +928,13 @@ impl<B: SendBackend> Reactor<B> {
             let Some(slot) = self.slots[i].as_mut() else {
                 continue;
             };
-            for q in slot.queue.drain(..) {
-                slot.counters.dropped_shutdown += 1;
+            let open = slot.open.take().map(|o| Queued {
+                buf: o.buf,
+                len: o.len,
+                events: o.events,
+            });
+            for q in slot.queue.drain(..).chain(open) {
+                slot.counters.dropped_shutdown += u64::from(q.events);
                 self.pool.release(q.buf);
             }
             if matches!(slot.conn, Conn::Up(_)) {

@@ -136,6 +136,20 @@ impl Pool {
         &mut self.slots[buf.0 as usize].data
     }
 
+    /// Copies `src[..len]` into `dst` at `at` (coalescing several events into one datagram).
+    pub fn append(&mut self, dst: &BufRef, at: usize, src: &BufRef, len: usize) {
+        let (d, s) = (dst.0 as usize, src.0 as usize);
+        assert_ne!(d, s, "a buffer is not appended to itself");
+        let (dst, src) = if d < s {
+            let (lo, hi) = self.slots.split_at_mut(s);
+            (&mut lo[d].data, &hi[0].data)
+        } else {
+            let (lo, hi) = self.slots.split_at_mut(d);
+            (&mut hi[0].data, &lo[s].data)
+        };
+        dst[at..at + len].copy_from_slice(&src[..len]);
+    }
+
     /// The buffer behind an index held by a queued datagram.
     pub fn get(&self, index: u32) -> &[u8] {
         &self.slots[index as usize].data

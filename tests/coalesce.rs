@@ -1,0 +1,169 @@
+//! Coalescing: several events per datagram, for both backends and both formats.
+
+use std::time::{Duration, Instant};
+
+use event_datagram::decode::{decode, DecodeFormat};
+use event_datagram::{
+    Coalesce, Dispatcher, DispatcherConfig, Event, Expiry, Format, Params, SubscriptionOptions,
+};
+
+use crate::support::{backends, wait_until, Receiver, TempDir};
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+fn events_in(r: &Receiver) -> Vec<Event> {
+    r.datagrams()
+        .iter()
+        .flat_map(|d| decode(d, DecodeFormat::Auto).unwrap())
+        .collect()
+}
+
+fn params(i: usize, pad: usize) -> Params {
+    Params::new()
+        .str("seq", &i.to_string())
+        .unwrap()
+        .str("pad", &"p".repeat(pad))
+        .unwrap()
+}
+
+#[test]
+fn coalesced_events_arrive_packed_whole_and_in_order_in_both_formats() {
+    for backend in backends() {
+        for format in [Format::Line, Format::Jsonrpc] {
+            let dir = TempDir::new("coalesce");
+            let receivers = [Receiver::udp(), Receiver::unix(&dir.join("sink"))];
+            let d = Dispatcher::start(DispatcherConfig {
+                backend,
+                ..Default::default()
+            })
+            .unwrap();
+            let e = d.publish("E_PACKED").unwrap();
+            let coalesce = Some(Coalesce::new(1_400, Duration::from_millis(1)).unwrap());
+            for r in &receivers {
+                let options = SubscriptionOptions { format, coalesce };
+                d.subscribe_with(e, r.target.clone(), Expiry::Never, options)
+                    .unwrap();
+            }
+            let total = 2_000;
+            for window in (0..total).step_by(250) {
+                for i in window..window + 250 {
+                    d.raise(e, params(i, i % 40)).unwrap();
+                }
+                for r in &receivers {
+                    let arrived = wait_until(LIMIT, || events_in(r).len() >= window + 250);
+                    assert!(arrived, "{backend:?} {format} {}", r.target);
+                }
+            }
+            let stats = d.shutdown();
+            let expected: Vec<Event> = (0..total)
+                .map(|i| {
+                    let p = params(i, i % 40);
+                    Event::from_parts(event_datagram::EventName::new("E_PACKED").unwrap(), p)
+                })
+                .collect();
+            for r in &receivers {
+                assert!(
+                    events_in(r) == expected,
+                    "{backend:?} {format} {}: events differ",
+                    r.target
+                );
+                let datagrams = r.datagrams();
+                assert!(datagrams.iter().all(|d| d.len() <= 1_400));
+                let c = stats.target(&r.target).unwrap();
+                assert_eq!(c.sent, total as u64, "{c:?}");
+                assert_eq!(c.datagrams, datagrams.len() as u64, "{c:?}");
+                assert!(
+                    c.datagrams * 5 < c.sent,
+                    "{backend:?} {format}: hardly packed: {c:?}"
+                );
+                assert!(c.is_balanced());
+            }
+        }
+    }
+}
+
+#[test]
+fn a_lone_coalesced_event_waits_for_its_delay_then_goes() {
+    for backend in backends() {
+        let r = Receiver::udp();
+        let d = Dispatcher::start(DispatcherConfig {
+            backend,
+            ..Default::default()
+        })
+        .unwrap();
+        let e = d.publish("E_LONE").unwrap();
+        let coalesce = Some(Coalesce::new(65_457, Duration::from_millis(1_500)).unwrap());
+        let options = SubscriptionOptions {
+            format: Format::Line,
+            coalesce,
+        };
+        d.subscribe_with(e, r.target.clone(), Expiry::Never, options)
+            .unwrap();
+        let start = Instant::now();
+        d.raise(e, params(1, 0)).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(r.count(), 0, "{backend:?}: sent before its delay");
+        let c = *d.stats().target(&r.target).unwrap();
+        assert_eq!((c.raised, c.pending), (1, 1), "{c:?}");
+        assert!(r.wait_for(1, LIMIT));
+        assert!(
+            start.elapsed() >= Duration::from_millis(1_400),
+            "{:?}",
+            start.elapsed()
+        );
+        let stats = d.shutdown();
+        assert_eq!(stats.target(&r.target).unwrap().sent, 1);
+    }
+}
+
+#[test]
+fn an_event_over_max_bytes_goes_alone_and_the_order_is_kept() {
+    for backend in backends() {
+        let r = Receiver::udp();
+        let d = Dispatcher::start(DispatcherConfig {
+            backend,
+            ..Default::default()
+        })
+        .unwrap();
+        let e = d.publish("E_MIX").unwrap();
+        let coalesce = Some(Coalesce::new(200, Duration::from_millis(1)).unwrap());
+        let options = SubscriptionOptions {
+            format: Format::Line,
+            coalesce,
+        };
+        d.subscribe_with(e, r.target.clone(), Expiry::Never, options)
+            .unwrap();
+        for (i, pad) in [(0, 1), (1, 1), (2, 500), (3, 1)] {
+            d.raise(e, params(i, pad)).unwrap();
+        }
+        assert!(wait_until(LIMIT, || events_in(&r).len() == 4));
+        let got: Vec<String> = events_in(&r)
+            .iter()
+            .map(|e| e.params().to_vec()[0].value.clone())
+            .map(|v| format!("{v:?}"))
+            .collect();
+        assert_eq!(
+            got,
+            ["Str(\"0\")", "Str(\"1\")", "Str(\"2\")", "Str(\"3\")"]
+        );
+        let sizes: Vec<usize> = r.datagrams().iter().map(Vec::len).collect();
+        assert!(
+            sizes.iter().any(|&s| s > 500),
+            "the big event went alone: {sizes:?}"
+        );
+        let stats = d.shutdown();
+        let c = stats.target(&r.target).unwrap();
+        assert_eq!(c.sent, 4);
+        assert_eq!(c.datagrams, sizes.len() as u64);
+    }
+}
+
+#[test]
+fn coalescing_bounds_are_checked() {
+    assert!(Coalesce::new(0, Duration::ZERO).is_err());
+    assert!(Coalesce::new(65_458, Duration::ZERO).is_err());
+    let err = Coalesce::new(70_000, Duration::ZERO)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("1 to 65457"), "{err}");
+}
