@@ -79,13 +79,15 @@ use std::time::Duration;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Serialize;
 
-use crate::config::{ConfigError, MiConfig};
+use crate::config::{CoalesceSetting, ConfigError, MiConfig};
 use crate::dispatcher::{Dispatcher, StatsHandle};
 use crate::encode::{Format, MAX_DATAGRAM};
 use crate::error::EncodeError;
 use crate::event::{validate_event_name, Params, ValueRef};
 use crate::publisher::Publisher;
-use crate::registry::{Expiry, Registry, RegistryError, SubscriptionInfo};
+use crate::registry::{
+    Coalesce, Expiry, Registry, RegistryError, SubscriptionInfo, SubscriptionOptions,
+};
 use crate::stats::{Stats, TargetCounters};
 use crate::target::Target;
 
@@ -308,8 +310,8 @@ impl MiHandler {
     }
 
     fn event_subscribe(&self, params: Args<'_>) -> Result<Reply, MiError> {
-        let [event, socket, expire, format] =
-            params.bind(["event", "socket", "expire", "format"], 2)?;
+        let [event, socket, expire, format, coalesce] =
+            params.bind(["event", "socket", "expire", "format", "coalesce"], 2)?;
         let event = string_param("event", event)?;
         let socket = string_param("socket", socket)?;
         let expire = match expire {
@@ -322,6 +324,7 @@ impl MiHandler {
                 .parse::<Format>()
                 .map_err(|e| MiError::invalid_params(format!("format: {e}")))?,
         };
+        let coalesce = coalesce.map(coalesce_param).transpose()?;
         let id = self
             .registry
             .lookup(event)
@@ -343,7 +346,8 @@ impl MiHandler {
             ));
         }
         let expiry = Expiry::After(Duration::from_secs(expire));
-        match self.registry.subscribe(id, target, expiry, format) {
+        let options = SubscriptionOptions { format, coalesce };
+        match self.registry.subscribe_with(id, target, expiry, options) {
             Ok(_) => Ok(Reply::Ok),
             Err(e @ (RegistryError::TooMany { .. } | RegistryError::TooManyForEvent { .. })) => {
                 Err(MiError::new(
@@ -491,6 +495,7 @@ impl MiHandler {
                 &["event", "socket"],
                 &["event", "socket", "expire"],
                 &["event", "socket", "expire", "format"],
+                &["event", "socket", "expire", "format", "coalesce"],
             ],
             "events_list" | "stats" => &[&[]],
             "subscribers_list" => &[&[], &["event"], &["event", "socket"]],
@@ -843,6 +848,52 @@ fn params_from_value(value: &Json) -> Result<Params, MiError> {
     Ok(params)
 }
 
+/// `{"max_bytes": N, "max_delay_us": M}` (`max_delay_us` optional), as in the configuration.
+fn coalesce_param(v: &Json) -> Result<Coalesce, MiError> {
+    let bad = |why: String| MiError::invalid_params(format!("coalesce: {why}"));
+    let Json::Object(members) = v else {
+        return Err(bad(format!(
+            "expected {{\"max_bytes\": N, \"max_delay_us\": M}}, got {}",
+            v.kind()
+        )));
+    };
+    let mut setting = CoalesceSetting {
+        max_bytes: 0,
+        max_delay_us: 1_000,
+    };
+    let mut has_max_bytes = false;
+    for (key, value) in members {
+        let n = match value {
+            Json::Int(n) if *n >= 0 => *n as u64,
+            Json::UInt(n) => *n,
+            other => {
+                return Err(bad(format!(
+                    "{key} must be a non-negative integer, not {}",
+                    other.kind()
+                )))
+            }
+        };
+        match key.as_str() {
+            "max_bytes" => {
+                setting.max_bytes = usize::try_from(n).unwrap_or(usize::MAX);
+                has_max_bytes = true;
+            }
+            "max_delay_us" => setting.max_delay_us = n,
+            _ => {
+                return Err(bad(format!(
+                    "unknown key {key:?} (expected max_bytes, max_delay_us)"
+                )))
+            }
+        }
+    }
+    if !has_max_bytes {
+        return Err(bad("max_bytes is missing".to_owned()));
+    }
+    setting
+        .coalesce()
+        .map_err(|e| MiError::invalid_params(e.to_string()))
+}
+
 // ---- JSON with order and duplicate keys kept ----------------------------------------------
 
 /// A JSON value whose objects keep their members' order and duplicate keys.
@@ -1039,6 +1090,14 @@ struct SubEntry {
     expire: Secs,
     ttl: Secs,
     format: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    coalesce: Option<CoalesceOut>,
+}
+
+#[derive(Serialize)]
+struct CoalesceOut {
+    max_bytes: usize,
+    max_delay_us: u128,
 }
 
 impl From<&SubscriptionInfo> for SubEntry {
@@ -1052,6 +1111,10 @@ impl From<&SubscriptionInfo> for SubEntry {
             },
             ttl: s.remaining.map_or(never, |d| Secs::Secs(d.as_secs())),
             format: s.format.as_str(),
+            coalesce: s.coalesce.map(|c| CoalesceOut {
+                max_bytes: c.max_bytes(),
+                max_delay_us: c.max_delay().as_micros(),
+            }),
         }
     }
 }
@@ -1092,6 +1155,7 @@ struct CountersOut {
     failed_oversize: u64,
     failed_other: u64,
     pending: u64,
+    gso_refused: u64,
 }
 
 impl From<&TargetCounters> for CountersOut {
@@ -1107,6 +1171,7 @@ impl From<&TargetCounters> for CountersOut {
             failed_oversize: c.failed_oversize,
             failed_other: c.failed_other,
             pending: c.pending,
+            gso_refused: c.gso_refused,
         }
     }
 }

@@ -7,7 +7,10 @@
 #     and opensips-cli, in the jsonrpc format (the server's --format jsonrpc default: opensips-event
 #     subscribes without a format and json-decodes every datagram);
 #   - a line-format subscriber (format chosen with the `format` param) receives the same events,
-#     byte-exact against `evdgram encode --format line`.
+#     byte-exact against `evdgram encode --format line`;
+#   - coalescing: opensips-event's subscription is refreshed with a `coalesce` option, so both
+#     events reach it packed in ONE datagram (two concatenated JSON-RPC objects), which it reads;
+#     the server's final stats show 2 events in 1 datagram for its socket.
 # Every command is bounded by `timeout`; the trap kills the server and every background process.
 # EVDGRAM_INTEROP_VENV=DIR reuses a virtualenv that already has both packages.
 set -euo pipefail
@@ -80,6 +83,14 @@ for _ in $(seq 200); do
   sleep 0.05
 done
 [ -n "$subscribed" ] || fail "opensips-event did not subscribe"
+event_socket=$(mi subscribers_list E_TEST | "$py" -c '
+import json, sys
+subs = json.load(sys.stdin)["Event"]["Subscribers"]
+print(next(s["socket"] for s in subs if s["format"] == "jsonrpc"))') || fail "opensips-event socket"
+echo "interop: refresh $event_socket with coalesce {max_bytes: 65457, max_delay_us: 3000000}"
+out=$(mi event_subscribe -j "{\"event\":\"E_TEST\",\"socket\":\"$event_socket\",\"expire\":120,\"format\":\"jsonrpc\",\"coalesce\":{\"max_bytes\":65457,\"max_delay_us\":3000000}}") \
+  || fail "coalesce refresh: $out"
+[ "$out" = '"OK"' ] || fail "coalesce refresh reply: $out"
 mi subscribers_list E_TEST
 
 echo "interop: opensips-mi raise_event E_TEST '{\"ip\":\"192.168.2.11\",\"n\":7}'; opensips-cli -x mi raise_event E_TEST v1 v2"
@@ -89,6 +100,8 @@ out=$(cli raise_event E_TEST v1 v2) || fail "raise_event (opensips-cli): $out"
 [ "$out" = '"OK"' ] || fail "raise_event reply: $out"
 
 for _ in $(seq 200); do [ "$(wc -l <"$work/line.out")" -ge 2 ] && break; sleep 0.05; done
+# The coalesced datagram leaves 3 s after the first event at the latest.
+for _ in $(seq 200); do [ "$(grep -c jsonrpc "$work/event.out" || true)" -ge 2 ] && break; sleep 0.05; done
 sleep 0.3
 kill -TERM "$event_pid"  # opensips-event unsubscribes (expire 0) and exits
 timeout 10 tail --pid="$event_pid" -f /dev/null || fail "opensips-event did not exit"
@@ -121,4 +134,15 @@ cat "$work/line.out"
 
 out=$(mi subscribers_list E_TEST) || fail "subscribers_list: $out"
 echo "$out" | grep -q jsonrpc && fail "opensips-event did not unsubscribe: $out"
+# The server's final stats: opensips-event's socket got both events in one datagram.
+kill -TERM "${pids[0]}"
+timeout 10 tail --pid="${pids[0]}" -f /dev/null || fail "evdgram serve did not exit"
+"$py" - "$work/serve.err" "$event_socket" <<'PY' || fail "coalesced datagram count"
+import json, sys
+line = next(l for l in open(sys.argv[1]) if "final stats: " in l)
+stats = json.loads(line.split("final stats: ", 1)[1])
+t = next(s for s in stats["subscribers"] if s["socket"] == sys.argv[2])
+assert (t["sent"], t["datagrams"]) == (2, 1), t
+print(f"--- {sys.argv[2]}: {t['sent']} events in {t['datagrams']} datagram (coalesced)")
+PY
 echo "interop: OK"

@@ -222,6 +222,54 @@ fn event_subscribe_then_list_then_unsubscribe() {
 }
 
 #[test]
+fn event_subscribe_with_coalescing_packs_events_and_lists_the_setting() {
+    let m = mi();
+    let rx = Receiver::udp();
+    let spec = rx.target.to_string();
+    let coalesce = json!({"max_bytes": 1000, "max_delay_us": 2000});
+    let request = json!({"event": "E_TEST", "socket": spec, "coalesce": coalesce});
+    assert_eq!(m.ok("event_subscribe", request), "OK");
+    let sub = json!({"socket": spec, "expire": 3600, "ttl": 3600, "format": "line",
+        "coalesce": coalesce});
+    assert_eq!(
+        m.ok("subscribers_list", json!(["E_TEST", spec])),
+        json!({"Event": {"name": "E_TEST", "id": 0, "Subscriber": sub}})
+    );
+    for i in 0..20 {
+        assert_eq!(m.ok("raise_event", json!(["E_TEST", {"i": i}])), "OK");
+    }
+    let decoded = || -> usize {
+        rx.datagrams()
+            .iter()
+            .map(|d| event_datagram::decode::line::decode(d).unwrap().len())
+            .sum()
+    };
+    assert!(wait_until(DEADLINE, || decoded() == 20));
+    assert!(
+        rx.count() < 20,
+        "packed: {} datagrams for 20 events",
+        rx.count()
+    );
+    for bad in [
+        json!({"max_bytes": 0}),
+        json!({"max_bytes": 70000}),
+        json!({"max_delay_us": 5}),
+        json!({"max_bytes": 100, "extra": 1}),
+        json!({"max_bytes": "big"}),
+        json!([100, 5]),
+    ] {
+        let request = json!({"event": "E_TEST", "socket": spec, "coalesce": bad});
+        m.err(
+            "event_subscribe",
+            request,
+            -32602,
+            "Invalid params",
+            "coalesce",
+        );
+    }
+}
+
+#[test]
 fn event_subscribe_errors() {
     let m = mi();
     let ok = "udp:127.0.0.1:9";
@@ -269,10 +317,17 @@ fn event_subscribe_errors() {
     );
     m.err(
         "event_subscribe",
-        json!(["E_TEST", ok, 1, "line", 5]),
+        json!(["E_TEST", ok, 1, "line", {"max_bytes": 100}, 6]),
         -32602,
         "Invalid params",
         "Too few or too many",
+    );
+    m.err(
+        "event_subscribe",
+        json!(["E_TEST", ok, 1, "line", 5]),
+        -32602,
+        "Invalid params",
+        "coalesce: expected",
     );
     m.err(
         "event_subscribe",

@@ -1,6 +1,5 @@
-//! `loadgen`: open-loop stress test for event-datagram (placeholder until its own issue).
+//! `loadgen`: open-loop stress test and capacity planner for event-datagram.
 
 fn main() {
-    eprintln!("loadgen: not built yet (see issue 5)");
-    std::process::exit(1);
+    std::process::exit(loadgen::main_with(std::env::args_os()));
 }

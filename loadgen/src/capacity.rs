@@ -1,0 +1,294 @@
+//! `loadgen capacity --slo p99=1ms`: per size and transport, the highest rate that meets the
+//! SLO with nothing lost or dropped, by a search in which each step is a short run.
+//!
+//! The search doubles the rate from `--rate` until a step fails (or `--max-rate` passes), then
+//! bisects geometrically between the best passing and the lowest failing rate until they are
+//! within 10 % or `--steps` runs were made.
+
+use std::io::Write;
+
+use anyhow::Context;
+use serde::Serialize;
+
+use crate::cli::CapacityArgs;
+use crate::measure::QUANTILES;
+use crate::phase::run_phase;
+use crate::plan::Plan;
+use crate::result::{RunResult, Transport};
+use crate::units::{human_count, human_ns, Nanos, Rate};
+use crate::{file_config, Outcome, Usage};
+
+/// One latency objective: a quantile at most `limit`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Objective {
+    /// The quantile name as in the reports (`p99`, `p99.9`).
+    pub name: &'static str,
+    /// The quantile.
+    pub quantile: f64,
+    /// The highest acceptable latency.
+    pub limit: Nanos,
+}
+
+/// Parses `p99=1ms,p99.9=5ms`.
+pub fn parse_slo(s: &str) -> Result<Vec<Objective>, Usage> {
+    s.split(',')
+        .map(|part| {
+            let (q, limit) = part
+                .split_once('=')
+                .ok_or_else(|| Usage(format!("--slo {part:?}: expected e.g. p99=1ms")))?;
+            let &(quantile, name) =
+                QUANTILES
+                    .iter()
+                    .find(|(_, n)| *n == q.trim())
+                    .ok_or_else(|| {
+                        Usage(format!(
+                            "--slo: unknown percentile {q:?} (p50, p90, p99, p99.9, p99.99)"
+                        ))
+                    })?;
+            let limit = limit
+                .trim()
+                .parse()
+                .map_err(|e| Usage(format!("--slo: {e}")))?;
+            Ok(Objective {
+                name,
+                quantile,
+                limit,
+            })
+        })
+        .collect()
+}
+
+/// Whether a step's run meets the objectives with nothing dropped or lost; `Err` says why not.
+pub fn meets(r: &RunResult, slo: &[Objective]) -> Result<(), String> {
+    if r.dropped() > 0 {
+        return Err(format!("{} dropped", r.dropped()));
+    }
+    if r.lost.unwrap_or(0) > 0 {
+        return Err(format!("{} lost", r.lost.unwrap_or(0)));
+    }
+    for o in slo {
+        let i = QUANTILES
+            .iter()
+            .position(|(_, n)| *n == o.name)
+            .expect("known name");
+        match r.latency_ns.quantiles()[i] {
+            Some(v) if v <= o.limit.0 => {}
+            Some(v) => return Err(format!("{} {} > {}", o.name, human_ns(v as f64), o.limit)),
+            None => return Err(format!("{} not measured", o.name)),
+        }
+    }
+    Ok(())
+}
+
+/// One step of a search.
+#[derive(Clone, Debug, Serialize)]
+pub struct Step {
+    /// Rate tried.
+    pub rate_per_s: f64,
+    /// Whether it met the SLO.
+    pub ok: bool,
+    /// Why not.
+    pub why: Option<String>,
+    /// Its p99, ns.
+    pub p99_ns: Option<u64>,
+}
+
+/// The capacity of one size and transport.
+#[derive(Clone, Debug, Serialize)]
+pub struct Capacity {
+    /// Datagram size.
+    pub size_bytes: usize,
+    /// Transport.
+    pub transport: Transport,
+    /// The highest passing rate (0 when none passed).
+    pub rate_per_s: f64,
+    /// Latency at that rate.
+    pub latency_ns: Option<crate::measure::Percentiles>,
+    /// Every step, in order.
+    pub steps: Vec<Step>,
+}
+
+/// A search's outcome: the best passing rate and its run, and every step.
+pub type Searched = (Option<(Rate, RunResult)>, Vec<Step>);
+
+/// Searches the capacity of one size and transport; `run` makes one step's run.
+pub fn search(
+    start: Rate,
+    max: Rate,
+    steps: u32,
+    slo: &[Objective],
+    mut run: impl FnMut(Rate) -> anyhow::Result<RunResult>,
+) -> anyhow::Result<Searched> {
+    let (mut best, mut fail): (Option<(Rate, RunResult)>, Option<Rate>) = (None, None);
+    let mut rate = start;
+    let mut log = Vec::new();
+    for _ in 0..steps {
+        let r = run(rate)?;
+        let verdict = meets(&r, slo);
+        log.push(Step {
+            rate_per_s: rate.per_s(),
+            ok: verdict.is_ok(),
+            why: verdict.clone().err(),
+            p99_ns: r.latency_ns.p99,
+        });
+        if verdict.is_ok() {
+            best = Some((rate, r));
+        } else {
+            fail = Some(rate);
+        }
+        let lo = best.as_ref().map(|(r, _)| r.per_s());
+        rate = match (lo, fail.map(Rate::per_s)) {
+            (Some(lo), None) if lo >= max.per_s() => break,
+            (Some(lo), None) => Rate::per_sec(((lo * 2.0) as u64).min(max.per_s() as u64)),
+            (None, Some(hi)) if hi <= 1.0 => break,
+            (None, Some(hi)) => Rate::per_sec((hi / 4.0).max(1.0) as u64),
+            (Some(lo), Some(hi)) if hi / lo < 1.1 => break,
+            (Some(lo), Some(hi)) => Rate::per_sec((lo * hi).sqrt() as u64),
+            (None, None) => unreachable!("a step was made"),
+        };
+    }
+    Ok((best, log))
+}
+
+#[derive(Serialize)]
+struct Report<'a> {
+    schema: &'static str,
+    backend: &'a str,
+    slo: &'a str,
+    capacity: &'a [Capacity],
+}
+
+/// `loadgen capacity`.
+pub fn run(args: &CapacityArgs) -> anyhow::Result<Outcome> {
+    let slo = parse_slo(&args.slo)?;
+    let file = file_config(args.common.config.as_deref())?;
+    let mut plan: Plan = Plan::resolve(&args.common, &file, None)?;
+    // Short steps unless asked otherwise.
+    if args.common.duration.is_none() && file.duration.is_none() {
+        plan.duration = Nanos(1_000_000_000);
+    }
+    if args.common.warmup.is_none() && file.warmup.is_none() {
+        plan.warmup = Nanos(200_000_000);
+    }
+    let start = args
+        .common
+        .rate
+        .or(file.rate)
+        .unwrap_or(Rate::per_sec(10_000));
+    let mut table = Vec::new();
+    for &size in &plan.sizes {
+        for &t in &plan.transports {
+            let (best, steps) = search(start, args.max_rate, args.steps, &slo, |rate| {
+                let mut p = plan.clone();
+                p.rate = rate;
+                let r = run_phase(&p, size, t)?;
+                eprintln!(
+                    "loadgen capacity: {size} B {t} at {rate}: {}",
+                    meets(&r, &slo)
+                        .err()
+                        .unwrap_or_else(|| "meets the SLO".into())
+                );
+                Ok(r)
+            })?;
+            table.push(Capacity {
+                size_bytes: size,
+                transport: t,
+                rate_per_s: best.as_ref().map_or(0.0, |(r, _)| r.per_s()),
+                latency_ns: best.map(|(_, r)| r.latency_ns),
+                steps,
+            });
+        }
+    }
+    let backend = crate::backend_name(&plan);
+    let mut out = format!(
+        "{:<8}  {:<9}  {:>12}  {:>9}  {:>9}  {:>9}  steps (SLO {} and no loss)\n",
+        "size", "transport", "capacity/s", "p50", "p99", "max", args.slo
+    );
+    for c in &table {
+        let q = |f: fn(&crate::measure::Percentiles) -> Option<u64>| {
+            c.latency_ns
+                .as_ref()
+                .and_then(f)
+                .map_or("n/a".into(), |v| human_ns(v as f64))
+        };
+        out += &format!(
+            "{:<8}  {:<9}  {:>12}  {:>9}  {:>9}  {:>9}  {}\n",
+            format!("{} B", c.size_bytes),
+            c.transport.as_str(),
+            human_count(c.rate_per_s),
+            q(|p| p.p50),
+            q(|p| p.p99),
+            q(|p| p.max),
+            c.steps.len()
+        );
+    }
+    out += &format!("backend {backend}\n");
+    let json = serde_json::to_string_pretty(&Report {
+        schema: "loadgen-capacity/1",
+        backend: &backend,
+        slo: &args.slo,
+        capacity: &table,
+    })? + "\n";
+    match args.common.json.as_deref() {
+        Some("-") => {
+            eprint!("{out}");
+            print!("{json}");
+        }
+        Some(path) => {
+            print!("{out}");
+            std::fs::write(path, json).with_context(|| format!("cannot write {path}"))?;
+        }
+        None => print!("{out}"),
+    }
+    let _ = std::io::stdout().flush();
+    Ok(Outcome {
+        runs: Vec::new(),
+        failed: Vec::new(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slo_parses_and_refuses_unknown_percentiles() {
+        let s = parse_slo("p99=1ms,p99.9=5ms").unwrap();
+        assert_eq!((s[0].name, s[0].limit), ("p99", Nanos(1_000_000)));
+        assert_eq!(s[1].quantile, 0.999);
+        assert!(parse_slo("p98=1ms").is_err());
+        assert!(parse_slo("p99").is_err());
+    }
+
+    #[test]
+    fn the_search_converges_on_the_knee() {
+        // A fake system whose p99 is fine up to 37k/s.
+        let slo = parse_slo("p99=1ms").unwrap();
+        let fake = |rate: Rate| {
+            let mut h = crate::measure::histogram();
+            let v = if rate.per_s() <= 37_000.0 {
+                500_000
+            } else {
+                5_000_000
+            };
+            h.record(v).unwrap();
+            let mut r = crate::result::tests::dummy(64, vec![h], 0);
+            r.latency_ns = crate::measure::Percentiles::of(&r.latency, 1.0);
+            Ok(r)
+        };
+        let (best, steps) = search(
+            Rate::per_sec(10_000),
+            Rate::per_sec(2_000_000),
+            12,
+            &slo,
+            fake,
+        )
+        .unwrap();
+        let best = best.unwrap().0.per_s();
+        assert!(
+            (33_600.0..=37_000.0).contains(&best),
+            "{best} after {steps:?}"
+        );
+        assert!(steps.len() <= 12);
+    }
+}

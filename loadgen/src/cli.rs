@@ -1,0 +1,148 @@
+//! The command line (clap derive). With no subcommand, `loadgen` runs the default sweep.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use event_datagram::{BackendChoice, Format};
+
+use crate::config::TransportChoice;
+use crate::units::{parse_size, Fraction, Nanos, Rate};
+
+/// Open-loop stress test and capacity planner for event-datagram.
+///
+/// With no arguments: a sweep over 5 sizes up to the 65 457-byte ceiling, UDP and UNIX, with
+/// embedded receivers (about 30 s, nothing else needed).
+#[derive(Debug, Parser)]
+#[command(name = "loadgen", version, args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    /// What to do (default: run).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// `loadgen [run]` options.
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the schedule and report (the default).
+    Run(RunArgs),
+    /// Search, per size, the highest rate that meets an SLO with no loss.
+    Capacity(CapacityArgs),
+    /// Receive and report in this process, for `loadgen run --targets-external` elsewhere.
+    Sink(SinkArgs),
+}
+
+/// Options shared by `run` and `capacity`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct Common {
+    /// YAML configuration (flags override it).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Events per second (1M, 250k, 1.5k, 500/s, 30/min).
+    #[arg(long)]
+    pub rate: Option<Rate>,
+    /// Measured window per run (10s, 500ms).
+    #[arg(long)]
+    pub duration: Option<Nanos>,
+    /// Unmeasured warm-up per run.
+    #[arg(long)]
+    pub warmup: Option<Nanos>,
+    /// Datagram sizes in bytes, one run each (up to 65457).
+    #[arg(long, value_delimiter = ',', value_parser = parse_size)]
+    pub sizes: Option<Vec<usize>>,
+    /// Transports of the embedded receivers.
+    #[arg(long, value_enum)]
+    pub transport: Option<TransportChoice>,
+    /// Receivers per transport (each gets every event).
+    #[arg(long)]
+    pub targets: Option<usize>,
+    /// Producer threads.
+    #[arg(long)]
+    pub producers: Option<usize>,
+    /// Wire format: line or jsonrpc.
+    #[arg(long)]
+    pub format: Option<Format>,
+    /// Dispatcher backend: auto, uring or syscall.
+    #[arg(long)]
+    pub backend: Option<BackendChoice>,
+    /// Producers' tick.
+    #[arg(long)]
+    pub tick: Option<Nanos>,
+    /// Events later than this are shed (bounded catch-up).
+    #[arg(long)]
+    pub catchup: Option<Nanos>,
+    /// The dispatcher's channel capacity.
+    #[arg(long)]
+    pub queue_capacity: Option<usize>,
+    /// Print a progress line per second on stderr (default: when stderr is a terminal).
+    #[arg(long)]
+    pub progress: bool,
+    /// Write the JSON report here (`-` for stdout, then the table goes to stderr).
+    #[arg(long, value_name = "FILE|-")]
+    pub json: Option<String>,
+}
+
+/// `loadgen run`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct RunArgs {
+    /// Shared options.
+    #[command(flatten)]
+    pub common: Common,
+    /// Send to these sockets (a `loadgen sink` elsewhere) instead of embedded receivers.
+    #[arg(long, value_delimiter = ',', value_name = "SPEC")]
+    pub targets_external: Option<Vec<String>>,
+    /// Write one HdrHistogram percentile distribution per run: PREFIX-SIZE-TRANSPORT.hgrm.
+    #[arg(long, value_name = "PREFIX")]
+    pub hgrm: Option<String>,
+    /// Write an HdrHistogram interval log (one histogram per second, tagged per run).
+    #[arg(long, value_name = "FILE")]
+    pub hlog: Option<PathBuf>,
+    /// Draw the latency spectrum and achieved rate per size as SVG.
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
+    /// Fail (exit 3) when a run's p99 is above this.
+    #[arg(long)]
+    pub max_p99: Option<Nanos>,
+    /// Fail (exit 3) when a run's p99.9 is above this.
+    #[arg(long)]
+    pub max_p999: Option<Nanos>,
+    /// Fail (exit 3) when a run loses more than this (0.01%).
+    #[arg(long)]
+    pub max_loss: Option<Fraction>,
+    /// Fail (exit 3) when a run achieves less than this share of the target rate (99%).
+    #[arg(long)]
+    pub min_achieved: Option<Fraction>,
+}
+
+/// `loadgen capacity`.
+#[derive(Debug, Clone, Args)]
+pub struct CapacityArgs {
+    /// Shared options (`--rate` is where the search starts; `--duration` each step's length).
+    #[command(flatten)]
+    pub common: Common,
+    /// The latency objective: p50|p90|p99|p99.9=DURATION, comma separated.
+    #[arg(long, default_value = "p99=1ms")]
+    pub slo: String,
+    /// Highest rate tried.
+    #[arg(long, default_value = "2M")]
+    pub max_rate: Rate,
+    /// Search steps per size and transport.
+    #[arg(long, default_value_t = 8)]
+    pub steps: u32,
+}
+
+/// `loadgen sink`.
+#[derive(Debug, Clone, Args)]
+pub struct SinkArgs {
+    /// Sockets to receive on: udp:HOST:PORT, unix:/path, unix:@name (comma separated).
+    #[arg(long, value_delimiter = ',', required = true, value_name = "SPEC")]
+    pub listen: Vec<String>,
+    /// Exit after this long (default: run until killed).
+    #[arg(long)]
+    pub duration: Option<Nanos>,
+    /// A run is reported once nothing arrived for it for this long.
+    #[arg(long, default_value = "1s")]
+    pub idle: Nanos,
+}

@@ -1,0 +1,138 @@
+//! The YAML configuration file (`config/loadgen.yaml`): every key optional, unknown keys refused;
+//! command-line flags override it.
+
+use std::path::Path;
+
+use event_datagram::{BackendChoice, Format};
+use serde::Deserialize;
+
+use crate::units::{Fraction, Nanos, Rate};
+
+/// Which transports a run uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum TransportChoice {
+    /// UDP on loopback.
+    Udp,
+    /// UNIX datagram sockets in a temp dir.
+    Unix,
+    /// Both, one run each.
+    Both,
+}
+
+/// The file's contents. `None` means "not set here" (flag or built-in default applies).
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FileConfig {
+    /// Events per second.
+    pub rate: Option<Rate>,
+    /// Measured window per run.
+    pub duration: Option<Nanos>,
+    /// Unmeasured warm-up per run.
+    pub warmup: Option<Nanos>,
+    /// Datagram sizes, one run each.
+    pub sizes: Option<Vec<usize>>,
+    /// Transports.
+    pub transport: Option<TransportChoice>,
+    /// Receivers per transport.
+    pub targets: Option<usize>,
+    /// Producer threads.
+    pub producers: Option<usize>,
+    /// Wire format.
+    pub format: Option<Format>,
+    /// Dispatcher backend.
+    pub backend: Option<BackendChoice>,
+    /// Producers' tick.
+    pub tick: Option<Nanos>,
+    /// Bounded catch-up: events later than this are shed.
+    pub catchup: Option<Nanos>,
+    /// The dispatcher's channel capacity.
+    pub queue_capacity: Option<usize>,
+    /// How long receivers may drain after a run.
+    pub drain_timeout: Option<Nanos>,
+    /// External targets instead of embedded sinks.
+    pub targets_external: Option<Vec<String>>,
+    /// Thresholds.
+    pub thresholds: Option<Thresholds>,
+}
+
+/// Thresholds: a run that misses one makes loadgen exit 3.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Thresholds {
+    /// Highest acceptable p99 latency.
+    pub max_p99: Option<Nanos>,
+    /// Highest acceptable p99.9 latency.
+    pub max_p999: Option<Nanos>,
+    /// Highest acceptable loss (`1 - received/scheduled`).
+    pub max_loss: Option<Fraction>,
+    /// Lowest acceptable achieved rate, as a fraction of the target.
+    pub min_achieved: Option<Fraction>,
+}
+
+impl FileConfig {
+    /// Parses YAML; the message names the key and line.
+    pub fn from_yaml(text: &str) -> Result<FileConfig, String> {
+        serde_saphyr::from_str(text).map_err(|e| e.to_string())
+    }
+
+    /// Reads and parses a file.
+    pub fn from_file(path: &Path) -> Result<FileConfig, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        Self::from_yaml(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_config_parses_sets_every_key_and_comments_each() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/loadgen.yaml");
+        let c = FileConfig::from_file(&path).unwrap();
+        let t = c.thresholds.clone().unwrap();
+        let set = [
+            c.rate.is_some(),
+            c.duration.is_some(),
+            c.warmup.is_some(),
+            c.sizes.is_some(),
+            c.transport.is_some(),
+            c.targets.is_some(),
+            c.producers.is_some(),
+            c.format.is_some(),
+            c.backend.is_some(),
+            c.tick.is_some(),
+            c.catchup.is_some(),
+            c.queue_capacity.is_some(),
+            c.drain_timeout.is_some(),
+            c.targets_external.is_some(),
+            t.max_p99.is_some(),
+            t.max_p999.is_some(),
+            t.max_loss.is_some(),
+            t.min_achieved.is_some(),
+        ];
+        assert!(set.iter().all(|&s| s), "{c:?}");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut previous = "";
+        for line in text.lines() {
+            let key = line.trim_start();
+            if !key.is_empty() && !key.starts_with('#') && !key.starts_with('-') {
+                assert!(
+                    previous.trim_start().starts_with('#'),
+                    "{line:?} has no comment"
+                );
+            }
+            previous = line;
+        }
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_refused_with_the_key() {
+        let e = FileConfig::from_yaml("rate: 10k\nrat: 3\n").unwrap_err();
+        assert!(e.contains("rat"), "{e}");
+        let e = FileConfig::from_yaml("duration: soon\n").unwrap_err();
+        assert!(e.contains("soon"), "{e}");
+    }
+}

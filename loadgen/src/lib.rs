@@ -1,0 +1,212 @@
+//! # loadgen
+//!
+//! Open-loop stress test and capacity planner for event-datagram (see `shared/LOADGEN.md` and
+//! `docs/loadgen.md`). Events are raised through the library's public API on a schedule of
+//! intended send times (wrk2's method); embedded receivers decode them with the library's
+//! decoder and record latency from intended time to receipt, per size and transport.
+//!
+//! `main.rs` only calls [`main_with`]; everything here is testable in-process.
+#![deny(unsafe_code)]
+
+pub mod capacity;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod measure;
+pub mod payload;
+pub mod phase;
+pub mod plan;
+pub mod report;
+pub mod result;
+pub mod schedule;
+pub mod sink;
+pub mod sinkd;
+mod sys;
+pub mod thresholds;
+pub mod units;
+
+use std::io::Write;
+
+use anyhow::Context;
+use clap::Parser;
+
+use crate::cli::{Cli, Command, RunArgs};
+use crate::config::{FileConfig, Thresholds};
+use crate::plan::Plan;
+use crate::result::RunResult;
+
+/// Exit codes.
+pub mod exit {
+    /// Every run passed.
+    pub const OK: i32 = 0;
+    /// Something failed (a socket, the dispatcher, a report file).
+    pub const FAILURE: i32 = 1;
+    /// Usage or configuration error.
+    pub const USAGE: i32 = 2;
+    /// A threshold failed.
+    pub const THRESHOLD: i32 = 3;
+}
+
+/// A usage or configuration error (exit 2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Usage(pub String);
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Usage {}
+
+/// What a command produced.
+#[derive(Debug)]
+pub struct Outcome {
+    /// The runs (empty for `sink`).
+    pub runs: Vec<RunResult>,
+    /// Thresholds that failed.
+    pub failed: Vec<String>,
+}
+
+/// Parses `args` (including the program name), runs, prints; returns the exit code.
+pub fn main_with<I, T>(args: I) -> i32
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let cli = match Cli::try_parse_from(args) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::OK
+            };
+        }
+    };
+    match execute(cli) {
+        Ok(o) if o.failed.is_empty() => exit::OK,
+        Ok(o) => {
+            for f in &o.failed {
+                eprintln!("loadgen: threshold failed: {f}");
+            }
+            exit::THRESHOLD
+        }
+        Err(e) if e.downcast_ref::<Usage>().is_some() => {
+            eprintln!("loadgen: {e:#}");
+            exit::USAGE
+        }
+        Err(e) => {
+            eprintln!("loadgen: {e:#}");
+            exit::FAILURE
+        }
+    }
+}
+
+/// Runs a parsed command line.
+pub fn execute(cli: Cli) -> anyhow::Result<Outcome> {
+    match cli.command {
+        None => run(&cli.run),
+        Some(Command::Run(args)) => run(&args),
+        Some(Command::Capacity(args)) => capacity::run(&args),
+        Some(Command::Sink(args)) => sinkd::run(&args).map(|()| Outcome {
+            runs: Vec::new(),
+            failed: Vec::new(),
+        }),
+    }
+}
+
+/// Reads `--config` if given.
+pub fn file_config(path: Option<&std::path::Path>) -> Result<FileConfig, Usage> {
+    path.map_or(Ok(FileConfig::default()), |p| {
+        FileConfig::from_file(p).map_err(Usage)
+    })
+}
+
+/// `loadgen run`: every size and transport, then the reports and the thresholds.
+pub fn run(args: &RunArgs) -> anyhow::Result<Outcome> {
+    let file = file_config(args.common.config.as_deref())?;
+    let plan = Plan::resolve(&args.common, &file, args.targets_external.as_deref())?;
+    let thresholds = Thresholds {
+        max_p99: args.max_p99.or(plan.thresholds.max_p99),
+        max_p999: args.max_p999.or(plan.thresholds.max_p999),
+        max_loss: args.max_loss.or(plan.thresholds.max_loss),
+        min_achieved: args.min_achieved.or(plan.thresholds.min_achieved),
+    };
+    let (runs, backend) = run_plan(&plan)?;
+    write_reports(args, &runs, &backend, plan.origin_ns)?;
+    let failed = thresholds::check(&thresholds, &runs);
+    Ok(Outcome { runs, failed })
+}
+
+/// Runs every (size, transport) of `plan`; returns the results and the backend's name.
+pub fn run_plan(plan: &Plan) -> anyhow::Result<(Vec<RunResult>, String)> {
+    let transports = if plan.external.is_empty() {
+        plan.transports.clone()
+    } else {
+        vec![result::Transport::of(&plan.external[0])]
+    };
+    let mut runs = Vec::new();
+    for &size in &plan.sizes {
+        for &t in &transports {
+            let r = phase::run_phase(plan, size, t)?;
+            for w in &r.warnings {
+                eprintln!("loadgen: WARNING: {w}");
+            }
+            runs.push(r);
+        }
+    }
+    Ok((runs, backend_name(plan)))
+}
+
+/// The backend a dispatcher with this plan's choice runs on.
+pub(crate) fn backend_name(plan: &Plan) -> String {
+    let config = event_datagram::DispatcherConfig {
+        backend: plan.backend,
+        ..Default::default()
+    };
+    event_datagram::Dispatcher::start(config)
+        .map(|d| d.shutdown().backend.to_string())
+        .unwrap_or_else(|_| format!("{:?}", plan.backend).to_lowercase())
+}
+
+fn write_reports(
+    args: &RunArgs,
+    runs: &[RunResult],
+    backend: &str,
+    origin_ns: u64,
+) -> anyhow::Result<()> {
+    let table = report::table::render(runs, backend);
+    let json_to_stdout = args.common.json.as_deref() == Some("-");
+    if json_to_stdout {
+        eprint!("{table}");
+    } else {
+        print!("{table}");
+        let _ = std::io::stdout().flush();
+    }
+    if let Some(dest) = &args.common.json {
+        let json = report::json::render(runs, backend);
+        if json_to_stdout {
+            print!("{json}");
+        } else {
+            std::fs::write(dest, json).with_context(|| format!("cannot write {dest}"))?;
+        }
+    }
+    if let Some(prefix) = &args.hgrm {
+        for r in runs {
+            let path = report::hgrm::path(prefix, r);
+            std::fs::write(&path, report::hgrm::render(&r.latency))
+                .with_context(|| format!("cannot write {path}"))?;
+        }
+    }
+    if let Some(path) = &args.hlog {
+        let text = report::hlog::render(runs, origin_ns)?;
+        std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if let Some(path) = &args.plot {
+        report::plot::draw(runs, path)
+            .with_context(|| format!("cannot draw {}", path.display()))?;
+    }
+    Ok(())
+}

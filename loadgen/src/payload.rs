@@ -1,0 +1,273 @@
+//! The payload: a normal event of our format, padded so the encoded datagram has exactly the
+//! requested size, and its parsing at the receiver with the library's decoders.
+//!
+//! `E_LOADGEN` with five unnamed string params, fixed width so every datagram of a run has the
+//! same size: run id (8 hex digits), producer (3 digits), sequence number (12 digits), intended
+//! CLOCK_MONOTONIC ns (19 digits), then padding (`x`s). Unnamed params keep the smallest event
+//! at 59 bytes in `line` (`jsonrpc` needs 107).
+
+use event_datagram::decode::line::Decoder;
+use event_datagram::{Format, Params, ValueRef, MAX_DATAGRAM};
+
+/// The event loadgen raises.
+pub const EVENT: &str = "E_LOADGEN";
+
+/// Most producers a run can have (the producer field has 3 digits).
+pub const MAX_PRODUCERS: usize = 999;
+
+const SEQ_DIGITS: usize = 12;
+const NS_DIGITS: usize = 19;
+
+/// One received event's fields.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fields {
+    /// The run id.
+    pub run: u32,
+    /// The producer.
+    pub producer: u32,
+    /// The producer's sequence number.
+    pub seq: u64,
+    /// Intended CLOCK_MONOTONIC time, ns.
+    pub intended_ns: u64,
+}
+
+/// Builds the params of every event of one run, all encoding to `size` bytes.
+#[derive(Clone, Debug)]
+pub struct Template {
+    format: Format,
+    size: usize,
+    pad: String,
+}
+
+/// A size the payload cannot have.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SizeError {
+    /// The size asked for.
+    pub size: usize,
+    /// The smallest possible in this format.
+    pub min: usize,
+    /// The format.
+    pub format: Format,
+}
+
+impl std::fmt::Display for SizeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "size {} is too small for the {} format: the smallest loadgen event encodes to {} bytes",
+            self.size, self.format, self.min
+        )
+    }
+}
+
+impl Template {
+    /// A template for datagrams of exactly `size` bytes in `format`.
+    pub fn new(format: Format, size: usize) -> Result<Template, SizeError> {
+        let min = Self::min_size(format);
+        if size < min || size > MAX_DATAGRAM {
+            return Err(SizeError { size, min, format });
+        }
+        let mut t = Template {
+            format,
+            size,
+            pad: "x".repeat(size - min + 1),
+        };
+        // Verify the arithmetic on a real encode with the widest field values.
+        let len = t.encoded_len(&t.params(
+            u32::MAX,
+            MAX_PRODUCERS as u32,
+            999_999_999_999,
+            u64::MAX / 2,
+        ));
+        assert_eq!(len, size, "payload size arithmetic");
+        t.pad.shrink_to_fit();
+        Ok(t)
+    }
+
+    /// The smallest datagram in `format` (one byte of padding).
+    pub fn min_size(format: Format) -> usize {
+        let t = Template {
+            format,
+            size: 0,
+            pad: "x".into(),
+        };
+        t.encoded_len(&t.params(0, 0, 0, 0))
+    }
+
+    fn encoded_len(&self, params: &Params) -> usize {
+        let mut scratch = vec![0u8; MAX_DATAGRAM];
+        self.format
+            .encode(EVENT, params, &mut scratch)
+            .expect("sizes are checked against MAX_DATAGRAM")
+    }
+
+    /// The datagram size.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// The params of one event. Numbers are written fixed-width (zero padded) into stack buffers.
+    pub fn params(&self, run: u32, producer: u32, seq: u64, intended_ns: u64) -> Params {
+        let mut run_buf = [0u8; 8];
+        let mut p_buf = [0u8; 3];
+        let mut seq_buf = [0u8; SEQ_DIGITS];
+        let mut ns_buf = [0u8; NS_DIGITS];
+        let mut params = Params::new();
+        for (buf, value) in [
+            (&mut run_buf[..], None),
+            (&mut p_buf[..], Some(producer as u64)),
+            (&mut seq_buf[..], Some(seq)),
+            (&mut ns_buf[..], Some(intended_ns)),
+        ] {
+            let s = match value {
+                None => hex8(run, buf),
+                Some(v) => digits(v, buf),
+            };
+            params
+                .push(None, ValueRef::Str(s))
+                .expect("unnamed params need no validation");
+        }
+        params
+            .push(None, ValueRef::Str(&self.pad))
+            .expect("unnamed params need no validation");
+        params
+    }
+}
+
+fn hex8(v: u32, buf: &mut [u8]) -> &str {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for (i, b) in buf.iter_mut().enumerate() {
+        *b = HEX[(v >> (28 - 4 * i) & 0xf) as usize];
+    }
+    std::str::from_utf8(buf).expect("ASCII")
+}
+
+/// `v` in decimal, zero padded to the buffer's width (the highest digits are cut: widths are
+/// chosen so real values fit).
+fn digits(mut v: u64, buf: &mut [u8]) -> &str {
+    for b in buf.iter_mut().rev() {
+        *b = b'0' + (v % 10) as u8;
+        v /= 10;
+    }
+    std::str::from_utf8(buf).expect("ASCII")
+}
+
+/// Parses received datagrams back into [`Fields`] with the library's decoders.
+#[derive(Debug, Default)]
+pub struct Parser {
+    line: Decoder,
+}
+
+impl Parser {
+    /// A parser (reusable: the line decoder keeps its scratch).
+    pub fn new() -> Parser {
+        Parser::default()
+    }
+
+    /// Calls `f` for each loadgen event in `datagram`; returns how many were malformed (an
+    /// undecodable datagram counts as one).
+    pub fn parse(&mut self, datagram: &[u8], mut f: impl FnMut(Fields)) -> u64 {
+        let mut bad = 0;
+        let mut one = |name: &str, params: &Params| match fields(name, params) {
+            Some(x) => f(x),
+            None => bad += 1,
+        };
+        let ok = match datagram.first() {
+            Some(b'{') => match event_datagram::decode::jsonrpc::decode(datagram) {
+                Ok(events) => {
+                    for e in &events {
+                        one(e.name().as_str(), e.params());
+                    }
+                    true
+                }
+                Err(_) => false,
+            },
+            _ => self.line.decode_each(datagram, &mut one).is_ok(),
+        };
+        if ok {
+            bad
+        } else {
+            bad + 1
+        }
+    }
+}
+
+fn fields(name: &str, params: &Params) -> Option<Fields> {
+    if name != EVENT {
+        return None;
+    }
+    let mut it = params.iter().map(|p| match p.value {
+        ValueRef::Str(s) => Some(s),
+        ValueRef::Int(_) => None,
+    });
+    let mut next = || it.next().flatten();
+    let run = u32::from_str_radix(next()?, 16).ok()?;
+    let producer = next()?.parse().ok()?;
+    let seq = next()?.parse().ok()?;
+    let intended_ns = next()?.parse().ok()?;
+    next()?;
+    Some(Fields {
+        run,
+        producer,
+        seq,
+        intended_ns,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_size_encodes_exactly_and_parses_back() {
+        assert_eq!(Template::min_size(Format::Line), 59);
+        assert_eq!(Template::min_size(Format::Jsonrpc), 107);
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        let mut parser = Parser::new();
+        for format in Format::ALL {
+            for size in [
+                Template::min_size(format),
+                64,
+                512,
+                1400,
+                8192,
+                MAX_DATAGRAM,
+            ] {
+                let Ok(t) = Template::new(format, size) else {
+                    assert!(size < 107 && format == Format::Jsonrpc);
+                    continue;
+                };
+                for (seq, ns) in [(0, 0), (42, 123_456_789), (999_999_999_999, u64::MAX / 2)] {
+                    let p = t.params(0xdead_beef, 7, seq, ns);
+                    let n = format.encode(EVENT, &p, &mut buf).unwrap();
+                    assert_eq!(n, size, "{format} {size}");
+                    let mut got = Vec::new();
+                    assert_eq!(parser.parse(&buf[..n], |f| got.push(f)), 0);
+                    let want = Fields {
+                        run: 0xdead_beef,
+                        producer: 7,
+                        seq,
+                        intended_ns: ns,
+                    };
+                    assert_eq!(got, [want]);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn too_small_sizes_are_refused_with_the_minimum() {
+        let e = Template::new(Format::Jsonrpc, 64).unwrap_err();
+        assert!(e.to_string().contains("107"), "{e}");
+        assert!(Template::new(Format::Line, 58).is_err());
+        assert!(Template::new(Format::Line, MAX_DATAGRAM + 1).is_err());
+    }
+
+    #[test]
+    fn foreign_datagrams_are_counted_as_malformed() {
+        let mut parser = Parser::new();
+        assert_eq!(parser.parse(b"E_OTHER\nx\n\n", |_| panic!()), 1);
+        assert_eq!(parser.parse(b"garbage", |_| panic!()), 1);
+        assert_eq!(parser.parse(b"{nope", |_| panic!()), 1);
+    }
+}

@@ -1,0 +1,339 @@
+//! One run: a fresh dispatcher, embedded sinks (or external targets), warm-up, the measured
+//! window, shutdown, drain, accounting.
+
+use std::io::Write;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use event_datagram::{
+    Dispatcher, DispatcherConfig, EventId, Expiry, QueuePolicy, RaiseError, Stats, Target,
+    TargetCounters, UnixAddr,
+};
+use hdrhistogram::Histogram;
+
+use crate::clock::{mono_ns, sleep_until};
+use crate::measure::histogram;
+use crate::payload::{Template, EVENT};
+use crate::plan::Plan;
+use crate::result::{GeneratorCounts, RunResult, RunShape, TargetOutcome, Transport};
+use crate::schedule::Pacer;
+use crate::sink::{Sink, TempDir};
+use crate::units::{human_count, human_ns};
+
+/// Events queued in the dispatcher's channel are capped at this many bytes of payload, so
+/// 65 457-byte runs do not queue a gigabyte (16 384 x 64 KiB) when the receiver falls behind.
+pub const QUEUE_BYTES: usize = 64 << 20;
+
+/// The channel capacity of a run of `size`-byte events: the plan's, capped by [`QUEUE_BYTES`].
+pub fn queue_capacity(plan: &Plan, size: usize) -> usize {
+    plan.queue_capacity.min((QUEUE_BYTES / size).max(64))
+}
+
+/// Producers start this long after the run's start is fixed, so thread start-up is not lag.
+const START_DELAY_NS: u64 = 2_000_000;
+
+/// Runs one size over one transport (or over the plan's external targets).
+pub fn run_phase(plan: &Plan, size: usize, transport: Transport) -> anyhow::Result<RunResult> {
+    let template = Template::new(plan.format, size).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let dir = TempDir::new().context("cannot create a temp dir for UNIX sinks")?;
+    let sinks: Vec<Sink> = if plan.external.is_empty() {
+        (0..plan.targets)
+            .map(|i| {
+                let at = match transport {
+                    Transport::Udp => Target::Udp(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))),
+                    Transport::Unix => {
+                        Target::Unix(UnixAddr::Path(dir.path().join(format!("sink{i}.sock"))))
+                    }
+                };
+                Sink::bind(&at).with_context(|| format!("cannot bind a sink at {at}"))
+            })
+            .collect::<anyhow::Result<_>>()?
+    } else {
+        Vec::new()
+    };
+    let targets: Vec<Target> = if sinks.is_empty() {
+        plan.external.clone()
+    } else {
+        sinks.iter().map(|s| s.target().clone()).collect()
+    };
+    let d = Dispatcher::start(DispatcherConfig {
+        backend: plan.backend,
+        queue_capacity: queue_capacity(plan, size),
+        queue_full: QueuePolicy::Drop,
+        default_format: plan.format,
+        shutdown_timeout_ms: 2_000,
+        ..DispatcherConfig::default()
+    })
+    .context("cannot start the dispatcher")?;
+    let event = d.publish(EVENT)?;
+    for t in &targets {
+        d.subscribe(event, t.clone(), Expiry::Never)?;
+    }
+    let run_id = (mono_ns() as u32 ^ std::process::id().rotate_left(16)) & !1;
+    let label = format!("{size} B {transport}");
+
+    if plan.warmup.0 > 0 {
+        let gen = Generator::new(plan, &d, event, &template, run_id, plan.warmup.0);
+        gen.run(&sinks, None);
+    }
+    quiesce(&d);
+    let before = d.stats();
+    let drops_before: Vec<u64> = sinks
+        .iter()
+        .map(|s| s.kernel_drops().unwrap_or(0))
+        .collect();
+
+    let measured = run_id | 1;
+    let gen = Generator::new(plan, &d, event, &template, measured, plan.duration.0);
+    let (counts, lag) = gen.run(&sinks, plan.progress.then_some(label.as_str()));
+    let after = d.shutdown();
+
+    let counters: Vec<TargetCounters> = targets.iter().map(|t| delta(&after, &before, t)).collect();
+    let expected: u64 = counters.iter().map(|c| c.sent).sum();
+    drain(&sinks, measured, expected, plan.drain_timeout.0);
+    let outcomes: Vec<TargetOutcome> = targets
+        .into_iter()
+        .zip(counters)
+        .enumerate()
+        .map(|(i, (target, counters))| {
+            let sink = sinks.get(i);
+            let kernel = sink.and_then(Sink::kernel_drops).unwrap_or(0);
+            TargetOutcome {
+                target,
+                counters,
+                kernel_rx_drops: kernel.saturating_sub(drops_before.get(i).copied().unwrap_or(0)),
+                recorder: None,
+            }
+        })
+        .collect();
+    let mut malformed = 0;
+    let mut outcomes = outcomes;
+    for (o, sink) in outcomes.iter_mut().zip(sinks) {
+        let mut book = sink.stop();
+        malformed += book.malformed;
+        o.recorder = Some(book.runs.remove(&measured).unwrap_or_default());
+    }
+    let shape = RunShape {
+        size,
+        transport: plan.external.first().map_or(transport, Transport::of),
+        format: plan.format.to_string(),
+        producers: plan.producers,
+        rate_per_s: plan.rate.per_s(),
+        duration_ns: plan.duration.0,
+    };
+    let mut r = RunResult::account(&shape, &counts, &lag, outcomes, malformed);
+    r.intervals_start_ns = r.intervals_start_ns.saturating_sub(plan.origin_ns);
+    Ok(r)
+}
+
+/// `after - before` for one target (the warm-up's share removed).
+fn delta(after: &Stats, before: &Stats, target: &Target) -> TargetCounters {
+    let a = after.target(target).copied().unwrap_or_default();
+    let b = before.target(target).copied().unwrap_or_default();
+    let mut c = TargetCounters::default();
+    c.raised = a.raised - b.raised;
+    c.sent = a.sent - b.sent;
+    c.datagrams = a.datagrams - b.datagrams;
+    c.bytes = a.bytes - b.bytes;
+    c.dropped_retry_overflow = a.dropped_retry_overflow - b.dropped_retry_overflow;
+    c.dropped_shutdown = a.dropped_shutdown - b.dropped_shutdown;
+    c.failed_unreachable = a.failed_unreachable - b.failed_unreachable;
+    c.failed_oversize = a.failed_oversize - b.failed_oversize;
+    c.failed_other = a.failed_other - b.failed_other;
+    c.pending = a.pending;
+    c
+}
+
+/// Waits (bounded) until every warm-up event is sent or dropped, so the snapshot taken next
+/// splits warm-up and measurement exactly.
+fn quiesce(d: &Dispatcher) {
+    let deadline = mono_ns() + 5_000_000_000;
+    while mono_ns() < deadline {
+        let s = d.stats();
+        if s.events.pending == 0 && s.totals.pending == 0 {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Lets the sinks read what is still in flight: until they have `expected` events of `run`, or
+/// nothing arrived for 300 ms, or `timeout_ns` passed.
+fn drain(sinks: &[Sink], run: u32, expected: u64, timeout_ns: u64) {
+    let start = mono_ns();
+    let (mut last, mut last_change) = (u64::MAX, start);
+    loop {
+        let got: u64 = sinks.iter().map(|s| received(s, run)).sum();
+        let now = mono_ns();
+        if got >= expected || now - start > timeout_ns || now - last_change > 300_000_000 {
+            return;
+        }
+        if got != last {
+            (last, last_change) = (got, now);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn received(sink: &Sink, run: u32) -> u64 {
+    sink.book().runs.get(&run).map_or(0, |r| r.received)
+}
+
+/// Counters the producers update once per tick, read by the progress line.
+#[derive(Default)]
+struct Live {
+    scheduled: AtomicU64,
+    shed: AtomicU64,
+    published: AtomicU64,
+    channel_full: AtomicU64,
+    running: AtomicUsize,
+}
+
+/// The producers of one window.
+struct Generator<'a> {
+    plan: &'a Plan,
+    dispatcher: &'a Dispatcher,
+    event: EventId,
+    template: &'a Template,
+    run: u32,
+    duration_ns: u64,
+}
+
+impl<'a> Generator<'a> {
+    fn new(
+        plan: &'a Plan,
+        dispatcher: &'a Dispatcher,
+        event: EventId,
+        template: &'a Template,
+        run: u32,
+        duration_ns: u64,
+    ) -> Self {
+        Generator {
+            plan,
+            dispatcher,
+            event,
+            template,
+            run,
+            duration_ns,
+        }
+    }
+
+    /// Runs the window; prints a progress line per second under `progress` (a label).
+    fn run(&self, sinks: &[Sink], progress: Option<&str>) -> (GeneratorCounts, Histogram<u64>) {
+        let live = Live::default();
+        let start = mono_ns() + START_DELAY_NS;
+        let p = self.plan.producers;
+        live.running.store(p, Ordering::Relaxed);
+        let lags = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..p)
+                .map(|k| {
+                    let live = &live;
+                    scope.spawn(move || self.produce(k, start, live))
+                })
+                .collect();
+            self.watch(start, sinks, &live, progress);
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("producers do not panic"))
+                .collect::<Vec<_>>()
+        });
+        let mut lag = histogram();
+        for h in &lags {
+            lag.add(h).expect("same bounds");
+        }
+        let counts = GeneratorCounts {
+            scheduled: live.scheduled.load(Ordering::Relaxed),
+            shed: live.shed.load(Ordering::Relaxed),
+            published: live.published.load(Ordering::Relaxed),
+            channel_full: live.channel_full.load(Ordering::Relaxed),
+        };
+        (counts, lag)
+    }
+
+    /// One producer: raise what is due each tick, never block, then sleep to the next event.
+    fn produce(&self, k: usize, start: u64, live: &Live) -> Histogram<u64> {
+        let plan = self.plan;
+        let publisher = self.dispatcher.publisher();
+        let mut pacer = Pacer::new(
+            start,
+            self.duration_ns,
+            plan.rate,
+            k as u64,
+            plan.producers as u64,
+            plan.catchup.0,
+        );
+        let mut lag = histogram();
+        sleep_until(start);
+        loop {
+            let now = mono_ns();
+            let tick = pacer.poll(now);
+            let (mut published, mut full) = (0, 0);
+            for i in tick.due.clone() {
+                let intended = pacer.intended(i);
+                let params = self.template.params(self.run, k as u32, i, intended);
+                lag.saturating_record(mono_ns().saturating_sub(intended).max(1));
+                match publisher.raise(self.event, params) {
+                    Ok(()) => published += 1,
+                    Err(RaiseError::QueueFull(..)) => full += 1,
+                    Err(e) => panic!("raise failed while the dispatcher runs: {e}"),
+                }
+            }
+            let shed = tick.shed.end - tick.shed.start;
+            live.shed.fetch_add(shed, Ordering::Relaxed);
+            live.published.fetch_add(published, Ordering::Relaxed);
+            live.channel_full.fetch_add(full, Ordering::Relaxed);
+            live.scheduled
+                .fetch_add(shed + published + full, Ordering::Relaxed);
+            match pacer.next_intended() {
+                Some(next) => sleep_until(next.max(now + plan.tick.0)),
+                None => break,
+            }
+        }
+        live.running.fetch_sub(1, Ordering::Relaxed);
+        lag
+    }
+
+    /// Waits for the producers; prints a progress line every second when asked.
+    fn watch(&self, start: u64, sinks: &[Sink], live: &Live, progress: Option<&str>) {
+        let mut next_line = start + 1_000_000_000;
+        let (mut last_pub, mut last_recv) = (0u64, 0u64);
+        while live.running.load(Ordering::Relaxed) > 0 {
+            std::thread::sleep(Duration::from_millis(20));
+            let Some(label) = progress else { continue };
+            let now = mono_ns();
+            if now < next_line {
+                continue;
+            }
+            next_line += 1_000_000_000;
+            let published = live.published.load(Ordering::Relaxed);
+            let (mut recv, mut p99) = (0u64, 0u64);
+            for s in sinks {
+                let b = s.book();
+                if let Some(r) = b.runs.get(&self.run) {
+                    recv += r.received;
+                    p99 = p99.max(r.latency.value_at_quantile(0.99));
+                }
+            }
+            let stats = self.dispatcher.stats();
+            let drops = live.shed.load(Ordering::Relaxed)
+                + live.channel_full.load(Ordering::Relaxed)
+                + stats.totals.dropped()
+                + stats.totals.failed();
+            let mut err = std::io::stderr().lock();
+            let _ =
+                writeln!(
+                err,
+                "[{label}] {:>4.1}s  target {}/s  published {}/s  received {}/s  drops {}  p99 {}",
+                (now - start) as f64 / 1e9,
+                human_count(self.plan.rate.per_s()),
+                human_count((published - last_pub) as f64),
+                human_count((recv - last_recv) as f64),
+                drops,
+                if sinks.is_empty() { "n/a".into() } else { human_ns(p99 as f64) },
+            );
+            (last_pub, last_recv) = (published, recv);
+        }
+    }
+}

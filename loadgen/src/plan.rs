@@ -1,0 +1,144 @@
+//! A resolved plan: built-in defaults, then the config file, then flags.
+
+use event_datagram::{BackendChoice, Format, Target};
+
+use crate::cli::Common;
+use crate::config::{FileConfig, Thresholds, TransportChoice};
+use crate::payload::{Template, MAX_PRODUCERS};
+use crate::result::Transport;
+use crate::units::{Nanos, Rate};
+use crate::Usage;
+
+/// The default sweep: sizes up to the datagram ceiling.
+pub const DEFAULT_SIZES: [usize; 5] = [64, 512, 1400, 8192, 65_457];
+
+/// Everything a run needs.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// Events per second.
+    pub rate: Rate,
+    /// Measured window.
+    pub duration: Nanos,
+    /// Warm-up.
+    pub warmup: Nanos,
+    /// Sizes, one run each.
+    pub sizes: Vec<usize>,
+    /// Transports, one run each.
+    pub transports: Vec<Transport>,
+    /// Receivers per transport.
+    pub targets: usize,
+    /// Producer threads.
+    pub producers: usize,
+    /// Wire format.
+    pub format: Format,
+    /// Backend.
+    pub backend: BackendChoice,
+    /// Producers' tick.
+    pub tick: Nanos,
+    /// Catch-up window.
+    pub catchup: Nanos,
+    /// Channel capacity.
+    pub queue_capacity: usize,
+    /// Drain bound after each run.
+    pub drain_timeout: Nanos,
+    /// External targets (none: embedded sinks).
+    pub external: Vec<Target>,
+    /// Progress lines on stderr.
+    pub progress: bool,
+    /// Thresholds.
+    pub thresholds: Thresholds,
+    /// CLOCK_MONOTONIC at loadgen's start (the interval log's time base).
+    pub origin_ns: u64,
+}
+
+impl Plan {
+    /// Resolves `flags` over `file` over the defaults, and checks the result.
+    pub fn resolve(
+        flags: &Common,
+        file: &FileConfig,
+        external: Option<&[String]>,
+    ) -> Result<Plan, Usage> {
+        let transport = flags
+            .transport
+            .or(file.transport)
+            .unwrap_or(TransportChoice::Both);
+        let external_specs = external
+            .map(<[String]>::to_vec)
+            .or_else(|| file.targets_external.clone())
+            .unwrap_or_default();
+        let external = external_specs
+            .iter()
+            .map(|s| Target::parse(s).map_err(|e| Usage(format!("--targets-external: {e}"))))
+            .collect::<Result<Vec<_>, _>>()?;
+        let plan = Plan {
+            rate: flags.rate.or(file.rate).unwrap_or(Rate::per_sec(20_000)),
+            duration: flags
+                .duration
+                .or(file.duration)
+                .unwrap_or(Nanos(2_000_000_000)),
+            warmup: flags.warmup.or(file.warmup).unwrap_or(Nanos(300_000_000)),
+            sizes: flags
+                .sizes
+                .clone()
+                .or_else(|| file.sizes.clone())
+                .unwrap_or_else(|| DEFAULT_SIZES.to_vec()),
+            transports: match transport {
+                TransportChoice::Udp => vec![Transport::Udp],
+                TransportChoice::Unix => vec![Transport::Unix],
+                TransportChoice::Both => vec![Transport::Udp, Transport::Unix],
+            },
+            targets: flags.targets.or(file.targets).unwrap_or(1),
+            producers: flags.producers.or(file.producers).unwrap_or(1),
+            format: flags.format.or(file.format).unwrap_or_default(),
+            backend: flags.backend.or(file.backend).unwrap_or_default(),
+            tick: flags.tick.or(file.tick).unwrap_or(Nanos(100_000)),
+            catchup: flags.catchup.or(file.catchup).unwrap_or(Nanos(10_000_000)),
+            queue_capacity: flags
+                .queue_capacity
+                .or(file.queue_capacity)
+                .unwrap_or(16_384),
+            drain_timeout: file.drain_timeout.unwrap_or(Nanos(2_000_000_000)),
+            external,
+            progress: flags.progress || std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            thresholds: file.thresholds.clone().unwrap_or_default(),
+            origin_ns: crate::clock::mono_ns(),
+        };
+        plan.check()?;
+        Ok(plan)
+    }
+
+    fn check(&self) -> Result<(), Usage> {
+        let bad = |m: String| Err(Usage(m));
+        for &size in &self.sizes {
+            if let Err(e) = Template::new(self.format, size) {
+                return bad(if size > event_datagram::MAX_DATAGRAM {
+                    format!(
+                        "size {size} is over the {}-byte datagram limit",
+                        event_datagram::MAX_DATAGRAM
+                    )
+                } else {
+                    e.to_string()
+                });
+            }
+        }
+        if self.sizes.is_empty() {
+            return bad("--sizes: at least one size".into());
+        }
+        if self.targets == 0 || self.targets > 64 {
+            return bad("--targets: 1 to 64".into());
+        }
+        if self.producers == 0 || self.producers > MAX_PRODUCERS {
+            return bad(format!("--producers: 1 to {MAX_PRODUCERS}"));
+        }
+        if self.duration.0 == 0 {
+            return bad("--duration: must be above 0".into());
+        }
+        if self.tick.0 == 0 || self.tick.0 > 1_000_000_000 {
+            return bad("--tick: above 0 and at most 1s".into());
+        }
+        if self.queue_capacity == 0 {
+            return bad("--queue-capacity: at least 1".into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,39 @@
+//! The JSON report: a versioned superset of the table that CI jobs rely on.
+
+use serde::Serialize;
+
+use crate::result::RunResult;
+
+/// The schema name; bump on incompatible changes.
+pub const SCHEMA: &str = "loadgen/1";
+
+#[derive(Serialize)]
+struct Report<'a> {
+    schema: &'static str,
+    backend: &'a str,
+    host: Host,
+    runs: &'a [RunResult],
+}
+
+#[derive(Serialize)]
+struct Host {
+    cpus: usize,
+    kernel: String,
+}
+
+/// The report as pretty JSON.
+pub fn render(runs: &[RunResult], backend: &str) -> String {
+    let host = Host {
+        cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
+        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map(|s| s.trim().to_owned())
+            .unwrap_or_default(),
+    };
+    let report = Report {
+        schema: SCHEMA,
+        backend,
+        host,
+        runs,
+    };
+    serde_json::to_string_pretty(&report).expect("the report serializes") + "\n"
+}

@@ -1,0 +1,90 @@
+//! The summary table on stdout: one line per run.
+
+use std::fmt::Write;
+
+use crate::measure::QUANTILES;
+use crate::result::RunResult;
+use crate::units::{human_count, human_ns};
+
+/// Column headers (the JSON field each comes from is in the README).
+pub const HEADERS: [&str; 15] = [
+    "size",
+    "transport",
+    "target/s",
+    "achieved/s",
+    "scheduled",
+    "sent",
+    "received",
+    "lost",
+    "drops",
+    "p50",
+    "p90",
+    "p99",
+    "p99.9",
+    "p99.99",
+    "max",
+];
+
+/// The table, with a legend line; `n/m` marks a percentile above the measured fraction.
+pub fn render(runs: &[RunResult], backend: &str) -> String {
+    let rows: Vec<Vec<String>> = runs
+        .iter()
+        .map(|r| {
+            let opt = |v: Option<u64>| v.map_or("n/a".to_string(), |v| v.to_string());
+            let mut row = vec![
+                format!("{} B", r.size_bytes),
+                r.transport.to_string(),
+                human_count(r.target_rate_per_s),
+                human_count(r.achieved_rate_per_s),
+                r.scheduled.to_string(),
+                r.sent.to_string(),
+                opt(r.received),
+                opt(r.lost),
+                r.dropped().to_string(),
+            ];
+            let q = r.latency_ns.quantiles();
+            for (v, _) in q.iter().zip(QUANTILES) {
+                row.push(match (v, r.received) {
+                    (Some(v), _) => human_ns(*v as f64),
+                    (None, Some(_)) if r.latency_ns.count > 0 => "n/m".into(),
+                    _ => "n/a".into(),
+                });
+            }
+            row.push(
+                r.latency_ns
+                    .max
+                    .map_or("n/a".into(), |v| human_ns(v as f64)),
+            );
+            row
+        })
+        .collect();
+    let mut widths: Vec<usize> = HEADERS.iter().map(|h| h.len()).collect();
+    for row in &rows {
+        for (w, c) in widths.iter_mut().zip(row) {
+            *w = (*w).max(c.len());
+        }
+    }
+    let mut out = String::new();
+    let line = |out: &mut String, cells: &[String]| {
+        for (i, (c, w)) in cells.iter().zip(&widths).enumerate() {
+            let sep = if i == 0 { "" } else { "  " };
+            // Text left, numbers right.
+            if i < 2 {
+                let _ = write!(out, "{sep}{c:<w$}");
+            } else {
+                let _ = write!(out, "{sep}{c:>w$}");
+            }
+        }
+        out.push('\n');
+    };
+    line(&mut out, &HEADERS.map(str::to_owned));
+    for row in &rows {
+        line(&mut out, row);
+    }
+    let _ = writeln!(
+        out,
+        "backend {backend}; latency = receipt - intended send time (CLOCK_MONOTONIC); \
+         n/m = not measured (above 1 - loss); drops = shed + channel full + send-side drops"
+    );
+    out
+}

@@ -1,0 +1,455 @@
+//! One run's result (one size and transport) and its exact accounting.
+//!
+//! Two identities hold exactly, by construction, and are checked by the tests:
+//! `scheduled = sent + sum(drops)` (what happened before the kernel took a datagram) and
+//! `sent = received + lost` (what happened after), with `lost = kernel_rx_drops + unexplained`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use event_datagram::{Target, TargetCounters};
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use crate::measure::{Percentiles, Recorder};
+
+/// A transport of the embedded sinks.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// UDP on loopback.
+    Udp,
+    /// UNIX datagram sockets in a temp dir.
+    Unix,
+}
+
+impl Transport {
+    /// `"udp"` or `"unix"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Udp => "udp",
+            Transport::Unix => "unix",
+        }
+    }
+
+    /// The transport of `target`.
+    pub fn of(target: &Target) -> Transport {
+        match target {
+            Target::Udp(_) => Transport::Udp,
+            Target::Unix(_) => Transport::Unix,
+        }
+    }
+}
+
+impl fmt::Display for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Drop causes before the kernel accepted a datagram, as JSON keys.
+pub mod cause {
+    /// The generator was more than the catch-up window late and skipped the event.
+    pub const SHED: &str = "shed";
+    /// The dispatcher's channel was full (policy `drop`).
+    pub const CHANNEL_FULL: &str = "channel_full";
+    /// The event encoded to more than the datagram limit.
+    pub const OVERSIZE: &str = "oversize";
+    /// The receiver was slower than the sender and the target's retry queue overflowed (EAGAIN).
+    pub const RECEIVER_SLOW: &str = "receiver_slow";
+    /// Nobody listened (ENOENT, ECONNREFUSED).
+    pub const NO_RECEIVER: &str = "no_receiver";
+    /// Still queued when the dispatcher's shutdown deadline passed.
+    pub const SHUTDOWN: &str = "shutdown_timeout";
+    /// Any other send error.
+    pub const SEND_ERROR: &str = "send_error";
+    /// Scheduled events the counters cannot place (a bug if ever non-zero).
+    pub const UNACCOUNTED: &str = "unaccounted";
+}
+
+/// What the generator did in one run (counts of events, before fan-out to targets).
+#[derive(Clone, Debug, Default)]
+pub struct GeneratorCounts {
+    /// Events the schedule held.
+    pub scheduled: u64,
+    /// Skipped: later than the catch-up window.
+    pub shed: u64,
+    /// Accepted by `Publisher::raise`.
+    pub published: u64,
+    /// Refused by `raise`: channel full.
+    pub channel_full: u64,
+}
+
+/// Kernel-side losses after the send was accepted.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct LossCauses {
+    /// Counted by the kernel for our sink sockets (`/proc/net/udp` drops).
+    pub kernel_rx_drops: u64,
+    /// Neither received nor counted anywhere.
+    pub unexplained: u64,
+}
+
+/// One target's share of a run.
+#[derive(Clone, Debug, Serialize)]
+pub struct TargetResult {
+    /// The socket spec.
+    pub target: String,
+    /// Datagrams the kernel accepted for it.
+    pub sent: u64,
+    /// Unique events it received (`None` for external targets).
+    pub received: Option<u64>,
+    /// `sent - received`.
+    pub lost: Option<u64>,
+    /// Extra copies received.
+    pub duplicates: u64,
+    /// Events that arrived after a later one of the same producer.
+    pub reordered: u64,
+    /// Missing sequence numbers below each producer's highest received.
+    pub sequence_gaps: u64,
+    /// Kernel receive-buffer drops on its socket.
+    pub kernel_rx_drops: u64,
+}
+
+/// The result of one run: one datagram size, one transport.
+#[derive(Clone, Debug, Serialize)]
+pub struct RunResult {
+    /// Datagram size.
+    pub size_bytes: usize,
+    /// Transport of the targets.
+    pub transport: Transport,
+    /// Wire format.
+    pub format: String,
+    /// Targets (each receives every event).
+    pub targets: usize,
+    /// Producer threads.
+    pub producers: usize,
+    /// Event rate asked for.
+    pub target_rate_per_s: f64,
+    /// Measured window.
+    pub duration_s: f64,
+    /// Datagrams scheduled (events x targets).
+    pub scheduled: u64,
+    /// Datagrams handed to the dispatcher (events published x targets).
+    pub published: u64,
+    /// Datagrams the kernel accepted.
+    pub sent: u64,
+    /// Unique datagrams received (`None` with external targets: see the sink's report).
+    pub received: Option<u64>,
+    /// `sent - received`.
+    pub lost: Option<u64>,
+    /// Why scheduled datagrams were not sent: `scheduled = sent + sum(drops)`.
+    pub drops: BTreeMap<&'static str, u64>,
+    /// Why sent datagrams were not received: `lost = kernel_rx_drops + unexplained`.
+    pub loss: Option<LossCauses>,
+    /// Extra copies received.
+    pub duplicates: u64,
+    /// Out-of-order arrivals.
+    pub reordered: u64,
+    /// Datagrams at the sinks that were not events of this run's format.
+    pub malformed: u64,
+    /// Received events per second per target (sent, for external targets).
+    pub achieved_rate_per_s: f64,
+    /// `achieved / target`.
+    pub achieved_ratio: f64,
+    /// `1 - received / scheduled`: everything that did not arrive.
+    pub loss_ratio: Option<f64>,
+    /// End-to-end latency, intended time to receipt.
+    pub latency_ns: Percentiles,
+    /// The generator's own lag, publish time minus intended time.
+    pub generator_lag_ns: Percentiles,
+    /// Per target.
+    pub per_target: Vec<TargetResult>,
+    /// Why the numbers may not mean what they seem (the loud warning).
+    pub warnings: Vec<String>,
+    /// The latency histogram (for `.hgrm`, `.hlog`, the plot).
+    #[serde(skip)]
+    pub latency: Histogram<u64>,
+    /// Per-second latency histograms.
+    #[serde(skip)]
+    pub intervals: Vec<Histogram<u64>>,
+    /// Offset of the first interval from loadgen's start, ns.
+    #[serde(skip)]
+    pub intervals_start_ns: u64,
+}
+
+/// One target's view at the end of a run.
+#[derive(Debug)]
+pub struct TargetOutcome {
+    /// The target.
+    pub target: Target,
+    /// Its counters over the measured window.
+    pub counters: TargetCounters,
+    /// What its sink saw of the run (`None` for external targets).
+    pub recorder: Option<Recorder>,
+    /// Kernel receive-buffer drops over the window.
+    pub kernel_rx_drops: u64,
+}
+
+/// The run's parameters, for the result.
+#[derive(Clone, Debug)]
+pub struct RunShape {
+    /// Datagram size.
+    pub size: usize,
+    /// Transport.
+    pub transport: Transport,
+    /// Format name.
+    pub format: String,
+    /// Producers.
+    pub producers: usize,
+    /// Events per second asked for.
+    pub rate_per_s: f64,
+    /// Measured window, ns.
+    pub duration_ns: u64,
+}
+
+impl RunResult {
+    /// Puts a run's counters together.
+    pub fn account(
+        shape: &RunShape,
+        gen: &GeneratorCounts,
+        lag: &Histogram<u64>,
+        targets: Vec<TargetOutcome>,
+        malformed: u64,
+    ) -> RunResult {
+        let n = targets.len() as u64;
+        let mut drops = BTreeMap::new();
+        drops.insert(cause::SHED, gen.shed * n);
+        drops.insert(cause::CHANNEL_FULL, gen.channel_full * n);
+        let mut sum = |key, f: fn(&TargetCounters) -> u64| {
+            drops.insert(key, targets.iter().map(|t| f(&t.counters)).sum());
+        };
+        sum(cause::OVERSIZE, |c| c.failed_oversize);
+        sum(cause::RECEIVER_SLOW, |c| c.dropped_retry_overflow);
+        sum(cause::NO_RECEIVER, |c| c.failed_unreachable);
+        sum(cause::SHUTDOWN, |c| c.dropped_shutdown);
+        sum(cause::SEND_ERROR, |c| c.failed_other);
+        let scheduled = gen.scheduled * n;
+        let sent: u64 = targets.iter().map(|t| t.counters.sent).sum();
+        let mut warnings = Vec::new();
+        let explained = sent + drops.values().sum::<u64>();
+        if explained != scheduled {
+            warnings.push(format!(
+                "accounting: {scheduled} scheduled but {explained} sent or dropped; the \
+                 difference is reported as `{}`",
+                cause::UNACCOUNTED
+            ));
+        }
+        drops.insert(cause::UNACCOUNTED, scheduled.saturating_sub(explained));
+
+        let external = targets.iter().any(|t| t.recorder.is_none());
+        let mut all = Recorder::new();
+        let mut per_target = Vec::new();
+        let mut loss = LossCauses::default();
+        for t in &targets {
+            let rec = t.recorder.as_ref();
+            if let Some(r) = rec {
+                all.merge(r);
+            }
+            let received = rec.map(|r| r.received);
+            let lost = received.map(|r| t.counters.sent.saturating_sub(r));
+            if let Some(l) = lost {
+                let k = t.kernel_rx_drops.min(l);
+                loss.kernel_rx_drops += k;
+                loss.unexplained += l - k;
+            }
+            if let Some(r) = received.filter(|&r| r > t.counters.sent) {
+                warnings.push(format!(
+                    "{}: received {r} unique events but the kernel accepted {}",
+                    t.target, t.counters.sent
+                ));
+            }
+            per_target.push(TargetResult {
+                target: t.target.to_string(),
+                sent: t.counters.sent,
+                received,
+                lost,
+                duplicates: rec.map_or(0, |r| r.duplicates),
+                reordered: rec.map_or(0, |r| r.reordered),
+                sequence_gaps: rec.map_or(0, |r| r.gaps()),
+                kernel_rx_drops: t.kernel_rx_drops,
+            });
+        }
+        let received = (!external).then_some(all.received);
+        let lost = (!external).then(|| loss.kernel_rx_drops + loss.unexplained);
+        let secs = shape.duration_ns as f64 / 1e9;
+        let delivered = received.unwrap_or(sent);
+        let achieved = if n == 0 || secs == 0.0 {
+            0.0
+        } else {
+            delivered as f64 / n as f64 / secs
+        };
+        let measured = if scheduled == 0 {
+            1.0
+        } else {
+            delivered as f64 / scheduled as f64
+        };
+        let result = RunResult {
+            size_bytes: shape.size,
+            transport: shape.transport,
+            format: shape.format.clone(),
+            targets: targets.len(),
+            producers: shape.producers,
+            target_rate_per_s: shape.rate_per_s,
+            duration_s: secs,
+            scheduled,
+            published: gen.published * n,
+            sent,
+            received,
+            lost,
+            drops,
+            loss: (!external).then_some(loss),
+            duplicates: all.duplicates,
+            reordered: all.reordered,
+            malformed,
+            achieved_rate_per_s: (achieved * 10.0).round() / 10.0,
+            achieved_ratio: if shape.rate_per_s > 0.0 {
+                achieved / shape.rate_per_s
+            } else {
+                0.0
+            },
+            loss_ratio: received.map(|_| 1.0 - measured),
+            latency_ns: if external {
+                Percentiles::default()
+            } else {
+                Percentiles::of(&all.latency, measured)
+            },
+            generator_lag_ns: Percentiles::of(lag, 1.0),
+            per_target,
+            warnings,
+            latency: all.latency,
+            intervals: all.intervals,
+            intervals_start_ns: all.first_ns,
+        };
+        result.with_warnings(gen, lag)
+    }
+
+    /// Adds the loud warning when the generator or the machine could not sustain the rate.
+    fn with_warnings(mut self, gen: &GeneratorCounts, lag: &Histogram<u64>) -> RunResult {
+        let short = self.achieved_ratio < 0.99 || gen.shed > 0 || gen.channel_full > 0;
+        let lag_ms = lag.max() as f64 / 1e6;
+        if short || lag_ms > 10.0 {
+            self.warnings.push(format!(
+                "the target rate was NOT sustained ({} B, {}): target {:.0}/s x {:.1} s; \
+                 scheduled {}, published {}, sent {}, received {}; shed {} (generator late), \
+                 channel full {}; achieved {:.0}/s = {:.1}% of target; generator lag p99 {:.3} ms, \
+                 max {lag_ms:.3} ms. The generator or this machine cannot sustain this rate: read \
+                 the latency as that of an overloaded system.",
+                self.size_bytes,
+                self.transport,
+                self.target_rate_per_s,
+                self.duration_s,
+                self.scheduled,
+                self.published,
+                self.sent,
+                self.received.map_or("n/a".into(), |r| r.to_string()),
+                self.drops[cause::SHED],
+                self.drops[cause::CHANNEL_FULL],
+                self.achieved_rate_per_s,
+                self.achieved_ratio * 100.0,
+                lag.value_at_quantile(0.99) as f64 / 1e6,
+            ));
+        }
+        self
+    }
+
+    /// Sum of all drops.
+    pub fn dropped(&self) -> u64 {
+        self.drops.values().sum()
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::measure::histogram;
+
+    /// A UDP run result with these latency intervals, for report tests.
+    pub(crate) fn dummy(size: usize, intervals: Vec<Histogram<u64>>, start_ns: u64) -> RunResult {
+        let mut rec = Recorder::new();
+        for h in &intervals {
+            rec.latency.add(h).unwrap();
+            rec.received += h.len();
+        }
+        let target = Target::parse("udp:127.0.0.1:9").unwrap();
+        let mut counters = TargetCounters::default();
+        counters.sent = rec.received;
+        counters.raised = rec.received;
+        let shape = RunShape {
+            size,
+            transport: Transport::Udp,
+            format: "line".into(),
+            producers: 1,
+            rate_per_s: rec.received as f64,
+            duration_ns: 1_000_000_000,
+        };
+        let gen = GeneratorCounts {
+            scheduled: rec.received,
+            published: rec.received,
+            ..Default::default()
+        };
+        let outcome = TargetOutcome {
+            target,
+            counters,
+            recorder: Some(rec),
+            kernel_rx_drops: 0,
+        };
+        let mut r = RunResult::account(&shape, &gen, &histogram(), vec![outcome], 0);
+        r.intervals = intervals;
+        r.intervals_start_ns = start_ns;
+        r
+    }
+
+    #[test]
+    fn identities_hold_with_every_cause() {
+        let t = |spec: &str, sent, slow, unreachable, kernel, received| {
+            let mut c = TargetCounters::default();
+            c.raised = 900;
+            c.sent = sent;
+            c.dropped_retry_overflow = slow;
+            c.failed_unreachable = unreachable;
+            let mut rec = Recorder::new();
+            rec.received = received;
+            TargetOutcome {
+                target: Target::parse(spec).unwrap(),
+                counters: c,
+                recorder: Some(rec),
+                kernel_rx_drops: kernel,
+            }
+        };
+        let gen = GeneratorCounts {
+            scheduled: 1000,
+            shed: 60,
+            published: 900,
+            channel_full: 40,
+        };
+        let shape = RunShape {
+            size: 64,
+            transport: Transport::Udp,
+            format: "line".into(),
+            producers: 1,
+            rate_per_s: 1000.0,
+            duration_ns: 1_000_000_000,
+        };
+        let r = RunResult::account(
+            &shape,
+            &gen,
+            &histogram(),
+            vec![
+                t("udp:127.0.0.1:1", 880, 20, 0, 5, 870),
+                t("udp:127.0.0.1:2", 890, 0, 10, 50, 889),
+            ],
+            0,
+        );
+        assert_eq!(r.scheduled, 2000);
+        assert_eq!(r.scheduled, r.sent + r.dropped());
+        assert_eq!(r.drops[cause::UNACCOUNTED], 0);
+        assert_eq!(r.sent, r.received.unwrap() + r.lost.unwrap());
+        let loss = r.loss.clone().unwrap();
+        assert_eq!((loss.kernel_rx_drops, loss.unexplained), (6, 5));
+        assert_eq!(r.drops[cause::SHED], 120);
+        assert_eq!(r.drops[cause::RECEIVER_SLOW], 20);
+        assert!(r.warnings.iter().any(|w| w.contains("NOT sustained")));
+    }
+}

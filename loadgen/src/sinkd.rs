@@ -1,0 +1,84 @@
+//! `loadgen sink --listen SPEC[,SPEC]`: receivers in their own process. Each run (run id) is
+//! reported on stdout once nothing arrived for it for `--idle`: received, sequence gaps,
+//! duplicates, reordering, kernel drops, latency (the sender's intended time to receipt, on the
+//! shared CLOCK_MONOTONIC).
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::time::Duration;
+
+use anyhow::Context;
+use event_datagram::Target;
+
+use crate::cli::SinkArgs;
+use crate::clock::mono_ns;
+use crate::measure::{Percentiles, Recorder};
+use crate::sink::Sink;
+use crate::units::human_ns;
+use crate::Usage;
+
+/// Binds every `--listen` socket and reports runs until `--duration` passes (or forever).
+pub fn run(args: &SinkArgs) -> anyhow::Result<()> {
+    let targets = args
+        .listen
+        .iter()
+        .map(|s| Target::parse(s).map_err(|e| Usage(format!("--listen: {e}"))))
+        .collect::<Result<Vec<_>, _>>()?;
+    let sinks = targets
+        .iter()
+        .map(|t| Sink::bind(t).with_context(|| format!("cannot listen on {t}")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    for s in &sinks {
+        eprintln!("loadgen sink: listening on {}", s.target());
+    }
+    let end = args.duration.map(|d| mono_ns() + d.0);
+    let mut reported = HashSet::new();
+    loop {
+        std::thread::sleep(Duration::from_millis(100));
+        let now = mono_ns();
+        let last = end.is_some_and(|e| now >= e);
+        for s in &sinks {
+            let done: Vec<(u32, Recorder)> = {
+                let mut book = s.book();
+                let ids: Vec<u32> = book
+                    .runs
+                    .iter()
+                    .filter(|(_, r)| last || now.saturating_sub(r.last_ns) > args.idle.0)
+                    .map(|(&id, _)| id)
+                    .collect();
+                ids.into_iter()
+                    .filter_map(|id| book.runs.remove(&id).map(|r| (id, r)))
+                    .collect()
+            };
+            for (id, r) in done {
+                if reported.insert((id, s.target().to_string())) {
+                    println!("{}", line(id, s, &r));
+                }
+            }
+        }
+        let _ = std::io::stdout().flush();
+        if last {
+            return Ok(());
+        }
+    }
+}
+
+fn line(id: u32, sink: &Sink, r: &Recorder) -> String {
+    let p = Percentiles::of(&r.latency, 1.0);
+    let ns = |v: Option<u64>| v.map_or("n/a".into(), |v| human_ns(v as f64));
+    format!(
+        "run {id:08x}{} {}: received {} gaps {} duplicates {} reordered {} kernel_drops {} \
+         p50 {} p99 {} p99.9 {} max {}",
+        if id & 1 == 0 { " (warm-up)" } else { "" },
+        sink.target(),
+        r.received,
+        r.gaps(),
+        r.duplicates,
+        r.reordered,
+        sink.kernel_drops().map_or("n/a".into(), |d| d.to_string()),
+        ns(p.p50),
+        ns(p.p99),
+        ns(p.p99_9),
+        ns(p.max),
+    )
+}

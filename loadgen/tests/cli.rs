@@ -1,0 +1,374 @@
+//! loadgen end to end, through its binary: accounting, report formats, exit codes, sink.
+//! Runs are short (10-20k/s for 1 s) and check the accounting and formats, not the speed.
+
+use std::net::UdpSocket;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+
+use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
+use serde_json::Value;
+
+fn loadgen(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("loadgen runs")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("loadgen-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The identities of LOADGEN.md, exactly, for one JSON run.
+fn check_identities(run: &Value) {
+    let n = |k: &str| run[k].as_u64().unwrap_or_else(|| panic!("{k} in {run}"));
+    let drops: u64 = run["drops"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        n("scheduled"),
+        n("sent") + drops,
+        "scheduled = sent + drops: {run}"
+    );
+    assert_eq!(
+        n("sent"),
+        n("received") + n("lost"),
+        "sent = received + lost: {run}"
+    );
+    let loss = &run["loss"];
+    assert_eq!(
+        n("lost"),
+        loss["kernel_rx_drops"].as_u64().unwrap() + loss["unexplained"].as_u64().unwrap()
+    );
+    assert_eq!(run["drops"]["unaccounted"], 0, "{run}");
+}
+
+#[test]
+fn a_run_accounts_for_every_event_and_writes_every_report() {
+    let dir = scratch("run");
+    let p = |f: &str| dir.join(f).display().to_string();
+    let (json, hlog, svg, hgrm) = (p("r.json"), p("r.hlog"), p("r.svg"), p("lat"));
+    let out = loadgen(&[
+        "run",
+        "--rate",
+        "20k",
+        "--duration",
+        "1s",
+        "--warmup",
+        "100ms",
+        "--sizes",
+        "64,1400",
+        "--transport",
+        "both",
+        "--json",
+        &json,
+        "--hlog",
+        &hlog,
+        "--plot",
+        &svg,
+        "--hgrm",
+        &hgrm,
+    ]);
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        text(&out.stderr)
+    );
+
+    // JSON: schema, one run per size and transport, every table column, exact identities.
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(report["schema"], "loadgen/1");
+    assert!(report["backend"].is_string());
+    let runs = report["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 4);
+    for run in runs {
+        let scheduled = run["scheduled"].as_u64().unwrap();
+        assert!(
+            scheduled.abs_diff(20_000) <= 200,
+            "rate x duration within 1%: {scheduled}"
+        );
+        check_identities(run);
+        for key in [
+            "size_bytes",
+            "transport",
+            "target_rate_per_s",
+            "achieved_rate_per_s",
+            "scheduled",
+            "published",
+            "sent",
+            "received",
+            "lost",
+            "drops",
+        ] {
+            assert!(!run[key].is_null(), "{key}");
+        }
+        for key in ["p50", "p90", "p99", "p99_9", "p99_99", "max", "mean"] {
+            assert!(run["latency_ns"].get(key).is_some(), "latency_ns.{key}");
+        }
+        assert!(run["latency_ns"]["p50"].as_u64().unwrap() > 0);
+        for cause in [
+            "shed",
+            "channel_full",
+            "oversize",
+            "receiver_slow",
+            "no_receiver",
+        ] {
+            assert!(run["drops"][cause].is_u64(), "drops.{cause}");
+        }
+    }
+
+    // The table: a header and a line per run, with the columns the JSON has.
+    let lines: Vec<&str> = stdout.lines().collect();
+    for col in [
+        "size",
+        "achieved/s",
+        "lost",
+        "p50",
+        "p90",
+        "p99",
+        "p99.9",
+        "p99.99",
+        "max",
+    ] {
+        assert!(
+            lines[0].split_whitespace().any(|c| c == col),
+            "{col} in {}",
+            lines[0]
+        );
+    }
+    assert!(
+        lines[1].starts_with("64 B") && lines[4].starts_with("1400 B"),
+        "{stdout}"
+    );
+
+    // .hgrm: the plotter's 4-column rule.
+    for (size, t) in [(64, "udp"), (64, "unix"), (1400, "udp"), (1400, "unix")] {
+        let f = std::fs::read_to_string(format!("{hgrm}-{size}-{t}.hgrm")).unwrap();
+        let mut rows = 0;
+        for line in f.lines().skip(2).filter(|l| !l.starts_with('#')) {
+            let cols: Vec<f64> = line
+                .split_whitespace()
+                .map(|c| c.parse().unwrap())
+                .collect();
+            assert!(
+                cols.len() == 4 || cols.len() == 3 && cols[1] == 1.0,
+                "{line}"
+            );
+            rows += 1;
+        }
+        assert!(rows > 10, "{f}");
+    }
+
+    // .hlog: read back with the interval-log reader; tags per size and transport.
+    let log = std::fs::read(&hlog).unwrap();
+    let mut tags = std::collections::BTreeSet::new();
+    let mut deserializer = hdrhistogram::serialization::Deserializer::new();
+    for entry in IntervalLogIterator::new(&log) {
+        if let LogEntry::Interval(h) = entry.unwrap() {
+            tags.insert(h.tag().unwrap().as_str().to_owned());
+            assert!(!h.encoded_histogram().is_empty());
+            let _ = &mut deserializer;
+        }
+    }
+    let want: std::collections::BTreeSet<String> =
+        ["64B-udp", "64B-unix", "1400B-udp", "1400B-unix"]
+            .map(String::from)
+            .into();
+    assert_eq!(tags, want);
+
+    // SVG: well-formed XML, with axis labels.
+    let svg = std::fs::read_to_string(&svg).unwrap();
+    assert_well_formed(&svg);
+    for label in [
+        "percentile",
+        "latency (us)",
+        "datagram size (bytes)",
+        "64 B udp",
+    ] {
+        assert!(svg.contains(label), "{label} in the SVG");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A small XML well-formedness check: every element closes, in order, and attributes quote.
+fn assert_well_formed(xml: &str) {
+    let mut stack: Vec<String> = Vec::new();
+    let mut rest = xml;
+    while let Some(i) = rest.find('<') {
+        rest = &rest[i + 1..];
+        let end = rest.find('>').expect("every tag ends");
+        let tag = &rest[..end];
+        rest = &rest[end + 1..];
+        if tag.starts_with('?') || tag.starts_with('!') {
+            continue;
+        }
+        assert_eq!(tag.matches('"').count() % 2, 0, "quotes in <{tag}>");
+        if let Some(name) = tag.strip_prefix('/') {
+            assert_eq!(
+                stack.pop().as_deref(),
+                Some(name.trim()),
+                "closing </{name}>"
+            );
+        } else if !tag.ends_with('/') {
+            stack.push(tag.split_whitespace().next().unwrap().to_owned());
+        }
+    }
+    assert!(stack.is_empty(), "unclosed: {stack:?}");
+    assert!(xml.trim_start().starts_with("<svg") || xml.trim_start().starts_with("<?xml"));
+}
+
+#[test]
+fn usage_errors_exit_2_with_a_message() {
+    for (args, needle) in [
+        (&["--sizes", "65458"][..], "65457"),
+        (&["--format", "jsonrpc", "--sizes", "64"], "107"),
+        (&["--rate", "fast"], "invalid rate"),
+        (&["--transport", "tcp"], "tcp"),
+        (&["capacity", "--slo", "p98=1ms"], "p98"),
+    ] {
+        let out = loadgen(args);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        assert!(
+            text(&out.stderr).contains(needle),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+    }
+    let dir = scratch("cfg");
+    let cfg = dir.join("bad.yaml");
+    std::fs::write(&cfg, "rate: 10k\nsizez: [64]\n").unwrap();
+    let out = loadgen(&["--config", cfg.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("sizez"), "{}", text(&out.stderr));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_missed_threshold_exits_3_naming_it_and_the_value() {
+    let out = loadgen(&[
+        "--rate",
+        "5k",
+        "--duration",
+        "300ms",
+        "--warmup",
+        "0s",
+        "--sizes",
+        "64",
+        "--transport",
+        "udp",
+        "--max-p99",
+        "1ns",
+        "--min-achieved",
+        "1%",
+    ]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("--max-p99 1ns: 64 B udp measured"), "{err}");
+    assert!(!err.contains("--min-achieved"), "{err}");
+}
+
+#[test]
+fn an_unsustainable_rate_runs_and_says_so_loudly() {
+    let out = loadgen(&[
+        "--rate",
+        "1M",
+        "--duration",
+        "300ms",
+        "--warmup",
+        "0s",
+        "--sizes",
+        "64",
+        "--transport",
+        "unix",
+        "--json",
+        "-",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let run = &report["runs"][0];
+    assert_eq!(run["scheduled"], 300_000);
+    check_identities(run);
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("WARNING") && err.contains("NOT sustained"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_sink_in_another_process_receives_an_external_run() {
+    use std::io::{BufRead, BufReader};
+    let port = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let spec = format!("udp:127.0.0.1:{port}");
+    let mut sink = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args([
+            "sink",
+            "--listen",
+            &spec,
+            "--duration",
+            "30s",
+            "--idle",
+            "300ms",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // It says when it listens.
+    let mut said = String::new();
+    BufReader::new(sink.stderr.take().unwrap())
+        .read_line(&mut said)
+        .unwrap();
+    assert!(said.contains("listening on"), "{said}");
+    let out = loadgen(&[
+        "run",
+        "--targets-external",
+        &spec,
+        "--rate",
+        "5k",
+        "--duration",
+        "1s",
+        "--warmup",
+        "0s",
+        "--sizes",
+        "200",
+        "--json",
+        "-",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let run = &report["runs"][0];
+    assert_eq!(run["sent"], 5_000, "{run}");
+    assert!(run["received"].is_null());
+    // The sink reports the run once it has been idle for 300 ms.
+    let line = BufReader::new(sink.stdout.take().unwrap()).lines().next();
+    let _ = sink.kill();
+    let _ = sink.wait();
+    let line = line.expect("the sink reports the run").unwrap();
+    assert!(
+        line.contains(&format!("{spec}: received 5000 gaps 0")),
+        "{line}"
+    );
+}
