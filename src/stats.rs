@@ -77,6 +77,24 @@ impl TargetCounters {
         self.raised == self.sent + self.dropped() + self.failed() + self.pending
     }
 
+    /// What happened between `earlier` and `self` (two snapshots of the same target): every
+    /// cumulative counter as a difference; `pending` as it is now.
+    pub fn since(&self, earlier: &TargetCounters) -> TargetCounters {
+        TargetCounters {
+            raised: self.raised - earlier.raised,
+            sent: self.sent - earlier.sent,
+            datagrams: self.datagrams - earlier.datagrams,
+            bytes: self.bytes - earlier.bytes,
+            dropped_retry_overflow: self.dropped_retry_overflow - earlier.dropped_retry_overflow,
+            dropped_shutdown: self.dropped_shutdown - earlier.dropped_shutdown,
+            failed_unreachable: self.failed_unreachable - earlier.failed_unreachable,
+            failed_oversize: self.failed_oversize - earlier.failed_oversize,
+            failed_other: self.failed_other - earlier.failed_other,
+            pending: self.pending,
+            gso_refused: self.gso_refused - earlier.gso_refused,
+        }
+    }
+
     pub(crate) fn add(&mut self, o: &TargetCounters) {
         self.raised += o.raised;
         self.sent += o.sent;
@@ -118,6 +136,18 @@ pub struct EventCounters {
 }
 
 impl EventCounters {
+    /// What happened between `earlier` and `self`: every cumulative counter as a difference;
+    /// `pending` as it is now.
+    pub fn since(&self, earlier: &EventCounters) -> EventCounters {
+        EventCounters {
+            raised: self.raised - earlier.raised,
+            dropped_queue_full: self.dropped_queue_full - earlier.dropped_queue_full,
+            dispatched: self.dispatched - earlier.dispatched,
+            unsubscribed: self.unsubscribed - earlier.unsubscribed,
+            pending: self.pending,
+        }
+    }
+
     /// True when `raised = dropped_queue_full + dispatched + pending`.
     pub fn is_balanced(&self) -> bool {
         self.raised == self.dropped_queue_full + self.dispatched + self.pending
