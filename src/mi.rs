@@ -7,7 +7,7 @@
 //!
 //! | method             | params (array or object)                   | result                      |
 //! |--------------------|--------------------------------------------|-----------------------------|
-//! | `event_subscribe`  | `event, socket, expire?, format?`          | `"OK"`                      |
+//! | `event_subscribe`  | `event, socket, expire?, format?, coalesce?` | `"OK"`                    |
 //! | `events_list`      | none                                       | `{"Events":[{"name","id"}]}`|
 //! | `subscribers_list` | none, `event`, or `event, socket`          | see below                   |
 //! | `raise_event`      | `event, params?`                           | `"OK"`                      |
@@ -17,7 +17,9 @@
 //! - `event_subscribe`: `expire` in seconds (default 3600; a number or a string of digits, as
 //!   `opensips-cli` sends it); `0` ends the subscription at once (`"OK"` also when there was
 //!   none, as in OpenSIPS). `format` (`line` or `jsonrpc`, an extension) chooses the wire
-//!   format; the default is the dispatcher's `default_format`.
+//!   format; the default is the dispatcher's `default_format`. `coalesce` (an extension),
+//!   `{"max_bytes":N,"max_delay_us":M}`, packs consecutive events for this socket into one
+//!   datagram (see [`Coalesce`]); listed back in the subscriber entry.
 //! - `subscribers_list`: `{"Events":[{"name","id","Subscribers":[S...]}]}` (events without
 //!   subscribers are left out), `{"Event":{"name","id","Subscribers":[S...]}}` (`{"Event":{}}`
 //!   when the event has no subscriber, as OpenSIPS prints it), or

@@ -42,7 +42,7 @@ static WRITING: Mutex<()> = Mutex::new(());
 /// Arguments of `evdgram listen`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The socket to listen on: udp:HOST:PORT, udp:[IPv6]:PORT, unix:/path, unix:@name or
+    /// The socket to listen on: udp:HOST:PORT (an IPv6 HOST in brackets), unix:/path, unix:@name or
     /// /path.
     spec: Target,
     /// How to decode datagrams: auto picks jsonrpc for a datagram starting with `{`, else line.

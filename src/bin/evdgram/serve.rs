@@ -31,7 +31,7 @@ pub struct Args {
     /// The YAML configuration (see config/event-datagram.yaml); without it, the defaults.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// An MI socket to serve (repeatable; replaces mi.listen): udp:HOST:PORT, udp:[IPv6]:PORT,
+    /// An MI socket to serve (repeatable; replaces mi.listen): udp:HOST:PORT (an IPv6 HOST in brackets),
     /// unix:/path, /path or unix:@name. Default udp:127.0.0.1:8080.
     #[arg(long = "mi", value_name = "SPEC")]
     mi: Vec<String>,
