@@ -5,7 +5,7 @@ use std::io::{self, Write};
 use anyhow::Context;
 use event_datagram::{validate_event_name, Format, Params, MAX_DATAGRAM};
 
-use crate::params::parse_params;
+use crate::params::{parse_params, FormatArg};
 
 /// The exit status of every `encode` error: bad input, nothing written.
 pub const FAILURE_STATUS: u8 = 2;
@@ -22,24 +22,6 @@ pub struct Args {
     /// array for unnamed ones. Values are strings or integers in the i64 range.
     #[arg(long, value_name = "JSON")]
     params: Option<String>,
-}
-
-/// A wire format to encode in (also `raise --format`).
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-pub enum FormatArg {
-    /// The OpenSIPS event_datagram line format (up to 3.0).
-    Line,
-    /// JSON-RPC 2.0 notifications (OpenSIPS 3.1+).
-    Jsonrpc,
-}
-
-impl From<FormatArg> for Format {
-    fn from(f: FormatArg) -> Format {
-        match f {
-            FormatArg::Line => Format::Line,
-            FormatArg::Jsonrpc => Format::Jsonrpc,
-        }
-    }
 }
 
 /// Encodes the event and writes the datagram to stdout; on error, nothing is written.

@@ -10,8 +10,7 @@ use event_datagram::{
     Stats, Target,
 };
 
-use crate::encode::FormatArg;
-use crate::params::parse_params;
+use crate::params::{parse_params, FormatArg};
 
 /// Exit status when the command line or its input is wrong (nothing was sent).
 pub const USAGE_STATUS: u8 = 2;

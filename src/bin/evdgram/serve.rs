@@ -17,9 +17,10 @@ use std::thread;
 use anyhow::{bail, Context};
 use crossbeam_channel::bounded;
 use event_datagram::mi::stats_json;
-use event_datagram::{Config, Dispatcher, Format, MiHandler, Target};
+use event_datagram::{Config, Dispatcher, MiHandler, Target};
 
 use crate::listen::{self, Cleanup, Socket};
+use crate::params::FormatArg;
 use crate::signal;
 
 /// The exit status when `serve` fails (bad configuration, cannot bind, ...).
@@ -41,24 +42,6 @@ pub struct Args {
     /// The wire format of subscriptions that do not choose one (dispatcher.default_format).
     #[arg(long, value_enum)]
     format: Option<FormatArg>,
-}
-
-/// A wire format.
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-enum FormatArg {
-    /// The OpenSIPS event_datagram line format (up to 3.0).
-    Line,
-    /// JSON-RPC 2.0 notifications (OpenSIPS 3.1+; what opensips-event reads).
-    Jsonrpc,
-}
-
-impl From<FormatArg> for Format {
-    fn from(f: FormatArg) -> Format {
-        match f {
-            FormatArg::Line => Format::Line,
-            FormatArg::Jsonrpc => Format::Jsonrpc,
-        }
-    }
 }
 
 /// Why the server stops.
