@@ -1,6 +1,7 @@
 //! Decoders: OpenSIPS 3.0.5 captures, packed datagrams, malformed input, and round trips
 //! `decode(encode(e)) == e` (normalized to what each format carries) for arbitrary events.
 
+use crate::support::{normalize_jsonrpc, normalize_line};
 use event_datagram::decode::{self, jsonrpc, line, DecodeErrorKind as Kind, DecodeFormat};
 use event_datagram::{Event, Format, Param, Value, MAX_DATAGRAM};
 use proptest::prelude::*;
@@ -311,33 +312,6 @@ fn malformed_jsonrpc_datagrams() {
 }
 
 // ---- round trips ----
-
-/// What the line format reads back: strings only, and an empty name is no name.
-fn normalize_line(params: &[Param]) -> Vec<Param> {
-    params
-        .iter()
-        .map(|p| Param {
-            name: p.name.clone().filter(|n| !n.is_empty()),
-            value: match &p.value {
-                Value::Int(n) => Value::Str(n.to_string()),
-                v => v.clone(),
-            },
-        })
-        .collect()
-}
-
-/// What `jsonrpc` reads back: an array (first param unnamed) drops the names, an object names
-/// the unnamed ones `""`.
-fn normalize_jsonrpc(params: &[Param]) -> Vec<Param> {
-    let object = params.first().is_some_and(|p| p.name.is_some());
-    params
-        .iter()
-        .map(|p| Param {
-            name: object.then(|| p.name.clone().unwrap_or_default()),
-            value: p.value.clone(),
-        })
-        .collect()
-}
 
 fn encode(format: Format, e: &Event) -> Vec<u8> {
     let mut buf = vec![0; MAX_DATAGRAM];

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use event_datagram::{BackendChoice, Target};
+use event_datagram::{BackendChoice, Param, Target, Value};
 
 /// A directory removed on drop.
 pub struct TempDir(PathBuf);
@@ -163,4 +163,31 @@ pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(1));
     }
     cond()
+}
+
+/// What the line format reads back: strings only, and an empty name is no name.
+pub fn normalize_line(params: &[Param]) -> Vec<Param> {
+    params
+        .iter()
+        .map(|p| Param {
+            name: p.name.clone().filter(|n| !n.is_empty()),
+            value: match &p.value {
+                Value::Int(n) => Value::Str(n.to_string()),
+                v => v.clone(),
+            },
+        })
+        .collect()
+}
+
+/// What `jsonrpc` reads back: an array (first param unnamed) drops the names, an object names
+/// the unnamed ones `""`.
+pub fn normalize_jsonrpc(params: &[Param]) -> Vec<Param> {
+    let object = params.first().is_some_and(|p| p.name.is_some());
+    params
+        .iter()
+        .map(|p| Param {
+            name: object.then(|| p.name.clone().unwrap_or_default()),
+            value: p.value.clone(),
+        })
+        .collect()
 }

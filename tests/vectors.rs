@@ -1,6 +1,7 @@
 //! The shared exact-byte vectors (tests/vectors/*.jsonl, see its README): every case encodes to
 //! exactly its bytes and decodes back; and the 65 457-byte datagram limit, to the byte.
 
+use crate::support::{normalize_jsonrpc, normalize_line};
 use event_datagram::decode::{self, DecodeFormat};
 use event_datagram::{EncodeError, Event, Format, Param, Params, Value, MAX_DATAGRAM};
 
@@ -55,33 +56,6 @@ fn cases(jsonl: &str, format: &str) -> Vec<Case> {
         .collect();
     assert!(!cases.is_empty());
     cases
-}
-
-/// What the line format reads back: strings only, and an empty name is no name.
-fn normalize_line(params: &[Param]) -> Vec<Param> {
-    params
-        .iter()
-        .map(|p| Param {
-            name: p.name.clone().filter(|n| !n.is_empty()),
-            value: match &p.value {
-                Value::Int(n) => Value::Str(n.to_string()),
-                v => v.clone(),
-            },
-        })
-        .collect()
-}
-
-/// What `jsonrpc` reads back: an array (first param unnamed) drops the names, an object names
-/// the unnamed ones `""`.
-fn normalize_jsonrpc(params: &[Param]) -> Vec<Param> {
-    let object = params.first().is_some_and(|p| p.name.is_some());
-    params
-        .iter()
-        .map(|p| Param {
-            name: object.then(|| p.name.clone().unwrap_or_default()),
-            value: p.value.clone(),
-        })
-        .collect()
 }
 
 fn check(format: Format, jsonl: &str, normalize: fn(&[Param]) -> Vec<Param>) {
