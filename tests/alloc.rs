@@ -279,6 +279,37 @@ fn building_small_params_allocates_nothing() {
     assert_eq!(n, 1);
 }
 
+#[test]
+fn the_reusable_decoders_allocate_nothing_once_warmed_up() {
+    let _serial = serial();
+    let mut buf = vec![0u8; event_datagram::MAX_DATAGRAM];
+    for format in [Format::Line, Format::Jsonrpc] {
+        // A coalesced datagram: 50 events of named and unnamed string and integer params.
+        let mut packed = Vec::new();
+        for i in 0..50 {
+            let p = Params::new()
+                .unnamed_str("0000beef")
+                .unwrap()
+                .unnamed_int(i)
+                .unwrap()
+                .unnamed_str(&"x".repeat(100))
+                .unwrap();
+            let n = format.encode("E_LOADGEN", &p, &mut buf).unwrap();
+            packed.extend_from_slice(&buf[..n]);
+        }
+        let mut line = event_datagram::decode::line::Decoder::new();
+        let mut jsonrpc = event_datagram::decode::jsonrpc::Decoder::new();
+        let mut decode = |seen: &mut usize| match format {
+            Format::Line => line.decode_each(&packed, |_, p| *seen += p.len()),
+            Format::Jsonrpc => jsonrpc.decode_each(&packed, |_, p| *seen += p.len()),
+        };
+        let mut seen = 0;
+        decode(&mut seen).unwrap();
+        let (n, events) = allocations_on_this_thread(|| decode(&mut seen).unwrap());
+        assert_eq!((n, events, seen), (0, 50, 300), "{format}: {n} allocations");
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // The dispatcher in steady state
 

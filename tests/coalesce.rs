@@ -82,6 +82,53 @@ fn coalesced_events_arrive_packed_whole_and_in_order_in_both_formats() {
     }
 }
 
+/// One subscriber: the reactor encodes events straight into the open datagram (its fast path);
+/// the result must be the same as through the general path.
+#[test]
+fn a_single_coalesced_subscriber_gets_every_event_packed_in_order() {
+    for backend in backends() {
+        for format in [Format::Line, Format::Jsonrpc] {
+            let r = Receiver::udp();
+            let d = Dispatcher::start(DispatcherConfig {
+                backend,
+                ..Default::default()
+            })
+            .unwrap();
+            let e = d.publish("E_PACKED").unwrap();
+            let coalesce = Some(Coalesce::new(1_400, Duration::from_millis(1)).unwrap());
+            let options = SubscriptionOptions { format, coalesce };
+            d.subscribe_with(e, r.target.clone(), Expiry::Never, options)
+                .unwrap();
+            let total = 2_000;
+            for window in (0..total).step_by(250) {
+                for i in window..window + 250 {
+                    d.raise(e, params(i, i % 40)).unwrap();
+                }
+                let arrived = wait_until(LIMIT, || events_in(&r).len() >= window + 250);
+                assert!(arrived, "{backend:?} {format}");
+            }
+            let stats = d.shutdown();
+            let expected: Vec<Event> = (0..total)
+                .map(|i| {
+                    let p = params(i, i % 40);
+                    Event::from_parts(event_datagram::EventName::new("E_PACKED").unwrap(), p)
+                })
+                .collect();
+            assert!(
+                events_in(&r) == expected,
+                "{backend:?} {format}: events differ"
+            );
+            let datagrams = r.datagrams();
+            assert!(datagrams.iter().all(|d| d.len() <= 1_400));
+            let c = stats.target(&r.target).unwrap();
+            assert_eq!((c.sent, c.raised), (total as u64, total as u64), "{c:?}");
+            assert_eq!(c.datagrams, datagrams.len() as u64, "{c:?}");
+            assert!(c.datagrams * 5 < c.sent, "{backend:?} {format}: {c:?}");
+            assert!(c.is_balanced());
+        }
+    }
+}
+
 #[test]
 fn a_lone_coalesced_event_waits_for_its_delay_then_goes() {
     for backend in backends() {

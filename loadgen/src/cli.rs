@@ -76,6 +76,19 @@ pub struct Common {
     /// The dispatcher's channel capacity.
     #[arg(long)]
     pub queue_capacity: Option<usize>,
+    /// Subscribe the sinks with coalescing: events packed per datagram up to
+    /// `--coalesce-bytes` (default 65457) or `--coalesce-delay` (default 1ms).
+    #[arg(long)]
+    pub coalesce: bool,
+    /// Coalesced datagrams' size limit, bytes (implies `--coalesce`).
+    #[arg(long, value_parser = parse_size)]
+    pub coalesce_bytes: Option<usize>,
+    /// How long a coalesced datagram waits for more events (implies `--coalesce`).
+    #[arg(long)]
+    pub coalesce_delay: Option<Nanos>,
+    /// Turn UDP GSO off in the dispatcher (it is on by default).
+    #[arg(long)]
+    pub no_gso: bool,
     /// Print a progress line per second on stderr (default: when stderr is a terminal).
     #[arg(long)]
     pub progress: bool,

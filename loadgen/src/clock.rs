@@ -35,6 +35,14 @@ pub fn sleep_until(deadline_ns: u64) {
     }
 }
 
+/// Sleeps until about `deadline_ns`: no spin, so it may wake a timer slack (~50 us) late.
+pub fn sleep_coarse(deadline_ns: u64) {
+    let now = mono_ns();
+    if deadline_ns > now {
+        std::thread::sleep(std::time::Duration::from_nanos(deadline_ns - now));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -50,6 +50,14 @@ pub struct FileConfig {
     pub queue_capacity: Option<usize>,
     /// How long receivers may drain after a run.
     pub drain_timeout: Option<Nanos>,
+    /// Coalesce events into datagrams (see `coalesce_bytes`, `coalesce_delay`).
+    pub coalesce: Option<bool>,
+    /// Coalesced datagrams' size limit, bytes.
+    pub coalesce_bytes: Option<usize>,
+    /// How long a coalesced datagram waits for more events.
+    pub coalesce_delay: Option<Nanos>,
+    /// UDP GSO in the dispatcher.
+    pub udp_gso: Option<bool>,
     /// External targets instead of embedded sinks.
     pub targets_external: Option<Vec<String>>,
     /// Thresholds.
@@ -107,6 +115,10 @@ mod tests {
             c.catchup.is_some(),
             c.queue_capacity.is_some(),
             c.drain_timeout.is_some(),
+            c.coalesce.is_some(),
+            c.coalesce_bytes.is_some(),
+            c.coalesce_delay.is_some(),
+            c.udp_gso.is_some(),
             c.targets_external.is_some(),
             t.max_p99.is_some(),
             t.max_p999.is_some(),

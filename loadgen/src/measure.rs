@@ -52,6 +52,8 @@ pub struct Recorder {
     pub duplicates: u64,
     /// Events that arrived after a later one of the same producer.
     pub reordered: u64,
+    /// Datagrams received (several events each when coalesced).
+    pub datagrams: u64,
     /// Bytes received.
     pub bytes: u64,
     /// Latency, ns.
@@ -78,6 +80,7 @@ impl Recorder {
             received: 0,
             duplicates: 0,
             reordered: 0,
+            datagrams: 0,
             bytes: 0,
             latency: histogram(),
             intervals: Vec::new(),
@@ -87,8 +90,16 @@ impl Recorder {
         }
     }
 
-    /// Records one event of `len` bytes received at `now_ns`.
-    pub fn record(&mut self, f: Fields, len: usize, now_ns: u64) {
+    /// Counts one datagram of `len` bytes (its events are [`record`](Self::record)ed apart).
+    pub fn datagram(&mut self, len: usize) {
+        self.datagrams += 1;
+        self.bytes += len as u64;
+    }
+
+    /// Records one event received at `now_ns`; its latency is from its own intended time, so
+    /// an event that waited in a coalesced datagram shows that wait.
+    #[inline]
+    pub fn record(&mut self, f: Fields, now_ns: u64) {
         let p = f.producer as usize;
         if p >= self.producers.len() {
             self.producers.resize_with(p + 1, SeqTrack::default);
@@ -103,7 +114,6 @@ impl Recorder {
             self.first_ns = now_ns;
         }
         self.received += 1;
-        self.bytes += len as u64;
         self.last_ns = now_ns;
         let latency = now_ns.saturating_sub(f.intended_ns).max(1);
         self.latency.saturating_record(latency);
@@ -124,6 +134,7 @@ impl Recorder {
         self.received += o.received;
         self.duplicates += o.duplicates;
         self.reordered += o.reordered;
+        self.datagrams += o.datagrams;
         self.bytes += o.bytes;
         self.latency.add(&o.latency).expect("same bounds");
         if o.intervals.len() > self.intervals.len() {
@@ -212,7 +223,7 @@ mod tests {
     fn loss_duplicates_and_reordering_from_sequence_numbers() {
         let mut r = Recorder::new();
         for (p, s) in [(0, 0), (0, 1), (0, 3), (0, 2), (0, 3), (1, 0), (1, 5)] {
-            r.record(f(p, s), 64, 2_000);
+            r.record(f(p, s), 2_000);
         }
         assert_eq!((r.received, r.duplicates, r.reordered), (6, 1, 1));
         assert_eq!(r.gaps(), 4); // producer 1: 1..=4

@@ -1,6 +1,8 @@
 //! A resolved plan: built-in defaults, then the config file, then flags.
 
-use event_datagram::{BackendChoice, Format, Target};
+use std::time::Duration;
+
+use event_datagram::{BackendChoice, Coalesce, Format, Target};
 
 use crate::cli::Common;
 use crate::config::{FileConfig, Thresholds, TransportChoice};
@@ -11,6 +13,11 @@ use crate::Usage;
 
 /// The default sweep: sizes up to the datagram ceiling.
 pub const DEFAULT_SIZES: [usize; 5] = [64, 512, 1400, 8192, 65_457];
+
+/// `--coalesce`'s datagram size limit: the largest datagram.
+pub const DEFAULT_COALESCE_BYTES: usize = event_datagram::MAX_DATAGRAM;
+/// `--coalesce`'s delay limit: well under the 5 ms p99 a coalesced 1M/s run is held to.
+pub const DEFAULT_COALESCE_DELAY: Nanos = Nanos(1_000_000);
 
 /// Everything a run needs.
 #[derive(Clone, Debug)]
@@ -41,6 +48,10 @@ pub struct Plan {
     pub queue_capacity: usize,
     /// Drain bound after each run.
     pub drain_timeout: Nanos,
+    /// Coalescing of the sinks' subscriptions (`None`: one event per datagram).
+    pub coalesce: Option<Coalesce>,
+    /// UDP GSO in the dispatcher.
+    pub udp_gso: bool,
     /// External targets (none: embedded sinks).
     pub external: Vec<Target>,
     /// Progress lines on stderr.
@@ -70,6 +81,23 @@ impl Plan {
             .iter()
             .map(|s| Target::parse(s).map_err(|e| Usage(format!("--targets-external: {e}"))))
             .collect::<Result<Vec<_>, _>>()?;
+        let coalesce_bytes = flags.coalesce_bytes.or(file.coalesce_bytes);
+        let coalesce_delay = flags.coalesce_delay.or(file.coalesce_delay);
+        // Tuning either limit on the command line implies coalescing.
+        let coalesce_on = flags.coalesce
+            || flags.coalesce_bytes.is_some()
+            || flags.coalesce_delay.is_some()
+            || file.coalesce.unwrap_or(false);
+        let coalesce = if coalesce_on {
+            let bytes = coalesce_bytes.unwrap_or(DEFAULT_COALESCE_BYTES);
+            let delay = coalesce_delay.unwrap_or(DEFAULT_COALESCE_DELAY);
+            Some(
+                Coalesce::new(bytes, Duration::from_nanos(delay.0))
+                    .map_err(|e| Usage(format!("--coalesce-bytes: {e}")))?,
+            )
+        } else {
+            None
+        };
         let plan = Plan {
             rate: flags.rate.or(file.rate).unwrap_or(Rate::per_sec(20_000)),
             duration: flags
@@ -98,6 +126,8 @@ impl Plan {
                 .or(file.queue_capacity)
                 .unwrap_or(16_384),
             drain_timeout: file.drain_timeout.unwrap_or(Nanos(2_000_000_000)),
+            coalesce,
+            udp_gso: !flags.no_gso && file.udp_gso.unwrap_or(true),
             external,
             progress: flags.progress || std::io::IsTerminal::is_terminal(&std::io::stderr()),
             thresholds: file.thresholds.clone().unwrap_or_default(),

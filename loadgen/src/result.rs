@@ -96,10 +96,14 @@ pub struct LossCauses {
 pub struct TargetResult {
     /// The socket spec.
     pub target: String,
-    /// Datagrams the kernel accepted for it.
+    /// Events the kernel accepted for it.
     pub sent: u64,
     /// Unique events it received (`None` for external targets).
     pub received: Option<u64>,
+    /// Datagrams the kernel accepted for it (fewer than `sent` when coalesced).
+    pub datagrams_sent: u64,
+    /// Datagrams it received (`None` for external targets).
+    pub datagrams_received: Option<u64>,
     /// `sent - received`.
     pub lost: Option<u64>,
     /// Extra copies received.
@@ -129,19 +133,27 @@ pub struct RunResult {
     pub target_rate_per_s: f64,
     /// Measured window.
     pub duration_s: f64,
-    /// Datagrams scheduled (events x targets).
+    /// Whether the sinks' subscriptions coalesce events into datagrams.
+    pub coalesce: Option<CoalesceShape>,
+    /// Whether the dispatcher was allowed UDP GSO.
+    pub udp_gso: bool,
+    /// Events scheduled (events x targets).
     pub scheduled: u64,
-    /// Datagrams handed to the dispatcher (events published x targets).
+    /// Events handed to the dispatcher (events published x targets).
     pub published: u64,
-    /// Datagrams the kernel accepted.
+    /// Events the kernel accepted.
     pub sent: u64,
-    /// Unique datagrams received (`None` with external targets: see the sink's report).
+    /// Unique events received (`None` with external targets: see the sink's report).
     pub received: Option<u64>,
+    /// Datagrams the kernel accepted (equal to `sent` without coalescing).
+    pub datagrams_sent: u64,
+    /// Datagrams received, malformed ones aside (`None` with external targets).
+    pub datagrams_received: Option<u64>,
     /// `sent - received`.
     pub lost: Option<u64>,
-    /// Why scheduled datagrams were not sent: `scheduled = sent + sum(drops)`.
+    /// Why scheduled events were not sent: `scheduled = sent + sum(drops)`.
     pub drops: BTreeMap<&'static str, u64>,
-    /// Why sent datagrams were not received: `lost = kernel_rx_drops + unexplained`.
+    /// Why sent events were not received: `lost = kernel_rx_drops + unexplained`.
     pub loss: Option<LossCauses>,
     /// Extra copies received.
     pub duplicates: u64,
@@ -153,6 +165,8 @@ pub struct RunResult {
     pub achieved_rate_per_s: f64,
     /// `achieved / target`.
     pub achieved_ratio: f64,
+    /// Received datagrams per second per target (sent, for external targets).
+    pub achieved_datagrams_per_s: f64,
     /// `1 - received / scheduled`: everything that did not arrive.
     pub loss_ratio: Option<f64>,
     /// End-to-end latency, intended time to receipt.
@@ -202,6 +216,28 @@ pub struct RunShape {
     pub rate_per_s: f64,
     /// Measured window, ns.
     pub duration_ns: u64,
+    /// Coalescing of the sinks' subscriptions.
+    pub coalesce: Option<CoalesceShape>,
+    /// UDP GSO allowed.
+    pub udp_gso: bool,
+}
+
+/// A run's coalescing limits, as reported.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct CoalesceShape {
+    /// Largest datagram, bytes.
+    pub max_bytes: usize,
+    /// Longest an event waits for others, ns.
+    pub max_delay_ns: u64,
+}
+
+impl From<event_datagram::Coalesce> for CoalesceShape {
+    fn from(c: event_datagram::Coalesce) -> Self {
+        CoalesceShape {
+            max_bytes: c.max_bytes(),
+            max_delay_ns: c.max_delay().as_nanos() as u64,
+        }
+    }
 }
 
 impl RunResult {
@@ -264,6 +300,8 @@ impl RunResult {
                 target: t.target.to_string(),
                 sent: t.counters.sent,
                 received,
+                datagrams_sent: t.counters.datagrams,
+                datagrams_received: rec.map(|r| r.datagrams),
                 lost,
                 duplicates: rec.map_or(0, |r| r.duplicates),
                 reordered: rec.map_or(0, |r| r.reordered),
@@ -272,14 +310,20 @@ impl RunResult {
             });
         }
         let received = (!external).then_some(all.received);
+        let datagrams_sent: u64 = targets.iter().map(|t| t.counters.datagrams).sum();
+        let datagrams_received = (!external).then_some(all.datagrams);
         let lost = (!external).then(|| loss.kernel_rx_drops + loss.unexplained);
         let secs = shape.duration_ns as f64 / 1e9;
         let delivered = received.unwrap_or(sent);
-        let achieved = if n == 0 || secs == 0.0 {
-            0.0
-        } else {
-            delivered as f64 / n as f64 / secs
+        let per_target_s = |count: u64| {
+            if n == 0 || secs == 0.0 {
+                0.0
+            } else {
+                count as f64 / n as f64 / secs
+            }
         };
+        let achieved = per_target_s(delivered);
+        let achieved_datagrams = per_target_s(datagrams_received.unwrap_or(datagrams_sent));
         let measured = if scheduled == 0 {
             1.0
         } else {
@@ -293,10 +337,14 @@ impl RunResult {
             producers: shape.producers,
             target_rate_per_s: shape.rate_per_s,
             duration_s: secs,
+            coalesce: shape.coalesce,
+            udp_gso: shape.udp_gso,
             scheduled,
             published: gen.published * n,
             sent,
             received,
+            datagrams_sent,
+            datagrams_received,
             lost,
             drops,
             loss: (!external).then_some(loss),
@@ -309,6 +357,7 @@ impl RunResult {
             } else {
                 0.0
             },
+            achieved_datagrams_per_s: (achieved_datagrams * 10.0).round() / 10.0,
             loss_ratio: received.map(|_| 1.0 - measured),
             latency_ns: if external {
                 Percentiles::default()
@@ -383,6 +432,8 @@ pub(crate) mod tests {
             producers: 1,
             rate_per_s: rec.received as f64,
             duration_ns: 1_000_000_000,
+            coalesce: None,
+            udp_gso: true,
         };
         let gen = GeneratorCounts {
             scheduled: rec.received,
@@ -431,6 +482,8 @@ pub(crate) mod tests {
             producers: 1,
             rate_per_s: 1000.0,
             duration_ns: 1_000_000_000,
+            coalesce: None,
+            udp_gso: true,
         };
         let r = RunResult::account(
             &shape,

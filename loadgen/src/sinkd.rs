@@ -1,6 +1,6 @@
 //! `loadgen sink --listen SPEC[,SPEC]`: receivers in their own process. Each run (run id) is
-//! reported on stdout once nothing arrived for it for `--idle`: received, sequence gaps,
-//! duplicates, reordering, kernel drops, latency (the sender's intended time to receipt, on the
+//! reported on stdout once nothing arrived for it for `--idle`: events received, sequence gaps,
+//! duplicates, reordering, datagrams, kernel drops, latency (the sender's intended time to receipt, on the
 //! shared CLOCK_MONOTONIC).
 
 use std::collections::HashSet;
@@ -67,14 +67,15 @@ fn line(id: u32, sink: &Sink, r: &Recorder) -> String {
     let p = Percentiles::of(&r.latency, 1.0);
     let ns = |v: Option<u64>| v.map_or("n/a".into(), |v| human_ns(v as f64));
     format!(
-        "run {id:08x}{} {}: received {} gaps {} duplicates {} reordered {} kernel_drops {} \
-         p50 {} p99 {} p99.9 {} max {}",
+        "run {id:08x}{} {}: received {} gaps {} duplicates {} reordered {} datagrams {} \
+         kernel_drops {} p50 {} p99 {} p99.9 {} max {}",
         if id & 1 == 0 { " (warm-up)" } else { "" },
         sink.target(),
         r.received,
         r.gaps(),
         r.duplicates,
         r.reordered,
+        r.datagrams,
         sink.kernel_drops().map_or("n/a".into(), |d| d.to_string()),
         ns(p.p50),
         ns(p.p99),

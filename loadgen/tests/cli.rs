@@ -372,3 +372,115 @@ fn a_sink_in_another_process_receives_an_external_run() {
         "{line}"
     );
 }
+
+#[test]
+fn a_coalesced_run_counts_events_and_datagrams_apart_in_both_formats() {
+    for format in ["line", "jsonrpc"] {
+        let out = loadgen(&[
+            "--rate",
+            "50k",
+            "--duration",
+            "1s",
+            "--warmup",
+            "100ms",
+            "--sizes",
+            "200",
+            "--transport",
+            "both",
+            "--format",
+            format,
+            "--coalesce",
+            "--json",
+            "-",
+        ]);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{format}: {err}");
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let runs = report["runs"].as_array().unwrap();
+        assert_eq!(runs.len(), 2);
+        for run in runs {
+            check_identities(run);
+            let n = |k: &str| run[k].as_u64().unwrap_or_else(|| panic!("{k} in {run}"));
+            assert_eq!(run["format"], format);
+            assert_eq!(n("scheduled"), 50_000, "{run}");
+            assert_eq!(n("received"), n("sent"), "every event arrives: {run}");
+            assert_eq!(n("lost"), 0, "{run}");
+            assert_eq!(run["malformed"], 0, "{run}");
+            // Several events per datagram, and the receivers count the datagrams too.
+            let (dg_sent, dg_received) = (n("datagrams_sent"), n("datagrams_received"));
+            assert!(dg_sent > 0 && dg_sent < n("sent"), "{run}");
+            assert_eq!(dg_received, dg_sent, "{run}");
+            let dg_rate = run["achieved_datagrams_per_s"].as_f64().unwrap();
+            let ev_rate = run["achieved_rate_per_s"].as_f64().unwrap();
+            assert!(dg_rate > 0.0 && dg_rate < ev_rate, "{run}");
+            assert_eq!(run["coalesce"]["max_bytes"], 65_457, "{run}");
+            assert_eq!(run["coalesce"]["max_delay_ns"], 1_000_000, "{run}");
+            let t = &run["per_target"][0];
+            assert_eq!(t["datagrams_sent"], dg_sent, "{run}");
+            assert_eq!(t["datagrams_received"], dg_received, "{run}");
+            assert!(run["latency_ns"]["p50"].as_u64().unwrap() > 0, "{run}");
+        }
+    }
+}
+
+#[test]
+fn coalescing_limits_and_gso_are_flags_and_config_keys() {
+    let dir = scratch("coalesce-cfg");
+    let cfg = dir.join("c.yaml");
+    std::fs::write(
+        &cfg,
+        "coalesce: true\ncoalesce_bytes: 4000\ncoalesce_delay: 200us\nudp_gso: false\n",
+    )
+    .unwrap();
+    let out = loadgen(&[
+        "--config",
+        cfg.to_str().unwrap(),
+        "--rate",
+        "20k",
+        "--duration",
+        "300ms",
+        "--warmup",
+        "0s",
+        "--sizes",
+        "200",
+        "--transport",
+        "udp",
+        "--json",
+        "-",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let run = &report["runs"][0];
+    check_identities(run);
+    assert_eq!(run["coalesce"]["max_bytes"], 4000, "{run}");
+    assert_eq!(run["coalesce"]["max_delay_ns"], 200_000, "{run}");
+    assert_eq!(run["udp_gso"], false, "{run}");
+    // 4000-byte datagrams hold 20 events of 200 bytes.
+    let (sent, dgrams) = (
+        run["sent"].as_u64().unwrap(),
+        run["datagrams_sent"].as_u64().unwrap(),
+    );
+    assert!(dgrams >= sent / 20 && dgrams < sent, "{run}");
+    // Without coalescing, one event per datagram; a bad limit is a usage error.
+    let out = loadgen(&[
+        "--rate",
+        "5k",
+        "--duration",
+        "200ms",
+        "--warmup",
+        "0s",
+        "--sizes",
+        "64",
+        "--transport",
+        "unix",
+        "--json",
+        "-",
+    ]);
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let run = &report["runs"][0];
+    assert_eq!(run["datagrams_sent"], run["sent"], "{run}");
+    assert!(run["coalesce"].is_null(), "{run}");
+    let out = loadgen(&["--coalesce-bytes", "70000"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let _ = std::fs::remove_dir_all(&dir);
+}

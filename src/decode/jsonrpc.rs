@@ -49,6 +49,229 @@ pub fn decode(datagram: &[u8]) -> Result<Vec<Event>, DecodeError> {
     Ok(events)
 }
 
+/// A reusable `jsonrpc` decoder that, once warmed up, does not allocate for notifications as
+/// our encoder writes them: it keeps its [`Params`] across calls and borrows names and string
+/// values from the datagram.
+///
+/// Its fast path reads the compact shape [`encode::jsonrpc`](crate::encode::jsonrpc) writes
+/// (`"jsonrpc"`, `"method"`, then optional `"params"`, no whitespace inside, strings without
+/// escapes, integers). Any other notification, valid or not, goes through the complete decoder
+/// of [`decode`], so both accept the same datagrams, give the same events and the same errors.
+///
+/// ```
+/// use event_datagram::decode::jsonrpc::Decoder;
+///
+/// let mut decoder = Decoder::new();
+/// let mut seen = Vec::new();
+/// let d = br#"{"jsonrpc":"2.0","method":"E_A","params":["x",1]}{"jsonrpc":"2.0","method":"E_B"}"#;
+/// let n = decoder.decode_each(d, |name, params| seen.push((name.to_owned(), params.len())))?;
+/// assert_eq!(n, 2);
+/// assert_eq!(seen, [("E_A".to_owned(), 2), ("E_B".to_owned(), 0)]);
+/// # Ok::<(), event_datagram::DecodeError>(())
+/// ```
+#[derive(Debug, Default)]
+pub struct Decoder {
+    params: Params,
+}
+
+impl Decoder {
+    /// A decoder with empty scratch space.
+    pub fn new() -> Self {
+        Decoder::default()
+    }
+
+    /// Calls `f(name, &params)` for each notification in the datagram (several may follow each
+    /// other, with or without whitespace between them); returns how many.
+    ///
+    /// The whole datagram is checked to be UTF-8 first. On any other error, the notifications
+    /// before the malformed one have already been passed to `f`.
+    pub fn decode_each(
+        &mut self,
+        datagram: &[u8],
+        mut f: impl FnMut(&str, &Params),
+    ) -> Result<usize, DecodeError> {
+        if datagram.iter().all(|&b| is_json_space(b)) {
+            return Err(DecodeError::new(0, Kind::Empty));
+        }
+        let text = std::str::from_utf8(datagram)
+            .map_err(|e| DecodeError::new(e.valid_up_to(), Kind::InvalidUtf8))?;
+        let mut count = 0;
+        let mut pos = skip_space(datagram, 0);
+        while pos < datagram.len() {
+            match self.compact(text, pos) {
+                Some((name, end)) => {
+                    f(&text[name], &self.params);
+                    count += 1;
+                    pos = skip_space(datagram, end);
+                }
+                None => return Ok(count + slow_each(datagram, pos, &mut f)?),
+            }
+        }
+        Ok(count)
+    }
+
+    /// Reads one notification of the compact shape at `at` into `self.params`; returns its
+    /// name's range and where it ends, or `None` when it is not of that shape.
+    ///
+    /// Strings are sliced from `text` at their quotes (ASCII, so always char boundaries):
+    /// `text` is known to be UTF-8, checking each string again cost as much as the parse.
+    fn compact(&mut self, text: &str, at: usize) -> Option<(std::ops::Range<usize>, usize)> {
+        let d = text.as_bytes();
+        const HEAD: &[u8] = br#"{"jsonrpc":"2.0","method":""#;
+        let mut pos = at + HEAD.len();
+        if d.get(at..pos)? != HEAD {
+            return None;
+        }
+        let name = plain_string_end(d, pos)?;
+        let name_range = pos..name;
+        crate::event::validate_event_name(&text[name_range.clone()]).ok()?;
+        pos = name + 1;
+        self.params.clear();
+        match d.get(pos)? {
+            b'}' => return Some((name_range, pos + 1)),
+            b',' => {}
+            _ => return None,
+        }
+        const PARAMS: &[u8] = br#","params":"#;
+        if d.get(pos..pos + PARAMS.len())? != PARAMS {
+            return None;
+        }
+        pos += PARAMS.len();
+        let (object, close) = match d.get(pos)? {
+            b'{' => (true, b'}'),
+            b'[' => (false, b']'),
+            _ => return None,
+        };
+        pos += 1;
+        if d.get(pos) == Some(&close) {
+            pos += 1;
+        } else {
+            loop {
+                let key = if object {
+                    if d.get(pos) != Some(&b'"') {
+                        return None;
+                    }
+                    let end = plain_string_end(d, pos + 1)?;
+                    let key = &text[pos + 1..end];
+                    if d.get(end + 1) != Some(&b':') {
+                        return None;
+                    }
+                    pos = end + 2;
+                    Some(key)
+                } else {
+                    None
+                };
+                pos = match d.get(pos)? {
+                    b'"' => {
+                        let end = plain_string_end(d, pos + 1)?;
+                        let v = &text[pos + 1..end];
+                        self.params.push(key, ValueRef::Str(v)).ok()?;
+                        end + 1
+                    }
+                    _ => {
+                        let (n, end) = plain_int(d, pos)?;
+                        self.params.push(key, ValueRef::Int(n)).ok()?;
+                        end
+                    }
+                };
+                match d.get(pos)? {
+                    b',' => pos += 1,
+                    &c if c == close => {
+                        pos += 1;
+                        break;
+                    }
+                    _ => return None,
+                }
+            }
+        }
+        (d.get(pos)? == &b'}').then_some((name_range, pos + 1))
+    }
+}
+
+/// The index of the `"` closing a string whose content starts at `from`, if the string has
+/// no escape and no control byte (both are left to the complete decoder).
+#[inline]
+fn plain_string_end(d: &[u8], from: usize) -> Option<usize> {
+    /// Bytes per check; a block without a byte of interest is skipped with SIMD compares.
+    const BLOCK: usize = 32;
+    #[inline(always)]
+    fn stop(b: u8) -> bool {
+        (b == b'"') | (b == b'\\') | (b < 0x20)
+    }
+    let mut i = from;
+    while let Some(block) = d.get(i..i + BLOCK) {
+        let block: &[u8; BLOCK] = block.try_into().expect("a block of BLOCK bytes");
+        if block.iter().fold(0u8, |h, &b| h | u8::from(stop(b))) != 0 {
+            break;
+        }
+        i += BLOCK;
+    }
+    let end = i + d.get(i..)?.iter().position(|&b| stop(b))?;
+    (d[end] == b'"').then_some(end)
+}
+
+/// An integer in the `i64` range at `at` in JSON's syntax, followed by a byte that ends a
+/// value; returns it and where it ends. `-0`, fractions and exponents are left to the complete
+/// decoder.
+#[inline]
+fn plain_int(d: &[u8], at: usize) -> Option<(i64, usize)> {
+    let negative = d.get(at) == Some(&b'-');
+    let mut pos = at + usize::from(negative);
+    let first = *d.get(pos)?;
+    if !first.is_ascii_digit() || (first == b'0' && negative) {
+        return None;
+    }
+    let mut v: u64 = 0;
+    while let Some(&c) = d.get(pos).filter(|c| c.is_ascii_digit()) {
+        v = v.checked_mul(10)?.checked_add(u64::from(c - b'0'))?;
+        pos += 1;
+        if first == b'0' {
+            break;
+        }
+    }
+    if !matches!(d.get(pos), Some(b',' | b'}' | b']')) {
+        return None;
+    }
+    let n = if negative {
+        0i64.checked_sub_unsigned(v)?
+    } else {
+        i64::try_from(v).ok()?
+    };
+    Some((n, pos))
+}
+
+fn skip_space(d: &[u8], mut pos: usize) -> usize {
+    while d.get(pos).is_some_and(|&b| is_json_space(b)) {
+        pos += 1;
+    }
+    pos
+}
+
+/// The complete decoder from byte `at` on, passing each event to `f`; error offsets are in
+/// the whole datagram.
+fn slow_each(
+    datagram: &[u8],
+    at: usize,
+    f: &mut impl FnMut(&str, &Params),
+) -> Result<usize, DecodeError> {
+    let rest = &datagram[at..];
+    PENDING.with(|p| p.borrow_mut().take());
+    let mut count = 0;
+    for item in serde_json::Deserializer::from_slice(rest).into_iter::<Notification>() {
+        match item {
+            Ok(Notification(event)) => {
+                f(event.name().as_str(), event.params());
+                count += 1;
+            }
+            Err(e) => {
+                let e = convert(rest, &e);
+                return Err(DecodeError::new(at + e.offset(), e.kind().clone()));
+            }
+        }
+    }
+    Ok(count)
+}
+
 fn is_json_space(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\n' | b'\r')
 }
@@ -370,6 +593,119 @@ mod tests {
             kind(r#"{"jsonrpc":"2.0","method":"E","x":1}"#),
             Kind::InvalidNotification(m) if m.contains("\"x\"")
         ));
+    }
+
+    /// What `Decoder::decode_each` passes on, as events, or its error.
+    fn each(d: &[u8]) -> Result<Vec<Event>, DecodeError> {
+        let mut events = Vec::new();
+        let n = Decoder::new().decode_each(d, |name, params| {
+            events.push(Event::from_parts(
+                EventName::new(name).unwrap(),
+                params.clone(),
+            ))
+        })?;
+        assert_eq!(n, events.len());
+        Ok(events)
+    }
+
+    #[test]
+    fn the_reusable_decoder_agrees_with_decode_on_every_shape_and_error() {
+        let cases: &[&str] = &[
+            // The compact shape (fast path).
+            r#"{"jsonrpc":"2.0","method":"E"}"#,
+            r#"{"jsonrpc":"2.0","method":"E_A","params":{"a":1,"b":"x","a":-9223372036854775808}}"#,
+            r#"{"jsonrpc":"2.0","method":"E","params":["a",0,-1,9223372036854775807,""]}"#,
+            r#"{"jsonrpc":"2.0","method":"E","params":{}}"#,
+            r#"{"jsonrpc":"2.0","method":"E","params":[]}"#,
+            r#"{"jsonrpc":"2.0","method":"E","params":{"":1}}"#,
+            "{\"jsonrpc\":\"2.0\",\"method\":\"E\",\"params\":[\"\u{e9}t\u{e9}\"]}",
+            // Packed, with and without whitespace, the complete decoder taking over mid-way.
+            r#"{"jsonrpc":"2.0","method":"A"}{"jsonrpc":"2.0","method":"B","params":[1]} "#,
+            "\n {\"jsonrpc\":\"2.0\",\"method\":\"A\"}\n{\"method\":\"B\",\"jsonrpc\":\"2.0\"}\n",
+            r#"{"jsonrpc":"2.0","method":"A"}{"jsonrpc":"2.0","method":"B","id":7}{"jsonrpc":"2.0","method":"C"}"#,
+            // Left to the complete decoder: escapes, whitespace, other orders, odd numbers.
+            r#"{"jsonrpc":"2.0","method":"E","params":{"a":"x\"y\\z\u00e9"}}"#,
+            r#"{ "jsonrpc": "2.0", "method": "E", "params": [1, 2] }"#,
+            r#"{"jsonrpc":"2.0","method":"E","params":[-0,0,10]}"#,
+            r#"{"jsonrpc":"2.0","method":"E","params":[9223372036854775808]}"#,
+            r#"{"jsonrpc":"2.0","method":"E","params":[-9223372036854775809]}"#,
+            r#"{"jsonrpc":"2.0","method":"E","params":[1.5]}"#,
+            r#"{"jsonrpc":"2.0","method":"E","params":[1e3]}"#,
+            r#"{"jsonrpc":"2.0","method":"E","params":[01]}"#,
+            r#"{"jsonrpc":"2.0","method":"E","params":[-]}"#,
+            r#"{"jsonrpc":"2.0","method":"E","params":[1,]}"#,
+            r#"{"jsonrpc":"2.0","method":"E","params":{"a":1,}}"#,
+            r#"{"jsonrpc":"2.0","method":"E","params":{"a::b":1}}"#,
+            r#"{"jsonrpc":"2.0","method":"E","params":{"a":true}}"#,
+            r#"{"jsonrpc":"2.0","method":"E","params":[null]}"#,
+            r#"{"jsonrpc":"2.0","method":"E","params":"x"}"#,
+            r#"{"jsonrpc":"2.0","method":"E","params":[1]"#,
+            r#"{"jsonrpc":"2.0","method":"E","params":[1]}}"#,
+            r#"{"jsonrpc":"2.0","method":"E","x":1}"#,
+            r#"{"jsonrpc":"2.0","method":""}"#,
+            r#"{"jsonrpc":"2.0","method":"E"}x"#,
+            r#"{"jsonrpc":"2.0","method":"E"}1"#,
+            r#"{"jsonrpc":"2.0","method":"E"}{"jsonrpc":"2.0","method":"F","params":[true]}"#,
+            "{\"jsonrpc\":\"2.0\",\"method\":\"E\",\"params\":[\"a\u{1}\"]}",
+            r#"{"jsonrpc":"1.0","method":"E"}"#,
+            "{",
+            "",
+            " \t",
+        ];
+        for case in cases {
+            assert_eq!(each(case.as_bytes()), decode(case.as_bytes()), "{case}");
+        }
+        // Long strings, with a byte the fast path leaves alone at and around block edges.
+        for len in [31, 32, 33, 64, 100] {
+            for (at, c) in [(0, "\\\""), (len / 2, "\\n"), (len - 1, "\u{1}"), (len, "")] {
+                let mut v = "y".repeat(len);
+                v.insert_str(at, c);
+                let case = format!(r#"{{"jsonrpc":"2.0","method":"E","params":["{v}",1]}}"#);
+                assert_eq!(each(case.as_bytes()), decode(case.as_bytes()), "{case}");
+            }
+        }
+        assert_eq!(
+            each(b"{\"jsonrpc\":\"2.0\",\"method\":\"\xff\"}"),
+            decode(b"{\"jsonrpc\":\"2.0\",\"method\":\"\xff\"}")
+        );
+        // Events before a malformed one are passed on.
+        let mut seen = 0;
+        let d = br#"{"jsonrpc":"2.0","method":"E"}{"jsonrpc":"2.0","method":"E","params":[true]}"#;
+        assert!(Decoder::new().decode_each(d, |_, _| seen += 1).is_err());
+        assert_eq!(seen, 1);
+    }
+
+    #[test]
+    fn the_reusable_decoder_reads_what_the_encoder_writes() {
+        let mut buf = vec![0u8; crate::MAX_DATAGRAM];
+        let mut packed = Vec::new();
+        let all = [
+            Params::new()
+                .str("ip", "1.2.3.4")
+                .unwrap()
+                .int("n", -5)
+                .unwrap(),
+            Params::new()
+                .unnamed_str("x")
+                .unwrap()
+                .unnamed_int(i64::MAX)
+                .unwrap(),
+            Params::new(),
+            Params::new().str("v", "q\"uote\n").unwrap(),
+        ];
+        for p in &all {
+            let n = crate::encode::jsonrpc::encode("E_X", p, &mut buf).unwrap();
+            packed.extend_from_slice(&buf[..n]);
+        }
+        let mut d = Decoder::new();
+        let mut got = Vec::new();
+        let n = d
+            .decode_each(&packed, |name, p| got.push((name.to_owned(), p.to_vec())))
+            .unwrap();
+        assert_eq!(n, all.len());
+        for ((name, got), want) in got.iter().zip(&all) {
+            assert_eq!((name.as_str(), got), ("E_X", &want.to_vec()));
+        }
     }
 
     #[test]

@@ -110,7 +110,8 @@ impl Decoder {
     /// where the next event starts.
     fn event(&mut self, text: &str, start: usize) -> Result<(Range<usize>, usize), DecodeError> {
         let b = text.as_bytes();
-        let name_end = find_lf(b, start).ok_or(DecodeError::new(b.len(), Kind::Truncated))?;
+        let name_end =
+            find_lf(b, start).ok_or_else(|| DecodeError::new(b.len(), Kind::Truncated))?;
         let name = &text[start..name_end];
         if name.is_empty() {
             return Err(DecodeError::new(start, Kind::EmptyEventName));
@@ -124,9 +125,10 @@ impl Decoder {
                 Some(b'\n') => return Ok((start..name_end, pos + 1)),
                 Some(b'"') => pos = self.quoted(text, None, pos, pos)?,
                 Some(_) => {
-                    let eol = find_lf(b, pos).ok_or(DecodeError::new(b.len(), Kind::Truncated))?;
+                    let (eol, colons) = line_end_and_separator(b, pos)
+                        .ok_or_else(|| DecodeError::new(b.len(), Kind::Truncated))?;
                     let line = &text[pos..eol];
-                    let (name, value_at) = match line.find("::") {
+                    let (name, value_at) = match colons {
                         Some(i) if !line[..i].bytes().any(|c| c == b'"' || c == b'\'') => {
                             (Some(&line[..i]).filter(|n| !n.is_empty()), pos + i + 2)
                         }
@@ -178,11 +180,58 @@ fn push(
         .map_err(|e| DecodeError::new(at, Kind::InvalidName(e)))
 }
 
+/// The end of the line starting at `from` (its `\n`) and the offset in it of its first `::`,
+/// in one pass: most lines have no `:` at all.
+fn line_end_and_separator(b: &[u8], from: usize) -> Option<(usize, Option<usize>)> {
+    let mut i = from;
+    loop {
+        i = find_either(b, i, b'\n', b':')?;
+        if b[i] == b'\n' {
+            return Some((i, None));
+        }
+        if b.get(i + 1) == Some(&b':') {
+            return Some((find_lf(b, i + 2)?, Some(i - from)));
+        }
+        i += 1;
+    }
+}
+
 fn find_lf(b: &[u8], from: usize) -> Option<usize> {
-    b.get(from..)?
-        .iter()
-        .position(|&c| c == b'\n')
-        .map(|i| from + i)
+    find_byte(b, from, b'\n')
+}
+
+/// The first `x` or `y` in `b` from `from` on (see [`find_byte`]).
+#[inline]
+fn find_either(b: &[u8], from: usize, x: u8, y: u8) -> Option<usize> {
+    const BLOCK: usize = 32;
+    let hit = |c: u8| (c == x) | (c == y);
+    let mut i = from;
+    while let Some(block) = b.get(i..i + BLOCK) {
+        let block: &[u8; BLOCK] = block.try_into().expect("a block of BLOCK bytes");
+        if block.iter().fold(0u8, |h, &c| h | u8::from(hit(c))) != 0 {
+            break;
+        }
+        i += BLOCK;
+    }
+    b.get(i..)?.iter().position(|&c| hit(c)).map(|j| i + j)
+}
+
+/// The first `needle` in `b` from `from` on. Blocks of 32 bytes are checked without early exit,
+/// which the compiler turns into SIMD compares: a byte-at-a-time `position` over long values
+/// was most of the decoding time.
+#[inline]
+fn find_byte(b: &[u8], from: usize, needle: u8) -> Option<usize> {
+    const BLOCK: usize = 32;
+    let mut i = from;
+    while let Some(block) = b.get(i..i + BLOCK) {
+        let block: &[u8; BLOCK] = block.try_into().expect("a block of BLOCK bytes");
+        let hits = block.iter().fold(0u8, |h, &c| h | u8::from(c == needle));
+        if hits != 0 {
+            return block.iter().position(|&c| c == needle).map(|j| i + j);
+        }
+        i += BLOCK;
+    }
+    b.get(i..)?.iter().position(|&c| c == needle).map(|j| i + j)
 }
 
 /// Finds the closing quote of the value opening at `quote`, which must be followed by `\n`.
@@ -299,6 +348,41 @@ mod tests {
         assert_eq!(kind(b"E\nv::\xff\n\n"), (5, Kind::InvalidUtf8));
         assert!(matches!(kind(b"E\r\n\n"), (0, Kind::InvalidName(_))));
         assert!(matches!(kind(b"E\na\rb::c\n\n"), (2, Kind::InvalidName(_))));
+    }
+
+    #[test]
+    fn double_colons_are_found_by_the_byte_scan() {
+        for (line, want) in [
+            ("", None),
+            (":", None),
+            ("a:", None),
+            ("::", Some(0)),
+            (":::", Some(0)),
+            ("a:b::c", Some(3)),
+            ("a:b:c", None),
+            ("ab:", None),
+            ("x:y::", Some(3)),
+        ] {
+            assert_eq!(line.find("::"), want, "{line}");
+            let with_lf = format!("{line}\nnext::x\n");
+            assert_eq!(
+                line_end_and_separator(with_lf.as_bytes(), 0),
+                Some((line.len(), want)),
+                "{line}"
+            );
+        }
+        // Across and at the edges of the 32-byte blocks.
+        for len in [0, 1, 31, 32, 33, 64, 65, 100] {
+            for at in 0..len {
+                let mut v = vec![b'x'; len];
+                v[at] = b'\n';
+                assert_eq!(find_lf(&v, 0), Some(at), "{len} {at}");
+                assert_eq!(find_lf(&v, at + 1), None, "{len} {at}");
+                assert_eq!(find_byte(&v, at.min(3), b'\n'), Some(at), "{len} {at}");
+            }
+            assert_eq!(find_lf(&vec![b'x'; len], 0), None);
+            assert_eq!(find_lf(&vec![b'x'; len], len + 1), None);
+        }
     }
 
     #[test]

@@ -61,10 +61,20 @@ pub fn encode(name: &str, params: &Params, out: &mut [u8]) -> Result<usize, Enco
 /// True when a value must be quoted to read back as itself.
 #[inline]
 fn needs_quotes(v: &[u8], unnamed: bool) -> bool {
-    if unnamed && (v.is_empty() || v.windows(2).any(|w| w == b"::")) {
+    if unnamed && (v.is_empty() || has_double_colon(v)) {
         return true;
     }
     has_special(v)
+}
+
+/// True when `v` holds `::`. No early exit, so the compiler makes SIMD compares of it (the
+/// `windows(2).any` it replaces went byte by byte through every unnamed value).
+#[inline]
+fn has_double_colon(v: &[u8]) -> bool {
+    let Some(rest) = v.get(1..) else { return false };
+    v.iter()
+        .zip(rest)
+        .fold(false, |hit, (&a, &b)| hit | ((a == b':') & (b == b':')))
 }
 
 /// True when `v` holds `'`, `"`, `\n` or `\r`. Checks fixed-size blocks without early exit

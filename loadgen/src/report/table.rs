@@ -7,11 +7,12 @@ use crate::result::RunResult;
 use crate::units::{human_count, human_ns};
 
 /// Column headers (the JSON field each comes from is in the README).
-pub const HEADERS: [&str; 15] = [
+pub const HEADERS: [&str; 16] = [
     "size",
     "transport",
     "target/s",
     "achieved/s",
+    "datagrams/s",
     "scheduled",
     "sent",
     "received",
@@ -36,6 +37,7 @@ pub fn render(runs: &[RunResult], backend: &str) -> String {
                 r.transport.to_string(),
                 human_count(r.target_rate_per_s),
                 human_count(r.achieved_rate_per_s),
+                human_count(r.achieved_datagrams_per_s),
                 r.scheduled.to_string(),
                 r.sent.to_string(),
                 opt(r.received),
@@ -83,8 +85,17 @@ pub fn render(runs: &[RunResult], backend: &str) -> String {
     }
     let _ = writeln!(
         out,
-        "backend {backend}; latency = receipt - intended send time (CLOCK_MONOTONIC); \
+        "backend {backend}; counts are events (datagrams/s: datagrams received per target); \
+         latency = receipt - intended send time of each event (CLOCK_MONOTONIC); \
          n/m = not measured (above 1 - loss); drops = shed + channel full + send-side drops"
     );
+    if let Some(c) = runs.iter().find_map(|r| r.coalesce) {
+        let _ = writeln!(
+            out,
+            "coalesced: events packed per datagram up to {} bytes or {}",
+            c.max_bytes,
+            human_ns(c.max_delay_ns as f64)
+        );
+    }
     out
 }
