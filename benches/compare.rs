@@ -7,7 +7,14 @@
 //! ```text
 //! cargo bench --bench compare -- --seconds 2 --repeat 3   # everything, then the RSS check
 //! cargo bench --bench compare -- --rss                    # only the peak-RSS check (10 s)
+//! cargo bench --bench compare -- --cases gso              # only the UDP GSO cases
+//! cargo bench --bench compare -- --cases udp1,unix1       # only these cases
 //! ```
+//!
+//! Two groups of cases: per-datagram (64 B to 1, 4, 16 UDP targets and 1 UNIX target, against
+//! the C batched baselines) and UDP GSO (equal-size 64, 512, 1400 B events to one UDP target,
+//! against dgbench's `sendmsg -g K`). Ours runs with the default `udp_gso: true` and, on UDP,
+//! again with `udp_gso: false`, so both the GSO gain and the per-datagram path are visible.
 
 use std::fmt::Write as _;
 use std::net::{SocketAddr, UdpSocket};
@@ -24,7 +31,7 @@ use event_datagram::{
     BackendChoice, Dispatcher, DispatcherConfig, Expiry, Format, Params, QueuePolicy, Target,
 };
 
-/// The encoded datagram size every strategy sends.
+/// The encoded datagram size of the per-datagram cases.
 const SIZE: usize = 64;
 const EVENT: &str = "E_BENCH";
 /// Receiver buffers as large as dgbench's, so that a UDP receiver's short stalls do not drop.
@@ -44,44 +51,110 @@ enum Transport {
 #[derive(Clone, Copy)]
 struct Case {
     name: &'static str,
+    /// What `--cases` matches (exactly, or as a prefix: `gso`, `udp`).
+    key: &'static str,
     transport: Transport,
     targets: usize,
+    /// Encoded datagram size, bytes.
+    size: usize,
+    /// A UDP GSO case (reported in its own table, against dgbench `-s sendmsg -g K`).
+    gso: bool,
 }
 
-const CASES: [Case; 4] = [
-    Case {
-        name: "UDP x1",
-        transport: Transport::Udp,
-        targets: 1,
-    },
-    Case {
-        name: "UNIX x1",
-        transport: Transport::Unix,
-        targets: 1,
-    },
-    Case {
-        name: "UDP x4",
-        transport: Transport::Udp,
-        targets: 4,
-    },
-    Case {
-        name: "UDP x16",
-        transport: Transport::Udp,
-        targets: 16,
-    },
+impl Case {
+    const fn per_datagram(name: &'static str, key: &'static str, t: Transport, n: usize) -> Case {
+        Case {
+            name,
+            key,
+            transport: t,
+            targets: n,
+            size: SIZE,
+            gso: false,
+        }
+    }
+
+    const fn gso(name: &'static str, key: &'static str, size: usize) -> Case {
+        Case {
+            name,
+            key,
+            transport: Transport::Udp,
+            targets: 1,
+            size,
+            gso: true,
+        }
+    }
+
+    /// Who runs on this case.
+    fn strategies(self) -> &'static [Strategy] {
+        match (self.gso, self.transport) {
+            (true, _) => &GSO_STRATEGIES,
+            (false, Transport::Udp) => &UDP_STRATEGIES,
+            (false, Transport::Unix) => &UNIX_STRATEGIES,
+        }
+    }
+}
+
+const CASES: [Case; 7] = [
+    Case::per_datagram("UDP x1", "udp1", Transport::Udp, 1),
+    Case::per_datagram("UNIX x1", "unix1", Transport::Unix, 1),
+    Case::per_datagram("UDP x4", "udp4", Transport::Udp, 4),
+    Case::per_datagram("UDP x16", "udp16", Transport::Udp, 16),
+    Case::gso("GSO 64 B", "gso64", 64),
+    Case::gso("GSO 512 B", "gso512", 512),
+    Case::gso("GSO 1400 B", "gso1400", 1400),
 ];
+
+/// Bytes of one GSO message at most (the library's `GSO_MAX_BYTES`): dgbench's `-g K` is capped
+/// to what fits, as the library's runs are (64 x 1400 B would be refused with `EMSGSIZE`).
+const GSO_MAX_BYTES: usize = 65_000;
+
+/// Segments per message dgbench uses for `-g wanted` at `size`.
+fn c_gso_segments(wanted: usize, size: usize) -> usize {
+    wanted.min(GSO_MAX_BYTES / size).max(1)
+}
 
 /// One row of the report: who sends.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Strategy {
+    /// Ours, default configuration (`udp_gso: true`).
     Uring,
     Syscall,
     SendTo,
     CUring,
     CSendmmsg,
+    /// Ours with `udp_gso: false`: one datagram per send.
+    UringNoGso,
+    SyscallNoGso,
+    /// dgbench `-s sendmsg -g K`, K = 64 or 128 (capped to fit [`GSO_MAX_BYTES`]).
+    CGso64,
+    CGso128,
 }
 
-const STRATEGIES: [Strategy; 5] = [
+const STRATEGIES: [Strategy; 9] = [
+    Strategy::Uring,
+    Strategy::Syscall,
+    Strategy::UringNoGso,
+    Strategy::SyscallNoGso,
+    Strategy::SendTo,
+    Strategy::CUring,
+    Strategy::CSendmmsg,
+    Strategy::CGso64,
+    Strategy::CGso128,
+];
+
+/// Per-datagram UDP cases: everything but the C GSO baselines.
+const UDP_STRATEGIES: [Strategy; 7] = [
+    Strategy::Uring,
+    Strategy::Syscall,
+    Strategy::UringNoGso,
+    Strategy::SyscallNoGso,
+    Strategy::SendTo,
+    Strategy::CUring,
+    Strategy::CSendmmsg,
+];
+
+/// UNIX: GSO does not apply.
+const UNIX_STRATEGIES: [Strategy; 5] = [
     Strategy::Uring,
     Strategy::Syscall,
     Strategy::SendTo,
@@ -89,19 +162,50 @@ const STRATEGIES: [Strategy; 5] = [
     Strategy::CSendmmsg,
 ];
 
+/// GSO cases: ours on and off, the C GSO baselines, and the best C per-datagram one for scale.
+const GSO_STRATEGIES: [Strategy; 7] = [
+    Strategy::Uring,
+    Strategy::Syscall,
+    Strategy::UringNoGso,
+    Strategy::SyscallNoGso,
+    Strategy::CGso64,
+    Strategy::CGso128,
+    Strategy::CUring,
+];
+
+/// Ours with GSO on (the default), and with it off.
+const OURS: [Strategy; 2] = [Strategy::Uring, Strategy::Syscall];
+const OURS_NO_GSO: [Strategy; 2] = [Strategy::UringNoGso, Strategy::SyscallNoGso];
+
 impl Strategy {
     fn label(self) -> &'static str {
         match self {
             Strategy::Uring => "ours, uring",
             Strategy::Syscall => "ours, syscall",
+            Strategy::UringNoGso => "ours, uring, udp_gso off",
+            Strategy::SyscallNoGso => "ours, syscall, udp_gso off",
             Strategy::SendTo => "Rust send_to loop",
             Strategy::CUring => "C uring -b 256 -c -O -F -W -M",
             Strategy::CSendmmsg => "C sendmmsg -b 32",
+            Strategy::CGso64 => "C sendmsg -g 64",
+            Strategy::CGso128 => "C sendmsg -g 128",
         }
     }
 
     fn is_c(self) -> bool {
-        matches!(self, Strategy::CUring | Strategy::CSendmmsg)
+        matches!(
+            self,
+            Strategy::CUring | Strategy::CSendmmsg | Strategy::CGso64 | Strategy::CGso128
+        )
+    }
+
+    /// The segments dgbench asks for, for the C GSO baselines.
+    fn c_gso(self) -> Option<usize> {
+        match self {
+            Strategy::CGso64 => Some(64),
+            Strategy::CGso128 => Some(128),
+            _ => None,
+        }
     }
 }
 
@@ -138,6 +242,8 @@ struct Args {
     seconds: f64,
     repeat: usize,
     rss_only: bool,
+    /// `--cases`: keys or key prefixes; empty = all cases.
+    cases: Vec<String>,
 }
 
 impl Args {
@@ -146,6 +252,7 @@ impl Args {
             seconds: 2.0,
             repeat: 3,
             rss_only: false,
+            cases: Vec::new(),
         };
         let mut it = std::env::args().skip(1);
         while let Some(a) = it.next() {
@@ -165,17 +272,42 @@ impl Args {
                         .unwrap_or_else(|_| fail("--repeat: a count"))
                 }
                 "--rss" => args.rss_only = true,
+                "--cases" => {
+                    args.cases = value("--cases")
+                        .split(',')
+                        .map(|c| c.trim().to_ascii_lowercase())
+                        .filter(|c| !c.is_empty())
+                        .collect()
+                }
                 // `cargo bench` appends `--bench` to harness-less benches.
                 "--bench" => {}
                 other => fail(&format!(
-                    "unknown argument {other:?} (expected --seconds N, --repeat R, --rss)"
+                    "unknown argument {other:?} (expected --seconds N, --repeat R, --rss, --cases LIST)"
                 )),
             }
         }
         if args.seconds.is_nan() || args.seconds <= 0.0 || args.repeat == 0 {
             fail("--seconds must be > 0 and --repeat >= 1");
         }
+        if args.selected().is_empty() {
+            let keys: Vec<&str> = CASES.iter().map(|c| c.key).collect();
+            fail(&format!(
+                "--cases matches no case (keys: {}; a prefix such as gso or udp matches several)",
+                keys.join(", ")
+            ));
+        }
         args
+    }
+
+    /// The cases to run, in [`CASES`] order.
+    fn selected(&self) -> Vec<Case> {
+        CASES
+            .iter()
+            .copied()
+            .filter(|c| {
+                self.cases.is_empty() || self.cases.iter().any(|k| c.key.starts_with(k.as_str()))
+            })
+            .collect()
     }
 }
 
@@ -185,30 +317,34 @@ fn fail(msg: &str) -> ! {
 }
 
 /// The event every strategy sends: a name and one string param padded so the `line` datagram
-/// is exactly [`SIZE`] bytes.
+/// is exactly `size` bytes.
 struct Payload {
     params: Params,
+    size: usize,
 }
 
 impl Payload {
-    fn new() -> Payload {
+    fn new(size: usize) -> Payload {
         let encode = |params: &Params| {
-            let mut buf = [0u8; 256];
+            let mut buf = vec![0u8; size + 256];
             let n = Format::Line
                 .encode(EVENT, params, &mut buf)
-                .expect("a small event encodes");
-            buf[..n].to_vec()
+                .expect("the event encodes");
+            buf.truncate(n);
+            buf
         };
         let bare = encode(&Params::new().str("ip", "").expect("valid name"));
         let params = Params::new()
-            .str("ip", &"1".repeat(SIZE - bare.len()))
+            .str("ip", &"1".repeat(size - bare.len()))
             .expect("valid name");
-        assert_eq!(encode(&params).len(), SIZE);
+        assert_eq!(encode(&params).len(), size);
+        // Beyond `Params::INLINE_BYTES` (the 512 and 1400 B cases) each clone allocates once,
+        // as an application building such an event would.
         assert!(
-            params.is_inline(),
-            "the benchmark event must travel without heap allocation"
+            size > Params::INLINE_BYTES || params.is_inline(),
+            "a small benchmark event must travel without heap allocation"
         );
-        Payload { params }
+        Payload { params, size }
     }
 }
 
@@ -218,6 +354,26 @@ fn pin_to(cpu: usize) {
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+/// Binds the calling thread, and the threads it spawns later (they inherit it), to every CPU but
+/// the last, which the receivers own: as dgbench does with its sender (CPU 0) and receiver (CPU 1).
+/// Without it, our producer and reactor threads are free to land on the receiver's CPU, and on a
+/// 2-CPU machine the scheduler often puts all three there (the measured rate then depends on
+/// placement more than on the sender). Best effort, as [`pin_to`].
+fn pin_senders() {
+    let n = ncpus();
+    if n < 2 {
+        return;
+    }
+    // SAFETY: as in `pin_to`.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        for cpu in 0..n - 1 {
+            libc::CPU_SET(cpu, &mut set);
+        }
         libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
     }
 }
@@ -314,7 +470,7 @@ impl Sink {
         let (r, s) = (Arc::clone(&received), Arc::clone(&stop));
         let thread = thread::Builder::new()
             .name("compare-rx".into())
-            .spawn(move || drain(&sockets, &r, &s))
+            .spawn(move || drain(&sockets, case.size, &r, &s))
             .expect("spawn receiver");
         Sink {
             dests,
@@ -368,9 +524,9 @@ fn set_rcvbuf(fd: RawFd) {
 /// The receiver loop: `recvmmsg` every socket until empty, sleep in `poll` only when all are
 /// empty (so the sender pays for wake-ups as it would with a real, mostly idle receiver).
 /// After `stop`, it ends once the sockets stay silent for 50 ms.
-fn drain(sockets: &[RxSocket], received: &AtomicU64, stop: &AtomicBool) {
+fn drain(sockets: &[RxSocket], size: usize, received: &AtomicU64, stop: &AtomicBool) {
     pin_to(ncpus() - 1);
-    let mut bufs = vec![[0u8; SIZE + 64]; RX_BATCH];
+    let mut bufs = vec![vec![0u8; size + 64]; RX_BATCH];
     let mut iovs: Vec<libc::iovec> = bufs
         .iter_mut()
         .map(|b| libc::iovec {
@@ -437,11 +593,18 @@ fn drain(sockets: &[RxSocket], received: &AtomicU64, stop: &AtomicBool) {
 
 /// Strategies 1 and 2: our dispatcher, one producer raising with `Block` (nothing dropped at the
 /// queue), a pre-built `Params` cloned per raise as an application would build a fresh one.
-fn run_dispatcher(case: Case, backend: BackendChoice, payload: &Payload, secs: f64) -> Measurement {
+fn run_dispatcher(
+    case: Case,
+    backend: BackendChoice,
+    udp_gso: bool,
+    payload: &Payload,
+    secs: f64,
+) -> Measurement {
     let sink = Sink::start(case);
     let config = DispatcherConfig {
         backend,
         queue_full: QueuePolicy::Block,
+        udp_gso,
         ..Default::default()
     };
     let d = Dispatcher::start(config).expect("dispatcher starts");
@@ -471,18 +634,27 @@ fn run_dispatcher(case: Case, backend: BackendChoice, payload: &Payload, secs: f
         stats.is_balanced() && stats.events.dropped_queue_full == 0,
         "{stats:?}"
     );
-    Measurement {
+    let m = Measurement {
         delivered,
         secs,
         sent: stats.totals.raised,
         received: sink.finish(),
+    };
+    if m.loss() > 0.0 || delivered == 0 {
+        // Where the loss is: the dispatcher's own counters (the rest the receivers' kernel dropped).
+        eprintln!(
+            "    lost: {} udp_gso={udp_gso} {:?}",
+            case.name, stats.totals
+        );
     }
+    m
 }
 
 /// Strategy 3: what a user writes without us: encode, then `send_to` on one unconnected socket
 /// per event and target (blocking, so a full UNIX receiver makes it wait, never lose).
 fn run_send_to(case: Case, payload: &Payload, secs: f64) -> Measurement {
     let sink = Sink::start(case);
+    let payload_size = payload.size;
     let stop = Arc::new(AtomicBool::new(false));
     let sender = {
         let (dests, params, stop) = (
@@ -493,7 +665,7 @@ fn run_send_to(case: Case, payload: &Payload, secs: f64) -> Measurement {
         thread::spawn(move || {
             let udp = UdpSocket::bind("127.0.0.1:0").expect("bind udp");
             let unix = UnixDatagram::unbound().expect("unix socket");
-            let mut buf = [0u8; 256];
+            let mut buf = vec![0u8; payload_size + 256];
             let mut sent = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 for _ in 0..64 {
@@ -563,13 +735,17 @@ fn run_c(exe: &Path, case: Case, strategy: Strategy, secs: f64, port: u16) -> Op
         "-t",
         transport,
         "-z",
-        &SIZE.to_string(),
+        &case.size.to_string(),
         "-d",
         &secs.to_string(),
     ]);
     cmd.args(["-n", &case.targets.to_string(), "-p", &port.to_string()]);
     match strategy {
         Strategy::CUring => cmd.args(["-s", "uring", "-b", "256", "-c", "-O", "-F", "-W", "-M"]),
+        Strategy::CGso64 | Strategy::CGso128 => {
+            let g = c_gso_segments(strategy.c_gso().expect("a GSO strategy"), case.size);
+            cmd.args(["-s", "sendmsg", "-g", &g.to_string()])
+        }
         _ => cmd.args(["-s", "sendmmsg", "-b", "32"]),
     };
     let out = match cmd.output() {
@@ -604,6 +780,8 @@ fn run_c(exe: &Path, case: Case, strategy: Strategy, secs: f64, port: u16) -> Op
 
 /// All measurements of one run, by case and strategy, in the order they were taken.
 struct Results {
+    /// The cases run, in order; `runs` is indexed like it.
+    cases: Vec<Case>,
     runs: Vec<Vec<Vec<Measurement>>>,
 }
 
@@ -614,6 +792,11 @@ impl Results {
             .position(|&x| x == strategy)
             .expect("known strategy");
         &self.runs[case][s]
+    }
+
+    /// The index of the case with `key`, if it was run.
+    fn case(&self, key: &str) -> Option<usize> {
+        self.cases.iter().position(|c| c.key == key)
     }
 
     /// Median delivered datagrams/s, or `None` when never measured (C baseline skipped).
@@ -635,6 +818,17 @@ impl Results {
         })
     }
 
+    /// Median rate of datagrams the sender was told were sent (over the sender's whole run).
+    fn median_sent(&self, case: usize, strategy: Strategy) -> Option<f64> {
+        let mut rates: Vec<f64> = self
+            .of(case, strategy)
+            .iter()
+            .map(|m| m.sent as f64 / m.secs)
+            .collect();
+        rates.sort_by(f64::total_cmp);
+        rates.get(rates.len() / 2).copied()
+    }
+
     fn best(&self, case: usize, among: &[Strategy]) -> Option<(Strategy, f64)> {
         among
             .iter()
@@ -643,33 +837,34 @@ impl Results {
     }
 }
 
-fn measure_all(args: &Args, payload: &Payload, dgbench: Option<&Path>) -> Results {
-    let mut runs = vec![vec![Vec::new(); STRATEGIES.len()]; CASES.len()];
+fn measure_all(args: &Args, dgbench: Option<&Path>) -> Results {
+    let cases = args.selected();
+    let payloads: Vec<Payload> = cases.iter().map(|c| Payload::new(c.size)).collect();
+    let mut runs = vec![vec![Vec::new(); STRATEGIES.len()]; cases.len()];
     // A port range of dgbench's own (48000-48999) that other runs on this machine are unlikely to share.
     let port = 48000 + (std::process::id() % 60) as u16 * 16;
     for rep in 0..args.repeat {
-        for (c, &case) in CASES.iter().enumerate() {
+        for (c, &case) in cases.iter().enumerate() {
+            let payload = &payloads[c];
             // Interleaved: A, B, C, D, A, B, C, D... so drift hits every strategy alike.
-            for (s, &strategy) in STRATEGIES.iter().enumerate() {
+            for &strategy in case.strategies() {
+                let s = STRATEGIES
+                    .iter()
+                    .position(|&x| x == strategy)
+                    .expect("known strategy");
+                let ours =
+                    |backend, gso| Some(run_dispatcher(case, backend, gso, payload, args.seconds));
                 let m = match strategy {
-                    Strategy::Uring => Some(run_dispatcher(
-                        case,
-                        BackendChoice::Uring,
-                        payload,
-                        args.seconds,
-                    )),
-                    Strategy::Syscall => Some(run_dispatcher(
-                        case,
-                        BackendChoice::Syscall,
-                        payload,
-                        args.seconds,
-                    )),
+                    Strategy::Uring => ours(BackendChoice::Uring, true),
+                    Strategy::Syscall => ours(BackendChoice::Syscall, true),
+                    Strategy::UringNoGso => ours(BackendChoice::Uring, false),
+                    Strategy::SyscallNoGso => ours(BackendChoice::Syscall, false),
                     Strategy::SendTo => Some(run_send_to(case, payload, args.seconds)),
                     _ => dgbench.and_then(|exe| run_c(exe, case, strategy, args.seconds, port)),
                 };
                 if let Some(m) = m {
                     eprintln!(
-                        "run {}/{} {:8} {:32} {:>9.0} datagrams/s (loss {:.2} %)",
+                        "run {}/{} {:10} {:32} {:>9.0} datagrams/s (loss {:.2} %)",
                         rep + 1,
                         args.repeat,
                         case.name,
@@ -682,7 +877,7 @@ fn measure_all(args: &Args, payload: &Payload, dgbench: Option<&Path>) -> Result
             }
         }
     }
-    Results { runs }
+    Results { cases, runs }
 }
 
 fn k(rate: f64) -> String {
@@ -705,40 +900,49 @@ fn verdict(value: Option<f64>, goal: f64) -> String {
     }
 }
 
-fn report(results: &Results, args: &Args) -> String {
-    let mut out = String::new();
-    let w = &mut out;
-    let _ = writeln!(
-        w,
-        "## Delivered datagrams/s (median of {}, {} s each; in parentheses: events/s)\n",
-        args.repeat, args.seconds
-    );
-    let _ = writeln!(w, "| strategy | {} |", CASES.map(|c| c.name).join(" | "));
-    let _ = writeln!(w, "| --- |{}", " ---: |".repeat(CASES.len()));
-    for strategy in STRATEGIES {
-        let cells: Vec<String> = CASES
+fn cell(r: Option<f64>) -> String {
+    r.map_or("n/a".into(), |r| format!("{r:.2}x"))
+}
+
+/// The medians and worst losses of `strategies` on the cases `cs` (indexes into `results.cases`).
+fn rate_tables(w: &mut String, results: &Results, cs: &[usize], strategies: &[Strategy]) {
+    let names: Vec<&str> = cs.iter().map(|&c| results.cases[c].name).collect();
+    let _ = writeln!(w, "| strategy | {} |", names.join(" | "));
+    let _ = writeln!(w, "| --- |{}", " ---: |".repeat(cs.len()));
+    for &strategy in strategies {
+        let cells: Vec<String> = cs
             .iter()
-            .enumerate()
-            .map(|(c, case)| match results.median(c, strategy) {
-                None if strategy.is_c() => "SKIPPED".into(),
-                None => "-".into(),
-                Some(m) if case.targets > 1 => {
-                    format!("{} ({} ev/s)", k(m), k(m / case.targets as f64))
+            .map(|&c| {
+                let case = results.cases[c];
+                match results.median(c, strategy) {
+                    None if strategy.is_c() && case.strategies().contains(&strategy) => {
+                        "SKIPPED".into()
+                    }
+                    None => "-".into(),
+                    Some(m) if case.targets > 1 => {
+                        format!("{} ({} ev/s)", k(m), k(m / case.targets as f64))
+                    }
+                    // dgbench's GSO senders outrun the receiver: what the kernel took matters too.
+                    Some(m) if strategy.c_gso().is_some() => {
+                        let sent = results.median_sent(c, strategy).unwrap_or(0.0);
+                        format!("{} (sent {})", k(m), k(sent))
+                    }
+                    Some(m) => k(m),
                 }
-                Some(m) => k(m),
             })
             .collect();
         let _ = writeln!(w, "| {} | {} |", strategy.label(), cells.join(" | "));
     }
     let _ = writeln!(
         w,
-        "\n## Not delivered: (sent - received) / sent, worst run (for ours, sent = routed to targets, incl. its own drops)\n"
+        "\nNot delivered: (sent - received) / sent, worst run (for ours, sent = routed to targets, incl. its own drops)\n"
     );
-    let _ = writeln!(w, "| strategy | {} |", CASES.map(|c| c.name).join(" | "));
-    let _ = writeln!(w, "| --- |{}", " ---: |".repeat(CASES.len()));
-    for strategy in STRATEGIES {
-        let cells: Vec<String> = (0..CASES.len())
-            .map(|c| {
+    let _ = writeln!(w, "| strategy | {} |", names.join(" | "));
+    let _ = writeln!(w, "| --- |{}", " ---: |".repeat(cs.len()));
+    for &strategy in strategies {
+        let cells: Vec<String> = cs
+            .iter()
+            .map(|&c| {
                 let ms = results.of(c, strategy);
                 let worst = ms.iter().map(Measurement::loss).fold(0.0, f64::max);
                 if ms.is_empty() {
@@ -750,73 +954,175 @@ fn report(results: &Results, args: &Args) -> String {
             .collect();
         let _ = writeln!(w, "| {} | {} |", strategy.label(), cells.join(" | "));
     }
-    let ours = [Strategy::Uring, Strategy::Syscall];
+}
+
+fn report(results: &Results, args: &Args) -> String {
+    let mut out = String::new();
+    let w = &mut out;
+    let per_datagram: Vec<usize> = (0..results.cases.len())
+        .filter(|&c| !results.cases[c].gso)
+        .collect();
+    let gso: Vec<usize> = (0..results.cases.len())
+        .filter(|&c| results.cases[c].gso)
+        .collect();
     let c_all = [Strategy::CUring, Strategy::CSendmmsg];
-    let _ = writeln!(w, "\n## Ratios (of medians)\n");
-    let _ = writeln!(
-        w,
-        "| case | ours best | ours best / send_to loop | ours best / C best | uring / syscall |"
-    );
-    let _ = writeln!(w, "| --- | --- | --- | --- | --- |");
-    for (c, case) in CASES.iter().enumerate() {
-        let best = results.best(c, &ours);
-        let c_best = results.best(c, &c_all);
-        let cell = |r: Option<f64>| r.map_or("n/a".into(), |r| format!("{r:.2}x"));
+    let best_of = |c: usize, among: &[Strategy]| results.best(c, among).map(|b| b.1);
+    let goal = |key: &str, ours: &[Strategy], vs: &[Strategy]| {
+        let c = results.case(key)?;
+        ratio(best_of(c, ours), best_of(c, vs))
+    };
+    if !per_datagram.is_empty() {
         let _ = writeln!(
             w,
-            "| {} | {} | {} | {} | {} |",
-            case.name,
-            best.map_or("-", |b| b.0.label()),
-            cell(ratio(
-                best.map(|b| b.1),
-                results.median(c, Strategy::SendTo)
-            )),
-            match c_best {
-                Some((s, m)) => format!(
-                    "{} (vs {})",
-                    cell(ratio(best.map(|b| b.1), Some(m))),
-                    s.label()
-                ),
-                None => "n/a (C SKIPPED)".into(),
-            },
-            cell(ratio(
-                results.median(c, Strategy::Uring),
-                results.median(c, Strategy::Syscall)
-            )),
+            "## Per-datagram cases, {SIZE} B: delivered datagrams/s (median of {}, {} s each; in parentheses: events/s)\n",
+            args.repeat, args.seconds
         );
+        let _ = writeln!(
+            w,
+            "\"ours, uring\" and \"ours, syscall\" run the default configuration (`udp_gso: true`): equal-size \
+             events to a UDP target then go out as GSO messages; \"udp_gso off\" is the per-datagram path. \
+             GSO does not apply to UNIX.\n"
+        );
+        rate_tables(w, results, &per_datagram, &UDP_STRATEGIES);
+        let _ = writeln!(w, "\n### Ratios (of medians)\n");
+        let _ = writeln!(
+            w,
+            "| case | ours best (default) | / send_to loop | / C best batched | ours best, GSO off | GSO off / send_to | GSO off / C best batched | uring / syscall (GSO off) |"
+        );
+        let _ = writeln!(w, "| --- | --- | --- | --- | --- | --- | --- | --- |");
+        for &c in &per_datagram {
+            let case = results.cases[c];
+            let best = results.best(c, &OURS);
+            let off = results.best(c, &OURS_NO_GSO);
+            let send_to = results.median(c, Strategy::SendTo);
+            let c_best = best_of(c, &c_all);
+            let (uring, syscall) = if case.transport == Transport::Unix {
+                (Strategy::Uring, Strategy::Syscall)
+            } else {
+                (Strategy::UringNoGso, Strategy::SyscallNoGso)
+            };
+            let _ = writeln!(
+                w,
+                "| {} | {} | {} | {} | {} | {} | {} | {} |",
+                case.name,
+                best.map_or("-".into(), |b| format!("{} {}", b.0.label(), k(b.1))),
+                cell(ratio(best.map(|b| b.1), send_to)),
+                cell(ratio(best.map(|b| b.1), c_best)),
+                off.map_or("-".into(), |b| format!("{} {}", b.0.label(), k(b.1))),
+                cell(ratio(off.map(|b| b.1), send_to)),
+                cell(ratio(off.map(|b| b.1), c_best)),
+                cell(ratio(results.median(c, uring), results.median(c, syscall))),
+            );
+        }
+        let _ = writeln!(
+            w,
+            "\n### Goals (per-datagram path: GSO off on UDP; UNIX has no GSO)\n"
+        );
+        for (text, key, ours, vs, g) in [
+            (
+                "UDP x1, ours best / send_to loop",
+                "udp1",
+                &OURS_NO_GSO,
+                &[Strategy::SendTo][..],
+                1.2,
+            ),
+            (
+                "UNIX x1, ours best / send_to loop",
+                "unix1",
+                &OURS,
+                &[Strategy::SendTo][..],
+                1.2,
+            ),
+            (
+                "UDP x1, ours best / C best batched",
+                "udp1",
+                &OURS_NO_GSO,
+                &c_all[..],
+                0.9,
+            ),
+            (
+                "UNIX x1, ours best / C best batched",
+                "unix1",
+                &OURS,
+                &c_all[..],
+                0.9,
+            ),
+            (
+                "UDP x16 datagrams/s, ours best / C best",
+                "udp16",
+                &OURS_NO_GSO,
+                &c_all[..],
+                0.9,
+            ),
+        ] {
+            if results.case(key).is_some() {
+                let _ = writeln!(w, "- {text}: {}", verdict(goal(key, ours, vs), g));
+            }
+        }
     }
-    let goal = |c: usize, vs: &[Strategy]| {
-        ratio(
-            results.best(c, &ours).map(|b| b.1),
-            results.best(c, vs).map(|b| b.1),
-        )
-    };
-    let _ = writeln!(w, "\n## Goals\n");
-    let _ = writeln!(
-        w,
-        "- UDP x1, ours best / send_to loop: {}",
-        verdict(goal(0, &[Strategy::SendTo]), 1.2)
-    );
-    let _ = writeln!(
-        w,
-        "- UNIX x1, ours best / send_to loop: {}",
-        verdict(goal(1, &[Strategy::SendTo]), 1.2)
-    );
-    let _ = writeln!(
-        w,
-        "- UDP x1, ours best / C best batched: {}",
-        verdict(goal(0, &c_all), 0.9)
-    );
-    let _ = writeln!(
-        w,
-        "- UNIX x1, ours best / C best batched: {}",
-        verdict(goal(1, &c_all), 0.9)
-    );
-    let _ = writeln!(
-        w,
-        "- UDP x16 datagrams/s, ours best / C best: {}",
-        verdict(goal(3, &c_all), 0.9)
-    );
+    if !gso.is_empty() {
+        let _ = writeln!(
+            w,
+            "\n## UDP GSO cases: equal-size events to 1 UDP target, delivered datagrams/s (median of {}, {} s each)\n",
+            args.repeat, args.seconds
+        );
+        let segs: Vec<String> = gso
+            .iter()
+            .map(|&c| {
+                let size = results.cases[c].size;
+                format!(
+                    "{size} B: `-g 64` sends {}, `-g 128` sends {} segments per message",
+                    c_gso_segments(64, size),
+                    c_gso_segments(128, size)
+                )
+            })
+            .collect();
+        let _ = writeln!(
+            w,
+            "C: `dgbench -t udp -z SIZE -s sendmsg -g K`, K capped to fit {GSO_MAX_BYTES} bytes as the library's runs are \
+             (the kernel refuses more with `EMSGSIZE`): {}. The library sends at most 64 segments per message.\n",
+            segs.join("; ")
+        );
+        rate_tables(w, results, &gso, &GSO_STRATEGIES);
+        let _ = writeln!(w, "\n### Ratios (of medians)\n");
+        let _ = writeln!(
+            w,
+            "| case | ours best, GSO on | / C -g 64 | / C -g 128 | GSO on / GSO off (best each) | uring / syscall (GSO on) |"
+        );
+        let _ = writeln!(w, "| --- | --- | --- | --- | --- | --- |");
+        for &c in &gso {
+            let best = results.best(c, &OURS);
+            let _ = writeln!(
+                w,
+                "| {} | {} | {} | {} | {} | {} |",
+                results.cases[c].name,
+                best.map_or("-".into(), |b| format!("{} {}", b.0.label(), k(b.1))),
+                cell(ratio(
+                    best.map(|b| b.1),
+                    results.median(c, Strategy::CGso64)
+                )),
+                cell(ratio(
+                    best.map(|b| b.1),
+                    results.median(c, Strategy::CGso128)
+                )),
+                cell(ratio(best.map(|b| b.1), best_of(c, &OURS_NO_GSO))),
+                cell(ratio(
+                    results.median(c, Strategy::Uring),
+                    results.median(c, Strategy::Syscall)
+                )),
+            );
+        }
+        let _ = writeln!(w, "\n### Goals\n");
+        for &c in &gso {
+            let key = results.cases[c].key;
+            let _ = writeln!(
+                w,
+                "- {}, ours best (GSO on) / C sendmsg -g 64: {}",
+                results.cases[c].name,
+                verdict(goal(key, &OURS, &[Strategy::CGso64]), 0.9)
+            );
+        }
+    }
     out
 }
 
@@ -886,12 +1192,22 @@ fn machine_info() -> String {
         .collect();
     format!(
         "# event-datagram: comparison benchmark\n\n- machine: {} CPUs (nproc), kernel {}, {cpu}\n\
-         - command: `cargo bench --bench compare -- {}`\n- {SIZE}-byte `line` datagrams to 127.0.0.1 / \
-         UNIX sockets in a temp dir; receivers drain with `recvmmsg` on the last CPU\n",
+         - command: `cargo bench --bench compare -- {}`\n- `line` datagrams ({SIZE} B per-datagram cases; 64, 512, 1400 B GSO cases) to 127.0.0.1 / \
+         UNIX sockets in a temp dir; receivers drain with `recvmmsg` on the last CPU, senders \
+         (our producer and reactor threads, the send_to loop, dgbench's sender) run on the other CPUs\n\
+         - load average before the runs: {}\n",
         ncpus(),
         kernel.trim(),
         command.join(" "),
+        loadavg(),
     )
+}
+
+/// `/proc/loadavg`'s 1, 5 and 15 minute averages (the machine is shared: context for the numbers).
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
 }
 
 fn target_dir() -> PathBuf {
@@ -902,16 +1218,20 @@ fn target_dir() -> PathBuf {
 
 fn main() {
     let args = Args::parse();
-    let payload = Payload::new();
+    // Before any thread starts: the dispatcher's reactor, its producer and the send_to loop
+    // inherit it; the receivers pin themselves to the last CPU.
+    pin_senders();
+    let payload = Payload::new(SIZE);
     let mut out = machine_info();
     if !args.rss_only {
         let dgbench = build_dgbench(&target_dir());
         if dgbench.is_none() {
             out.push_str("\n**!!! C baseline SKIPPED: dgbench could not be built (gcc or liburing-dev missing)**\n");
         }
-        let results = measure_all(&args, &payload, dgbench.as_deref());
+        let results = measure_all(&args, dgbench.as_deref());
         out.push('\n');
         out.push_str(&report(&results, &args));
+        let _ = writeln!(out, "\nLoad average after the runs: {}", loadavg());
     }
     out.push('\n');
     out.push_str(&rss_check(&payload));
