@@ -79,6 +79,8 @@ pub(crate) struct RoundTarget {
     pub count: u32,
     /// Send runs of equal-size datagrams as one UDP GSO message (see [`gso_run`]).
     pub gso: bool,
+    /// The sends must form one chain that stops at the first failure (see `Slot::linked`).
+    pub linked: bool,
 }
 
 /// The outcome of an item that the kernel was never asked to send.
@@ -169,6 +171,12 @@ struct Slot {
     referenced: bool,
     /// Send runs of equal-size datagrams with UDP GSO.
     gso: bool,
+    /// Send each round as one chain that stops at the first failure, so a retried datagram is
+    /// never overtaken. Always for UNIX targets, whose receivers fill up (EAGAIN) all the time;
+    /// UDP targets start without (chaining costs a quarter of the io_uring send rate here, and
+    /// a connected UDP socket on loopback never answers EAGAIN) and switch for good at their
+    /// first EAGAIN: at most that one round can then arrive out of order.
+    linked: bool,
     /// The coalesced datagram being filled, if any.
     open: Option<Open>,
     /// The most datagrams to send in one round: shrinks to what fit when the receiver was
@@ -643,6 +651,7 @@ impl<B: SendBackend> Reactor<B> {
                 first: self.round.items.len() as u32,
                 count: count as u32,
                 gso: slot.gso,
+                linked: slot.linked,
             });
             for q in slot.queue.iter().take(count) {
                 self.round.items.push(Item {
@@ -680,8 +689,9 @@ impl<B: SendBackend> Reactor<B> {
             // The whole window went out: open it up again.
             slot.window = (slot.window * 2).min(self.max_per_target as u32);
         }
+        let first = rt.first as usize;
         for k in 0..rt.count as usize {
-            let outcome = self.round.outcomes[rt.first as usize + k];
+            let outcome = self.round.outcomes[first + k];
             if outcome == NOT_ATTEMPTED {
                 break;
             }
@@ -699,6 +709,8 @@ impl<B: SendBackend> Reactor<B> {
                 // without it; the datagrams stay queued, in order, for the next round.
                 slot.gso = false;
                 slot.counters.gso_refused += 1;
+                let rest = &self.round.outcomes[first + k + 1..first + rt.count as usize];
+                Self::settle_rest(slot, &mut self.pool, rest);
                 break;
             }
             let failure = if outcome >= 0 {
@@ -711,10 +723,13 @@ impl<B: SendBackend> Reactor<B> {
                 // submit sends that are sure to be refused.
                 slot.window = (k as u32 + 1).max(MIN_WINDOW);
                 slot.blocked = true;
+                slot.linked = true;
                 self.blocked += 1;
                 if let Conn::Up(sock) = &slot.conn {
                     self.backend.watch_writable(rt.slot, sock.as_raw_fd());
                 }
+                let rest = &self.round.outcomes[first + k + 1..first + rt.count as usize];
+                Self::settle_rest(slot, &mut self.pool, rest);
                 break;
             }
             let q = slot.queue.pop_front().expect("checked above");
@@ -745,6 +760,47 @@ impl<B: SendBackend> Reactor<B> {
                 break;
             }
         }
+    }
+
+    /// After a round stopped at the front datagram (kept for a retry), books what the round
+    /// still did with the datagrams behind it (`rest`, their outcomes in queue order). In a
+    /// chain, nothing: they were cancelled. Unlinked, some may have gone out or failed anyway:
+    /// they leave the queue, counted, so that nothing is sent twice.
+    fn settle_rest(slot: &mut Slot, pool: &mut Pool, rest: &[i32]) {
+        if rest.iter().all(|&o| o == NOT_ATTEMPTED) {
+            return;
+        }
+        let Slot {
+            queue, counters, ..
+        } = slot;
+        let mut pos = 0usize;
+        queue.retain(|q| {
+            pos += 1;
+            // Position 1 is the front, kept; then the rest of the round; then later datagrams.
+            let Some(&outcome) = pos.checked_sub(2).and_then(|i| rest.get(i)) else {
+                return true;
+            };
+            let failure = (outcome < 0).then(|| SendFailure::of(-outcome));
+            if outcome == NOT_ATTEMPTED
+                || outcome == GSO_REFUSED
+                || failure == Some(SendFailure::WouldBlock)
+            {
+                return true;
+            }
+            let events = u64::from(q.events);
+            match failure {
+                None if outcome as u32 == q.len => {
+                    counters.sent += events;
+                    counters.datagrams += 1;
+                    counters.bytes += u64::from(q.len);
+                }
+                Some(SendFailure::Unreachable) => counters.failed_unreachable += events,
+                Some(SendFailure::Oversize) => counters.failed_oversize += events,
+                _ => counters.failed_other += events,
+            }
+            pool.release_in_place(&q.buf);
+            false
+        });
     }
 
     /// Closes a slot's socket, fails what it has queued, and schedules a reconnect.
@@ -905,6 +961,7 @@ impl<B: SendBackend> Reactor<B> {
             active: false,
             referenced: true,
             gso: self.gso && udp,
+            linked: !udp,
             open: None,
             window: self.max_per_target as u32,
             counters: TargetCounters::default(),
@@ -994,5 +1051,74 @@ fn log_limited(last: &mut Option<Instant>, target: &Target, err: &dyn std::fmt::
     if last.is_none_or(|t| now.duration_since(t) >= LOG_INTERVAL) {
         *last = Some(now);
         eprintln!("event-datagram: {target}: {err} (counted; next report for this target in 60 s at the earliest)");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slot_with(pool: &mut Pool, lens: &[u32]) -> Slot {
+        let mut slot = Slot {
+            target: "udp:127.0.0.1:9".parse().unwrap(),
+            conn: Conn::Down {
+                retry_at: Instant::now(),
+                backoff: RECONNECT_MIN,
+            },
+            queue: VecDeque::new(),
+            blocked: false,
+            active: false,
+            referenced: true,
+            gso: false,
+            open: None,
+            linked: false,
+            window: MIN_WINDOW,
+            counters: TargetCounters::default(),
+            last_log: None,
+        };
+        for &len in lens {
+            let buf = pool.alloc(len as usize);
+            slot.queue.push_back(Queued {
+                buf,
+                len,
+                events: 1,
+            });
+        }
+        slot
+    }
+
+    fn lens(slot: &Slot) -> Vec<u32> {
+        slot.queue.iter().map(|q| q.len).collect()
+    }
+
+    type R = Reactor<syscall::SyscallBackend>;
+
+    #[test]
+    fn after_an_unlinked_stop_what_went_out_anyway_leaves_the_queue_counted_once() {
+        let mut pool = Pool::new(1 << 20, 0);
+        let mut slot = slot_with(&mut pool, &[10, 11, 12, 13, 14, 15]);
+        // The round held 10..=14; 10 met EAGAIN (the front, kept); behind it 11 went out,
+        // 12 met EAGAIN, 13 was refused, 14 went out. 15 was not in the round.
+        let rest = [11, -libc::EAGAIN, -libc::ECONNREFUSED, 14];
+        R::settle_rest(&mut slot, &mut pool, &rest);
+        assert_eq!(
+            lens(&slot),
+            [10, 12, 15],
+            "kept for a retry, in order; nothing sent twice"
+        );
+        let c = slot.counters;
+        assert_eq!(
+            (c.sent, c.datagrams, c.bytes, c.failed_unreachable),
+            (2, 2, 25, 1)
+        );
+    }
+
+    #[test]
+    fn after_a_stop_in_a_chain_the_cancelled_rest_stays_queued() {
+        let mut pool = Pool::new(1 << 20, 0);
+        let mut slot = slot_with(&mut pool, &[10, 11, 12]);
+        R::settle_rest(&mut slot, &mut pool, &[NOT_ATTEMPTED, NOT_ATTEMPTED]);
+        assert_eq!(lens(&slot), [10, 11, 12]);
+        assert_eq!(slot.counters, TargetCounters::default());
     }
 }

@@ -136,6 +136,12 @@ impl Pool {
         &mut self.slots[buf.0 as usize].data
     }
 
+    /// Gives up the reference of a handle that is being dropped in place (by `VecDeque::retain`,
+    /// which cannot hand it over by value).
+    pub fn release_in_place(&mut self, buf: &BufRef) {
+        self.release(BufRef(buf.0));
+    }
+
     /// Copies `src[..len]` into `dst` at `at` (coalescing several events into one datagram).
     pub fn append(&mut self, dst: &BufRef, at: usize, src: &BufRef, len: usize) {
         let (d, s) = (dst.0 as usize, src.0 as usize);

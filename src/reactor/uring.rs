@@ -183,6 +183,10 @@ impl SendBackend for UringBackend {
             let mut sq = self.ring.submission();
             for rt in &round.targets {
                 let items = &round.items[rt.first as usize..(rt.first + rt.count) as usize];
+                // A GSO message's refusal must stop the chain like any failure: link rounds
+                // that may hold one (a superset: a run needs a next datagram no longer).
+                let gso = rt.gso && items.windows(2).any(|w| w[1].len <= w[0].len);
+                let link = rt.linked || gso;
                 let mut k = 0;
                 while k < items.len() {
                     let index = rt.first as usize + k;
@@ -229,8 +233,8 @@ impl SendBackend for UringBackend {
                             .user_data(user_data)
                     };
                     k += run;
-                    // One chain per target: in order, and the first failure cancels the rest.
-                    let sqe = if k < items.len() {
+                    // One chain per target when linked: in order, the first failure cancels the rest.
+                    let sqe = if link && k < items.len() {
                         sqe.flags(squeue::Flags::IO_LINK)
                     } else {
                         sqe
