@@ -378,8 +378,11 @@ fn pin_senders() {
     }
 }
 
+/// CPUs online: not `available_parallelism`, which shrinks to one once the bench pins itself.
 fn ncpus() -> usize {
-    thread::available_parallelism().map_or(1, |n| n.get())
+    // SAFETY: sysconf takes no pointers and has no preconditions.
+    let online = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    usize::try_from(online).ok().filter(|&n| n > 0).unwrap_or(1)
 }
 
 /// A temp folder for UNIX sockets, removed on drop.
