@@ -2,12 +2,14 @@
 //! backend, so nothing on the hot path takes a lock or allocates.
 //!
 //! Each turn it takes up to `batch` events from the channel, encodes each event once per format
-//! its subscribers use, appends a reference to that buffer to every subscriber's queue, then
-//! runs one send round: the head of every ready queue, in order, through the backend. A round
-//! ends only when the kernel has answered for every datagram in it (see [`SendBackend`]).
+//! its subscribers use, appends a reference to that buffer to every subscriber's queue (or, for
+//! a coalescing subscription, appends the bytes to the target's open datagram), then runs one
+//! send round: the head of every ready queue, in order, through the backend. A round ends only
+//! when the kernel has answered for every datagram in it (see [`SendBackend`]).
 //!
-//! Per target, a datagram leaves its queue as sent, failed or dropped, and is counted once:
-//! `raised = sent + dropped + failed + pending` with `pending` the queue's length.
+//! Per target, an event leaves as sent, failed or dropped, and is counted once:
+//! `raised = sent + dropped + failed + pending`, with `pending` the events still queued or in
+//! an open coalesced datagram.
 
 pub(crate) mod pool;
 mod socket;
@@ -45,9 +47,10 @@ pub(crate) trait SendBackend {
     /// The socket of `slot` is about to be closed.
     fn remove_socket(&mut self, slot: u32);
 
-    /// Sends every target's datagrams of `round`, in order per target, stopping at a target's
-    /// first failure; fills `round.outcomes`. Must not return while the kernel may still read
-    /// a datagram's buffer: the buffers are borrowed from `pool` only for this call.
+    /// Sends every target's datagrams of `round`, in order per target, and fills
+    /// `round.outcomes`. A linked target's sends stop at its first failure (the rest are
+    /// [`NOT_ATTEMPTED`]). Must not return while the kernel may still read a datagram's buffer:
+    /// the buffers are borrowed from `pool` only for this call.
     fn send_round(&mut self, pool: &Pool, round: &mut Round);
 
     /// Tells the backend to report `slot` as ready once its socket is writable again.
