@@ -4,7 +4,8 @@ use std::time::{Duration, Instant};
 
 use event_datagram::decode::{decode, DecodeFormat};
 use event_datagram::{
-    Coalesce, Dispatcher, DispatcherConfig, Event, Expiry, Format, Params, SubscriptionOptions,
+    BackendChoice, Coalesce, Dispatcher, DispatcherConfig, Event, EventId, Expiry, Format, Params,
+    SubscriptionOptions,
 };
 
 use crate::support::{backends, wait_until, Receiver, TempDir};
@@ -26,24 +27,38 @@ fn params(i: usize, pad: usize) -> Params {
         .unwrap()
 }
 
+/// A dispatcher on `backend` with `E_TEST` published and each receiver subscribed to it in
+/// `format`, coalescing up to `max_bytes` or `delay`.
+fn coalescing_to(
+    backend: BackendChoice,
+    receivers: &[&Receiver],
+    format: Format,
+    max_bytes: usize,
+    delay: Duration,
+) -> (Dispatcher, EventId) {
+    let d = Dispatcher::start(DispatcherConfig {
+        backend,
+        ..Default::default()
+    })
+    .unwrap();
+    let e = d.publish("E_TEST").unwrap();
+    let coalesce = Some(Coalesce::new(max_bytes, delay).unwrap());
+    for r in receivers {
+        let options = SubscriptionOptions { format, coalesce };
+        d.subscribe_with(e, r.target.clone(), Expiry::Never, options)
+            .unwrap();
+    }
+    (d, e)
+}
+
 #[test]
 fn coalesced_events_arrive_packed_whole_and_in_order_in_both_formats() {
     for backend in backends() {
         for format in [Format::Line, Format::Jsonrpc] {
             let dir = TempDir::new("coalesce");
             let receivers = [Receiver::udp(), Receiver::unix(&dir.join("sink"))];
-            let d = Dispatcher::start(DispatcherConfig {
-                backend,
-                ..Default::default()
-            })
-            .unwrap();
-            let e = d.publish("E_PACKED").unwrap();
-            let coalesce = Some(Coalesce::new(1_400, Duration::from_millis(1)).unwrap());
-            for r in &receivers {
-                let options = SubscriptionOptions { format, coalesce };
-                d.subscribe_with(e, r.target.clone(), Expiry::Never, options)
-                    .unwrap();
-            }
+            let [a, b] = &receivers;
+            let (d, e) = coalescing_to(backend, &[a, b], format, 1_400, Duration::from_millis(1));
             let total = 2_000;
             for window in (0..total).step_by(250) {
                 for i in window..window + 250 {
@@ -58,7 +73,7 @@ fn coalesced_events_arrive_packed_whole_and_in_order_in_both_formats() {
             let expected: Vec<Event> = (0..total)
                 .map(|i| {
                     let p = params(i, i % 40);
-                    Event::from_parts(event_datagram::EventName::new("E_PACKED").unwrap(), p)
+                    Event::from_parts(event_datagram::EventName::new("E_TEST").unwrap(), p)
                 })
                 .collect();
             for r in &receivers {
@@ -89,16 +104,7 @@ fn a_single_coalesced_subscriber_gets_every_event_packed_in_order() {
     for backend in backends() {
         for format in [Format::Line, Format::Jsonrpc] {
             let r = Receiver::udp();
-            let d = Dispatcher::start(DispatcherConfig {
-                backend,
-                ..Default::default()
-            })
-            .unwrap();
-            let e = d.publish("E_PACKED").unwrap();
-            let coalesce = Some(Coalesce::new(1_400, Duration::from_millis(1)).unwrap());
-            let options = SubscriptionOptions { format, coalesce };
-            d.subscribe_with(e, r.target.clone(), Expiry::Never, options)
-                .unwrap();
+            let (d, e) = coalescing_to(backend, &[&r], format, 1_400, Duration::from_millis(1));
             let total = 2_000;
             for window in (0..total).step_by(250) {
                 for i in window..window + 250 {
@@ -111,7 +117,7 @@ fn a_single_coalesced_subscriber_gets_every_event_packed_in_order() {
             let expected: Vec<Event> = (0..total)
                 .map(|i| {
                     let p = params(i, i % 40);
-                    Event::from_parts(event_datagram::EventName::new("E_PACKED").unwrap(), p)
+                    Event::from_parts(event_datagram::EventName::new("E_TEST").unwrap(), p)
                 })
                 .collect();
             assert!(
@@ -133,19 +139,13 @@ fn a_single_coalesced_subscriber_gets_every_event_packed_in_order() {
 fn a_lone_coalesced_event_waits_for_its_delay_then_goes() {
     for backend in backends() {
         let r = Receiver::udp();
-        let d = Dispatcher::start(DispatcherConfig {
+        let (d, e) = coalescing_to(
             backend,
-            ..Default::default()
-        })
-        .unwrap();
-        let e = d.publish("E_LONE").unwrap();
-        let coalesce = Some(Coalesce::new(65_457, Duration::from_millis(1_500)).unwrap());
-        let options = SubscriptionOptions {
-            format: Format::Line,
-            coalesce,
-        };
-        d.subscribe_with(e, r.target.clone(), Expiry::Never, options)
-            .unwrap();
+            &[&r],
+            Format::Line,
+            65_457,
+            Duration::from_millis(1_500),
+        );
         let start = Instant::now();
         d.raise(e, params(1, 0)).unwrap();
         std::thread::sleep(Duration::from_millis(100));
@@ -167,19 +167,7 @@ fn a_lone_coalesced_event_waits_for_its_delay_then_goes() {
 fn an_event_over_max_bytes_goes_alone_and_the_order_is_kept() {
     for backend in backends() {
         let r = Receiver::udp();
-        let d = Dispatcher::start(DispatcherConfig {
-            backend,
-            ..Default::default()
-        })
-        .unwrap();
-        let e = d.publish("E_MIX").unwrap();
-        let coalesce = Some(Coalesce::new(200, Duration::from_millis(1)).unwrap());
-        let options = SubscriptionOptions {
-            format: Format::Line,
-            coalesce,
-        };
-        d.subscribe_with(e, r.target.clone(), Expiry::Never, options)
-            .unwrap();
+        let (d, e) = coalescing_to(backend, &[&r], Format::Line, 200, Duration::from_millis(1));
         for (i, pad) in [(0, 1), (1, 1), (2, 500), (3, 1)] {
             d.raise(e, params(i, pad)).unwrap();
         }
