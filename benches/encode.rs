@@ -7,47 +7,12 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use event_datagram::{Format, Params, ValueRef, MAX_DATAGRAM};
+use event_datagram::{Format, MAX_DATAGRAM};
 
-const EVENT: &str = "E_PIKE_BLOCKED";
+#[path = "common/sized.rs"]
+mod sized;
 
-/// Params whose encoding of [`EVENT`] in `format` is exactly `size` bytes: a realistic head
-/// (`ip`, `attempts`; shorter when `size` leaves no room for it) and a padding string `pad`
-/// that makes up the rest. The padding needs no quoting or escaping, so its length adds 1:1.
-fn params_of_size(format: Format, size: usize) -> Params {
-    let heads = [
-        Params::new()
-            .str("ip", "192.168.2.11")
-            .unwrap()
-            .int("attempts", 3)
-            .unwrap(),
-        Params::new().str("ip", "192.168.2.11").unwrap(),
-        Params::new(),
-    ];
-    for head in heads {
-        let mut with_empty_pad = head.clone();
-        with_empty_pad.push(Some("pad"), ValueRef::Str("")).unwrap();
-        let base = encoded_len(format, &with_empty_pad);
-        if base > size {
-            continue;
-        }
-        let value = "x".repeat(size - base);
-        let mut params = head;
-        params.push(Some("pad"), ValueRef::Str(&value)).unwrap();
-        assert_eq!(
-            encoded_len(format, &params),
-            size,
-            "{format} encoding of the {size}-byte case"
-        );
-        return params;
-    }
-    panic!("no {format} event of {size} bytes");
-}
-
-fn encoded_len(format: Format, params: &Params) -> usize {
-    let mut buf = vec![0u8; MAX_DATAGRAM];
-    format.encode(EVENT, params, &mut buf).unwrap()
-}
+use sized::{params_of_size, EVENT};
 
 fn bench_encode(c: &mut Criterion) {
     let mut buf = vec![0u8; MAX_DATAGRAM];

@@ -195,36 +195,10 @@ fn the_counter_sees_allocations_on_this_thread_and_on_others() {
 // ---------------------------------------------------------------------------------------------
 // Encoding and building params
 
-const EVENT: &str = "E_PIKE_BLOCKED";
+#[path = "../benches/common/sized.rs"]
+mod sized;
 
-/// Params whose encoding of [`EVENT`] in `format` is exactly `size` bytes (see the bench).
-fn params_of_size(format: Format, size: usize) -> Params {
-    let mut buf = vec![0u8; MAX_DATAGRAM];
-    let mut len = |p: &Params| format.encode(EVENT, p, &mut buf).unwrap();
-    let heads = [
-        Params::new()
-            .str("ip", "192.168.2.11")
-            .unwrap()
-            .int("attempts", 3)
-            .unwrap(),
-        Params::new().str("ip", "192.168.2.11").unwrap(),
-        Params::new(),
-    ];
-    for head in heads {
-        let mut probe = head.clone();
-        probe.push(Some("pad"), ValueRef::Str("")).unwrap();
-        let base = len(&probe);
-        if base > size {
-            continue;
-        }
-        let value = "x".repeat(size - base);
-        let mut params = head;
-        params.push(Some("pad"), ValueRef::Str(&value)).unwrap();
-        assert_eq!(len(&params), size);
-        return params;
-    }
-    panic!("no {format} event of {size} bytes");
-}
+use sized::{params_of_size, EVENT};
 
 #[test]
 fn encoding_into_a_buffer_allocates_nothing() {

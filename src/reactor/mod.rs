@@ -292,7 +292,9 @@ impl<B: SendBackend> Reactor<B> {
                 self.dispatch_batch();
             }
             self.reconnect_due();
-            self.seal_due(Instant::now());
+            if !self.open_slots.is_empty() {
+                self.seal_due(Instant::now());
+            }
             if self.blocked > 0 {
                 self.poll_ready(Some(Duration::ZERO));
             }
@@ -570,9 +572,6 @@ impl<B: SendBackend> Reactor<B> {
 
     /// Queues the coalesced datagrams whose time is up (all of them when shutting down).
     fn seal_due(&mut self, now: Instant) {
-        if self.open_slots.is_empty() {
-            return;
-        }
         let all = self.shutdown_deadline.is_some();
         let mut open_slots = std::mem::take(&mut self.open_slots);
         open_slots.retain(|&i| {
@@ -828,8 +827,10 @@ impl<B: SendBackend> Reactor<B> {
 
     /// Tries again to connect targets whose receiver was missing.
     fn reconnect_due(&mut self) {
+        // Nothing is down in the common case: no clock read then.
+        let Some(due) = self.next_retry else { return };
         let now = Instant::now();
-        if self.next_retry.is_none_or(|t| now < t) {
+        if now < due {
             return;
         }
         for (i, slot) in self.slots.iter_mut().enumerate() {
