@@ -178,6 +178,21 @@ const OURS: [Strategy; 2] = [Strategy::Uring, Strategy::Syscall];
 const OURS_NO_GSO: [Strategy; 2] = [Strategy::UringNoGso, Strategy::SyscallNoGso];
 
 impl Strategy {
+    /// The name `--strategies` takes.
+    fn key(self) -> &'static str {
+        match self {
+            Strategy::Uring => "ours-uring",
+            Strategy::Syscall => "ours-syscall",
+            Strategy::UringNoGso => "ours-nogso-uring",
+            Strategy::SyscallNoGso => "ours-nogso-syscall",
+            Strategy::SendTo => "send_to",
+            Strategy::CUring => "c-uring",
+            Strategy::CSendmmsg => "c-sendmmsg",
+            Strategy::CGso64 => "c-gso64",
+            Strategy::CGso128 => "c-gso128",
+        }
+    }
+
     fn label(self) -> &'static str {
         match self {
             Strategy::Uring => "ours, uring",
@@ -244,6 +259,8 @@ struct Args {
     rss_only: bool,
     /// `--cases`: keys or key prefixes; empty = all cases.
     cases: Vec<String>,
+    /// `--strategies`: keys or key prefixes; empty = all strategies (and then the RSS check).
+    strategies: Vec<String>,
 }
 
 impl Args {
@@ -253,6 +270,7 @@ impl Args {
             repeat: 3,
             rss_only: false,
             cases: Vec::new(),
+            strategies: Vec::new(),
         };
         let mut it = std::env::args().skip(1);
         while let Some(a) = it.next() {
@@ -272,17 +290,12 @@ impl Args {
                         .unwrap_or_else(|_| fail("--repeat: a count"))
                 }
                 "--rss" => args.rss_only = true,
-                "--cases" => {
-                    args.cases = value("--cases")
-                        .split(',')
-                        .map(|c| c.trim().to_ascii_lowercase())
-                        .filter(|c| !c.is_empty())
-                        .collect()
-                }
+                "--cases" => args.cases = keys(&value("--cases")),
+                "--strategies" => args.strategies = keys(&value("--strategies")),
                 // `cargo bench` appends `--bench` to harness-less benches.
                 "--bench" => {}
                 other => fail(&format!(
-                    "unknown argument {other:?} (expected --seconds N, --repeat R, --rss, --cases LIST)"
+                    "unknown argument {other:?} (expected --seconds N, --repeat R, --rss, --cases LIST, --strategies LIST)"
                 )),
             }
         }
@@ -296,7 +309,23 @@ impl Args {
                 keys.join(", ")
             ));
         }
+        if !STRATEGIES.iter().any(|&s| args.runs(s)) {
+            let keys: Vec<&str> = STRATEGIES.iter().map(|s| s.key()).collect();
+            fail(&format!(
+                "--strategies matches no strategy (keys: {}; a prefix such as ours or c- matches several)",
+                keys.join(", ")
+            ));
+        }
         args
+    }
+
+    /// Whether `--strategies` selects `s`.
+    fn runs(&self, s: Strategy) -> bool {
+        self.strategies.is_empty()
+            || self
+                .strategies
+                .iter()
+                .any(|k| s.key().starts_with(k.as_str()))
     }
 
     /// The cases to run, in [`CASES`] order.
@@ -309,6 +338,14 @@ impl Args {
             })
             .collect()
     }
+}
+
+/// A comma-separated list of keys, lower case.
+fn keys(list: &str) -> Vec<String> {
+    list.split(',')
+        .map(|c| c.trim().to_ascii_lowercase())
+        .filter(|c| !c.is_empty())
+        .collect()
 }
 
 fn fail(msg: &str) -> ! {
@@ -850,7 +887,7 @@ fn measure_all(args: &Args, dgbench: Option<&Path>) -> Results {
         for (c, &case) in cases.iter().enumerate() {
             let payload = &payloads[c];
             // Interleaved: A, B, C, D, A, B, C, D... so drift hits every strategy alike.
-            for &strategy in case.strategies() {
+            for &strategy in case.strategies().iter().filter(|&&s| args.runs(s)) {
                 let s = STRATEGIES
                     .iter()
                     .position(|&x| x == strategy)
@@ -1236,8 +1273,10 @@ fn main() {
         out.push_str(&report(&results, &args));
         let _ = writeln!(out, "\nLoad average after the runs: {}", loadavg());
     }
-    out.push('\n');
-    out.push_str(&rss_check(&payload));
+    if args.strategies.is_empty() {
+        out.push('\n');
+        out.push_str(&rss_check(&payload));
+    }
     println!("{out}");
     let path = target_dir().join("compare.md");
     match std::fs::write(&path, &out) {

@@ -58,7 +58,8 @@ pub enum QueuePolicy {
 pub struct DispatcherConfig {
     /// Backend to run.
     pub backend: BackendChoice,
-    /// Events the channel between producers and the reactor holds.
+    /// Events the channel between producers and the reactor holds (a few milliseconds' worth:
+    /// deeper only moves the events in flight out of the CPU's caches).
     pub queue_capacity: usize,
     /// What `raise` does when the channel is full.
     pub queue_full: QueuePolicy,
@@ -83,7 +84,7 @@ impl Default for DispatcherConfig {
     fn default() -> Self {
         DispatcherConfig {
             backend: BackendChoice::Auto,
-            queue_capacity: 16_384,
+            queue_capacity: 4_096,
             queue_full: QueuePolicy::Block,
             batch: 256,
             ring_entries: 1024,

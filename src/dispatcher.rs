@@ -11,7 +11,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{BackendChoice, Config, ConfigError, DispatcherConfig};
 use crate::encode::Format;
 use crate::event::Params;
-use crate::publisher::{Publisher, RaiseError, Shared};
+use crate::publisher::{Publisher, RaiseError, Room, Shared};
 use crate::reactor::syscall::SyscallBackend;
 use crate::reactor::uring::UringBackend;
 use crate::reactor::{Control, Reactor, SendBackend};
@@ -95,6 +95,7 @@ impl Dispatcher {
             dropped_queue_full: AtomicU64::new(0),
             sleeping: AtomicBool::new(false),
             wake: EventFd::new()?,
+            room: Room::default(),
         });
         let (started_tx, started_rx) = bounded::<Result<Backend, StartError>>(1);
         let thread_shared = Arc::clone(&shared);
@@ -339,5 +340,17 @@ fn run<B: SendBackend>(
     started: &Sender<Result<Backend, StartError>>,
 ) -> Stats {
     let _ = started.send(Ok(backend.kind()));
-    Reactor::new(rx, control, shared, backend, config, per_target, budget).run()
+    let reactor = Reactor::new(
+        rx,
+        control,
+        Arc::clone(&shared),
+        backend,
+        config,
+        per_target,
+        budget,
+    );
+    let stats = reactor.run();
+    // The channel's receiver is gone now: producers still waiting for room find it closed.
+    shared.room.wake_all();
+    stats
 }

@@ -7,6 +7,7 @@
 use std::fmt;
 use std::sync::Arc;
 
+use crate::encode::Escapes;
 use crate::error::EventError;
 
 /// A parameter value: the line format carries strings, `jsonrpc` also integers.
@@ -168,8 +169,11 @@ impl AsRef<str> for EventName {
 
 // Layout of one packed parameter: a tag byte, then the name (`u16` length + bytes) if the tag
 // says so, then the value: `i64` for an int, `u32` length + bytes for a string. Little endian.
+// A string's tag also holds its `Escapes`, found once in `push`.
 const TAG_NAMED: u8 = 1;
 const TAG_INT: u8 = 2;
+const TAG_LINE_QUOTE: u8 = 4;
+const TAG_JSON_ESCAPE: u8 = 8;
 
 /// Ordered parameters of an event, packed in one buffer that stays inline while it is small.
 ///
@@ -208,6 +212,12 @@ impl Params {
         self.count as usize
     }
 
+    /// Bytes of packed parameters: about what their encoding takes, in either format, when
+    /// nothing needs escaping.
+    pub(crate) fn packed_len(&self) -> usize {
+        self.bytes.as_slice().len()
+    }
+
     /// True when there are no parameters.
     pub fn is_empty(&self) -> bool {
         self.count == 0
@@ -241,7 +251,14 @@ impl Params {
             ),
             ValueRef::Int(_) => None,
         };
-        let tag = name.map_or(0, |_| TAG_NAMED) | str_len.map_or(TAG_INT, |_| 0);
+        let tag = match value {
+            ValueRef::Int(_) => TAG_INT,
+            ValueRef::Str(s) => {
+                let e = Escapes::of(s.as_bytes(), name.is_none_or(str::is_empty));
+                (if e.line_quote { TAG_LINE_QUOTE } else { 0 })
+                    | (if e.json_escape { TAG_JSON_ESCAPE } else { 0 })
+            }
+        } | name.map_or(0, |_| TAG_NAMED);
         self.bytes.push(&[tag]);
         if let Some(name) = name {
             self.bytes.push(&(name.len() as u16).to_le_bytes());
@@ -362,7 +379,7 @@ impl<'a> Iterator for ParamsIter<'a> {
             name: p.name.map(as_str),
             value: match p.value {
                 RawValue::Int(n) => ValueRef::Int(n),
-                RawValue::Str(s) => ValueRef::Str(as_str(s)),
+                RawValue::Str(s, _) => ValueRef::Str(as_str(s)),
             },
         })
     }
@@ -385,7 +402,7 @@ pub(crate) struct RawParam<'a> {
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum RawValue<'a> {
     Int(i64),
-    Str(&'a [u8]),
+    Str(&'a [u8], Escapes),
 }
 
 /// Iterator over the packed parameters as [`RawParam`]s.
@@ -435,7 +452,11 @@ impl<'a> Iterator for RawParams<'a> {
             RawValue::Int(i64::from_le_bytes(self.take_array()))
         } else {
             let len = u32::from_le_bytes(self.take_array());
-            RawValue::Str(self.take(len as usize))
+            let escapes = Escapes {
+                line_quote: tag & TAG_LINE_QUOTE != 0,
+                json_escape: tag & TAG_JSON_ESCAPE != 0,
+            };
+            RawValue::Str(self.take(len as usize), escapes)
         };
         Some(RawParam { name, value })
     }

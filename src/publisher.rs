@@ -1,9 +1,10 @@
 //! Producers' side: raise events onto the bounded channel, wake the reactor only when it sleeps.
 
-use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
-use crossbeam_channel::{Sender, TrySendError};
+use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 use crate::config::QueuePolicy;
 use crate::event::Params;
@@ -28,6 +29,8 @@ pub(crate) struct Shared {
     /// The reactor is (about to be) asleep and must be woken through `wake`.
     pub sleeping: AtomicBool,
     pub wake: EventFd,
+    /// Where producers wait for room under the `block` policy.
+    pub room: Room,
 }
 
 impl Shared {
@@ -40,6 +43,75 @@ impl Shared {
         if self.sleeping.load(Ordering::Relaxed) && self.sleeping.swap(false, Ordering::AcqRel) {
             self.wake.wake();
         }
+    }
+}
+
+/// Producers that found the channel full wait here until the reactor has emptied half of it.
+///
+/// crossbeam's blocking `send` wakes a waiting producer each time one event is taken. With the
+/// producer and the reactor on one CPU that is a context switch per event, each way: the
+/// reactor takes one event, the producer wakes and puts one back, and so on. Waking at half
+/// empty lets each side run for thousands of events at a time.
+#[derive(Default)]
+pub(crate) struct Room {
+    waiting: AtomicUsize,
+    lock: Mutex<()>,
+    freed: Condvar,
+}
+
+/// A bound on one wait, so that a producer notices a reactor that is gone without being told
+/// (it never needs it otherwise).
+const ROOM_WAIT: Duration = Duration::from_millis(100);
+
+impl Room {
+    /// Sends `msg`, waiting while the channel is full; gives it back if the channel is closed.
+    // The event comes back whole, as with crossbeam's `SendError<T>`.
+    #[allow(clippy::result_large_err)]
+    fn send(&self, tx: &Sender<Raised>, mut msg: Raised) -> Result<(), Raised> {
+        loop {
+            match tx.try_send(msg) {
+                Ok(()) => return Ok(()),
+                Err(TrySendError::Disconnected(m)) => return Err(m),
+                Err(TrySendError::Full(m)) => msg = m,
+            }
+            let guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+            self.waiting.fetch_add(1, Ordering::SeqCst);
+            // Pairs with the fence in `notify`: either the reactor sees us waiting, or this
+            // second look sees the room it made.
+            fence(Ordering::SeqCst);
+            let result = match tx.try_send(msg) {
+                Ok(()) => Ok(()),
+                Err(TrySendError::Disconnected(m)) => Err(m),
+                Err(TrySendError::Full(m)) => {
+                    // The reactor notifies under the lock, which `wait` releases only once we wait.
+                    let _ = self.freed.wait_timeout(guard, ROOM_WAIT);
+                    self.waiting.fetch_sub(1, Ordering::SeqCst);
+                    msg = m;
+                    continue;
+                }
+            };
+            self.waiting.fetch_sub(1, Ordering::SeqCst);
+            return result;
+        }
+    }
+
+    /// Called by the reactor after taking events: wakes waiting producers once the channel is
+    /// at most half full.
+    #[inline]
+    pub fn notify(&self, rx: &Receiver<Raised>) {
+        fence(Ordering::SeqCst);
+        if self.waiting.load(Ordering::SeqCst) == 0 {
+            return;
+        }
+        if rx.len() <= rx.capacity().map_or(usize::MAX, |c| c / 2) {
+            self.wake_all();
+        }
+    }
+
+    /// Wakes every waiting producer.
+    pub fn wake_all(&self) {
+        let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.freed.notify_all();
     }
 }
 
@@ -97,9 +169,10 @@ impl Publisher {
         let msg = Raised { event, params };
         let result = match self.shared.policy {
             QueuePolicy::Block => self
-                .tx
-                .send(msg)
-                .map_err(|e| RaiseError::ShutDown(e.0.event, e.0.params)),
+                .shared
+                .room
+                .send(&self.tx, msg)
+                .map_err(|m| RaiseError::ShutDown(m.event, m.params)),
             QueuePolicy::Drop => self.tx.try_send(msg).map_err(|e| match e {
                 TrySendError::Full(m) => {
                     self.shared

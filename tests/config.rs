@@ -15,7 +15,7 @@ fn the_example_config_parses_to_its_documented_values() {
     let config = Config::from_file(Path::new(EXAMPLE)).unwrap();
     let d = &config.dispatcher;
     assert_eq!(d.backend, BackendChoice::Auto);
-    assert_eq!(d.queue_capacity, 16_384);
+    assert_eq!(d.queue_capacity, 4_096);
     assert_eq!(d.queue_full, QueuePolicy::Block);
     assert_eq!(d.batch, 256);
     assert_eq!(d.ring_entries, 1024);

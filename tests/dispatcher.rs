@@ -340,6 +340,55 @@ fn when_every_target_is_stalled_producers_feel_backpressure_and_nothing_is_dropp
 }
 
 #[test]
+fn shutdown_releases_producers_waiting_for_room_and_counts_every_accepted_event() {
+    for backend in backends() {
+        let dir = TempDir::new("room");
+        let slow = Receiver::unix(&dir.join("slow"));
+        slow.pause(true);
+        let cfg = DispatcherConfig {
+            retry_queue: 8,
+            batch: 8,
+            queue_capacity: 16,
+            shutdown_timeout_ms: 200,
+            ..config(backend)
+        };
+        let d = Dispatcher::start(cfg).unwrap();
+        let e = d.publish("E_ROOM").unwrap();
+        d.subscribe(e, slow.target.clone(), Expiry::Never).unwrap();
+        let publisher = d.publisher();
+        let producer = std::thread::spawn(move || {
+            let mut accepted = 0u64;
+            loop {
+                match publisher.raise(e, seq(accepted as i64)) {
+                    Ok(()) => accepted += 1,
+                    Err(err) => return (accepted, err),
+                }
+            }
+        });
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(
+            !producer.is_finished(),
+            "{backend:?}: the producer should wait for room"
+        );
+        let stats = d.shutdown();
+        assert!(
+            wait_until(LIMIT, || producer.is_finished()),
+            "{backend:?}: a producer waiting for room was not released by shutdown"
+        );
+        let (accepted, err) = producer.join().unwrap();
+        assert!(
+            matches!(err, RaiseError::ShutDown(..)),
+            "{backend:?}: {err:?}"
+        );
+        assert!(stats.is_balanced(), "{backend:?}: {stats:?}");
+        assert_eq!(stats.events.raised, accepted, "{backend:?}: {stats:?}");
+        let c = stats.target(&slow.target).unwrap();
+        assert_eq!(c.raised, accepted, "{backend:?}: {c:?}");
+        assert_eq!(c.pending, 0, "{backend:?}: {c:?}");
+    }
+}
+
+#[test]
 fn missing_unix_path_and_closed_udp_port_are_counted_not_fatal() {
     for backend in backends() {
         let dir = TempDir::new("dead");

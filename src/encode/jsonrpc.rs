@@ -42,7 +42,13 @@ pub fn encode(name: &str, params: &Params, out: &mut [u8]) -> Result<usize, Enco
             }
             match p.value {
                 RawValue::Int(n) => w.int(n),
-                RawValue::Str(s) => put_string(&mut w, s),
+                // Whether it has escapes was found when the value was added (`Escapes`).
+                RawValue::Str(s, escapes) if escapes.json_escape => put_string(&mut w, s),
+                RawValue::Str(s, _) => {
+                    w.byte(b'"');
+                    w.put(s);
+                    w.byte(b'"');
+                }
             }
         }
         w.byte(if as_object { b'}' } else { b']' });
@@ -68,6 +74,11 @@ static ESCAPE: [u8; 256] = {
     t[b'\\' as usize] = b'\\';
     t
 };
+
+/// True when a JSON string of `s` has escapes.
+pub(crate) fn needs_escape(s: &[u8]) -> bool {
+    super::any_byte(s, |b| (b < 0x20) | (b == b'"') | (b == b'\\'))
+}
 
 /// Writes `s` as a quoted JSON string.
 #[inline]

@@ -37,20 +37,15 @@ pub fn encode(name: &str, params: &Params, out: &mut [u8]) -> Result<usize, Enco
     w.put(name.as_bytes());
     w.byte(b'\n');
     for p in params.raw() {
-        let name = p.name.filter(|n| !n.is_empty());
-        if let Some(name) = name {
+        if let Some(name) = p.name.filter(|n| !n.is_empty()) {
             w.put(name);
             w.put(b"::");
         }
         match p.value {
             RawValue::Int(n) => w.int(n),
-            RawValue::Str(s) => {
-                if needs_quotes(s, name.is_none()) {
-                    put_quoted(&mut w, s);
-                } else {
-                    w.put(s);
-                }
-            }
+            // Whether to quote was decided when the value was added (`Escapes`).
+            RawValue::Str(s, escapes) if escapes.line_quote => put_quoted(&mut w, s),
+            RawValue::Str(s, _) => w.put(s),
         }
         w.byte(b'\n');
     }
@@ -58,18 +53,20 @@ pub fn encode(name: &str, params: &Params, out: &mut [u8]) -> Result<usize, Enco
     w.finish()
 }
 
-/// True when a value must be quoted to read back as itself.
-#[inline]
-fn needs_quotes(v: &[u8], unnamed: bool) -> bool {
-    if unnamed && (v.is_empty() || has_double_colon(v)) {
-        return true;
-    }
-    has_special(v)
+/// True when a value must be quoted to read back as itself; `unnamed`: it has no name, or an
+/// empty one (which is written as none).
+pub(crate) fn needs_quotes(v: &[u8], unnamed: bool) -> bool {
+    unnamed_needs_quotes(v, unnamed) || has_special(v)
+}
+
+/// True when an unnamed value would misread without quotes: empty (it would read as the
+/// closing empty line) or holding `::` (it would read as a name).
+pub(crate) fn unnamed_needs_quotes(v: &[u8], unnamed: bool) -> bool {
+    unnamed && (v.is_empty() || has_double_colon(v))
 }
 
 /// True when `v` holds `::`. No early exit, so the compiler makes SIMD compares of it (the
 /// `windows(2).any` it replaces went byte by byte through every unnamed value).
-#[inline]
 fn has_double_colon(v: &[u8]) -> bool {
     let Some(rest) = v.get(1..) else { return false };
     v.iter()
@@ -77,39 +74,11 @@ fn has_double_colon(v: &[u8]) -> bool {
         .fold(false, |hit, (&a, &b)| hit | ((a == b':') & (b == b':')))
 }
 
-/// True when `v` holds `'`, `"`, `\n` or `\r`. Checks fixed-size blocks without early exit
-/// inside a block, which the compiler turns into SIMD compares (this scan is most of the
-/// encoding time of a large value); a short or ragged end is covered by one more block that
-/// overlaps the previous one, so no byte-at-a-time loop runs for values of 8 bytes or more.
-#[inline]
+/// True when `v` holds `'`, `"`, `\n` or `\r`.
 fn has_special(v: &[u8]) -> bool {
-    #[inline(always)]
-    fn block<const N: usize>(b: &[u8]) -> bool {
-        let b: &[u8; N] = b.try_into().expect("a block of N bytes");
-        let mut hits = 0u8;
-        for &c in b {
-            hits |= u8::from(c == b'\'')
-                | u8::from(c == b'"')
-                | u8::from(c == b'\n')
-                | u8::from(c == b'\r');
-        }
-        hits != 0
-    }
-    const BLOCK: usize = 32;
-    let n = v.len();
-    if n >= BLOCK {
-        let mut chunks = v.chunks_exact(BLOCK);
-        if chunks.any(block::<BLOCK>) {
-            return true;
-        }
-        !chunks.remainder().is_empty() && block::<BLOCK>(&v[n - BLOCK..])
-    } else if n >= 16 {
-        block::<16>(&v[..16]) || block::<16>(&v[n - 16..])
-    } else if n >= 8 {
-        block::<8>(&v[..8]) || block::<8>(&v[n - 8..])
-    } else {
-        v.iter().any(|&c| matches!(c, b'\'' | b'"' | b'\n' | b'\r'))
-    }
+    super::any_byte(v, |c| {
+        (c == b'\'') | (c == b'"') | (c == b'\n') | (c == b'\r')
+    })
 }
 
 /// Writes `"v"` with `\` and `"` escaped by a backslash; line breaks stay raw.

@@ -75,6 +75,68 @@ impl FromStr for Format {
     }
 }
 
+/// What a string value needs in each format. Found once, when the value is added to
+/// [`Params`], so that encoding (on the reactor, the one thread every event goes through) only
+/// copies it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Escapes {
+    /// The line format writes it quoted (see [`line`]).
+    pub line_quote: bool,
+    /// A JSON string of it has escapes (see [`jsonrpc`]).
+    pub json_escape: bool,
+}
+
+impl Escapes {
+    /// What `value` needs; `unnamed`: it has no name, or an empty one.
+    pub(crate) fn of(value: &[u8], unnamed: bool) -> Escapes {
+        // One pass for the common case of a value with nothing to escape in either format.
+        if !any_byte(value, |c| {
+            (c < 0x20) | (c == b'"') | (c == b'\'') | (c == b'\\')
+        }) {
+            return Escapes {
+                line_quote: line::unnamed_needs_quotes(value, unnamed),
+                json_escape: false,
+            };
+        }
+        Escapes {
+            line_quote: line::needs_quotes(value, unnamed),
+            json_escape: jsonrpc::needs_escape(value),
+        }
+    }
+}
+
+/// True when `hit` holds for a byte of `v`. Checks fixed-size blocks without early exit inside
+/// a block, which the compiler turns into SIMD compares (give it a branch-free `hit`: `|`, not
+/// `||`); a short or ragged end is covered by one more block that overlaps the previous one, so
+/// no byte-at-a-time loop runs for values of 8 bytes or more.
+#[inline(always)]
+pub(crate) fn any_byte(v: &[u8], hit: impl Fn(u8) -> bool + Copy) -> bool {
+    #[inline(always)]
+    fn block<const N: usize>(b: &[u8], hit: impl Fn(u8) -> bool) -> bool {
+        let b: &[u8; N] = b.try_into().expect("a block of N bytes");
+        let mut hits = 0u8;
+        for &c in b {
+            hits |= u8::from(hit(c));
+        }
+        hits != 0
+    }
+    const BLOCK: usize = 32;
+    let n = v.len();
+    if n >= BLOCK {
+        let mut chunks = v.chunks_exact(BLOCK);
+        if chunks.any(|b| block::<BLOCK>(b, hit)) {
+            return true;
+        }
+        !chunks.remainder().is_empty() && block::<BLOCK>(&v[n - BLOCK..], hit)
+    } else if n >= 16 {
+        block::<16>(&v[..16], hit) || block::<16>(&v[n - 16..], hit)
+    } else if n >= 8 {
+        block::<8>(&v[..8], hit) || block::<8>(&v[n - 8..], hit)
+    } else {
+        v.iter().any(|&c| hit(c))
+    }
+}
+
 /// A write cursor over a fixed buffer that keeps counting past its end, so an event that does
 /// not fit is measured exactly in the same single pass.
 pub(crate) struct Cursor<'a> {
@@ -159,6 +221,48 @@ impl<'a> Cursor<'a> {
                 len: self.len,
                 max: self.buf.len(),
             })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The same facts, one byte at a time.
+    fn reference(v: &[u8], unnamed: bool) -> Escapes {
+        let special = v.iter().any(|c| matches!(c, b'\'' | b'"' | b'\n' | b'\r'));
+        let double_colon = v.windows(2).any(|w| w == b"::");
+        Escapes {
+            line_quote: special || (unnamed && (v.is_empty() || double_colon)),
+            json_escape: v.iter().any(|&c| c < 0x20 || c == b'"' || c == b'\\'),
+        }
+    }
+
+    /// Mostly clean bytes, so that one special byte sits anywhere in a long clean run.
+    fn value() -> impl Strategy<Value = Vec<u8>> {
+        let byte = prop_oneof![
+            40 => Just(b'x'),
+            1 => Just(b':'),
+            1 => Just(b'"'),
+            1 => Just(b'\''),
+            1 => Just(b'\\'),
+            1 => Just(b'\n'),
+            1 => Just(b'\r'),
+            1 => Just(b'\t'),
+            1 => Just(0x1f_u8),
+            1 => Just(0x7f_u8),
+            2 => any::<u8>(),
+        ];
+        proptest::collection::vec(byte, 0..200)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2048))]
+        #[test]
+        fn escapes_agree_with_a_byte_by_byte_reading(v in value(), unnamed: bool) {
+            prop_assert_eq!(Escapes::of(&v, unnamed), reference(&v, unnamed));
         }
     }
 }

@@ -187,13 +187,34 @@ struct Slot {
     window: u32,
     counters: TargetCounters,
     last_log: Option<Instant>,
+    /// After a refused send (`EAGAIN`): until when to keep trying each round instead of
+    /// waiting for writability (see [`RETRY_SPIN`]).
+    spin_until: Option<Instant>,
 }
 
 /// The smallest per-round window of a target (see `Slot::window`).
 const MIN_WINDOW: u32 = 8;
+/// How long a target whose receiver is full is retried every round, as long as it still
+/// takes nothing, before the reactor waits for writability instead. A receiver that drains
+/// as fast as we send frees a slot every microsecond or two, but a writability wakeup costs
+/// a sleep and a wake each time, and comes after one freed slot (a UNIX receiver's queue holds
+/// `net.unix.max_dgram_qlen` datagrams, 10 by default): retrying soon sends more for less.
+/// A target that stays full costs at most this much busy time per wakeup.
+const RETRY_SPIN: Duration = Duration::from_micros(50);
 const RECONNECT_MIN: Duration = Duration::from_millis(10);
 const RECONNECT_MAX: Duration = Duration::from_secs(1);
 const LOG_INTERVAL: Duration = Duration::from_secs(60);
+
+/// After a refused send: until when to keep retrying the target every round (`Some`), or
+/// `None` to wait for writability. `until`: the current deadline, if retrying; `progressed`:
+/// the round sent something before the refusal, which starts a new deadline.
+fn retry_deadline(until: Option<Instant>, progressed: bool, now: Instant) -> Option<Instant> {
+    let until = match until {
+        Some(until) if !progressed => until,
+        _ => now + RETRY_SPIN,
+    };
+    (now < until).then_some(until)
+}
 
 /// Requests from the dispatcher handle.
 pub(crate) enum Control {
@@ -215,7 +236,6 @@ pub(crate) struct Reactor<B: SendBackend> {
     route_slots: Vec<u32>,
     active: Vec<u32>,
     blocked: usize,
-    batch: Vec<Raised>,
     round: Round,
     ready: Vec<u32>,
     queue_cap: usize,
@@ -261,7 +281,6 @@ impl<B: SendBackend> Reactor<B> {
             route_slots: Vec::new(),
             active: Vec::new(),
             blocked: 0,
-            batch: Vec::with_capacity(config.batch),
             round: Round {
                 items: Vec::with_capacity(round_budget),
                 targets: Vec::new(),
@@ -287,10 +306,7 @@ impl<B: SendBackend> Reactor<B> {
         loop {
             self.take_control();
             let intake = self.intake_open();
-            let took = if intake { self.take_batch() } else { 0 };
-            if took > 0 {
-                self.dispatch_batch();
-            }
+            let took = if intake { self.dispatch_batch() } else { 0 };
             self.reconnect_due();
             if !self.open_slots.is_empty() {
                 self.seal_due(Instant::now());
@@ -353,17 +369,6 @@ impl<B: SendBackend> Reactor<B> {
             .sum()
     }
 
-    /// Takes up to `batch` events.
-    fn take_batch(&mut self) -> usize {
-        while self.batch.len() < self.config.batch {
-            match self.rx.try_recv() {
-                Ok(msg) => self.batch.push(msg),
-                Err(_) => break,
-            }
-        }
-        self.batch.len()
-    }
-
     fn begin_shutdown(&mut self) {
         if self.shutdown_deadline.is_none() {
             self.shared.intake.fetch_or(1, Ordering::AcqRel);
@@ -385,7 +390,11 @@ impl<B: SendBackend> Reactor<B> {
         !queued || self.shutdown_deadline.is_some_and(|d| Instant::now() >= d)
     }
 
-    fn dispatch_batch(&mut self) {
+    /// Takes up to `batch` events from the channel and routes each; returns how many.
+    fn dispatch_batch(&mut self) -> usize {
+        let Ok(first) = self.rx.try_recv() else {
+            return 0;
+        };
         if let Some(snapshot) = self
             .shared
             .registry
@@ -396,13 +405,17 @@ impl<B: SendBackend> Reactor<B> {
         let now = self.shared.registry.clock().now();
         self.batch_time = Instant::now();
         let snapshot = Arc::clone(&self.snapshot);
-        let mut batch = std::mem::take(&mut self.batch);
-        // By reference: moving each event out of the batch copied its inline params once more.
-        for msg in &batch {
-            self.route(&snapshot, msg, now);
+        // Each event is routed straight from the channel: holding a batch of them first
+        // copied every event's inline params once more.
+        self.route(&snapshot, &first, now);
+        let mut took = 1;
+        while took < self.config.batch {
+            let Ok(msg) = self.rx.try_recv() else { break };
+            self.route(&snapshot, &msg, now);
+            took += 1;
         }
-        batch.clear();
-        self.batch = batch;
+        self.shared.room.notify(&self.rx);
+        took
     }
 
     /// Encodes `msg` once per format its live subscribers use and queues it for each.
@@ -604,14 +617,19 @@ impl<B: SendBackend> Reactor<B> {
             .min()
     }
 
-    /// Encodes into a pooled buffer of the right size: small first, then exactly as needed.
+    /// Encodes into a pooled buffer of the size the params suggest; exactly as needed when
+    /// that was too small (values with many escapes).
     fn encode(
         &mut self,
         format: Format,
         name: &crate::EventName,
         msg: &Raised,
     ) -> Result<(BufRef, u32), EncodeError> {
-        let buf = self.pool.alloc(0);
+        /// Framing beyond the event name and the packed params (`jsonrpc`'s is the larger).
+        const FRAMING: usize = 64;
+        let buf = self
+            .pool
+            .alloc(name.as_str().len() + msg.params.packed_len() + FRAMING);
         match format.encode(name.as_str(), &msg.params, self.pool.bytes_mut(&buf)) {
             Ok(n) => Ok((buf, n as u32)),
             Err(EncodeError::TooLarge { len, .. }) if len <= MAX_DATAGRAM => {
@@ -687,9 +705,13 @@ impl<B: SendBackend> Reactor<B> {
         let slot = self.slots[rt.slot as usize]
             .as_mut()
             .expect("round slots exist");
-        if rt.count == slot.window && self.round.outcomes[(rt.first + rt.count - 1) as usize] >= 0 {
-            // The whole window went out: open it up again.
-            slot.window = (slot.window * 2).min(self.max_per_target as u32);
+        if self.round.outcomes[(rt.first + rt.count - 1) as usize] >= 0 {
+            // Everything went out: the receiver is not full.
+            slot.spin_until = None;
+            if rt.count == slot.window {
+                // The whole window: open it up again.
+                slot.window = (slot.window * 2).min(self.max_per_target as u32);
+            }
         }
         let first = rt.first as usize;
         for k in 0..rt.count as usize {
@@ -724,11 +746,15 @@ impl<B: SendBackend> Reactor<B> {
                 // What fit before the receiver filled up is about what fits next time: do not
                 // submit sends that are sure to be refused.
                 slot.window = (k as u32 + 1).max(MIN_WINDOW);
-                slot.blocked = true;
                 slot.linked = true;
-                self.blocked += 1;
-                if let Conn::Up(sock) = &slot.conn {
-                    self.backend.watch_writable(rt.slot, sock.as_raw_fd());
+                slot.spin_until = retry_deadline(slot.spin_until, k > 0, Instant::now());
+                // While retrying, the slot stays active: the next round tries again.
+                if slot.spin_until.is_none() {
+                    slot.blocked = true;
+                    self.blocked += 1;
+                    if let Conn::Up(sock) = &slot.conn {
+                        self.backend.watch_writable(rt.slot, sock.as_raw_fd());
+                    }
                 }
                 let rest = &self.round.outcomes[first + k + 1..first + rt.count as usize];
                 Self::settle_rest(slot, &mut self.pool, rest);
@@ -970,6 +996,7 @@ impl<B: SendBackend> Reactor<B> {
             window: self.max_per_target as u32,
             counters: TargetCounters::default(),
             last_log: None,
+            spin_until: None,
         });
         self.next_retry = self.next_reconnect();
         index
@@ -1062,6 +1089,29 @@ fn log_limited(last: &mut Option<Instant>, target: &Target, err: &dyn std::fmt::
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_full_receiver_is_retried_for_a_bounded_time_then_waited_for() {
+        let t0 = Instant::now();
+        let first = retry_deadline(None, false, t0);
+        assert_eq!(first, Some(t0 + RETRY_SPIN), "the first refusal retries");
+        let mid = t0 + RETRY_SPIN / 2;
+        assert_eq!(
+            retry_deadline(first, false, mid),
+            first,
+            "no progress: same deadline"
+        );
+        assert_eq!(
+            retry_deadline(first, false, t0 + RETRY_SPIN),
+            None,
+            "no progress until the deadline: wait for writability"
+        );
+        assert_eq!(
+            retry_deadline(first, true, t0 + RETRY_SPIN),
+            Some(t0 + 2 * RETRY_SPIN),
+            "progress starts a new deadline"
+        );
+    }
+
     fn slot_with(pool: &mut Pool, lens: &[u32]) -> Slot {
         let mut slot = Slot {
             target: "udp:127.0.0.1:9".parse().unwrap(),
@@ -1079,6 +1129,7 @@ mod tests {
             window: MIN_WINDOW,
             counters: TargetCounters::default(),
             last_log: None,
+            spin_until: None,
         };
         for &len in lens {
             let buf = pool.alloc(len as usize);
