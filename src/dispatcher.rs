@@ -1,7 +1,7 @@
 //! The dispatcher: the handle that owns the reactor thread, the registry and the channel.
 
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -11,7 +11,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{BackendChoice, Config, ConfigError, DispatcherConfig};
 use crate::encode::Format;
 use crate::event::Params;
-use crate::publisher::{Publisher, RaiseError, Room, Shared};
+use crate::publisher::{Intake, Publisher, RaiseError, Room, Shared};
 use crate::reactor::syscall::SyscallBackend;
 use crate::reactor::uring::UringBackend;
 use crate::reactor::{Control, Reactor, SendBackend};
@@ -91,9 +91,8 @@ impl Dispatcher {
         let shared = Arc::new(Shared {
             registry: Arc::clone(&registry),
             policy: config.queue_full,
-            intake: AtomicU64::new(0),
+            intake: Intake::default(),
             dropped_queue_full: AtomicU64::new(0),
-            sleeping: AtomicBool::new(false),
             wake: EventFd::new()?,
             room: Room::default(),
         });

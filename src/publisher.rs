@@ -1,6 +1,6 @@
 //! Producers' side: raise events onto the bounded channel, wake the reactor only when it sleeps.
 
-use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{fence, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
@@ -21,28 +21,76 @@ pub(crate) struct Raised {
 pub(crate) struct Shared {
     pub registry: Arc<Registry>,
     pub policy: QueuePolicy,
-    /// Bit 0: intake closed (shutting down); the rest: raises in progress, times 2.
-    /// The reactor shuts down only once intake is closed and no raise is mid-way, so no event
-    /// can slip into the channel after its final drain.
-    pub intake: AtomicU64,
+    pub intake: Intake,
     pub dropped_queue_full: AtomicU64,
-    /// The reactor is (about to be) asleep and must be woken through `wake`.
-    pub sleeping: AtomicBool,
     pub wake: EventFd,
     /// Where producers wait for room under the `block` policy.
     pub room: Room,
 }
 
 impl Shared {
-    /// Wakes the reactor if it sleeps. Call after making work visible (channel send).
+    /// Wakes the reactor if it sleeps. Call after making work visible (a control message).
     #[inline]
     pub fn wake_reactor(&self) {
-        // Pairs with the reactor's fence between `sleeping = true` and its last look at the
-        // channel: either it sees our message, or we see it sleeping.
-        fence(Ordering::SeqCst);
-        if self.sleeping.load(Ordering::Relaxed) && self.sleeping.swap(false, Ordering::AcqRel) {
+        if self.intake.take_sleeping() {
             self.wake.wake();
         }
+    }
+}
+
+/// The one word producers and the reactor meet on: intake closed (shutting down), reactor
+/// asleep, and the raises in progress. One word, so that a raise costs two atomic operations
+/// and no fence: the one that ends a raise also tells whether the reactor sleeps.
+///
+/// Why no wakeup is lost: all changes to one atomic are in a single order. If the reactor's
+/// `sleep` comes after a raise's `end`, it acquires what that raise released, and so sees the
+/// event in the channel (and does not sleep); if before, `end` sees the sleeping bit.
+///
+/// Why no event slips past shutdown: the reactor finishes only once intake is closed and no
+/// raise is in progress, then drains the channel one last time.
+#[derive(Default)]
+pub(crate) struct Intake(AtomicU64);
+
+const CLOSED: u64 = 1;
+const SLEEPING: u64 = 2;
+const RAISE: u64 = 4;
+
+impl Intake {
+    /// Starts a raise; false (and nothing started) if intake is closed.
+    #[inline]
+    fn begin(&self) -> bool {
+        if self.0.fetch_add(RAISE, Ordering::AcqRel) & CLOSED != 0 {
+            self.0.fetch_sub(RAISE, Ordering::AcqRel);
+            return false;
+        }
+        true
+    }
+
+    /// Ends a raise; true if the reactor sleeps and this caller must wake it.
+    #[inline]
+    fn end(&self) -> bool {
+        self.0.fetch_sub(RAISE, Ordering::AcqRel) & SLEEPING != 0 && self.take_sleeping()
+    }
+
+    /// Clears the sleeping bit; true if it was set (the caller then wakes the reactor).
+    #[inline]
+    pub fn take_sleeping(&self) -> bool {
+        self.0.fetch_and(!SLEEPING, Ordering::AcqRel) & SLEEPING != 0
+    }
+
+    /// Refuses new raises from now on.
+    pub fn close(&self) {
+        self.0.fetch_or(CLOSED, Ordering::AcqRel);
+    }
+
+    /// A raise is in progress.
+    pub fn raising(&self) -> bool {
+        self.0.load(Ordering::Acquire) >= RAISE
+    }
+
+    /// The reactor is about to sleep: look at the channel once more after this.
+    pub fn sleep(&self) {
+        self.0.fetch_or(SLEEPING, Ordering::AcqRel);
     }
 }
 
@@ -67,13 +115,22 @@ impl Room {
     /// Sends `msg`, waiting while the channel is full; gives it back if the channel is closed.
     // The event comes back whole, as with crossbeam's `SendError<T>`.
     #[allow(clippy::result_large_err)]
-    fn send(&self, tx: &Sender<Raised>, mut msg: Raised) -> Result<(), Raised> {
+    #[inline]
+    fn send(&self, tx: &Sender<Raised>, msg: Raised) -> Result<(), Raised> {
+        match tx.try_send(msg) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Disconnected(m)) => Err(m),
+            Err(TrySendError::Full(m)) => self.wait_and_send(tx, m),
+        }
+    }
+
+    /// [`send`](Self::send) once the channel was found full.
+    // The event comes back whole, as with crossbeam's `SendError<T>`.
+    #[allow(clippy::result_large_err)]
+    #[cold]
+    #[inline(never)]
+    fn wait_and_send(&self, tx: &Sender<Raised>, mut msg: Raised) -> Result<(), Raised> {
         loop {
-            match tx.try_send(msg) {
-                Ok(()) => return Ok(()),
-                Err(TrySendError::Disconnected(m)) => return Err(m),
-                Err(TrySendError::Full(m)) => msg = m,
-            }
             let guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
             self.waiting.fetch_add(1, Ordering::SeqCst);
             // Pairs with the fence in `notify`: either the reactor sees us waiting, or this
@@ -161,31 +218,26 @@ impl Publisher {
         if !self.shared.registry.owns(event) {
             return Err(RaiseError::ForeignEvent(event, params));
         }
-        let intake = &self.shared.intake;
-        if intake.fetch_add(2, Ordering::AcqRel) & 1 != 0 {
-            intake.fetch_sub(2, Ordering::AcqRel);
+        let shared = &*self.shared;
+        if !shared.intake.begin() {
             return Err(RaiseError::ShutDown(event, params));
         }
         let msg = Raised { event, params };
-        let result = match self.shared.policy {
-            QueuePolicy::Block => self
-                .shared
+        let result = match shared.policy {
+            QueuePolicy::Block => shared
                 .room
                 .send(&self.tx, msg)
                 .map_err(|m| RaiseError::ShutDown(m.event, m.params)),
             QueuePolicy::Drop => self.tx.try_send(msg).map_err(|e| match e {
                 TrySendError::Full(m) => {
-                    self.shared
-                        .dropped_queue_full
-                        .fetch_add(1, Ordering::Relaxed);
+                    shared.dropped_queue_full.fetch_add(1, Ordering::Relaxed);
                     RaiseError::QueueFull(m.event, m.params)
                 }
                 TrySendError::Disconnected(m) => RaiseError::ShutDown(m.event, m.params),
             }),
         };
-        intake.fetch_sub(2, Ordering::AcqRel);
-        if result.is_ok() {
-            self.shared.wake_reactor();
+        if shared.intake.end() {
+            shared.wake.wake();
         }
         result
     }

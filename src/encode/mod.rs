@@ -162,16 +162,22 @@ impl<'a> Cursor<'a> {
         // overlapping fixed-size moves instead of a call to `memcpy`.
         if n <= 16 {
             if let Some(dst) = self.buf.get_mut(self.len..self.len + 16) {
-                if n >= 8 {
-                    dst[..8].copy_from_slice(&bytes[..8]);
-                    dst[n - 8..n].copy_from_slice(&bytes[n - 8..]);
-                } else if n >= 4 {
-                    dst[..4].copy_from_slice(&bytes[..4]);
-                    dst[n - 4..n].copy_from_slice(&bytes[n - 4..]);
-                } else {
-                    for (d, &b) in dst.iter_mut().zip(bytes) {
-                        *d = b;
+                match n {
+                    8.. => {
+                        dst[..8].copy_from_slice(&bytes[..8]);
+                        dst[n - 8..n].copy_from_slice(&bytes[n - 8..]);
                     }
+                    4.. => {
+                        dst[..4].copy_from_slice(&bytes[..4]);
+                        dst[n - 4..n].copy_from_slice(&bytes[n - 4..]);
+                    }
+                    1.. => {
+                        // First, middle and last byte: all of 1, 2 or 3 bytes, no loop.
+                        dst[0] = bytes[0];
+                        dst[n / 2] = bytes[n / 2];
+                        dst[n - 1] = bytes[n - 1];
+                    }
+                    0 => {}
                 }
                 self.len += n;
                 return;

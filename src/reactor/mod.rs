@@ -19,7 +19,7 @@ pub(crate) mod uring;
 use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::atomic::{fence, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -371,14 +371,14 @@ impl<B: SendBackend> Reactor<B> {
 
     fn begin_shutdown(&mut self) {
         if self.shutdown_deadline.is_none() {
-            self.shared.intake.fetch_or(1, Ordering::AcqRel);
+            self.shared.intake.close();
             self.shutdown_deadline = Some(Instant::now() + self.config.shutdown_timeout());
         }
     }
 
     /// Shutting down and done: no raise in progress, channel empty, queues empty or out of time.
     fn finished(&self) -> bool {
-        let raising = self.shared.intake.load(Ordering::Acquire) >> 1 != 0;
+        let raising = self.shared.intake.raising();
         if raising || !self.rx.is_empty() {
             return false;
         }
@@ -923,12 +923,11 @@ impl<B: SendBackend> Reactor<B> {
     /// Sleeps until a producer wakes us, a blocked socket drains, or a timer is due. With
     /// intake paused, waiting events do not keep us awake: only writability does.
     fn sleep(&mut self, intake: bool) {
-        self.shared.sleeping.store(true, Ordering::SeqCst);
-        // Pairs with the fence in `Shared::wake_reactor`: a message sent before our look at
-        // the channel is seen here; one sent after sees `sleeping` and writes the eventfd.
-        fence(Ordering::SeqCst);
+        // See `Intake`: a raise that ended before this is seen in the channel below; one that
+        // ends after it sees the reactor asleep and writes the eventfd.
+        self.shared.intake.sleep();
         if (intake && !self.rx.is_empty()) || !self.control.is_empty() {
-            self.shared.sleeping.store(false, Ordering::Relaxed);
+            self.shared.intake.take_sleeping();
             return;
         }
         let deadline = [self.next_retry, self.shutdown_deadline, self.next_seal()]
@@ -942,7 +941,7 @@ impl<B: SendBackend> Reactor<B> {
             (t, None) => t,
         };
         self.poll_ready(timeout);
-        self.shared.sleeping.store(false, Ordering::Relaxed);
+        self.shared.intake.take_sleeping();
     }
 
     /// Starts using a new snapshot: opens sockets for new targets, retires unused ones.
