@@ -169,7 +169,7 @@ impl AsRef<str> for EventName {
 
 // Layout of one packed parameter: a tag byte, then the name (`u16` length + bytes) if the tag
 // says so, then the value: `i64` for an int, `u32` length + bytes for a string. Little endian.
-// A string's tag also holds its `Escapes`, found once in `push`.
+// A string's tag also holds its `Escapes`, found once in `push` (or all set: not looked for).
 const TAG_NAMED: u8 = 1;
 const TAG_INT: u8 = 2;
 const TAG_LINE_QUOTE: u8 = 4;
@@ -236,6 +236,27 @@ impl Params {
 
     /// Appends a parameter; `name` is validated, `None` means unnamed.
     pub fn push(&mut self, name: Option<&str>, value: ValueRef<'_>) -> Result<(), EventError> {
+        self.push_with(name, value, true)
+    }
+
+    /// [`push`](Self::push) for the decoders: what a string needs escaped is left for an
+    /// encoder to find, if one ever reads it (received events are mostly only read).
+    pub(crate) fn push_decoded(
+        &mut self,
+        name: Option<&str>,
+        value: ValueRef<'_>,
+    ) -> Result<(), EventError> {
+        self.push_with(name, value, false)
+    }
+
+    /// Appends a parameter; `classify`: find what a string value needs escaped now (see
+    /// [`Escapes`]), else mark it as possibly needing everything.
+    fn push_with(
+        &mut self,
+        name: Option<&str>,
+        value: ValueRef<'_>,
+        classify: bool,
+    ) -> Result<(), EventError> {
         if let Some(name) = name {
             validate_param_name(name)?;
             if name.len() > u16::MAX as usize {
@@ -254,7 +275,11 @@ impl Params {
         let tag = match value {
             ValueRef::Int(_) => TAG_INT,
             ValueRef::Str(s) => {
-                let e = Escapes::of(s.as_bytes(), name.is_none_or(str::is_empty));
+                let e = if classify {
+                    Escapes::of(s.as_bytes(), name.is_none_or(str::is_empty))
+                } else {
+                    Escapes::MAYBE
+                };
                 (if e.line_quote { TAG_LINE_QUOTE } else { 0 })
                     | (if e.json_escape { TAG_JSON_ESCAPE } else { 0 })
             }
@@ -273,6 +298,13 @@ impl Params {
         }
         self.count += 1;
         Ok(())
+    }
+
+    /// Appends all of `other`'s parameters, in order. A copy of bytes: nothing is validated
+    /// or looked at again, so a constant tail built once costs no more than its length.
+    pub fn extend_from(&mut self, other: &Params) {
+        self.bytes.push(other.bytes.as_slice());
+        self.count += other.count;
     }
 
     /// Appends a named string parameter (builder style).
@@ -326,8 +358,8 @@ impl Params {
 
 impl PartialEq for Params {
     fn eq(&self, other: &Self) -> bool {
-        // The packing is canonical: equal parameters have equal bytes.
-        self.count == other.count && self.bytes.as_slice() == other.bytes.as_slice()
+        // Not the packed bytes: a decoded string's escapes may not have been looked for.
+        self.count == other.count && self.iter().eq(other.iter())
     }
 }
 
@@ -658,6 +690,35 @@ mod tests {
         assert_eq!(v[1].value, Value::Str(big));
         p.clear();
         assert!(p.is_empty() && p.iter().next().is_none());
+    }
+
+    #[test]
+    fn extending_from_other_params_is_pushing_them_one_by_one() {
+        let head = Params::new().str("a", "1").unwrap();
+        let tail = Params::new()
+            .unnamed_str("x::y")
+            .unwrap()
+            .str("q", "it's")
+            .unwrap()
+            .int("n", -3)
+            .unwrap();
+        let mut joined = head.clone();
+        joined.extend_from(&tail);
+        let one_by_one = head
+            .unnamed_str("x::y")
+            .unwrap()
+            .str("q", "it's")
+            .unwrap()
+            .int("n", -3)
+            .unwrap();
+        assert_eq!(joined, one_by_one);
+        assert_eq!(joined.len(), 4);
+        for format in crate::Format::ALL {
+            let (mut a, mut b) = (vec![0; 256], vec![0; 256]);
+            let a_len = format.encode("E", &joined, &mut a).unwrap();
+            let b_len = format.encode("E", &one_by_one, &mut b).unwrap();
+            assert_eq!(a[..a_len], b[..b_len], "{format}");
+        }
     }
 
     #[test]

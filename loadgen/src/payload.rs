@@ -36,7 +36,8 @@ pub struct Fields {
 pub struct Template {
     format: Format,
     size: usize,
-    pad: String,
+    /// The last param, the padding, built once.
+    pad: Params,
 }
 
 /// A size the payload cannot have.
@@ -67,10 +68,10 @@ impl Template {
         if size < min || size > MAX_DATAGRAM {
             return Err(SizeError { size, min, format });
         }
-        let mut t = Template {
+        let t = Template {
             format,
             size,
-            pad: "x".repeat(size - min + 1),
+            pad: pad("x".repeat(size - min + 1)),
         };
         // Verify the arithmetic on a real encode with the widest field values.
         let len = t.encoded_len(&t.params(
@@ -80,7 +81,6 @@ impl Template {
             u64::MAX / 2,
         ));
         assert_eq!(len, size, "payload size arithmetic");
-        t.pad.shrink_to_fit();
         Ok(t)
     }
 
@@ -89,7 +89,7 @@ impl Template {
         let t = Template {
             format,
             size: 0,
-            pad: "x".into(),
+            pad: pad("x".into()),
         };
         t.encoded_len(&t.params(0, 0, 0, 0))
     }
@@ -127,11 +127,17 @@ impl Template {
                 .push(None, ValueRef::Str(s))
                 .expect("unnamed params need no validation");
         }
-        params
-            .push(None, ValueRef::Str(&self.pad))
-            .expect("unnamed params need no validation");
+        // Built once: appending it copies bytes, with no second look at them.
+        params.extend_from(&self.pad);
         params
     }
+}
+
+/// The padding parameter: one unnamed string.
+fn pad(value: String) -> Params {
+    Params::new()
+        .unnamed_str(&value)
+        .expect("unnamed params need no validation")
 }
 
 fn hex8(v: u32, buf: &mut [u8]) -> &str {

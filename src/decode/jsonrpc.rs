@@ -165,12 +165,12 @@ impl Decoder {
                     b'"' => {
                         let end = plain_string_end(d, pos + 1)?;
                         let v = &text[pos + 1..end];
-                        self.params.push(key, ValueRef::Str(v)).ok()?;
+                        self.params.push_decoded(key, ValueRef::Str(v)).ok()?;
                         end + 1
                     }
                     _ => {
                         let (n, end) = plain_int(d, pos)?;
-                        self.params.push(key, ValueRef::Int(n)).ok()?;
+                        self.params.push_decoded(key, ValueRef::Int(n)).ok()?;
                         end
                     }
                 };
@@ -452,7 +452,7 @@ impl<'de> Visitor<'de> for ParamsSeed {
         while let Some(name) = map.next_key::<String>()? {
             let value = map.next_value_seed(ValueSeed)?;
             params
-                .push(Some(&name), value_ref(&value))
+                .push_decoded(Some(&name), value_ref(&value))
                 .map_err(|e| fail(Kind::InvalidName(e)))?;
         }
         Ok(params)
@@ -462,7 +462,7 @@ impl<'de> Visitor<'de> for ParamsSeed {
         let mut params = Params::new();
         while let Some(value) = seq.next_element_seed(ValueSeed)? {
             params
-                .push(None, value_ref(&value))
+                .push_decoded(None, value_ref(&value))
                 .map_err(|e| fail(Kind::InvalidName(e)))?;
         }
         Ok(params)

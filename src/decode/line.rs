@@ -176,7 +176,7 @@ fn push(
     at: usize,
 ) -> Result<(), DecodeError> {
     params
-        .push(name, ValueRef::Str(value))
+        .push_decoded(name, ValueRef::Str(value))
         .map_err(|e| DecodeError::new(at, Kind::InvalidName(e)))
 }
 

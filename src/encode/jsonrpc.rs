@@ -42,7 +42,8 @@ pub fn encode(name: &str, params: &Params, out: &mut [u8]) -> Result<usize, Enco
             }
             match p.value {
                 RawValue::Int(n) => w.int(n),
-                // Whether it has escapes was found when the value was added (`Escapes`).
+                // Most values were found to need no escapes when they were added (`Escapes`);
+                // `put_string` finds the escapes of the others.
                 RawValue::Str(s, escapes) if escapes.json_escape => put_string(&mut w, s),
                 RawValue::Str(s, _) => {
                     w.byte(b'"');

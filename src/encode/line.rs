@@ -37,14 +37,17 @@ pub fn encode(name: &str, params: &Params, out: &mut [u8]) -> Result<usize, Enco
     w.put(name.as_bytes());
     w.byte(b'\n');
     for p in params.raw() {
-        if let Some(name) = p.name.filter(|n| !n.is_empty()) {
+        let name = p.name.filter(|n| !n.is_empty());
+        if let Some(name) = name {
             w.put(name);
             w.put(b"::");
         }
         match p.value {
             RawValue::Int(n) => w.int(n),
-            // Whether to quote was decided when the value was added (`Escapes`).
-            RawValue::Str(s, escapes) if escapes.line_quote => put_quoted(&mut w, s),
+            // Most values were found not to need quotes when they were added (`Escapes`).
+            RawValue::Str(s, escapes) if escapes.line_quote && needs_quotes(s, name.is_none()) => {
+                put_quoted(&mut w, s)
+            }
             RawValue::Str(s, _) => w.put(s),
         }
         w.byte(b'\n');

@@ -75,18 +75,25 @@ impl FromStr for Format {
     }
 }
 
-/// What a string value needs in each format. Found once, when the value is added to
+/// What a string value may need in each format. Found once, when the value is added to
 /// [`Params`], so that encoding (on the reactor, the one thread every event goes through) only
-/// copies it.
+/// copies it. A flag that is set means "look": the encoders then find out for themselves
+/// (values that do need escaping, and decoded values, whose escapes nobody looked for).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Escapes {
-    /// The line format writes it quoted (see [`line`]).
+    /// The line format may write it quoted (see [`line`]).
     pub line_quote: bool,
-    /// A JSON string of it has escapes (see [`jsonrpc`]).
+    /// A JSON string of it may have escapes (see [`jsonrpc`]).
     pub json_escape: bool,
 }
 
 impl Escapes {
+    /// Not looked for: the encoders check.
+    pub(crate) const MAYBE: Escapes = Escapes {
+        line_quote: true,
+        json_escape: true,
+    };
+
     /// What `value` needs; `unnamed`: it has no name, or an empty one.
     pub(crate) fn of(value: &[u8], unnamed: bool) -> Escapes {
         // One pass for the common case of a value with nothing to escape in either format.
@@ -269,6 +276,24 @@ mod tests {
         #[test]
         fn escapes_agree_with_a_byte_by_byte_reading(v in value(), unnamed: bool) {
             prop_assert_eq!(Escapes::of(&v, unnamed), reference(&v, unnamed));
+        }
+
+        #[test]
+        fn values_whose_escapes_were_not_looked_for_encode_the_same(
+            v in value(),
+            name in prop_oneof![Just(None), Just(Some("")), Just(Some("n"))],
+        ) {
+            let v = String::from_utf8_lossy(&v);
+            let (mut found, mut not_looked) = (Params::new(), Params::new());
+            found.push(name, crate::ValueRef::Str(&v)).unwrap();
+            not_looked.push_decoded(name, crate::ValueRef::Str(&v)).unwrap();
+            prop_assert_eq!(&found, &not_looked);
+            for format in Format::ALL {
+                let (mut a, mut b) = (vec![0; 1024], vec![0; 1024]);
+                let a_len = format.encode("E", &found, &mut a).unwrap();
+                let b_len = format.encode("E", &not_looked, &mut b).unwrap();
+                prop_assert_eq!(&a[..a_len], &b[..b_len], "{}", format);
+            }
         }
     }
 }

@@ -12,6 +12,7 @@
 //! an open coalesced datagram.
 
 pub(crate) mod pool;
+mod retry;
 mod socket;
 pub(crate) mod syscall;
 pub(crate) mod uring;
@@ -34,6 +35,7 @@ use crate::stats::{Backend, EventCounters, Stats, TargetCounters, TargetStats};
 use crate::sys::EventFd;
 use crate::target::Target;
 use pool::{BufRef, Pool};
+use retry::FullReceiver;
 use socket::{SendFailure, Socket};
 
 /// The kernel-facing half of the reactor. Two implementations: io_uring and `sendmmsg`.
@@ -187,34 +189,15 @@ struct Slot {
     window: u32,
     counters: TargetCounters,
     last_log: Option<Instant>,
-    /// After a refused send (`EAGAIN`): until when to keep trying each round instead of
-    /// waiting for writability (see [`RETRY_SPIN`]).
-    spin_until: Option<Instant>,
+    /// Whether to retry or wait when the receiver is full (`EAGAIN`).
+    full: FullReceiver,
 }
 
 /// The smallest per-round window of a target (see `Slot::window`).
 const MIN_WINDOW: u32 = 8;
-/// How long a target whose receiver is full is retried every round, as long as it still
-/// takes nothing, before the reactor waits for writability instead. A receiver that drains
-/// as fast as we send frees a slot every microsecond or two, but a writability wakeup costs
-/// a sleep and a wake each time, and comes after one freed slot (a UNIX receiver's queue holds
-/// `net.unix.max_dgram_qlen` datagrams, 10 by default): retrying soon sends more for less.
-/// A target that stays full costs at most this much busy time per wakeup.
-const RETRY_SPIN: Duration = Duration::from_micros(50);
 const RECONNECT_MIN: Duration = Duration::from_millis(10);
 const RECONNECT_MAX: Duration = Duration::from_secs(1);
 const LOG_INTERVAL: Duration = Duration::from_secs(60);
-
-/// After a refused send: until when to keep retrying the target every round (`Some`), or
-/// `None` to wait for writability. `until`: the current deadline, if retrying; `progressed`:
-/// the round sent something before the refusal, which starts a new deadline.
-fn retry_deadline(until: Option<Instant>, progressed: bool, now: Instant) -> Option<Instant> {
-    let until = match until {
-        Some(until) if !progressed => until,
-        _ => now + RETRY_SPIN,
-    };
-    (now < until).then_some(until)
-}
 
 /// Requests from the dispatcher handle.
 pub(crate) enum Control {
@@ -707,7 +690,7 @@ impl<B: SendBackend> Reactor<B> {
             .expect("round slots exist");
         if self.round.outcomes[(rt.first + rt.count - 1) as usize] >= 0 {
             // Everything went out: the receiver is not full.
-            slot.spin_until = None;
+            slot.full.took_all();
             if rt.count == slot.window {
                 // The whole window: open it up again.
                 slot.window = (slot.window * 2).min(self.max_per_target as u32);
@@ -747,9 +730,8 @@ impl<B: SendBackend> Reactor<B> {
                 // submit sends that are sure to be refused.
                 slot.window = (k as u32 + 1).max(MIN_WINDOW);
                 slot.linked = true;
-                slot.spin_until = retry_deadline(slot.spin_until, k > 0, Instant::now());
                 // While retrying, the slot stays active: the next round tries again.
-                if slot.spin_until.is_none() {
+                if !slot.full.refused(k > 0, Instant::now()) {
                     slot.blocked = true;
                     self.blocked += 1;
                     if let Conn::Up(sock) = &slot.conn {
@@ -911,6 +893,7 @@ impl<B: SendBackend> Reactor<B> {
             };
             if slot.blocked {
                 slot.blocked = false;
+                slot.full.writable(Instant::now());
                 self.blocked -= 1;
                 if !slot.queue.is_empty() && !slot.active {
                     slot.active = true;
@@ -995,7 +978,7 @@ impl<B: SendBackend> Reactor<B> {
             window: self.max_per_target as u32,
             counters: TargetCounters::default(),
             last_log: None,
-            spin_until: None,
+            full: FullReceiver::default(),
         });
         self.next_retry = self.next_reconnect();
         index
@@ -1088,29 +1071,6 @@ fn log_limited(last: &mut Option<Instant>, target: &Target, err: &dyn std::fmt::
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_full_receiver_is_retried_for_a_bounded_time_then_waited_for() {
-        let t0 = Instant::now();
-        let first = retry_deadline(None, false, t0);
-        assert_eq!(first, Some(t0 + RETRY_SPIN), "the first refusal retries");
-        let mid = t0 + RETRY_SPIN / 2;
-        assert_eq!(
-            retry_deadline(first, false, mid),
-            first,
-            "no progress: same deadline"
-        );
-        assert_eq!(
-            retry_deadline(first, false, t0 + RETRY_SPIN),
-            None,
-            "no progress until the deadline: wait for writability"
-        );
-        assert_eq!(
-            retry_deadline(first, true, t0 + RETRY_SPIN),
-            Some(t0 + 2 * RETRY_SPIN),
-            "progress starts a new deadline"
-        );
-    }
-
     fn slot_with(pool: &mut Pool, lens: &[u32]) -> Slot {
         let mut slot = Slot {
             target: "udp:127.0.0.1:9".parse().unwrap(),
@@ -1128,7 +1088,7 @@ mod tests {
             window: MIN_WINDOW,
             counters: TargetCounters::default(),
             last_log: None,
-            spin_until: None,
+            full: FullReceiver::default(),
         };
         for &len in lens {
             let buf = pool.alloc(len as usize);
