@@ -207,13 +207,6 @@ impl Strategy {
         }
     }
 
-    fn is_c(self) -> bool {
-        matches!(
-            self,
-            Strategy::CUring | Strategy::CSendmmsg | Strategy::CGso64 | Strategy::CGso128
-        )
-    }
-
     /// The segments dgbench asks for, for the C GSO baselines.
     fn c_gso(self) -> Option<usize> {
         match self {
@@ -934,7 +927,7 @@ fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
 
 fn verdict(value: Option<f64>, goal: f64) -> String {
     match value {
-        None => "n/a (SKIPPED)".into(),
+        None => "n/a (not run)".into(),
         Some(v) if v >= goal => format!("**{v:.2}x** (goal >= {goal}x: met)"),
         Some(v) => format!("**{v:.2}x** (goal >= {goal}x: NOT met)"),
     }
@@ -955,9 +948,8 @@ fn rate_tables(w: &mut String, results: &Results, cs: &[usize], strategies: &[St
             .map(|&c| {
                 let case = results.cases[c];
                 match results.median(c, strategy) {
-                    None if strategy.is_c() && case.strategies().contains(&strategy) => {
-                        "SKIPPED".into()
-                    }
+                    // Not selected (`--strategies`), or the C baseline could not be built.
+                    None if case.strategies().contains(&strategy) => "not run".into(),
                     None => "-".into(),
                     Some(m) if case.targets > 1 => {
                         format!("{} ({} ev/s)", k(m), k(m / case.targets as f64))

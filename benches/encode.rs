@@ -2,12 +2,15 @@
 //! format measured) is exactly 64 B, 1 KiB and 65 457 B (the datagram ceiling). Goal: >= 10 million 64-byte events/s on
 //! one thread.
 //!
+//! Also building those events' `Params` (`build/params`), where string values are looked at
+//! once for what they need escaped.
+//!
 //! `cargo bench --bench encode -- --warm-up-time 1 --measurement-time 3`
 
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use event_datagram::{Format, MAX_DATAGRAM};
+use event_datagram::{Format, Params, ValueRef, MAX_DATAGRAM};
 
 #[path = "common/sized.rs"]
 mod sized;
@@ -48,5 +51,35 @@ fn bench_encode(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_encode);
+/// Building the params of those events: where the values are looked at once for what they need
+/// escaped (the encoders above then only copy), on the producer's thread.
+fn bench_build(c: &mut Criterion) {
+    let mut group = c.benchmark_group("build");
+    for (label, size) in [("64B", 64), ("1KiB", 1024), ("65457B", MAX_DATAGRAM)] {
+        let params = params_of_size(Format::Line, size);
+        let fields: Vec<(String, String)> = params
+            .iter()
+            .map(|p| {
+                let value = match p.value {
+                    ValueRef::Str(s) => s.to_owned(),
+                    ValueRef::Int(n) => n.to_string(),
+                };
+                (p.name.unwrap_or_default().to_owned(), value)
+            })
+            .collect();
+        group.throughput(Throughput::Bytes(size as u64));
+        group.bench_with_input(BenchmarkId::new("params", label), &fields, |b, fields| {
+            b.iter(|| {
+                let mut p = Params::new();
+                for (name, value) in fields {
+                    p.push(Some(name), ValueRef::Str(black_box(value))).unwrap();
+                }
+                p
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_encode, bench_build);
 criterion_main!(benches);
