@@ -284,18 +284,33 @@ impl Params {
                     | (if e.json_escape { TAG_JSON_ESCAPE } else { 0 })
             }
         } | name.map_or(0, |_| TAG_NAMED);
-        self.bytes.push(&[tag]);
-        if let Some(name) = name {
-            self.bytes.push(&(name.len() as u16).to_le_bytes());
-            self.bytes.push(name.as_bytes());
-        }
-        match value {
-            ValueRef::Int(n) => self.bytes.push(&n.to_le_bytes()),
+        // Tag and name length; then the name; then the int, or the string's length; then the
+        // string: appended in one go (one room check, one move to the heap at most).
+        let name_len = (name.map_or(0, str::len) as u16).to_le_bytes();
+        let head = [tag, name_len[0], name_len[1]];
+        let head = if name.is_some() {
+            &head[..]
+        } else {
+            &head[..1]
+        };
+        let (value_head, value_bytes) = match value {
+            ValueRef::Int(n) => (n.to_le_bytes(), &[][..]),
             ValueRef::Str(s) => {
-                self.bytes.push(&str_len.unwrap_or_default().to_le_bytes());
-                self.bytes.push(s.as_bytes());
+                let mut len = [0u8; 8];
+                len[..4].copy_from_slice(&str_len.unwrap_or_default().to_le_bytes());
+                (len, s.as_bytes())
             }
-        }
+        };
+        let value_head = match value {
+            ValueRef::Int(_) => &value_head[..],
+            ValueRef::Str(_) => &value_head[..4],
+        };
+        self.bytes.push_all(&[
+            head,
+            name.map_or(&[][..], str::as_bytes),
+            value_head,
+            value_bytes,
+        ]);
         self.count += 1;
         Ok(())
     }
@@ -540,6 +555,41 @@ impl PackedBytes {
         }
     }
 
+    /// Appends `pieces` back to back.
+    #[inline]
+    fn push_all(&mut self, pieces: &[&[u8]; 4]) {
+        let total: usize = pieces.iter().map(|p| p.len()).sum();
+        if let PackedBytes::Inline { len, buf } = self {
+            let mut at = *len as usize;
+            if at + total <= INLINE {
+                for piece in pieces {
+                    buf[at..at + piece.len()].copy_from_slice(piece);
+                    at += piece.len();
+                }
+                *len = at as u8;
+                return;
+            }
+        }
+        self.reserve(total);
+        for piece in pieces {
+            self.push(piece);
+        }
+    }
+
+    /// Room for `more` bytes (on the heap, once they no longer fit inline).
+    fn reserve(&mut self, more: usize) {
+        match self {
+            PackedBytes::Inline { len, .. } if *len as usize + more <= INLINE => {}
+            PackedBytes::Inline { len, buf } => {
+                let at = *len as usize;
+                let mut v = Vec::with_capacity((at + more).max(2 * INLINE));
+                v.extend_from_slice(&buf[..at]);
+                *self = PackedBytes::Heap(v);
+            }
+            PackedBytes::Heap(v) => v.reserve(more),
+        }
+    }
+
     fn push(&mut self, bytes: &[u8]) {
         match self {
             PackedBytes::Inline { len, buf } => {
@@ -690,6 +740,24 @@ mod tests {
         assert_eq!(v[1].value, Value::Str(big));
         p.clear();
         assert!(p.is_empty() && p.iter().next().is_none());
+    }
+
+    #[test]
+    fn a_param_that_just_fits_stays_inline_and_one_byte_more_spills() {
+        // "a" + 7 bytes of framing (tag, name length, value length) around the value.
+        for len in INLINE - 20..INLINE {
+            let value = "v".repeat(len);
+            let p = Params::new()
+                .str("ab", "c")
+                .unwrap()
+                .str("a", &value)
+                .unwrap();
+            let packed = (1 + 2 + 2 + 4 + 1) + (1 + 2 + 1 + 4 + len);
+            assert_eq!(p.packed_len(), packed);
+            assert_eq!(p.is_inline(), packed <= INLINE, "{len}");
+            let v = p.to_vec();
+            assert_eq!(v[1].value, Value::Str(value), "{len}");
+        }
     }
 
     #[test]
