@@ -46,7 +46,8 @@
 //! | 403    | `Destination not allowed` | the socket is outside `mi.allow_targets`               |
 //! | 404    | `Event not published`   | `raise_event` / `subscribers_list` of an unknown event   |
 //! | 404    | `Subscriber does not exist` | `subscribers_list` of an unknown socket              |
-//! | 500    | `Cannot Raise Event`    | the dispatcher's queue is full (policy `drop`) or it stopped |
+//! | 500    | `Cannot Raise Event`    | the dispatcher's queue is full (policy `drop`; `block`:   |
+//! |        |                         | still full after 1 s) or it stopped                      |
 //! | 503    | `Too many subscribers`  | `mi.max_subscribers_per_event` / `mi.max_subscribers`     |
 //! | -32000 | `Server error`          | the reply would not fit in a datagram                    |
 //!
@@ -92,6 +93,10 @@ use crate::registry::{
 };
 use crate::stats::{Stats, TargetCounters};
 use crate::target::Target;
+
+/// How long `raise_event` waits for room under the `block` policy: a listener thread must not
+/// hang while every receiver is stalled (it could not even serve the unsubscribe that fixes it).
+const RAISE_WAIT: Duration = Duration::from_secs(1);
 
 /// The methods served, in the order `which` lists them.
 pub const METHODS: [&str; 6] = [
@@ -455,7 +460,7 @@ impl MiHandler {
         let formats: Vec<Format> = self.subscribers(id)?.iter().map(|s| s.format).collect();
         self.check_size(name, &params, &formats)?;
         self.publisher
-            .raise(id, params)
+            .raise_timeout(id, params, RAISE_WAIT)
             .map_err(|e| MiError::new(500, "Cannot Raise Event", Some(e.to_string())))?;
         Ok(Reply::Ok)
     }

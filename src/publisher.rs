@@ -2,7 +2,7 @@
 
 use std::sync::atomic::{fence, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
@@ -112,24 +112,33 @@ pub(crate) struct Room {
 const ROOM_WAIT: Duration = Duration::from_millis(100);
 
 impl Room {
-    /// Sends `msg`, waiting while the channel is full; gives it back if the channel is closed.
-    // The event comes back whole, as with crossbeam's `SendError<T>`.
+    /// Sends `msg`, waiting while the channel is full, until `deadline` if there is one; gives
+    /// it back if the channel is closed, or still full at the deadline.
+    // The event comes back whole, as with crossbeam's `TrySendError<T>`.
     #[allow(clippy::result_large_err)]
     #[inline]
-    fn send(&self, tx: &Sender<Raised>, msg: Raised) -> Result<(), Raised> {
+    fn send(
+        &self,
+        tx: &Sender<Raised>,
+        msg: Raised,
+        deadline: Option<Instant>,
+    ) -> Result<(), TrySendError<Raised>> {
         match tx.try_send(msg) {
-            Ok(()) => Ok(()),
-            Err(TrySendError::Disconnected(m)) => Err(m),
-            Err(TrySendError::Full(m)) => self.wait_and_send(tx, m),
+            Err(TrySendError::Full(m)) => self.wait_and_send(tx, m, deadline),
+            other => other,
         }
     }
 
     /// [`send`](Self::send) once the channel was found full.
-    // The event comes back whole, as with crossbeam's `SendError<T>`.
     #[allow(clippy::result_large_err)]
     #[cold]
     #[inline(never)]
-    fn wait_and_send(&self, tx: &Sender<Raised>, mut msg: Raised) -> Result<(), Raised> {
+    fn wait_and_send(
+        &self,
+        tx: &Sender<Raised>,
+        mut msg: Raised,
+        deadline: Option<Instant>,
+    ) -> Result<(), TrySendError<Raised>> {
         loop {
             let guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
             self.waiting.fetch_add(1, Ordering::SeqCst);
@@ -137,15 +146,23 @@ impl Room {
             // second look sees the room it made.
             fence(Ordering::SeqCst);
             let result = match tx.try_send(msg) {
-                Ok(()) => Ok(()),
-                Err(TrySendError::Disconnected(m)) => Err(m),
                 Err(TrySendError::Full(m)) => {
+                    let now = Instant::now();
+                    let wait = match deadline {
+                        Some(d) if now >= d => {
+                            self.waiting.fetch_sub(1, Ordering::SeqCst);
+                            return Err(TrySendError::Full(m));
+                        }
+                        Some(d) => (d - now).min(ROOM_WAIT),
+                        None => ROOM_WAIT,
+                    };
                     // The reactor notifies under the lock, which `wait` releases only once we wait.
-                    let _ = self.freed.wait_timeout(guard, ROOM_WAIT);
+                    let _ = self.freed.wait_timeout(guard, wait);
                     self.waiting.fetch_sub(1, Ordering::SeqCst);
                     msg = m;
                     continue;
                 }
+                other => other,
             };
             self.waiting.fetch_sub(1, Ordering::SeqCst);
             return result;
@@ -176,7 +193,8 @@ impl Room {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RaiseError {
-    /// The channel is full and the policy is `drop` (the drop is counted).
+    /// The channel is full and the policy is `drop`, or it stayed full for the whole timeout
+    /// of [`Publisher::raise_timeout`] (the drop is counted).
     #[error("event dropped: the dispatcher's queue is full")]
     QueueFull(EventId, Params),
     /// The dispatcher is shutting down or gone.
@@ -215,6 +233,32 @@ impl Publisher {
     #[allow(clippy::result_large_err)]
     #[inline]
     pub fn raise(&self, event: EventId, params: Params) -> Result<(), RaiseError> {
+        self.raise_until(event, params, None)
+    }
+
+    /// Raises `event` with `params`, waiting at most `timeout` for room in the channel under
+    /// the `block` policy (the same as [`raise`](Self::raise) under `drop`). An event still
+    /// without room then comes back in [`RaiseError::QueueFull`] and is counted, as `drop`
+    /// does. For callers that must not hang when every receiver is stalled (a control
+    /// endpoint, say).
+    #[allow(clippy::result_large_err)]
+    pub fn raise_timeout(
+        &self,
+        event: EventId,
+        params: Params,
+        timeout: Duration,
+    ) -> Result<(), RaiseError> {
+        self.raise_until(event, params, Some(Instant::now() + timeout))
+    }
+
+    #[allow(clippy::result_large_err)]
+    #[inline]
+    fn raise_until(
+        &self,
+        event: EventId,
+        params: Params,
+        deadline: Option<Instant>,
+    ) -> Result<(), RaiseError> {
         if !self.shared.registry.owns(event) {
             return Err(RaiseError::ForeignEvent(event, params));
         }
@@ -223,19 +267,17 @@ impl Publisher {
             return Err(RaiseError::ShutDown(event, params));
         }
         let msg = Raised { event, params };
-        let result = match shared.policy {
-            QueuePolicy::Block => shared
-                .room
-                .send(&self.tx, msg)
-                .map_err(|m| RaiseError::ShutDown(m.event, m.params)),
-            QueuePolicy::Drop => self.tx.try_send(msg).map_err(|e| match e {
-                TrySendError::Full(m) => {
-                    shared.dropped_queue_full.fetch_add(1, Ordering::Relaxed);
-                    RaiseError::QueueFull(m.event, m.params)
-                }
-                TrySendError::Disconnected(m) => RaiseError::ShutDown(m.event, m.params),
-            }),
+        let sent = match shared.policy {
+            QueuePolicy::Block => shared.room.send(&self.tx, msg, deadline),
+            QueuePolicy::Drop => self.tx.try_send(msg),
         };
+        let result = sent.map_err(|e| match e {
+            TrySendError::Full(m) => {
+                shared.dropped_queue_full.fetch_add(1, Ordering::Relaxed);
+                RaiseError::QueueFull(m.event, m.params)
+            }
+            TrySendError::Disconnected(m) => RaiseError::ShutDown(m.event, m.params),
+        });
         if shared.intake.end() {
             shared.wake.wake();
         }

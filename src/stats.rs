@@ -125,7 +125,8 @@ pub struct TargetStats {
 pub struct EventCounters {
     /// Events raised: `raised = dropped_queue_full + dispatched + pending`.
     pub raised: u64,
-    /// Dropped by `raise` because the channel was full (policy `drop`).
+    /// Dropped by `raise` because the channel was full (policy `drop`), or by a
+    /// `raise_timeout` whose wait for room ran out.
     pub dropped_queue_full: u64,
     /// Taken by the reactor and routed to their subscribers (possibly none).
     pub dispatched: u64,

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use event_datagram::{
     BackendChoice, Dispatcher, DispatcherConfig, Format, ManualClock, MiConfig, MiHandler,
+    QueuePolicy,
 };
 use proptest::prelude::*;
 use serde_json::{json, Value};
@@ -638,6 +639,63 @@ fn raise_event_errors() {
         "Event not published",
         "",
     );
+}
+
+#[test]
+fn raise_event_with_every_receiver_stalled_answers_instead_of_hanging() {
+    let dir = TempDir::new("mi-stalled");
+    let slow = Receiver::unix(&dir.join("slow"));
+    slow.pause(true);
+    let dispatcher = Dispatcher::start(DispatcherConfig {
+        backend: BackendChoice::Syscall,
+        queue_full: QueuePolicy::Block,
+        queue_capacity: 4,
+        batch: 4,
+        retry_queue: 4,
+        shutdown_timeout_ms: 100,
+        ..Default::default()
+    })
+    .unwrap();
+    dispatcher.publish("E_TEST").unwrap();
+    let m = Arc::new(Mi {
+        mi: MiHandler::for_dispatcher(&dispatcher, &MiConfig::default()).unwrap(),
+        dispatcher,
+        clock: Arc::new(ManualClock::new()),
+    });
+    m.ok(
+        "event_subscribe",
+        json!(["E_TEST", slow.target.to_string()]),
+    );
+    // The receiver's queue, the target's queue, then the channel fill up; then a raise waits
+    // for room, at most a second, and is refused. On another thread, so that a raise that
+    // hangs fails the test instead of hanging it.
+    let (done_tx, done_rx) = mpsc::channel();
+    let raiser = Arc::clone(&m);
+    std::thread::spawn(move || {
+        let mut accepted = 0u64;
+        let refused = loop {
+            assert!(accepted < 1_000, "never refused");
+            let r = raiser.call("raise_event", json!(["E_TEST", {"n": accepted}]));
+            if r.get("error").is_some() {
+                break r;
+            }
+            accepted += 1;
+        };
+        let _ = done_tx.send((accepted, refused));
+    });
+    let (accepted, refused) = done_rx
+        .recv_timeout(DEADLINE)
+        .expect("raise_event answers within its wait for room");
+    check_error(&refused, 500, "Cannot Raise Event", "queue is full");
+    // The listener still serves the call that fixes it.
+    m.ok(
+        "event_subscribe",
+        json!(["E_TEST", slow.target.to_string(), 0]),
+    );
+    let stats = m.dispatcher.stats();
+    assert!(stats.is_balanced(), "{stats:?}");
+    assert_eq!(stats.events.dropped_queue_full, 1, "{stats:?}");
+    assert_eq!(stats.events.raised, accepted + 1, "{stats:?}");
 }
 
 #[test]

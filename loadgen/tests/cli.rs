@@ -360,17 +360,26 @@ fn a_sink_in_another_process_receives_an_external_run() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     let run = &report["runs"][0];
-    assert_eq!(run["sent"], 5_000, "{run}");
+    // On a loaded machine the generator may fall behind and shed (counted) events, whose
+    // sequence numbers the sink then sees missing.
+    let (sent, shed) = (
+        run["sent"].as_u64().unwrap(),
+        run["drops"]["shed"].as_u64().unwrap(),
+    );
+    assert_eq!(sent + shed, 5_000, "{run}");
+    assert!(sent > 0, "{run}");
     assert!(run["received"].is_null());
     // The sink reports the run once it has been idle for 300 ms.
     let line = BufReader::new(sink.stdout.take().unwrap()).lines().next();
     let _ = sink.kill();
     let _ = sink.wait();
     let line = line.expect("the sink reports the run").unwrap();
-    assert!(
-        line.contains(&format!("{spec}: received 5000 gaps 0")),
-        "{line}"
-    );
+    let want = if shed == 0 {
+        format!("{spec}: received 5000 gaps 0")
+    } else {
+        format!("{spec}: received {sent} gaps ")
+    };
+    assert!(line.contains(&want), "{line} (shed {shed})");
 }
 
 #[test]
