@@ -297,14 +297,16 @@ impl<B: SendBackend> Reactor<B> {
             if self.blocked > 0 {
                 self.poll_ready(Some(Duration::ZERO));
             }
-            if !self.active.is_empty() {
+            let sending = !self.active.is_empty();
+            if sending {
                 self.send_round();
-                continue;
             }
+            // Also while sending: a receiver that keeps taking a little (and so keeps being
+            // retried) must not hold shutdown past its deadline.
             if self.shutdown_deadline.is_some() && self.finished() {
                 break;
             }
-            if took == 0 {
+            if took == 0 && !sending {
                 self.sleep(intake);
             }
         }
