@@ -318,7 +318,7 @@ impl Params {
     /// Appends all of `other`'s parameters, in order. A copy of bytes: nothing is validated
     /// or looked at again, so a constant tail built once costs no more than its length.
     pub fn extend_from(&mut self, other: &Params) {
-        self.bytes.push(other.bytes.as_slice());
+        self.bytes.push_all(&[other.bytes.as_slice()]);
         self.count += other.count;
     }
 
@@ -555,57 +555,30 @@ impl PackedBytes {
         }
     }
 
-    /// Appends `pieces` back to back.
+    /// Appends `pieces` back to back (one room check, one move to the heap at most).
     #[inline]
-    fn push_all(&mut self, pieces: &[&[u8]; 4]) {
+    fn push_all<const N: usize>(&mut self, pieces: &[&[u8]; N]) {
         let total: usize = pieces.iter().map(|p| p.len()).sum();
-        if let PackedBytes::Inline { len, buf } = self {
-            let mut at = *len as usize;
-            if at + total <= INLINE {
+        match self {
+            PackedBytes::Inline { len, buf } if *len as usize + total <= INLINE => {
+                let mut at = *len as usize;
                 for piece in pieces {
                     buf[at..at + piece.len()].copy_from_slice(piece);
                     at += piece.len();
                 }
                 *len = at as u8;
-                return;
             }
-        }
-        self.reserve(total);
-        for piece in pieces {
-            self.push(piece);
-        }
-    }
-
-    /// Room for `more` bytes (on the heap, once they no longer fit inline).
-    fn reserve(&mut self, more: usize) {
-        match self {
-            PackedBytes::Inline { len, .. } if *len as usize + more <= INLINE => {}
             PackedBytes::Inline { len, buf } => {
                 let at = *len as usize;
-                let mut v = Vec::with_capacity((at + more).max(2 * INLINE));
+                let mut v = Vec::with_capacity((at + total).max(2 * INLINE));
                 v.extend_from_slice(&buf[..at]);
+                pieces.iter().for_each(|piece| v.extend_from_slice(piece));
                 *self = PackedBytes::Heap(v);
             }
-            PackedBytes::Heap(v) => v.reserve(more),
-        }
-    }
-
-    fn push(&mut self, bytes: &[u8]) {
-        match self {
-            PackedBytes::Inline { len, buf } => {
-                let at = *len as usize;
-                let end = at + bytes.len();
-                if end <= INLINE {
-                    buf[at..end].copy_from_slice(bytes);
-                    *len = end as u8;
-                } else {
-                    let mut v = Vec::with_capacity(end.max(2 * INLINE));
-                    v.extend_from_slice(&buf[..at]);
-                    v.extend_from_slice(bytes);
-                    *self = PackedBytes::Heap(v);
-                }
+            PackedBytes::Heap(v) => {
+                v.reserve(total);
+                pieces.iter().for_each(|piece| v.extend_from_slice(piece));
             }
-            PackedBytes::Heap(v) => v.extend_from_slice(bytes),
         }
     }
 }
@@ -772,13 +745,10 @@ mod tests {
             .unwrap();
         let mut joined = head.clone();
         joined.extend_from(&tail);
-        let one_by_one = head
-            .unnamed_str("x::y")
-            .unwrap()
-            .str("q", "it's")
-            .unwrap()
-            .int("n", -3)
-            .unwrap();
+        let mut one_by_one = head;
+        for p in &tail {
+            one_by_one.push(p.name, p.value).unwrap();
+        }
         assert_eq!(joined, one_by_one);
         assert_eq!(joined.len(), 4);
         for format in crate::Format::ALL {

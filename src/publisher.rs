@@ -139,34 +139,32 @@ impl Room {
         mut msg: Raised,
         deadline: Option<Instant>,
     ) -> Result<(), TrySendError<Raised>> {
-        loop {
-            let guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
-            self.waiting.fetch_add(1, Ordering::SeqCst);
+        let mut guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        let result = loop {
             // Pairs with the fence in `notify`: either the reactor sees us waiting, or this
-            // second look sees the room it made.
+            // look sees the room it made.
             fence(Ordering::SeqCst);
-            let result = match tx.try_send(msg) {
+            match tx.try_send(msg) {
                 Err(TrySendError::Full(m)) => {
-                    let now = Instant::now();
-                    let wait = match deadline {
-                        Some(d) if now >= d => {
-                            self.waiting.fetch_sub(1, Ordering::SeqCst);
-                            return Err(TrySendError::Full(m));
-                        }
-                        Some(d) => (d - now).min(ROOM_WAIT),
+                    let wait = match deadline.map(|d| d.saturating_duration_since(Instant::now())) {
+                        Some(Duration::ZERO) => break Err(TrySendError::Full(m)),
+                        Some(left) => left.min(ROOM_WAIT),
                         None => ROOM_WAIT,
                     };
-                    // The reactor notifies under the lock, which `wait` releases only once we wait.
-                    let _ = self.freed.wait_timeout(guard, wait);
-                    self.waiting.fetch_sub(1, Ordering::SeqCst);
                     msg = m;
-                    continue;
+                    // The reactor notifies under the lock, which `wait` releases only once we wait.
+                    guard = match self.freed.wait_timeout(guard, wait) {
+                        Ok((g, _)) => g,
+                        Err(e) => e.into_inner().0,
+                    };
                 }
-                other => other,
-            };
-            self.waiting.fetch_sub(1, Ordering::SeqCst);
-            return result;
-        }
+                other => break other,
+            }
+        };
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
+        drop(guard);
+        result
     }
 
     /// Called by the reactor after taking events: wakes waiting producers once the channel is

@@ -8,9 +8,14 @@
 use std::os::unix::net::UnixDatagram;
 use std::time::Duration;
 
-use event_datagram::{
-    BackendChoice, Dispatcher, DispatcherConfig, Expiry, Params, QueuePolicy, Target,
-};
+use event_datagram::{Dispatcher, DispatcherConfig, Expiry, Params, QueuePolicy, Target};
+
+// Shared with the integration tests; this binary uses only some of it.
+#[allow(dead_code)]
+#[path = "support.rs"]
+mod support;
+
+use support::{backends, TempDir};
 
 /// User and system CPU time of this process so far.
 fn cpu_time() -> Duration {
@@ -24,27 +29,11 @@ fn cpu_time() -> Duration {
     tv(usage.ru_utime) + tv(usage.ru_stime)
 }
 
-fn backends() -> Vec<BackendChoice> {
-    let uring = Dispatcher::start(DispatcherConfig {
-        backend: BackendChoice::Uring,
-        ..Default::default()
-    })
-    .is_ok();
-    if !uring {
-        eprintln!("SKIPPED: io_uring is unavailable here; testing the syscall backend only");
-    }
-    let mut v = vec![BackendChoice::Syscall];
-    v.extend(uring.then_some(BackendChoice::Uring));
-    v
-}
-
 #[test]
 fn a_receiver_that_never_reads_does_not_keep_the_reactor_busy() {
     for backend in backends() {
-        let dir = std::env::temp_dir().join(format!("evdgram-idle-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join(format!("{backend:?}"));
-        let _ = std::fs::remove_file(&path);
+        let dir = TempDir::new("idle");
+        let path = dir.join("stalled");
         let stalled = UnixDatagram::bind(&path).unwrap();
         let d = Dispatcher::start(DispatcherConfig {
             backend,
@@ -79,7 +68,5 @@ fn a_receiver_that_never_reads_does_not_keep_the_reactor_busy() {
         let stats = d.shutdown();
         assert!(stats.is_balanced(), "{stats:?}");
         drop(stalled);
-        let _ = std::fs::remove_file(&path);
-        let _ = std::fs::remove_dir(&dir);
     }
 }

@@ -153,6 +153,16 @@ struct Queued {
     events: u32,
 }
 
+impl From<Open> for Queued {
+    fn from(o: Open) -> Queued {
+        Queued {
+            buf: o.buf,
+            len: o.len,
+            events: o.events,
+        }
+    }
+}
+
 /// A coalesced datagram still taking events.
 struct Open {
     buf: BufRef,
@@ -191,6 +201,20 @@ struct Slot {
     last_log: Option<Instant>,
     /// Whether to retry or wait when the receiver is full (`EAGAIN`).
     full: FullReceiver,
+}
+
+impl Slot {
+    /// Empties the queue and the open coalesced datagram, releasing their buffers; returns how
+    /// many events they held (for the caller to count as failed or dropped).
+    fn empty(&mut self, pool: &mut Pool) -> u64 {
+        let open = self.open.take().map(Queued::from);
+        let mut events = 0;
+        for q in self.queue.drain(..).chain(open) {
+            events += u64::from(q.events);
+            pool.release(q.buf);
+        }
+        events
+    }
 }
 
 /// The smallest per-round window of a target (see `Slot::window`).
@@ -559,12 +583,7 @@ impl<B: SendBackend> Reactor<B> {
     /// Queues a slot's open coalesced datagram.
     fn seal(slot: &mut Slot, index: u32, pool: &mut Pool, active: &mut Vec<u32>, cap: usize) {
         if let Some(o) = slot.open.take() {
-            let q = Queued {
-                buf: o.buf,
-                len: o.len,
-                events: o.events,
-            };
-            Self::enqueue(slot, index, q, pool, active, cap);
+            Self::enqueue(slot, index, o.into(), pool, active, cap);
         }
     }
 
@@ -820,15 +839,7 @@ impl<B: SendBackend> Reactor<B> {
         if matches!(slot.conn, Conn::Up(_)) {
             backend.remove_socket(index);
         }
-        let open = slot.open.take().map(|o| Queued {
-            buf: o.buf,
-            len: o.len,
-            events: o.events,
-        });
-        for q in slot.queue.drain(..).chain(open) {
-            slot.counters.failed_unreachable += u64::from(q.events);
-            pool.release(q.buf);
-        }
+        slot.counters.failed_unreachable += slot.empty(pool);
         slot.conn = Conn::Down {
             retry_at: Instant::now() + backoff,
             backoff,
@@ -1043,15 +1054,7 @@ impl<B: SendBackend> Reactor<B> {
             let Some(slot) = self.slots[i].as_mut() else {
                 continue;
             };
-            let open = slot.open.take().map(|o| Queued {
-                buf: o.buf,
-                len: o.len,
-                events: o.events,
-            });
-            for q in slot.queue.drain(..).chain(open) {
-                slot.counters.dropped_shutdown += u64::from(q.events);
-                self.pool.release(q.buf);
-            }
+            slot.counters.dropped_shutdown += slot.empty(&mut self.pool);
             if matches!(slot.conn, Conn::Up(_)) {
                 self.backend.remove_socket(i as u32);
             }
