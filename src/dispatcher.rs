@@ -1,7 +1,6 @@
 //! The dispatcher: the handle that owns the reactor thread, the registry and the channel.
 
 use std::io;
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -11,13 +10,12 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{BackendChoice, Config, ConfigError, DispatcherConfig};
 use crate::encode::Format;
 use crate::event::Params;
-use crate::publisher::{Intake, Publisher, RaiseError, Room, Shared};
+use crate::publisher::{Publisher, RaiseError, Shared};
 use crate::reactor::syscall::SyscallBackend;
 use crate::reactor::uring::UringBackend;
 use crate::reactor::{Control, Reactor, SendBackend};
 use crate::registry::{EventId, Expiry, Registry, RegistryError, Subscribed, SubscriptionOptions};
 use crate::stats::{Backend, Stats};
-use crate::sys::EventFd;
 use crate::target::{Target, TargetError};
 
 /// The environment variable that forces a backend: `uring`, `syscall` or `auto`.
@@ -86,16 +84,9 @@ impl Dispatcher {
             _ => config.backend,
         };
         let registry = Arc::new(Registry::new(clock));
-        let (tx, rx) = bounded(config.queue_capacity);
+        let (tx, rx) = crate::queue::bounded(config.queue_capacity);
         let (control, control_rx) = unbounded();
-        let shared = Arc::new(Shared {
-            registry: Arc::clone(&registry),
-            policy: config.queue_full,
-            intake: Intake::default(),
-            dropped_queue_full: AtomicU64::new(0),
-            wake: EventFd::new()?,
-            room: Room::default(),
-        });
+        let shared = Arc::new(Shared::new(Arc::clone(&registry), config.queue_full)?);
         let (started_tx, started_rx) = bounded::<Result<Backend, StartError>>(1);
         let thread_shared = Arc::clone(&shared);
         let default_format = config.default_format;
@@ -332,7 +323,7 @@ fn run<B: SendBackend>(
     backend: B,
     per_target: usize,
     budget: usize,
-    rx: crossbeam_channel::Receiver<crate::publisher::Raised>,
+    rx: crate::queue::Receiver<crate::publisher::Raised>,
     control: crossbeam_channel::Receiver<Control>,
     shared: Arc<Shared>,
     config: DispatcherConfig,

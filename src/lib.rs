@@ -24,6 +24,7 @@ mod error;
 mod event;
 pub mod mi;
 mod publisher;
+mod queue;
 mod reactor;
 mod registry;
 mod stats;

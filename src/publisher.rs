@@ -1,13 +1,14 @@
 //! Producers' side: raise events onto the bounded channel, wake the reactor only when it sleeps.
 
-use std::sync::atomic::{fence, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, TrySendError};
+use crossbeam_channel::TrySendError;
 
 use crate::config::QueuePolicy;
 use crate::event::Params;
+use crate::queue::{Receiver, Sender};
 use crate::registry::{EventId, Registry};
 use crate::sys::EventFd;
 
@@ -21,7 +22,14 @@ pub(crate) struct Raised {
 pub(crate) struct Shared {
     pub registry: Arc<Registry>,
     pub policy: QueuePolicy,
-    pub intake: Intake,
+    /// The reactor sleeps, or is about to: whoever clears it writes `wake`.
+    ///
+    /// Why no wakeup is lost: the reactor sets it, then looks at the queue (`SeqCst` on the
+    /// tail); a producer claims its slot (a `SeqCst` read-modify-write of the tail), then looks
+    /// here. All `SeqCst` operations are in one order, so at least one of them sees the other:
+    /// the reactor sees the event and stays up, or the producer sees it asleep and wakes it.
+    /// The same holds for control messages (crossbeam's send and `is_empty` are `SeqCst`).
+    sleeping: AtomicBool,
     pub dropped_queue_full: AtomicU64,
     pub wake: EventFd,
     /// Where producers wait for room under the `block` policy.
@@ -29,68 +37,35 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    /// Wakes the reactor if it sleeps. Call after making work visible (a control message).
+    pub fn new(registry: Arc<Registry>, policy: QueuePolicy) -> std::io::Result<Self> {
+        Ok(Shared {
+            registry,
+            policy,
+            sleeping: AtomicBool::new(false),
+            dropped_queue_full: AtomicU64::new(0),
+            wake: EventFd::new()?,
+            room: Room::default(),
+        })
+    }
+
+    /// Wakes the reactor if it sleeps. Call after making work visible with a `SeqCst`
+    /// operation: an event sent, a control message.
     #[inline]
     pub fn wake_reactor(&self) {
-        if self.intake.take_sleeping() {
+        // A plain load first: the reactor is seldom asleep while events come.
+        if self.sleeping.load(Ordering::SeqCst) && self.sleeping.swap(false, Ordering::SeqCst) {
             self.wake.wake();
         }
     }
-}
 
-/// The one word producers and the reactor meet on: intake closed (shutting down), reactor
-/// asleep, and the raises in progress. One word, so that a raise costs two atomic operations
-/// and no fence: the one that ends a raise also tells whether the reactor sleeps.
-///
-/// Why no wakeup is lost: all changes to one atomic are in a single order. If the reactor's
-/// `sleep` comes after a raise's `end`, it acquires what that raise released, and so sees the
-/// event in the channel (and does not sleep); if before, `end` sees the sleeping bit.
-///
-/// Why no event slips past shutdown: the reactor finishes only once intake is closed and no
-/// raise is in progress, then drains the channel one last time.
-#[derive(Default)]
-pub(crate) struct Intake(AtomicU64);
-
-const CLOSED: u64 = 1;
-const SLEEPING: u64 = 2;
-const RAISE: u64 = 4;
-
-impl Intake {
-    /// Starts a raise; false (and nothing started) if intake is closed.
-    #[inline]
-    fn begin(&self) -> bool {
-        if self.0.fetch_add(RAISE, Ordering::AcqRel) & CLOSED != 0 {
-            self.0.fetch_sub(RAISE, Ordering::AcqRel);
-            return false;
-        }
-        true
-    }
-
-    /// Ends a raise; true if the reactor sleeps and this caller must wake it.
-    #[inline]
-    fn end(&self) -> bool {
-        self.0.fetch_sub(RAISE, Ordering::AcqRel) & SLEEPING != 0 && self.take_sleeping()
-    }
-
-    /// Clears the sleeping bit; true if it was set (the caller then wakes the reactor).
-    #[inline]
-    pub fn take_sleeping(&self) -> bool {
-        self.0.fetch_and(!SLEEPING, Ordering::AcqRel) & SLEEPING != 0
-    }
-
-    /// Refuses new raises from now on.
-    pub fn close(&self) {
-        self.0.fetch_or(CLOSED, Ordering::AcqRel);
-    }
-
-    /// A raise is in progress.
-    pub fn raising(&self) -> bool {
-        self.0.load(Ordering::Acquire) >= RAISE
-    }
-
-    /// The reactor is about to sleep: look at the channel once more after this.
+    /// The reactor is about to sleep: it looks at its queues once more after this.
     pub fn sleep(&self) {
-        self.0.fetch_or(SLEEPING, Ordering::AcqRel);
+        self.sleeping.store(true, Ordering::SeqCst);
+    }
+
+    /// The reactor is up again.
+    pub fn awake(&self) {
+        self.sleeping.store(false, Ordering::Relaxed);
     }
 }
 
@@ -175,7 +150,7 @@ impl Room {
         if self.waiting.load(Ordering::SeqCst) == 0 {
             return;
         }
-        if rx.len() <= rx.capacity().map_or(usize::MAX, |c| c / 2) {
+        if rx.len() <= rx.capacity() / 2 {
             self.wake_all();
         }
     }
@@ -261,25 +236,23 @@ impl Publisher {
             return Err(RaiseError::ForeignEvent(event, params));
         }
         let shared = &*self.shared;
-        if !shared.intake.begin() {
-            return Err(RaiseError::ShutDown(event, params));
-        }
         let msg = Raised { event, params };
         let sent = match shared.policy {
             QueuePolicy::Block => shared.room.send(&self.tx, msg, deadline),
             QueuePolicy::Drop => self.tx.try_send(msg),
         };
-        let result = sent.map_err(|e| match e {
-            TrySendError::Full(m) => {
-                shared.dropped_queue_full.fetch_add(1, Ordering::Relaxed);
-                RaiseError::QueueFull(m.event, m.params)
+        match sent {
+            Ok(()) => {
+                shared.wake_reactor();
+                Ok(())
             }
-            TrySendError::Disconnected(m) => RaiseError::ShutDown(m.event, m.params),
-        });
-        if shared.intake.end() {
-            shared.wake.wake();
+            Err(TrySendError::Full(m)) => {
+                shared.dropped_queue_full.fetch_add(1, Ordering::Relaxed);
+                Err(RaiseError::QueueFull(m.event, m.params))
+            }
+            // Shutting down: the queue is closed.
+            Err(TrySendError::Disconnected(m)) => Err(RaiseError::ShutDown(m.event, m.params)),
         }
-        result
     }
 }
 

@@ -30,6 +30,7 @@ use crate::config::DispatcherConfig;
 use crate::encode::{Format, MAX_DATAGRAM};
 use crate::error::EncodeError;
 use crate::publisher::{Raised, Shared};
+use crate::queue;
 use crate::registry::Snapshot;
 use crate::stats::{Backend, EventCounters, Stats, TargetCounters, TargetStats};
 use crate::sys::EventFd;
@@ -230,7 +231,8 @@ pub(crate) enum Control {
 }
 
 pub(crate) struct Reactor<B: SendBackend> {
-    rx: Receiver<Raised>,
+    /// The producers' queue; taken out while a batch is read (see `dispatch_batch`).
+    rx: Option<queue::Receiver<Raised>>,
     control: Receiver<Control>,
     shared: Arc<Shared>,
     backend: B,
@@ -265,7 +267,7 @@ pub(crate) struct Reactor<B: SendBackend> {
 
 impl<B: SendBackend> Reactor<B> {
     pub fn new(
-        rx: Receiver<Raised>,
+        rx: queue::Receiver<Raised>,
         control: Receiver<Control>,
         shared: Arc<Shared>,
         backend: B,
@@ -274,7 +276,7 @@ impl<B: SendBackend> Reactor<B> {
         round_budget: usize,
     ) -> Self {
         Reactor {
-            rx,
+            rx: Some(rx),
             control,
             shared,
             backend,
@@ -380,15 +382,15 @@ impl<B: SendBackend> Reactor<B> {
 
     fn begin_shutdown(&mut self) {
         if self.shutdown_deadline.is_none() {
-            self.shared.intake.close();
+            self.rx().close();
             self.shutdown_deadline = Some(Instant::now() + self.config.shutdown_timeout());
         }
     }
 
     /// Shutting down and done: no raise in progress, channel empty, queues empty or out of time.
     fn finished(&self) -> bool {
-        let raising = self.shared.intake.raising();
-        if raising || !self.rx.is_empty() {
+        // Closed: no new event comes in, and one still being written keeps the queue non-empty.
+        if !self.rx().is_empty() {
             return false;
         }
         let queued = self
@@ -401,9 +403,23 @@ impl<B: SendBackend> Reactor<B> {
 
     /// Takes up to `batch` events from the channel and routes each; returns how many.
     fn dispatch_batch(&mut self) -> usize {
-        let Ok(first) = self.rx.try_recv() else {
+        // Out of `self` while events are read in place, so that routing can borrow the reactor.
+        let mut rx = self
+            .rx
+            .take()
+            .expect("the receiver is back after each batch");
+        let took = self.route_from(&mut rx);
+        self.shared.room.notify(&rx);
+        self.rx = Some(rx);
+        took
+    }
+
+    /// [`dispatch_batch`](Self::dispatch_batch)'s reading: each event is routed where it lies
+    /// in the queue, and dropped there.
+    fn route_from(&mut self, rx: &mut queue::Receiver<Raised>) -> usize {
+        if rx.is_empty() {
             return 0;
-        };
+        }
         if let Some(snapshot) = self
             .shared
             .registry
@@ -414,17 +430,23 @@ impl<B: SendBackend> Reactor<B> {
         let now = self.shared.registry.clock().now();
         self.batch_time = Instant::now();
         let snapshot = Arc::clone(&self.snapshot);
-        // Each event is routed straight from the channel: holding a batch of them first
-        // copied every event's inline params once more.
-        self.route(&snapshot, &first, now);
-        let mut took = 1;
+        let mut took = 0;
         while took < self.config.batch {
-            let Ok(msg) = self.rx.try_recv() else { break };
-            self.route(&snapshot, &msg, now);
+            if rx
+                .recv_with(|msg| self.route(&snapshot, msg, now))
+                .is_none()
+            {
+                break;
+            }
             took += 1;
         }
-        self.shared.room.notify(&self.rx);
         took
+    }
+
+    fn rx(&self) -> &queue::Receiver<Raised> {
+        self.rx
+            .as_ref()
+            .expect("the receiver is back after each batch")
     }
 
     /// Encodes `msg` once per format its live subscribers use and queues it for each.
@@ -919,11 +941,11 @@ impl<B: SendBackend> Reactor<B> {
     /// Sleeps until a producer wakes us, a blocked socket drains, or a timer is due. With
     /// intake paused, waiting events do not keep us awake: only writability does.
     fn sleep(&mut self, intake: bool) {
-        // See `Intake`: a raise that ended before this is seen in the channel below; one that
-        // ends after it sees the reactor asleep and writes the eventfd.
-        self.shared.intake.sleep();
-        if (intake && !self.rx.is_empty()) || !self.control.is_empty() {
-            self.shared.intake.take_sleeping();
+        // See `Shared::sleeping`: a raise either shows in the queue below, or sees us asleep
+        // and writes the eventfd.
+        self.shared.sleep();
+        if (intake && !self.rx().is_empty()) || !self.control.is_empty() {
+            self.shared.awake();
             return;
         }
         let deadline = [self.next_retry, self.shutdown_deadline, self.next_seal()]
@@ -937,7 +959,7 @@ impl<B: SendBackend> Reactor<B> {
             (t, None) => t,
         };
         self.poll_ready(timeout);
-        self.shared.intake.take_sleeping();
+        self.shared.awake();
     }
 
     /// Starts using a new snapshot: opens sockets for new targets, retires unused ones.
@@ -1037,7 +1059,7 @@ impl<B: SendBackend> Reactor<B> {
             })
             .collect();
         let mut events = self.events;
-        events.pending = self.rx.len() as u64;
+        events.pending = self.rx().len() as u64;
         events.dropped_queue_full = self.shared.dropped_queue_full.load(Ordering::Relaxed);
         events.raised = events.dispatched + events.dropped_queue_full + events.pending;
         Stats {
