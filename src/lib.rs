@@ -26,6 +26,7 @@ pub mod mi;
 mod publisher;
 mod queue;
 mod reactor;
+mod recycle;
 mod registry;
 mod stats;
 mod sys;

@@ -455,7 +455,8 @@ impl<B: SendBackend> Reactor<B> {
         let index = msg.event.index() as usize;
         let routes = snapshot.routes.get(index).map_or(&[][..], Vec::as_slice);
         if let [route] = routes {
-            if self.append_to_open(route, &snapshot.names[index], msg, now) {
+            let name = &snapshot.names[index];
+            if self.append_to_open(route, name, msg, now) || self.route_one(route, name, msg, now) {
                 return;
             }
         }
@@ -543,6 +544,59 @@ impl<B: SendBackend> Reactor<B> {
         for (buf, _) in encoded.into_iter().flatten().flatten() {
             self.pool.release(buf);
         }
+    }
+
+    /// The common case without coalescing: the event's only subscriber is live, connected,
+    /// and has room. Its buffer goes to that queue as it is, with no second reference to count
+    /// and release. Returns false, having changed nothing, when that is not the case:
+    /// [`route`](Self::route) then does it all.
+    fn route_one(
+        &mut self,
+        route: &crate::registry::Route,
+        name: &crate::EventName,
+        msg: &Raised,
+        now: Duration,
+    ) -> bool {
+        if route.coalesce.is_some() || !route.is_live(now) {
+            return false;
+        }
+        let slot_index = self.route_slots[route.target as usize];
+        let slot = self.slots[slot_index as usize]
+            .as_ref()
+            .expect("routed slots exist");
+        if !matches!(slot.conn, Conn::Up(_))
+            || slot.open.is_some()
+            || slot.queue.len() >= self.queue_cap
+        {
+            return false;
+        }
+        let encoded = self.encode(route.format, name, msg);
+        let slot = self.slots[slot_index as usize]
+            .as_mut()
+            .expect("routed slots exist");
+        slot.counters.raised += 1;
+        match encoded {
+            Ok((buf, len)) => {
+                let q = Queued {
+                    buf,
+                    len,
+                    events: 1,
+                };
+                Self::enqueue(
+                    slot,
+                    slot_index,
+                    q,
+                    &mut self.pool,
+                    &mut self.active,
+                    self.queue_cap,
+                );
+            }
+            Err(e) => {
+                slot.counters.failed_oversize += 1;
+                log_limited(&mut slot.last_log, &slot.target, &e);
+            }
+        }
+        true
     }
 
     /// The common case under load of a coalesced subscription: its only subscriber has an
