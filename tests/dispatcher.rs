@@ -531,6 +531,45 @@ fn four_producers_of_100k_events_each_are_accounted_exactly() {
 }
 
 #[test]
+fn shutdown_while_producers_raise_counts_exactly_the_events_it_accepted() {
+    for backend in backends() {
+        for _ in 0..5 {
+            let udp = Receiver::udp();
+            let d = Dispatcher::start(config(backend)).unwrap();
+            let e = d.publish("E_RACE").unwrap();
+            d.subscribe(e, udp.target.clone(), Expiry::Never).unwrap();
+            let producers: Vec<_> = (0..3)
+                .map(|p| {
+                    let publisher = d.publisher();
+                    std::thread::spawn(move || {
+                        let mut accepted = 0u64;
+                        loop {
+                            let params = Params::new().int("p", p).unwrap();
+                            match publisher.raise(e, params) {
+                                Ok(()) => accepted += 1,
+                                Err(RaiseError::ShutDown(..)) => return accepted,
+                                Err(err) => panic!("{err:?}"),
+                            }
+                        }
+                    })
+                })
+                .collect();
+            std::thread::sleep(Duration::from_millis(20));
+            // Closes intake while all three are raising, some halfway through a raise.
+            let stats = d.shutdown();
+            let accepted: u64 = producers.into_iter().map(|p| p.join().unwrap()).sum();
+            assert!(accepted > 0, "{backend:?}");
+            assert!(stats.is_balanced(), "{backend:?}: {stats:?}");
+            assert_eq!(stats.events.raised, accepted, "{backend:?}: {stats:?}");
+            assert_eq!(stats.events.dispatched, accepted, "{backend:?}: {stats:?}");
+            assert_eq!(stats.events.pending, 0, "{backend:?}: {stats:?}");
+            let c = stats.target(&udp.target).unwrap();
+            assert_eq!((c.raised, c.pending), (accepted, 0), "{backend:?}: {c:?}");
+        }
+    }
+}
+
+#[test]
 fn a_full_queue_with_the_drop_policy_hands_the_event_back_and_counts_it() {
     for backend in backends() {
         let r = Receiver::udp();

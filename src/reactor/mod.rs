@@ -440,6 +440,11 @@ impl<B: SendBackend> Reactor<B> {
             }
             took += 1;
         }
+        if took == 0 {
+            // Not empty, yet nothing to read: a producer is writing the next event, and may
+            // be waiting for this CPU to finish it.
+            std::thread::yield_now();
+        }
         took
     }
 
