@@ -276,7 +276,7 @@ impl MiConfig {
             return bad("max_request_bytes", "must be at least 512");
         }
         for (i, spec) in self.listen.iter().enumerate() {
-            let target = Target::parse(spec)
+            let target = Target::parse_bind(spec)
                 .map_err(|e| ConfigError::Invalid(format!("mi.listen[{i}]: {e}")))?;
             if !self.allow_remote_control && !target.is_loopback() {
                 return Err(ConfigError::Invalid(format!(

@@ -181,6 +181,16 @@ impl Target {
     /// Parses a socket spec (see the [module docs](self)). Host names are resolved now, to
     /// their first address.
     pub fn parse(spec: &str) -> Result<Target, TargetError> {
+        Self::parse_as(spec, Port::NonZero)
+    }
+
+    /// Parses the spec of a socket to bind, not to send to: as [`parse`](Self::parse), but UDP
+    /// port 0 is allowed, meaning any free port (the bound socket's address tells which).
+    pub fn parse_bind(spec: &str) -> Result<Target, TargetError> {
+        Self::parse_as(spec, Port::AnyFree)
+    }
+
+    fn parse_as(spec: &str, port: Port) -> Result<Target, TargetError> {
         if spec.trim() != spec {
             return Err(unknown(spec, "it has surrounding whitespace"));
         }
@@ -201,7 +211,7 @@ impl Target {
             ));
         };
         match scheme {
-            "udp" => parse_udp(spec, rest),
+            "udp" => parse_udp(spec, rest, port),
             "unix" => parse_unix(spec, rest),
             "" => Err(unknown(spec, "no scheme")),
             _ => Err(TargetError::UnknownScheme {
@@ -329,7 +339,7 @@ fn parse_unix(spec: &str, rest: &str) -> Result<Target, TargetError> {
 }
 
 /// `rest` is what follows `udp:`.
-fn parse_udp(spec: &str, rest: &str) -> Result<Target, TargetError> {
+fn parse_udp(spec: &str, rest: &str, allowed: Port) -> Result<Target, TargetError> {
     let empty = || TargetError::EmptyAddress {
         spec: spec.to_owned(),
     };
@@ -356,7 +366,7 @@ fn parse_udp(spec: &str, rest: &str) -> Result<Target, TargetError> {
             reason: "brackets must hold an IPv6 address",
         })?;
         let port = match after.strip_prefix(':') {
-            Some(port) => parse_port(spec, port)?,
+            Some(port) => parse_port(spec, port, allowed)?,
             None if after.is_empty() => return Err(missing_port()),
             None => {
                 return Err(TargetError::InvalidHost {
@@ -379,7 +389,7 @@ fn parse_udp(spec: &str, rest: &str) -> Result<Target, TargetError> {
     if host.is_empty() {
         return Err(empty());
     }
-    let port = parse_port(spec, port)?;
+    let port = parse_port(spec, port, allowed)?;
     if let Ok(ip) = host.parse::<Ipv4Addr>() {
         return Ok(Target::Udp(SocketAddr::new(IpAddr::V4(ip), port)));
     }
@@ -387,7 +397,16 @@ fn parse_udp(spec: &str, rest: &str) -> Result<Target, TargetError> {
     resolve(spec, host, port)
 }
 
-fn parse_port(spec: &str, port: &str) -> Result<u16, TargetError> {
+/// Which UDP ports a spec may name.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Port {
+    /// 1-65535: a destination.
+    NonZero,
+    /// 0-65535: a socket to bind, where 0 is any free port.
+    AnyFree,
+}
+
+fn parse_port(spec: &str, port: &str, allowed: Port) -> Result<u16, TargetError> {
     if port.is_empty() {
         return Err(TargetError::MissingPort {
             spec: spec.to_owned(),
@@ -400,7 +419,7 @@ fn parse_port(spec: &str, port: &str) -> Result<u16, TargetError> {
         });
     }
     match port.parse::<u16>() {
-        Ok(n) if n != 0 => Ok(n),
+        Ok(n) if n != 0 || allowed == Port::AnyFree => Ok(n),
         // Zero, or too many digits / too large for u16.
         _ => Err(TargetError::PortOutOfRange {
             spec: spec.to_owned(),

@@ -405,3 +405,32 @@ proptest! {
         prop_assert_eq!(again, t);
     }
 }
+
+#[test]
+fn a_socket_to_bind_may_ask_for_any_free_udp_port() {
+    for spec in ["udp:127.0.0.1:0", "udp:[::1]:0", "udp:localhost:0"] {
+        let t = Target::parse_bind(spec).unwrap();
+        assert!(matches!(t, Target::Udp(a) if a.port() == 0), "{spec}: {t}");
+        // Not a destination.
+        assert!(matches!(
+            Target::parse(spec),
+            Err(TargetError::PortOutOfRange { .. })
+        ));
+    }
+    // Everything else is as for a destination.
+    for spec in [
+        "udp:127.0.0.1:65536",
+        "udp:127.0.0.1:x",
+        "udp:127.0.0.1",
+        "tcp:1.2.3.4:5",
+    ] {
+        assert_eq!(
+            Target::parse_bind(spec).unwrap_err().to_string(),
+            Target::parse(spec).unwrap_err().to_string()
+        );
+    }
+    assert_eq!(
+        Target::parse_bind("unix:/tmp/x.sock").unwrap(),
+        Target::parse("unix:/tmp/x.sock").unwrap()
+    );
+}

@@ -42,8 +42,9 @@ static WRITING: Mutex<()> = Mutex::new(());
 /// Arguments of `evdgram listen`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The socket to listen on: udp:HOST:PORT (an IPv6 HOST in brackets), unix:/path, unix:@name or
-    /// /path.
+    /// The socket to listen on: udp:HOST:PORT (an IPv6 HOST in brackets; port 0: any free port,
+    /// printed), unix:/path, unix:@name or /path.
+    #[arg(value_parser = Target::parse_bind)]
     spec: Target,
     /// How to decode datagrams: auto picks jsonrpc for a datagram starting with `{`, else line.
     /// With --subscribe, line or jsonrpc is also asked of the server as the subscription's

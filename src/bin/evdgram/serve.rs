@@ -32,7 +32,7 @@ pub struct Args {
     /// The YAML configuration (see config/event-datagram.yaml); without it, the defaults.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// An MI socket to serve (repeatable; replaces mi.listen): udp:HOST:PORT (an IPv6 HOST in brackets),
+    /// An MI socket to serve (repeatable; replaces mi.listen): udp:HOST:PORT (an IPv6 HOST in brackets; port 0: any free port, printed),
     /// unix:/path, /path or unix:@name. Default udp:127.0.0.1:8080.
     #[arg(long = "mi", value_name = "SPEC")]
     mi: Vec<String>,
@@ -74,7 +74,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut listeners = Vec::new();
     let cleanup = Arc::new(Cleanups::default());
     for spec in &config.mi.listen {
-        let target: Target = spec.parse()?;
+        let target = Target::parse_bind(spec)?;
         let bound = listen::bind(&target).map_err(|e| {
             cleanup.run();
             e.context("cannot serve MI")
