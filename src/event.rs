@@ -580,8 +580,10 @@ impl PackedBytes {
             }
             PackedBytes::Heap(v) => {
                 if v.len() + total > v.capacity() {
-                    // Into a buffer of the next class (not `reserve`: it would leave the classes).
-                    let mut bigger = recycle::take(v.len() + total);
+                    // Into a buffer of a larger class (not `reserve`: it would leave the
+                    // classes); beyond them, at least twice as large, so that growing stays
+                    // linear.
+                    let mut bigger = recycle::take((v.len() + total).max(2 * v.capacity()));
                     bigger.extend_from_slice(v);
                     recycle::give(std::mem::replace(v, bigger));
                 }

@@ -4,10 +4,11 @@
 //! It follows crossbeam's array channel (each slot has a stamp that says whose turn it is, and
 //! the tail carries a mark bit that closes the queue), with one difference that matters here:
 //! the receiver reads a message in place instead of taking it by value. A raised event is
-//! about 270 bytes (its params are inline), and crossbeam's `send` and `try_recv` moved it
-//! about ten times between the producer and the reactor; here it is written once, into its
-//! slot, and dropped there. That took the GSO 64 B case of the compare bench from about 1.11M
-//! to 1.18M events/s (see `docs/bench.md`).
+//! about 270 bytes (its params are inline), and with crossbeam's `send` and `try_recv` it was
+//! copied about ten times between the producer and the reactor (callgrind); here the reactor
+//! reads it where the producer wrote it, and drops it there. In the compare bench's GSO 64 B
+//! case that took us from 1.09-1.13M to 1.20-1.22M datagrams/s (three runs each, with the
+//! sleeping flag of `publisher::Shared`, which the `SeqCst` claim of a slot made possible).
 //!
 //! There is no blocking here: producers wait for room in `publisher::Room`, and the reactor
 //! sleeps on `publisher::Shared`, so the queue only needs `try_send` and `recv_with`.
