@@ -154,6 +154,17 @@ struct Queued {
     events: u32,
 }
 
+impl Queued {
+    /// One event's datagram.
+    fn single(buf: BufRef, len: u32) -> Queued {
+        Queued {
+            buf,
+            len,
+            events: 1,
+        }
+    }
+}
+
 impl From<Open> for Queued {
     fn from(o: Open) -> Queued {
         Queued {
@@ -507,11 +518,7 @@ impl<B: SendBackend> Reactor<B> {
                     }
                     match coalesce {
                         None => {
-                            let q = Queued {
-                                buf: self.pool.retain(buf),
-                                len: *len,
-                                events: 1,
-                            };
+                            let q = Queued::single(self.pool.retain(buf), *len);
                             Self::enqueue(
                                 slot,
                                 slot_index,
@@ -582,11 +589,7 @@ impl<B: SendBackend> Reactor<B> {
         slot.counters.raised += 1;
         match encoded {
             Ok((buf, len)) => {
-                let q = Queued {
-                    buf,
-                    len,
-                    events: 1,
-                };
+                let q = Queued::single(buf, len);
                 Self::enqueue(
                     slot,
                     slot_index,
