@@ -404,8 +404,8 @@ impl Drop for TempDir {
 }
 
 const EVENTS: u64 = 20_000;
-/// Events raised before waiting for the receivers: well under what a UDP socket's default
-/// receive buffer holds, so the kernel drops none on loopback.
+/// Events raised before waiting for the receivers (a quarter as many large ones): well under
+/// what a UDP socket's default receive buffer holds, so the kernel drops none on loopback.
 const CHUNK: u64 = 100;
 const LIMIT: Duration = Duration::from_secs(30);
 
@@ -419,9 +419,11 @@ fn raise_and_deliver(
     from: u64,
     pad: &str,
 ) -> bool {
+    // Large events take a chunk's worth of a UDP socket's default receive buffer in fewer.
+    let chunk = if pad.len() < 100 { CHUNK } else { CHUNK / 4 };
     let mut raised = from;
     while raised < from + EVENTS {
-        for _ in 0..CHUNK {
+        for _ in 0..chunk {
             let params = Params::new()
                 .int("seq", raised as i64)
                 .unwrap()
@@ -479,12 +481,45 @@ fn steady_state_allocates_nothing(backend: BackendChoice) {
     let pad = "p".repeat(1000);
 
     // Warm up: every buffer, queue and scratch vector reaches its working size. For large
-    // params that is one heap buffer per event in flight, at most a chunk: how many the
-    // warm-up's own raises leave depends on how far the reactor lagged, so make them here.
-    let held: Vec<Params> = (0..2 * CHUNK)
+    // events that is a heap buffer for the params and an encode buffer per event in flight:
+    // up to two chunks, when the reactor lags behind what the sinks already got. How many the
+    // warm-up's chunks leave in flight depends on that lag, so make sure of it here: spares
+    // for three chunks of params, and three chunks in flight at once to a UNIX sink of its own
+    // (which loses nothing), which grows the encode buffers' pool.
+    let held: Vec<Params> = (0..3 * CHUNK)
         .map(|_| Params::new().str("pad", &pad).unwrap())
         .collect();
     drop(held);
+    let dir = TempDir::new();
+    let path = dir.0.join("burst.sock");
+    let burst = UnixDatagram::bind(&path).unwrap();
+    burst.set_read_timeout(Some(LIMIT)).unwrap();
+    let burst_target = Target::parse(&format!("unix:{}", path.display())).unwrap();
+    let warm = d.publish("E_ALLOC_WARM").unwrap();
+    d.subscribe(warm, burst_target.clone(), Expiry::Never)
+        .unwrap();
+    for i in 0..3 * CHUNK {
+        let params = Params::new()
+            .int("seq", i as i64)
+            .unwrap()
+            .str("pad", &pad)
+            .unwrap();
+        d.raise(warm, params).unwrap();
+    }
+    // All routed: encoded, and waiting for the socket (it holds a few) in the retry queue.
+    let end = Instant::now() + LIMIT;
+    let routed = || d.stats().target(&burst_target).map_or(0, |c| c.raised);
+    while routed() < 3 * CHUNK {
+        assert!(
+            Instant::now() < end,
+            "{backend:?}: warm-up burst not routed"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    for _ in 0..3 * CHUNK {
+        burst.recv(&mut buf).expect("the warm-up burst arrives");
+    }
     for (i, (event, pad)) in [(line, ""), (both, ""), (line, pad.as_str())]
         .into_iter()
         .enumerate()
