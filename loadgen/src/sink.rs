@@ -1,4 +1,5 @@
-//! Receivers: UDP and UNIX datagram sockets, one thread each, recording what arrives per run.
+//! Receivers: UDP and UNIX datagram sockets, one thread each (`recvmmsg`, 16 datagrams a call),
+//! recording what arrives per run.
 //!
 //! Each datagram is decoded with the library's decoder and recorded in the [`Recorder`] of its
 //! run id (created on first sight, so a `loadgen sink` in another process needs no set-up).
@@ -18,6 +19,7 @@ use event_datagram::{Target, UnixAddr, MAX_DATAGRAM};
 use crate::clock::mono_ns;
 use crate::measure::Recorder;
 use crate::payload::{Fields, Parser};
+use crate::sys::RecvBatch;
 
 /// Receive buffer asked for each sink socket: room for bursts of 64 KiB datagrams.
 const RECV_BUFFER: usize = 16 << 20;
@@ -34,15 +36,6 @@ pub struct Book {
 enum Sock {
     Udp(UdpSocket),
     Unix(UnixDatagram),
-}
-
-impl Sock {
-    fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Sock::Udp(s) => s.recv(buf),
-            Sock::Unix(s) => s.recv(buf),
-        }
-    }
 }
 
 /// One receiving socket and its thread.
@@ -154,43 +147,43 @@ impl Drop for Sink {
 }
 
 fn receive(sock: Sock, book: &Mutex<Book>, datagrams: &AtomicU64, stop: &AtomicBool) {
-    let mut buf = vec![0u8; MAX_DATAGRAM + 1];
+    let mut batch = RecvBatch::new(MAX_DATAGRAM + 1);
     let mut parser = Parser::new();
     // One datagram's events, recorded after it is parsed: one run lookup per run change instead
     // of one per event (a coalesced datagram holds hundreds, all of one run).
     let mut events: Vec<Fields> = Vec::new();
     while !stop.load(Ordering::Relaxed) {
-        let n = match sock.recv(&mut buf) {
+        let got = match &sock {
+            Sock::Udp(s) => batch.recv(s),
+            Sock::Unix(s) => batch.recv(s),
+        };
+        let n = match got {
             Ok(n) => n,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                continue
-            }
-            Err(_) => continue, // e.g. ECONNREFUSED echoes on UDP: not ours to handle
+            // A timeout (to look at `stop`), an interrupt, or an ECONNREFUSED echo on UDP:
+            // not ours to handle.
+            Err(_) => continue,
         };
         let now = mono_ns();
-        datagrams.fetch_add(1, Ordering::Relaxed);
-        events.clear();
-        let bad = parser.parse(&buf[..n], |f| events.push(f));
+        datagrams.fetch_add(n as u64, Ordering::Relaxed);
         let mut b = book.lock().unwrap_or_else(|e| e.into_inner());
         let b = &mut *b;
-        b.malformed += bad;
-        let mut rest = &events[..];
-        while let Some(first) = rest.first() {
-            let same = rest.iter().take_while(|f| f.run == first.run).count();
-            let recorder = b.runs.entry(first.run).or_default();
-            for &f in &rest[..same] {
-                recorder.record(f, now);
-            }
-            rest = &rest[same..];
-            if rest.is_empty() {
-                // A datagram counts for the run of its last event (a coalesced datagram never
-                // mixes runs: the warm-up is flushed before the measured window starts).
-                recorder.datagram(n);
+        for i in 0..n {
+            let datagram = batch.datagram(i);
+            events.clear();
+            b.malformed += parser.parse(datagram, |f| events.push(f));
+            let mut rest = &events[..];
+            while let Some(first) = rest.first() {
+                let same = rest.iter().take_while(|f| f.run == first.run).count();
+                let recorder = b.runs.entry(first.run).or_default();
+                for &f in &rest[..same] {
+                    recorder.record(f, now);
+                }
+                rest = &rest[same..];
+                if rest.is_empty() {
+                    // A datagram counts for the run of its last event (a coalesced datagram
+                    // never mixes runs: the warm-up is flushed before the measured window).
+                    recorder.datagram(datagram.len());
+                }
             }
         }
     }

@@ -1,4 +1,4 @@
-//! The one socket option std does not offer: a larger receive buffer for our sinks.
+//! What std does not offer our sinks: a larger receive buffer, and `recvmmsg`.
 
 use std::os::fd::AsRawFd;
 
@@ -23,5 +23,72 @@ pub fn set_recv_buffer(sock: &impl AsRawFd, bytes: usize) {
         if rc == 0 {
             return;
         }
+    }
+}
+
+/// Buffers for up to [`RecvBatch::LEN`] datagrams per `recvmmsg`, each as large as the largest
+/// datagram (plus a byte, so an oversize one shows), set up once and reused.
+pub struct RecvBatch {
+    bufs: Vec<Vec<u8>>,
+    iovecs: Vec<libc::iovec>,
+    headers: Vec<libc::mmsghdr>,
+}
+
+impl RecvBatch {
+    /// Datagrams per call: a sink thread's buffers are about 1 MiB.
+    pub const LEN: usize = 16;
+
+    /// Buffers of `size` bytes each.
+    #[allow(unsafe_code)]
+    pub fn new(size: usize) -> RecvBatch {
+        let mut bufs = vec![vec![0u8; size]; Self::LEN];
+        let iovecs: Vec<libc::iovec> = bufs
+            .iter_mut()
+            .map(|b| libc::iovec {
+                iov_base: b.as_mut_ptr().cast(),
+                iov_len: b.len(),
+            })
+            .collect();
+        // SAFETY: an all-zero `mmsghdr` is a valid empty header (null pointers, zero lengths);
+        // its iovec is set when receiving.
+        let headers = (0..Self::LEN)
+            .map(|_| unsafe { std::mem::zeroed() })
+            .collect();
+        RecvBatch {
+            bufs,
+            iovecs,
+            headers,
+        }
+    }
+
+    /// Receives what is there, waiting (up to the socket's receive timeout) for the first
+    /// datagram only; returns how many arrived.
+    #[allow(unsafe_code)]
+    pub fn recv(&mut self, sock: &impl AsRawFd) -> std::io::Result<usize> {
+        for (h, iov) in self.headers.iter_mut().zip(self.iovecs.iter_mut()) {
+            h.msg_hdr.msg_iov = iov;
+            h.msg_hdr.msg_iovlen = 1;
+            h.msg_len = 0;
+        }
+        // SAFETY: every header points at one iovec of `self`, which points at a buffer of
+        // `self` with its length; all outlive the call, and the count is the headers' length.
+        let n = unsafe {
+            libc::recvmmsg(
+                sock.as_raw_fd(),
+                self.headers.as_mut_ptr(),
+                self.headers.len() as libc::c_uint,
+                libc::MSG_WAITFORONE,
+                std::ptr::null_mut(),
+            )
+        };
+        if n < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(n as usize)
+    }
+
+    /// The `i`th datagram of the last [`recv`](Self::recv).
+    pub fn datagram(&self, i: usize) -> &[u8] {
+        &self.bufs[i][..self.headers[i].msg_len as usize]
     }
 }
