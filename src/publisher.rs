@@ -87,24 +87,10 @@ pub(crate) struct Room {
 const ROOM_WAIT: Duration = Duration::from_millis(100);
 
 impl Room {
-    /// Sends `msg`, waiting while the channel is full, until `deadline` if there is one; gives
-    /// it back if the channel is closed, or still full at the deadline.
+    /// Sends `msg` once the channel was found full: waits while it stays full, until
+    /// `deadline` if there is one; gives it back if the channel is closed, or still full at
+    /// the deadline.
     // The event comes back whole, as with crossbeam's `TrySendError<T>`.
-    #[allow(clippy::result_large_err)]
-    #[inline]
-    fn send(
-        &self,
-        tx: &Sender<Raised>,
-        msg: Raised,
-        deadline: Option<Instant>,
-    ) -> Result<(), TrySendError<Raised>> {
-        match tx.try_send(msg) {
-            Err(TrySendError::Full(m)) => self.wait_and_send(tx, m, deadline),
-            other => other,
-        }
-    }
-
-    /// [`send`](Self::send) once the channel was found full.
     #[allow(clippy::result_large_err)]
     #[cold]
     #[inline(never)]
@@ -236,10 +222,14 @@ impl Publisher {
             return Err(RaiseError::ForeignEvent(event, params));
         }
         let shared = &*self.shared;
-        let msg = Raised { event, params };
-        let sent = match shared.policy {
-            QueuePolicy::Block => shared.room.send(&self.tx, msg, deadline),
-            QueuePolicy::Drop => self.tx.try_send(msg),
+        // The event is made in its slot: no copy of it on the way there.
+        let sent = match self.tx.try_send_with(|| Raised { event, params }) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(make)) if shared.policy == QueuePolicy::Block => {
+                shared.room.wait_and_send(&self.tx, make(), deadline)
+            }
+            Err(TrySendError::Full(make)) => Err(TrySendError::Full(make())),
+            Err(TrySendError::Disconnected(make)) => Err(TrySendError::Disconnected(make())),
         };
         match sent {
             Ok(()) => {

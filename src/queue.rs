@@ -144,17 +144,28 @@ impl<T> Clone for Sender<T> {
 
 impl<T> Sender<T> {
     /// Puts `msg` at the tail, or gives it back if the queue is full or closed.
+    #[inline]
+    pub fn try_send(&self, msg: T) -> Result<(), TrySendError<T>> {
+        self.try_send_with(|| msg).map_err(|e| match e {
+            TrySendError::Full(make) => TrySendError::Full(make()),
+            TrySendError::Disconnected(make) => TrySendError::Disconnected(make()),
+        })
+    }
+
+    /// Puts the message `make` makes at the tail, made once its slot is claimed, straight
+    /// into it (no copy on the way: a raised event is large); gives `make` back, not called,
+    /// if the queue is full or closed. `make` must not panic: its slot would never be written.
     ///
     /// A message sent is in the queue (or being written to it) for every `SeqCst` look at the
     /// tail that follows: the claim is a `SeqCst` read-modify-write of the tail.
     #[inline]
-    pub fn try_send(&self, msg: T) -> Result<(), TrySendError<T>> {
+    pub fn try_send_with<F: FnOnce() -> T>(&self, make: F) -> Result<(), TrySendError<F>> {
         let ring = &*self.ring;
         let mut spins = 0u32;
         let mut tail = ring.tail.0.load(Ordering::Relaxed);
         loop {
             if tail & ring.mark_bit != 0 {
-                return Err(TrySendError::Disconnected(msg));
+                return Err(TrySendError::Disconnected(make));
             }
             let slot = &ring.slots[ring.index(tail)];
             let stamp = slot.stamp.load(Ordering::Acquire);
@@ -170,7 +181,7 @@ impl<T> Sender<T> {
                         // SAFETY: the CAS gave this sender the position; its stamp says the
                         // slot's previous message was read and dropped; no one reads the slot
                         // before the stamp below says it is written.
-                        unsafe { (*slot.msg.get()).write(msg) };
+                        unsafe { (*slot.msg.get()).write(make()) };
                         slot.stamp.store(tail + 1, Ordering::Release);
                         return Ok(());
                     }
@@ -187,7 +198,7 @@ impl<T> Sender<T> {
                     .wrapping_add(ring.one_lap)
                     == tail
                 {
-                    return Err(TrySendError::Full(msg));
+                    return Err(TrySendError::Full(make));
                 }
                 tail = ring.tail.0.load(Ordering::Relaxed);
             } else {
