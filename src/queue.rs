@@ -304,6 +304,18 @@ mod tests {
     }
 
     #[test]
+    fn a_message_is_made_only_once_it_has_a_slot() {
+        let (tx, mut rx) = bounded(1);
+        tx.try_send_with(|| 1).expect("room");
+        let refused = tx.try_send_with(|| -> i32 { unreachable!("made without a slot") });
+        assert!(matches!(refused, Err(TrySendError::Full(_))));
+        rx.close();
+        let refused = tx.try_send_with(|| -> i32 { unreachable!("made without a slot") });
+        assert!(matches!(refused, Err(TrySendError::Disconnected(_))));
+        assert_eq!(rx.recv_with(|&m| m), Some(1));
+    }
+
+    #[test]
     fn a_closed_queue_refuses_and_keeps_what_it_holds() {
         let (tx, mut rx) = bounded(4);
         tx.try_send(1).expect("room");
