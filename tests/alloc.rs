@@ -484,8 +484,9 @@ fn steady_state_allocates_nothing(backend: BackendChoice) {
     // events that is a heap buffer for the params and an encode buffer per event in flight:
     // up to two chunks, when the reactor lags behind what the sinks already got. How many the
     // warm-up's chunks leave in flight depends on that lag, so make sure of it here: spares
-    // for three chunks of params, and three chunks in flight at once to a UNIX sink of its own
-    // (which loses nothing), which grows the encode buffers' pool.
+    // for three chunks of params, and three chunks in flight at once to a UNIX socket of its
+    // own that reads none of them until all are routed (a UNIX receiver loses nothing), which
+    // grows the encode buffers' pool.
     let held: Vec<Params> = (0..3 * CHUNK)
         .map(|_| Params::new().str("pad", &pad).unwrap())
         .collect();
