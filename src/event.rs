@@ -269,44 +269,41 @@ impl Params {
                 });
             }
         }
-        let str_len = match value {
-            ValueRef::Str(s) => Some(
-                u32::try_from(s.len()).map_err(|_| EventError::ValueTooLong { len: s.len() })?,
-            ),
-            ValueRef::Int(_) => None,
-        };
-        let tag = match value {
-            ValueRef::Int(_) => TAG_INT,
+        // The value's tag bits, its fixed-size head (the int, or the string's length), and
+        // the string's bytes.
+        let int_bytes: [u8; 8];
+        let len_bytes: [u8; 4];
+        let (value_tag, value_head, value_bytes): (u8, &[u8], &[u8]) = match value {
+            ValueRef::Int(n) => {
+                int_bytes = n.to_le_bytes();
+                (TAG_INT, &int_bytes, &[])
+            }
             ValueRef::Str(s) => {
+                let len = u32::try_from(s.len())
+                    .map_err(|_| EventError::ValueTooLong { len: s.len() })?;
+                len_bytes = len.to_le_bytes();
                 let e = if classify {
                     Escapes::of(s.as_bytes(), name.is_none_or(str::is_empty))
                 } else {
                     Escapes::MAYBE
                 };
-                (if e.line_quote { TAG_LINE_QUOTE } else { 0 })
-                    | (if e.json_escape { TAG_JSON_ESCAPE } else { 0 })
+                let tag = (if e.line_quote { TAG_LINE_QUOTE } else { 0 })
+                    | (if e.json_escape { TAG_JSON_ESCAPE } else { 0 });
+                (tag, &len_bytes, s.as_bytes())
             }
-        } | name.map_or(0, |_| TAG_NAMED);
-        // Tag and name length; then the name; then the int, or the string's length; then the
-        // string: appended in one go (one room check, one move to the heap at most).
+        };
+        // Tag and name length; then the name; then the value's head and bytes: appended in
+        // one go (one room check, one move to the heap at most).
         let name_len = (name.map_or(0, str::len) as u16).to_le_bytes();
-        let head = [tag, name_len[0], name_len[1]];
+        let head = [
+            value_tag | name.map_or(0, |_| TAG_NAMED),
+            name_len[0],
+            name_len[1],
+        ];
         let head = if name.is_some() {
             &head[..]
         } else {
             &head[..1]
-        };
-        let (value_head, value_bytes) = match value {
-            ValueRef::Int(n) => (n.to_le_bytes(), &[][..]),
-            ValueRef::Str(s) => {
-                let mut len = [0u8; 8];
-                len[..4].copy_from_slice(&str_len.unwrap_or_default().to_le_bytes());
-                (len, s.as_bytes())
-            }
-        };
-        let value_head = match value {
-            ValueRef::Int(_) => &value_head[..],
-            ValueRef::Str(_) => &value_head[..4],
         };
         self.bytes.push_all(&[
             head,
