@@ -476,6 +476,12 @@ fn steady_state_allocates_nothing(backend: BackendChoice) {
     d.subscribe_with_format(both, unix.target.clone(), Expiry::Never, Format::Line)
         .unwrap();
     let sinks = [&udp, &unix];
+    // One event with one UDP subscriber: with GSO (on by default) its events are encoded
+    // into runs.
+    let solo = Sink::udp();
+    let one = d.publish("E_ALLOC_ONE").unwrap();
+    d.subscribe(one, solo.target.clone(), Expiry::Never)
+        .unwrap();
 
     // Large params (on the heap, in a buffer reused from dropped params).
     let pad = "p".repeat(1000);
@@ -530,11 +536,19 @@ fn steady_state_allocates_nothing(backend: BackendChoice) {
             "{backend:?}: warm-up not delivered"
         );
     }
+    for (i, pad) in ["", pad.as_str()].into_iter().enumerate() {
+        assert!(
+            raise_and_deliver(&d, one, &[&solo], i as u64 * EVENTS, pad),
+            "{backend:?}: warm-up not delivered to the solo sink"
+        );
+    }
 
     let global = Global::start();
     let delivered = raise_and_deliver(&d, line, &sinks, 3 * EVENTS, "")
         && raise_and_deliver(&d, both, &sinks, 4 * EVENTS, "")
-        && raise_and_deliver(&d, line, &sinks, 5 * EVENTS, &pad);
+        && raise_and_deliver(&d, line, &sinks, 5 * EVENTS, &pad)
+        && raise_and_deliver(&d, one, &[&solo], 2 * EVENTS, "")
+        && raise_and_deliver(&d, one, &[&solo], 3 * EVENTS, &pad);
     let (allocations, who) = global.stop();
 
     assert!(delivered, "{backend:?}: events not delivered in {LIMIT:?}");
@@ -554,15 +568,21 @@ fn steady_state_allocates_nothing(backend: BackendChoice) {
             "{c:?}"
         );
     }
+    let c = stats.target(&solo.target).unwrap();
+    assert_eq!(
+        (c.raised, c.sent, c.datagrams, c.dropped(), c.failed()),
+        (4 * EVENTS, 4 * EVENTS, 4 * EVENTS, 0, 0),
+        "{c:?}"
+    );
     eprintln!(
         "{backend:?}: {} events raised while counting, {allocations} heap allocations in the whole process",
-        3 * EVENTS
+        5 * EVENTS
     );
     assert_eq!(
         allocations,
         0,
         "{backend:?}: {allocations} allocations while raising {} events; first: {who}",
-        3 * EVENTS
+        5 * EVENTS
     );
 }
 

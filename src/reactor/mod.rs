@@ -3,21 +3,23 @@
 //!
 //! Each turn it takes up to `batch` events from the channel, encodes each event once per format
 //! its subscribers use, appends a reference to that buffer to every subscriber's queue (or, for
-//! a coalescing subscription, appends the bytes to the target's open datagram), then runs one
+//! a coalescing subscription, appends the bytes to the target's open datagram; for a UDP GSO
+//! target that is the event's only subscriber, to the target's open run), then runs one
 //! send round: the head of every ready queue, in order, through the backend. A round ends only
 //! when the kernel has answered for every datagram in it (see [`SendBackend`]).
 //!
 //! Per target, an event leaves as sent, failed or dropped, and is counted once:
 //! `raised = sent + dropped + failed + pending`, with `pending` the events still queued or in
-//! an open coalesced datagram.
+//! an open coalesced datagram or GSO run.
 
+mod outbox;
 pub(crate) mod pool;
 mod retry;
 mod socket;
 pub(crate) mod syscall;
 pub(crate) mod uring;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::Ordering;
@@ -35,6 +37,7 @@ use crate::registry::Snapshot;
 use crate::stats::{Backend, EventCounters, Stats, TargetCounters, TargetStats};
 use crate::sys::EventFd;
 use crate::target::Target;
+use outbox::Outbox;
 use pool::{BufRef, Pool};
 use retry::FullReceiver;
 use socket::{SendFailure, Socket};
@@ -69,11 +72,13 @@ pub(crate) trait SendBackend {
     ) -> io::Result<()>;
 }
 
-/// A datagram in a round: its buffer's index and length.
+/// A datagram in a round, or a GSO run of them: its buffer's index and length.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Item {
     pub buf: u32,
     pub len: u32,
+    /// For a run (see [`Queued::segment`]): the size of its datagrams; 0 for one datagram.
+    pub segment: u32,
 }
 
 /// One target's part of a round: `items[first..first + count]`, sent on `fd`.
@@ -83,7 +88,7 @@ pub(crate) struct RoundTarget {
     pub fd: RawFd,
     pub first: u32,
     pub count: u32,
-    /// Send runs of equal-size datagrams as one UDP GSO message (see [`gso_run`]).
+    /// Send runs of equal-size datagrams as one UDP GSO message (see [`next_message`]).
     pub gso: bool,
     /// The sends must form one chain that stops at the first failure (see `Slot::linked`).
     pub linked: bool,
@@ -101,16 +106,37 @@ const GSO_MAX_SEGMENTS: usize = 64;
 /// Bytes in one GSO message: a UDP payload's limit, with room for headers.
 const GSO_MAX_BYTES: usize = 65_000;
 
-/// How many items from the start of `items` one GSO message can carry: consecutive datagrams
-/// of one size (the last may be shorter, as the kernel allows). 1 means "send it alone".
-pub(crate) fn gso_run(items: &[Item]) -> usize {
-    let Some(first) = items.first() else { return 0 };
+/// One `sendmsg` of a target's round: `items` items from the first given, and the UDP GSO
+/// segment size when it carries several datagrams (0: it is one datagram).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Message {
+    pub items: usize,
+    pub segment: u16,
+}
+
+/// The message that sends the start of `items`: a run alone (it is its own GSO message);
+/// with `gso`, consecutive datagrams of one size (the last may be shorter, as the kernel
+/// allows); otherwise one datagram.
+pub(crate) fn next_message(items: &[Item], gso: bool) -> Message {
+    let Some(first) = items.first() else {
+        return Message {
+            items: 0,
+            segment: 0,
+        };
+    };
+    if first.segment != 0 {
+        return Message {
+            items: 1,
+            segment: first.segment as u16,
+        };
+    }
     let size = first.len as usize;
     let mut n = 1;
     let mut bytes = size;
-    while n < items.len() && n < GSO_MAX_SEGMENTS {
-        let len = items[n].len as usize;
-        if len > size || bytes + len > GSO_MAX_BYTES {
+    while gso && n < items.len() && n < GSO_MAX_SEGMENTS {
+        let Item { len, segment, .. } = items[n];
+        let len = len as usize;
+        if segment != 0 || len > size || bytes + len > GSO_MAX_BYTES {
             break;
         }
         bytes += len;
@@ -119,7 +145,10 @@ pub(crate) fn gso_run(items: &[Item]) -> usize {
             break;
         }
     }
-    n
+    Message {
+        items: n,
+        segment: if n > 1 { size as u16 } else { 0 },
+    }
 }
 
 /// One send round; vectors are reused, so rounds do not allocate.
@@ -147,11 +176,14 @@ enum Conn {
     },
 }
 
-/// A datagram waiting to be sent: one event, or several when coalesced.
+/// A datagram waiting to be sent: one event, or several when coalesced; or a GSO run.
 struct Queued {
     buf: BufRef,
     len: u32,
     events: u32,
+    /// A run's datagram size: `buf[..len]` is one datagram of this size per event, back to
+    /// back, the last possibly shorter. 0: `buf[..len]` is one datagram.
+    segment: u32,
 }
 
 impl Queued {
@@ -161,35 +193,75 @@ impl Queued {
             buf,
             len,
             events: 1,
+            segment: 0,
+        }
+    }
+
+    /// How many datagrams this sends.
+    fn datagrams(&self) -> u64 {
+        if self.segment == 0 {
+            1
+        } else {
+            u64::from(self.events)
         }
     }
 }
 
 impl From<Open> for Queued {
     fn from(o: Open) -> Queued {
+        let segment = match o.kind {
+            OpenKind::Run { segment, .. } if o.events > 1 => segment,
+            _ => 0,
+        };
         Queued {
             buf: o.buf,
             len: o.len,
             events: o.events,
+            segment,
         }
     }
 }
 
-/// A coalesced datagram still taking events.
+/// A datagram, or a run of them, still taking events: they are encoded straight into its
+/// buffer.
 struct Open {
     buf: BufRef,
     len: u32,
     events: u32,
     format: Format,
-    max_bytes: u32,
-    deadline: Instant,
+    kind: OpenKind,
+}
+
+#[derive(Clone, Copy)]
+enum OpenKind {
+    /// Coalesced events: one datagram, queued when the next event does not fit or at its
+    /// deadline.
+    Coalesced { max_bytes: u32, deadline: Instant },
+    /// A UDP GSO run: one datagram of `segment` bytes per event, back to back, as many as
+    /// `max_events`; queued at the end of the batch, or when an event of another size comes
+    /// (a shorter one ends it). The kernel sends it as one message, and the receiver gets
+    /// each datagram as it would have without GSO.
+    Run { segment: u32, max_events: u32 },
+}
+
+impl Open {
+    fn is_run(&self) -> bool {
+        matches!(self.kind, OpenKind::Run { .. })
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        match self.kind {
+            OpenKind::Coalesced { deadline, .. } => Some(deadline),
+            OpenKind::Run { .. } => None,
+        }
+    }
 }
 
 /// Everything the reactor keeps for one destination.
 struct Slot {
     target: Target,
     conn: Conn,
-    queue: VecDeque<Queued>,
+    queue: Outbox,
     /// Waiting for the socket to become writable.
     blocked: bool,
     /// In the `active` list (has queued datagrams and may send).
@@ -221,7 +293,7 @@ impl Slot {
     fn empty(&mut self, pool: &mut Pool) -> u64 {
         let open = self.open.take().map(Queued::from);
         let mut events = 0;
-        for q in self.queue.drain(..).chain(open) {
+        for q in self.queue.drain().chain(open) {
             events += u64::from(q.events);
             pool.release(q.buf);
         }
@@ -268,6 +340,9 @@ pub(crate) struct Reactor<B: SendBackend> {
     open_slots: Vec<u32>,
     /// When the current batch was taken (coalescing deadlines count from it).
     batch_time: Instant,
+    /// Events of the current batch not yet routed, as far as the queue showed at its start
+    /// (whether a new GSO run may expect more).
+    batch_left: usize,
     /// The earliest reconnect attempt due, if any target is down.
     next_retry: Option<Instant>,
     events: EventCounters,
@@ -313,6 +388,7 @@ impl<B: SendBackend> Reactor<B> {
             next_retry: None,
             open_slots: Vec::new(),
             batch_time: Instant::now(),
+            batch_left: 0,
             gso: config.udp_gso && crate::sys::udp_gso_supported(),
             events: EventCounters::default(),
             retired: TargetCounters::default(),
@@ -366,7 +442,7 @@ impl<B: SendBackend> Reactor<B> {
         // target with room, which in the common case is the first.
         let roomy = |&i: &u32| {
             let slot = self.slots[i as usize].as_ref().expect("routed slots exist");
-            !matches!(slot.conn, Conn::Up(_)) || slot.queue.len() <= self.config.retry_queue
+            !matches!(slot.conn, Conn::Up(_)) || slot.queue.datagrams() <= self.config.retry_queue
         };
         self.route_slots.is_empty() || self.route_slots.iter().any(roomy)
     }
@@ -441,6 +517,7 @@ impl<B: SendBackend> Reactor<B> {
         let now = self.shared.registry.clock().now();
         self.batch_time = Instant::now();
         let snapshot = Arc::clone(&self.snapshot);
+        self.batch_left = rx.len().min(self.config.batch);
         let mut took = 0;
         while took < self.config.batch {
             if rx
@@ -468,6 +545,7 @@ impl<B: SendBackend> Reactor<B> {
     /// Encodes `msg` once per format its live subscribers use and queues it for each.
     fn route(&mut self, snapshot: &Snapshot, msg: &Raised, now: Duration) {
         self.events.dispatched += 1;
+        self.batch_left = self.batch_left.saturating_sub(1);
         let index = msg.event.index() as usize;
         let routes = snapshot.routes.get(index).map_or(&[][..], Vec::as_slice);
         if let [route] = routes {
@@ -483,7 +561,7 @@ impl<B: SendBackend> Reactor<B> {
             let slot_index = self.route_slots[route.target as usize];
             let fmt = route.format as usize;
             if encoded[fmt].is_none() {
-                encoded[fmt] = Some(self.encode(route.format, &snapshot.names[index], msg));
+                encoded[fmt] = Some(self.encode(route.format, &snapshot.names[index], msg, 1));
             }
             let slot = self.slots[slot_index as usize]
                 .as_mut()
@@ -497,15 +575,20 @@ impl<B: SendBackend> Reactor<B> {
                 Ok(_) if matches!(slot.conn, Conn::Down { .. }) => {
                     slot.counters.failed_unreachable += 1
                 }
-                Ok(_) if slot.queue.len() >= self.queue_cap => {
+                Ok(_) if slot.queue.datagrams() >= self.queue_cap => {
                     slot.counters.dropped_retry_overflow += 1
                 }
                 Ok((buf, len)) => {
                     let coalesce = route.coalesce.filter(|c| *len as usize <= c.max_bytes());
                     // An open datagram takes this event only if it is coalesced, of the same
                     // format, and fits; otherwise it goes out first, which keeps the order.
-                    let fits = slot.open.as_ref().is_some_and(|o| {
-                        coalesce.is_some() && o.format == route.format && o.len + len <= o.max_bytes
+                    let fits = slot.open.as_ref().is_some_and(|o| match o.kind {
+                        OpenKind::Coalesced { max_bytes, .. } => {
+                            coalesce.is_some()
+                                && o.format == route.format
+                                && o.len + len <= max_bytes
+                        }
+                        OpenKind::Run { .. } => false,
                     });
                     if slot.open.is_some() && !fits {
                         Self::seal(
@@ -535,14 +618,16 @@ impl<B: SendBackend> Reactor<B> {
                                     len: 0,
                                     events: 0,
                                     format: route.format,
-                                    max_bytes: c.max_bytes() as u32,
-                                    deadline: self.batch_time + c.max_delay(),
+                                    kind: OpenKind::Coalesced {
+                                        max_bytes: c.max_bytes() as u32,
+                                        deadline: self.batch_time + c.max_delay(),
+                                    },
                                 });
-                                self.open_slots.push(slot_index);
+                                note_open(&mut self.open_slots, slot_index);
                             }
                             let open = slot.open.as_mut().expect("opened above");
                             self.pool
-                                .append(&open.buf, open.len as usize, buf, *len as usize);
+                                .copy(&open.buf, open.len as usize, buf, 0, *len as usize);
                             open.len += len;
                             open.events += 1;
                         }
@@ -560,8 +645,9 @@ impl<B: SendBackend> Reactor<B> {
 
     /// The common case without coalescing: the event's only subscriber is live, connected,
     /// and has room. Its buffer goes to that queue as it is, with no second reference to count
-    /// and release. Returns false, having changed nothing, when that is not the case:
-    /// [`route`](Self::route) then does it all.
+    /// and release; or, for a UDP target with GSO, the event joins a run (see
+    /// [`add_to_run`](Self::add_to_run)). Returns false, having changed nothing, when that is
+    /// not the case: [`route`](Self::route) then does it all.
     fn route_one(
         &mut self,
         route: &crate::registry::Route,
@@ -574,21 +660,29 @@ impl<B: SendBackend> Reactor<B> {
         }
         let slot_index = self.route_slots[route.target as usize];
         let slot = self.slots[slot_index as usize]
-            .as_ref()
+            .as_mut()
             .expect("routed slots exist");
         if !matches!(slot.conn, Conn::Up(_))
-            || slot.open.is_some()
-            || slot.queue.len() >= self.queue_cap
+            || slot.open.as_ref().is_some_and(|o| !o.is_run())
+            || slot.queue.datagrams() >= self.queue_cap
         {
             return false;
         }
-        let encoded = self.encode(route.format, name, msg);
-        let slot = self.slots[slot_index as usize]
-            .as_mut()
-            .expect("routed slots exist");
-        slot.counters.raised += 1;
-        match encoded {
-            Ok((buf, len)) => {
+        let routed = if slot.gso {
+            self.add_to_run(slot_index, route.format, name, msg)
+        } else {
+            // An open run (GSO just turned off) goes first, in order.
+            Self::seal(
+                slot,
+                slot_index,
+                &mut self.pool,
+                &mut self.active,
+                self.queue_cap,
+            );
+            self.encode(route.format, name, msg, 1).map(|(buf, len)| {
+                let slot = self.slots[slot_index as usize]
+                    .as_mut()
+                    .expect("routed slots exist");
                 let q = Queued::single(buf, len);
                 Self::enqueue(
                     slot,
@@ -598,13 +692,106 @@ impl<B: SendBackend> Reactor<B> {
                     &mut self.active,
                     self.queue_cap,
                 );
-            }
-            Err(e) => {
-                slot.counters.failed_oversize += 1;
-                log_limited(&mut slot.last_log, &slot.target, &e);
-            }
+            })
+        };
+        let slot = self.slots[slot_index as usize]
+            .as_mut()
+            .expect("routed slots exist");
+        slot.counters.raised += 1;
+        if let Err(e) = routed {
+            slot.counters.failed_oversize += 1;
+            log_limited(&mut slot.last_log, &slot.target, &e);
         }
         true
+    }
+
+    /// Encodes an event for a UDP target with GSO straight into the target's open run if it
+    /// continues it (same format, and the same size or shorter, which ends the run); otherwise
+    /// the open run is queued and, if this batch holds more events, the event starts a new
+    /// one, or else goes alone. So a batch of equal-size events for one target leaves as a few
+    /// GSO messages, with no buffer, queue entry or round item per event.
+    fn add_to_run(
+        &mut self,
+        slot_index: u32,
+        format: Format,
+        name: &crate::EventName,
+        msg: &Raised,
+    ) -> Result<(), EncodeError> {
+        let slot = self.slots[slot_index as usize]
+            .as_mut()
+            .expect("routed slots exist");
+        if let Some(open) = slot.open.as_mut().filter(|o| o.format == format) {
+            if let OpenKind::Run {
+                segment,
+                max_events,
+            } = open.kind
+            {
+                let at = open.len as usize;
+                // In the buffer: `max_events` were fitted to it.
+                let room = &mut self.pool.bytes_mut(&open.buf)[at..at + segment as usize];
+                if let Ok(n) = format.encode(name.as_str(), &msg.params, room) {
+                    open.len += n as u32;
+                    open.events += 1;
+                    if n < segment as usize || open.events == max_events {
+                        Self::seal(
+                            slot,
+                            slot_index,
+                            &mut self.pool,
+                            &mut self.active,
+                            self.queue_cap,
+                        );
+                    }
+                    return Ok(());
+                }
+            }
+        }
+        Self::seal(
+            slot,
+            slot_index,
+            &mut self.pool,
+            &mut self.active,
+            self.queue_cap,
+        );
+        // A run's buffer has room for a full run, whatever the batch holds: its size then
+        // depends on the event's size only, so a steady load reuses the same buffers.
+        let copies = if self.batch_left > 0 {
+            GSO_MAX_SEGMENTS
+        } else {
+            1
+        };
+        let (buf, len) = self.encode(format, name, msg, copies)?;
+        let capacity = self.pool.get(buf.index()).len();
+        let size = len as usize;
+        let max_events = (capacity / size)
+            .min(GSO_MAX_BYTES / size)
+            .min(GSO_MAX_SEGMENTS);
+        let slot = self.slots[slot_index as usize]
+            .as_mut()
+            .expect("routed slots exist");
+        if max_events < 2 {
+            let q = Queued::single(buf, len);
+            Self::enqueue(
+                slot,
+                slot_index,
+                q,
+                &mut self.pool,
+                &mut self.active,
+                self.queue_cap,
+            );
+        } else {
+            slot.open = Some(Open {
+                buf,
+                len,
+                events: 1,
+                format,
+                kind: OpenKind::Run {
+                    segment: len,
+                    max_events: max_events as u32,
+                },
+            });
+            note_open(&mut self.open_slots, slot_index);
+        }
+        Ok(())
     }
 
     /// The common case under load of a coalesced subscription: its only subscriber has an
@@ -625,13 +812,16 @@ impl<B: SendBackend> Reactor<B> {
         let Some(slot) = self.slots[slot_index as usize].as_mut() else {
             return false;
         };
-        if !matches!(slot.conn, Conn::Up(_)) || slot.queue.len() >= self.queue_cap {
+        if !matches!(slot.conn, Conn::Up(_)) || slot.queue.datagrams() >= self.queue_cap {
             return false;
         }
         let Some(open) = slot.open.as_mut().filter(|o| o.format == route.format) else {
             return false;
         };
-        let room = &mut self.pool.bytes_mut(&open.buf)[open.len as usize..open.max_bytes as usize];
+        let OpenKind::Coalesced { max_bytes, .. } = open.kind else {
+            return false;
+        };
+        let room = &mut self.pool.bytes_mut(&open.buf)[open.len as usize..max_bytes as usize];
         match route.format.encode(name.as_str(), &msg.params, room) {
             Ok(n) if n <= coalesce.max_bytes() => {
                 open.len += n as u32;
@@ -652,7 +842,7 @@ impl<B: SendBackend> Reactor<B> {
         active: &mut Vec<u32>,
         cap: usize,
     ) {
-        if slot.queue.len() >= cap {
+        if slot.queue.datagrams() >= cap {
             slot.counters.dropped_retry_overflow += u64::from(q.events);
             pool.release(q.buf);
             return;
@@ -671,7 +861,8 @@ impl<B: SendBackend> Reactor<B> {
         }
     }
 
-    /// Queues the coalesced datagrams whose time is up (all of them when shutting down).
+    /// Queues the coalesced datagrams whose time is up, and the GSO runs (all of them when
+    /// shutting down).
     fn seal_due(&mut self, now: Instant) {
         let all = self.shutdown_deadline.is_some();
         let mut open_slots = std::mem::take(&mut self.open_slots);
@@ -680,7 +871,7 @@ impl<B: SendBackend> Reactor<B> {
                 return false;
             };
             match &slot.open {
-                Some(o) if all || now >= o.deadline => {
+                Some(o) if all || o.deadline().is_none_or(|d| now >= d) => {
                     Self::seal(slot, i, &mut self.pool, &mut self.active, self.queue_cap);
                     false
                 }
@@ -695,29 +886,26 @@ impl<B: SendBackend> Reactor<B> {
     fn next_seal(&self) -> Option<Instant> {
         self.open_slots
             .iter()
-            .filter_map(|&i| {
-                self.slots[i as usize]
-                    .as_ref()?
-                    .open
-                    .as_ref()
-                    .map(|o| o.deadline)
-            })
+            .filter_map(|&i| self.slots[i as usize].as_ref()?.open.as_ref()?.deadline())
             .min()
     }
 
-    /// Encodes into a pooled buffer of the size the params suggest; exactly as needed when
-    /// that was too small (values with many escapes).
+    /// Encodes into a pooled buffer of the size the params suggest, with room for `copies`
+    /// of that (a GSO run); exactly as needed when that was too small (values with many
+    /// escapes).
     fn encode(
         &mut self,
         format: Format,
         name: &crate::EventName,
         msg: &Raised,
+        copies: usize,
     ) -> Result<(BufRef, u32), EncodeError> {
         /// Framing beyond the event name and the packed params (`jsonrpc`'s is the larger).
         const FRAMING: usize = 64;
+        let estimate = name.as_str().len() + msg.params.packed_len() + FRAMING;
         let buf = self
             .pool
-            .alloc(name.as_str().len() + msg.params.packed_len() + FRAMING);
+            .alloc((estimate * copies).min(GSO_MAX_BYTES).max(estimate));
         match format.encode(name.as_str(), &msg.params, self.pool.bytes_mut(&buf)) {
             Ok(n) => Ok((buf, n as u32)),
             Err(EncodeError::TooLarge { len, .. }) if len <= MAX_DATAGRAM => {
@@ -765,6 +953,7 @@ impl<B: SendBackend> Reactor<B> {
                 self.round.items.push(Item {
                     buf: q.buf.index(),
                     len: q.len,
+                    segment: q.segment,
                 });
             }
         }
@@ -811,7 +1000,7 @@ impl<B: SendBackend> Reactor<B> {
             if outcome >= 0 && outcome as u32 == front_len {
                 let q = slot.queue.pop_front().expect("checked above");
                 slot.counters.sent += u64::from(q.events);
-                slot.counters.datagrams += 1;
+                slot.counters.datagrams += q.datagrams();
                 slot.counters.bytes += u64::from(q.len);
                 self.pool.release(q.buf);
                 continue;
@@ -823,6 +1012,7 @@ impl<B: SendBackend> Reactor<B> {
                 slot.counters.gso_refused += 1;
                 let rest = &self.round.outcomes[first + k + 1..first + rt.count as usize];
                 Self::settle_rest(slot, &mut self.pool, rest);
+                Self::split_runs(slot, &mut self.pool);
                 break;
             }
             let failure = if outcome >= 0 {
@@ -906,7 +1096,7 @@ impl<B: SendBackend> Reactor<B> {
             match failure {
                 None if outcome as u32 == q.len => {
                     counters.sent += events;
-                    counters.datagrams += 1;
+                    counters.datagrams += q.datagrams();
                     counters.bytes += u64::from(q.len);
                 }
                 Some(SendFailure::Unreachable) => counters.failed_unreachable += events,
@@ -916,6 +1106,29 @@ impl<B: SendBackend> Reactor<B> {
             pool.release_in_place(&q.buf);
             false
         });
+    }
+
+    /// Replaces each GSO run queued for a slot by its datagrams, one by one, in order (the
+    /// slot's socket refused GSO). Rare enough to copy and allocate.
+    fn split_runs(slot: &mut Slot, pool: &mut Pool) {
+        if slot.queue.iter().all(|q| q.segment == 0) {
+            return;
+        }
+        for q in std::mem::take(&mut slot.queue).drain() {
+            if q.segment == 0 {
+                slot.queue.push_back(q);
+                continue;
+            }
+            let mut at = 0;
+            while at < q.len {
+                let len = q.segment.min(q.len - at);
+                let buf = pool.alloc(len as usize);
+                pool.copy(&buf, 0, &q.buf, at as usize, len as usize);
+                slot.queue.push_back(Queued::single(buf, len));
+                at += len;
+            }
+            pool.release(q.buf);
+        }
     }
 
     /// Closes a slot's socket, fails what it has queued, and schedules a reconnect.
@@ -1065,7 +1278,7 @@ impl<B: SendBackend> Reactor<B> {
         self.slots[index as usize] = Some(Slot {
             target,
             conn,
-            queue: VecDeque::with_capacity(self.queue_cap),
+            queue: Outbox::with_capacity(self.queue_cap),
             blocked: false,
             active: false,
             referenced: true,
@@ -1147,6 +1360,13 @@ impl<B: SendBackend> Reactor<B> {
     }
 }
 
+/// Lists a slot as having an open datagram or run (once).
+fn note_open(open_slots: &mut Vec<u32>, slot_index: u32) {
+    if !open_slots.contains(&slot_index) {
+        open_slots.push(slot_index);
+    }
+}
+
 /// Logs a target's error at most once per [`LOG_INTERVAL`]; every error is counted anyway.
 fn log_limited(last: &mut Option<Instant>, target: &Target, err: &dyn std::fmt::Display) {
     let now = Instant::now();
@@ -1167,7 +1387,7 @@ mod tests {
                 retry_at: Instant::now(),
                 backoff: RECONNECT_MIN,
             },
-            queue: VecDeque::new(),
+            queue: Outbox::default(),
             blocked: false,
             active: false,
             referenced: true,
@@ -1181,11 +1401,7 @@ mod tests {
         };
         for &len in lens {
             let buf = pool.alloc(len as usize);
-            slot.queue.push_back(Queued {
-                buf,
-                len,
-                events: 1,
-            });
+            slot.queue.push_back(Queued::single(buf, len));
         }
         slot
     }
@@ -1214,6 +1430,80 @@ mod tests {
             (c.sent, c.datagrams, c.bytes, c.failed_unreachable),
             (2, 2, 25, 1)
         );
+    }
+
+    fn items(spec: &[(u32, u32)]) -> Vec<Item> {
+        spec.iter()
+            .map(|&(len, segment)| Item {
+                buf: 0,
+                len,
+                segment,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_message_is_a_run_alone_or_equal_size_datagrams_with_gso() {
+        let m = |items: &[Item], gso| {
+            let m = next_message(items, gso);
+            (m.items, m.segment)
+        };
+        // Equal sizes, the last may be shorter, then it ends; a longer one starts anew.
+        let round = items(&[(10, 0), (10, 0), (9, 0), (9, 0)]);
+        assert_eq!(m(&round, true), (3, 10));
+        assert_eq!(m(&round[2..], true), (2, 9));
+        assert_eq!(m(&items(&[(9, 0), (10, 0)]), true), (1, 0));
+        assert_eq!(m(&round, false), (1, 0), "without GSO, one datagram each");
+        // A run is its own message, GSO on or off (it was made while it was on); datagrams
+        // before it do not join it.
+        let round = items(&[(100, 50), (50, 0)]);
+        assert_eq!(m(&round, true), (1, 50));
+        assert_eq!(m(&round, false), (1, 50));
+        assert_eq!(m(&items(&[(50, 0), (100, 50)]), true), (1, 0));
+        // At most 64 segments, and what fits in one UDP payload.
+        assert_eq!(m(&items(&[(10, 0); 100]), true), (64, 10));
+        assert_eq!(m(&items(&[(30_000, 0); 3]), true), (2, 30_000));
+        assert_eq!(m(&[], true), (0, 0));
+    }
+
+    #[test]
+    fn refused_runs_are_split_into_their_datagrams_in_order() {
+        let mut pool = Pool::new(1 << 20, 0);
+        let mut slot = slot_with(&mut pool, &[3]);
+        let run = pool.alloc(64);
+        pool.bytes_mut(&run)[..8].copy_from_slice(b"aaabbbcc");
+        slot.queue.push_back(Queued {
+            buf: run,
+            len: 8,
+            events: 3,
+            segment: 3,
+        });
+        let tail = pool.alloc(4);
+        slot.queue.push_back(Queued::single(tail, 4));
+        R::split_runs(&mut slot, &mut pool);
+        let got: Vec<(u32, u32, Vec<u8>)> = slot
+            .queue
+            .iter()
+            .map(|q| {
+                (
+                    q.len,
+                    q.segment,
+                    pool.get(q.buf.index())[..q.len as usize].to_vec(),
+                )
+            })
+            .collect();
+        assert_eq!(got.len(), 5);
+        assert_eq!(
+            got[1..4],
+            [
+                (3, 0, b"aaa".to_vec()),
+                (3, 0, b"bbb".to_vec()),
+                (2, 0, b"cc".to_vec())
+            ]
+        );
+        assert_eq!((got[0].0, got[4].0), (3, 4), "the others stay, in place");
+        let events: u32 = slot.queue.iter().map(|q| q.events).sum();
+        assert_eq!(events, 5, "as many events as before");
     }
 
     #[test]

@@ -6,13 +6,19 @@
 //!
 //! So that a steady load allocates nothing, the pool starts with some small buffers (enough for
 //! a few batches) and, when a class runs out, grows it geometrically: it doubles the class's
-//! buffers at once (within `keep_bytes`) instead of adding one buffer per new in-flight event.
+//! buffers at once, four at least (within `keep_bytes`), instead of adding one buffer per new
+//! in-flight event.
 //! A load that only ever reaches peaks it reached before, or stays under twice the last one,
 //! allocates nothing more.
 
 /// Size classes: most events fit the first, events of about an MTU the second; the last holds
 /// the largest datagram. A snug class keeps more of the buffers in flight in the CPU's caches.
 const CLASSES: [usize; 4] = [512, 2048, 8192, crate::MAX_DATAGRAM];
+
+/// Buffers a class grows by at least: a few in flight at once is the rule (GSO runs of one
+/// batch, a coalesced datagram and the next), and growing one at a time would allocate for
+/// each new peak of one more.
+const MIN_GROWTH: usize = 4;
 
 /// A buffer's index in the pool. Not `Clone`: each handle is one reference.
 #[derive(Debug, PartialEq, Eq)]
@@ -65,8 +71,9 @@ impl Pool {
             .position(|&c| len <= c)
             .unwrap_or(CLASSES.len() - 1);
         if self.free[class].is_empty() {
-            // Double the class (at least one buffer, the one asked for, even beyond keep_bytes).
-            let added = self.grow(class, self.count[class].max(1));
+            // Double the class, by MIN_GROWTH at least (at least one buffer, the one asked for,
+            // even beyond keep_bytes).
+            let added = self.grow(class, self.count[class].max(MIN_GROWTH));
             if added == 0 {
                 let i = self.new_slot(class);
                 self.free[class].push(i);
@@ -143,8 +150,9 @@ impl Pool {
         self.release(BufRef(buf.0));
     }
 
-    /// Copies `src[..len]` into `dst` at `at` (coalescing several events into one datagram).
-    pub fn append(&mut self, dst: &BufRef, at: usize, src: &BufRef, len: usize) {
+    /// Copies `len` bytes of `src` from `from` into `dst` at `at` (coalescing events into one
+    /// datagram, or splitting a GSO run).
+    pub fn copy(&mut self, dst: &BufRef, at: usize, src: &BufRef, from: usize, len: usize) {
         let (d, s) = (dst.0 as usize, src.0 as usize);
         assert_ne!(d, s, "a buffer is not appended to itself");
         let (dst, src) = if d < s {
@@ -154,7 +162,7 @@ impl Pool {
             let (lo, hi) = self.slots.split_at_mut(d);
             (&mut hi[0].data, &lo[s].data)
         };
-        dst[at..at + len].copy_from_slice(&src[..len]);
+        dst[at..at + len].copy_from_slice(&src[from..from + len]);
     }
 
     /// The buffer behind an index held by a queued datagram.

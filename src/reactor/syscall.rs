@@ -7,7 +7,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
 
 use super::pool::Pool;
-use super::{gso_run, Round, SendBackend, GSO_REFUSED};
+use super::{next_message, Round, SendBackend, GSO_REFUSED};
 use crate::stats::Backend;
 use crate::sys::{self, EventFd, GsoControl};
 
@@ -15,8 +15,9 @@ pub(crate) struct SyscallBackend {
     msgs: Vec<libc::mmsghdr>,
     iovs: Vec<libc::iovec>,
     controls: Vec<GsoControl>,
-    /// Per message of the target being sent: its first item and how many it carries.
-    runs: Vec<(usize, usize)>,
+    /// Per message of the target being sent: its first item, how many it carries, and its
+    /// GSO segment size (0: none).
+    runs: Vec<(usize, usize, u16)>,
     /// Slots waiting to become writable, with their sockets.
     watched: Vec<(u32, RawFd)>,
     pollfds: Vec<libc::pollfd>,
@@ -63,21 +64,21 @@ impl SendBackend for SyscallBackend {
                     iov_len: data.len(),
                 };
             }
-            // One message per datagram, or per run of equal-size datagrams with GSO.
+            // One message per datagram, or per run of datagrams with GSO.
             self.runs.clear();
             let mut k = 0;
             while k < n {
-                let len = if rt.gso { gso_run(&items[k..]) } else { 1 };
-                self.runs.push((k, len));
-                k += len;
+                let m = next_message(&items[k..], rt.gso);
+                self.runs.push((k, m.items, m.segment));
+                k += m.items;
             }
-            for (m, &(start, len)) in self.runs.iter().enumerate() {
+            for (m, &(start, len, segment)) in self.runs.iter().enumerate() {
                 let msg = &mut self.msgs[m];
                 *msg = sys::empty_mmsghdr();
                 msg.msg_hdr.msg_iov = &mut self.iovs[start];
                 msg.msg_hdr.msg_iovlen = len;
-                if len > 1 {
-                    self.controls[m] = GsoControl::new(items[start].len as u16);
+                if segment != 0 {
+                    self.controls[m] = GsoControl::new(segment);
                     msg.msg_hdr.msg_control = (&mut self.controls[m] as *mut GsoControl).cast();
                     msg.msg_hdr.msg_controllen = std::mem::size_of::<GsoControl>();
                 }
@@ -88,7 +89,7 @@ impl SendBackend for SyscallBackend {
             while done < messages {
                 match sys::sendmmsg(rt.fd, &mut self.msgs[done..messages]) {
                     Ok(sent) => {
-                        for &(start, len) in &self.runs[done..done + sent] {
+                        for &(start, len, _) in &self.runs[done..done + sent] {
                             for i in start..start + len {
                                 outcomes[i] = items[i].len as i32;
                             }
@@ -101,8 +102,9 @@ impl SendBackend for SyscallBackend {
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     Err(e) => {
                         let errno = e.raw_os_error().unwrap_or(libc::EIO);
-                        let (start, len) = self.runs[done];
-                        outcomes[start] = if len > 1 && matches!(errno, libc::EINVAL | libc::EIO) {
+                        let (start, _, segment) = self.runs[done];
+                        let gso = segment != 0;
+                        outcomes[start] = if gso && matches!(errno, libc::EINVAL | libc::EIO) {
                             GSO_REFUSED
                         } else {
                             -errno

@@ -23,7 +23,7 @@ use std::time::Duration;
 use io_uring::{opcode, squeue, types, IoUring, Probe};
 
 use super::pool::Pool;
-use super::{gso_run, Round, SendBackend, GSO_REFUSED};
+use super::{next_message, Round, SendBackend, GSO_REFUSED};
 use crate::stats::Backend;
 use crate::sys::{self, EventFd, GsoControl};
 
@@ -46,10 +46,11 @@ pub(crate) struct UringBackend {
     controls: Vec<GsoControl>,
 }
 
-/// A send's `user_data`: the round index of its first datagram, and above `RUN_SHIFT` how many
-/// datagrams it carries (0 or 1: a plain SEND; more: a GSO SENDMSG).
+/// A send's `user_data`: the round index of its first item, above `RUN_SHIFT` how many items
+/// it carries, and [`GSO_MESSAGE`] for a GSO SENDMSG (otherwise it is a plain SEND).
 const RUN_SHIFT: u32 = 32;
 const INDEX_MASK: u64 = (1 << RUN_SHIFT) - 1;
+const GSO_MESSAGE: u64 = 1 << 60;
 
 /// The state of the polls that stay in flight between rounds.
 #[derive(Default)]
@@ -185,14 +186,16 @@ impl SendBackend for UringBackend {
                 let items = &round.items[rt.first as usize..(rt.first + rt.count) as usize];
                 // A GSO message's refusal must stop the chain like any failure: link rounds
                 // that may hold one (a superset: a run needs a next datagram no longer).
-                let gso = rt.gso && items.windows(2).any(|w| w[1].len <= w[0].len);
+                let gso = items.iter().any(|i| i.segment != 0)
+                    || rt.gso && items.windows(2).any(|w| w[1].len <= w[0].len);
                 let link = rt.linked || gso;
                 let mut k = 0;
                 while k < items.len() {
                     let index = rt.first as usize + k;
                     let fd = Self::fd(rt.slot, rt.fd);
-                    let run = if rt.gso { gso_run(&items[k..]) } else { 1 };
-                    let sqe = if run == 1 {
+                    let message = next_message(&items[k..], rt.gso);
+                    let run = message.items;
+                    let sqe = if message.segment == 0 {
                         let item = items[k];
                         let data = &pool.get(item.buf)[..item.len as usize];
                         let send = match fd {
@@ -212,7 +215,7 @@ impl SendBackend for UringBackend {
                                 iov_len: data.len(),
                             });
                         }
-                        self.controls.push(GsoControl::new(items[k].len as u16));
+                        self.controls.push(GsoControl::new(message.segment));
                         let mut msg = sys::empty_msghdr();
                         msg.msg_iov = &mut self.iovecs[iov_start];
                         msg.msg_iovlen = run;
@@ -227,7 +230,7 @@ impl SendBackend for UringBackend {
                             FdRef::Fixed(f) => opcode::SendMsg::new(f, msg),
                             FdRef::Raw(f) => opcode::SendMsg::new(f, msg),
                         };
-                        let user_data = index as u64 | ((run as u64) << RUN_SHIFT);
+                        let user_data = index as u64 | ((run as u64) << RUN_SHIFT) | GSO_MESSAGE;
                         send.flags(libc::MSG_DONTWAIT as u32)
                             .build()
                             .user_data(user_data)
@@ -274,16 +277,15 @@ impl SendBackend for UringBackend {
                 }
                 left -= 1;
                 let index = (user_data & INDEX_MASK) as usize;
-                let run = (user_data >> RUN_SHIFT) as usize;
+                let gso = user_data & GSO_MESSAGE != 0;
+                let run = ((user_data & !GSO_MESSAGE) >> RUN_SHIFT) as usize;
                 let res = cqe.result();
-                if run <= 1 {
-                    round.outcomes[index] = res;
-                } else if res >= 0 {
-                    // A UDP send is all or nothing: every datagram of the message went out.
+                if res >= 0 && run > 1 {
+                    // A UDP send is all or nothing: every item of the message went out.
                     for i in index..index + run {
                         round.outcomes[i] = round.items[i].len as i32;
                     }
-                } else if res == -libc::EINVAL || res == -libc::EIO {
+                } else if gso && (res == -libc::EINVAL || res == -libc::EIO) {
                     round.outcomes[index] = GSO_REFUSED;
                 } else {
                     round.outcomes[index] = res;
