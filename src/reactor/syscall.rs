@@ -84,7 +84,6 @@ impl SendBackend for SyscallBackend {
                 }
             }
             let messages = self.runs.len();
-            // A partial count means the next message would have failed: ask again for its error.
             let mut done = 0;
             while done < messages {
                 match sys::sendmmsg(rt.fd, &mut self.msgs[done..messages]) {
@@ -95,7 +94,14 @@ impl SendBackend for SyscallBackend {
                             }
                         }
                         done += sent;
-                        if sent == 0 {
+                        if done < messages {
+                            // The next message failed and its error is lost: almost always a
+                            // full receiver. Book it as one (it stays first in the queue; the
+                            // next round sends it or gets its error) rather than ask again:
+                            // that would cost a call, and the kernel a refused datagram, in
+                            // every round that fills a UNIX receiver.
+                            let (start, _, _) = self.runs[done];
+                            outcomes[start] = -libc::EAGAIN;
                             break;
                         }
                     }
