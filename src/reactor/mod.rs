@@ -591,27 +591,17 @@ impl<B: SendBackend> Reactor<B> {
                         OpenKind::Run { .. } => false,
                     });
                     if slot.open.is_some() && !fits {
-                        Self::seal(
-                            slot,
-                            slot_index,
-                            &mut self.pool,
-                            &mut self.active,
-                            self.queue_cap,
-                        );
+                        self.seal_at(slot_index);
                     }
                     match coalesce {
                         None => {
                             let q = Queued::single(self.pool.retain(buf), *len);
-                            Self::enqueue(
-                                slot,
-                                slot_index,
-                                q,
-                                &mut self.pool,
-                                &mut self.active,
-                                self.queue_cap,
-                            );
+                            self.enqueue_at(slot_index, q);
                         }
                         Some(c) => {
+                            let slot = self.slots[slot_index as usize]
+                                .as_mut()
+                                .expect("routed slots exist");
                             if slot.open.is_none() {
                                 slot.open = Some(Open {
                                     buf: self.pool.alloc(c.max_bytes()),
@@ -672,27 +662,9 @@ impl<B: SendBackend> Reactor<B> {
             self.add_to_run(slot_index, route.format, name, msg)
         } else {
             // An open run (GSO just turned off) goes first, in order.
-            Self::seal(
-                slot,
-                slot_index,
-                &mut self.pool,
-                &mut self.active,
-                self.queue_cap,
-            );
-            self.encode(route.format, name, msg, 1).map(|(buf, len)| {
-                let slot = self.slots[slot_index as usize]
-                    .as_mut()
-                    .expect("routed slots exist");
-                let q = Queued::single(buf, len);
-                Self::enqueue(
-                    slot,
-                    slot_index,
-                    q,
-                    &mut self.pool,
-                    &mut self.active,
-                    self.queue_cap,
-                );
-            })
+            self.seal_at(slot_index);
+            self.encode(route.format, name, msg, 1)
+                .map(|(buf, len)| self.enqueue_at(slot_index, Queued::single(buf, len)))
         };
         let slot = self.slots[slot_index as usize]
             .as_mut()
@@ -733,25 +705,13 @@ impl<B: SendBackend> Reactor<B> {
                     open.len += n as u32;
                     open.events += 1;
                     if n < segment as usize || open.events == max_events {
-                        Self::seal(
-                            slot,
-                            slot_index,
-                            &mut self.pool,
-                            &mut self.active,
-                            self.queue_cap,
-                        );
+                        self.seal_at(slot_index);
                     }
                     return Ok(());
                 }
             }
         }
-        Self::seal(
-            slot,
-            slot_index,
-            &mut self.pool,
-            &mut self.active,
-            self.queue_cap,
-        );
+        self.seal_at(slot_index);
         // A run's buffer has room for a full run, whatever the batch holds: its size then
         // depends on the event's size only, so a steady load reuses the same buffers.
         let copies = if self.batch_left > 0 {
@@ -765,20 +725,12 @@ impl<B: SendBackend> Reactor<B> {
         let max_events = (capacity / size)
             .min(GSO_MAX_BYTES / size)
             .min(GSO_MAX_SEGMENTS);
-        let slot = self.slots[slot_index as usize]
-            .as_mut()
-            .expect("routed slots exist");
         if max_events < 2 {
-            let q = Queued::single(buf, len);
-            Self::enqueue(
-                slot,
-                slot_index,
-                q,
-                &mut self.pool,
-                &mut self.active,
-                self.queue_cap,
-            );
+            self.enqueue_at(slot_index, Queued::single(buf, len));
         } else {
+            let slot = self.slots[slot_index as usize]
+                .as_mut()
+                .expect("routed slots exist");
             slot.open = Some(Open {
                 buf,
                 len,
@@ -854,11 +806,40 @@ impl<B: SendBackend> Reactor<B> {
         }
     }
 
-    /// Queues a slot's open coalesced datagram.
+    /// Queues a slot's open coalesced datagram or GSO run.
     fn seal(slot: &mut Slot, index: u32, pool: &mut Pool, active: &mut Vec<u32>, cap: usize) {
         if let Some(o) = slot.open.take() {
             Self::enqueue(slot, index, o.into(), pool, active, cap);
         }
+    }
+
+    /// [`enqueue`](Self::enqueue) for the slot at `index`.
+    fn enqueue_at(&mut self, index: u32, q: Queued) {
+        let slot = self.slots[index as usize]
+            .as_mut()
+            .expect("routed slots exist");
+        Self::enqueue(
+            slot,
+            index,
+            q,
+            &mut self.pool,
+            &mut self.active,
+            self.queue_cap,
+        );
+    }
+
+    /// [`seal`](Self::seal) for the slot at `index`.
+    fn seal_at(&mut self, index: u32) {
+        let slot = self.slots[index as usize]
+            .as_mut()
+            .expect("routed slots exist");
+        Self::seal(
+            slot,
+            index,
+            &mut self.pool,
+            &mut self.active,
+            self.queue_cap,
+        );
     }
 
     /// Queues the coalesced datagrams whose time is up, and the GSO runs (all of them when
