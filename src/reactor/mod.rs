@@ -1447,6 +1447,48 @@ mod tests {
         assert_eq!(m(&[], true), (0, 0));
     }
 
+    proptest::proptest! {
+        #[test]
+        fn messages_send_every_item_once_in_order_as_the_kernel_takes_them(
+            spec in proptest::collection::vec(
+                (proptest::sample::select(vec![10u32, 11, 12, 20, 30_000]), 0u32..4),
+                0..200,
+            ),
+            gso: bool,
+        ) {
+            // One in four items is a run of datagrams of half its length.
+            let round = items(
+                &spec
+                    .iter()
+                    .map(|&(len, kind)| (len, if kind == 0 { len / 2 } else { 0 }))
+                    .collect::<Vec<_>>(),
+            );
+            let mut k = 0;
+            while k < round.len() {
+                let m = next_message(&round[k..], gso);
+                let sent = &round[k..k + m.items];
+                proptest::prop_assert!(m.items >= 1);
+                if sent[0].segment != 0 {
+                    proptest::prop_assert_eq!((m.items, u32::from(m.segment)), (1, sent[0].segment));
+                } else if m.items > 1 {
+                    // A GSO message of datagrams: one size, the last may be shorter.
+                    proptest::prop_assert!(gso);
+                    proptest::prop_assert!(m.items <= GSO_MAX_SEGMENTS);
+                    let size = u32::from(m.segment);
+                    let (last, rest) = sent.split_last().unwrap();
+                    proptest::prop_assert!(rest.iter().all(|i| i.segment == 0 && i.len == size));
+                    proptest::prop_assert!(last.segment == 0 && last.len <= size);
+                    let bytes: u32 = sent.iter().map(|i| i.len).sum();
+                    proptest::prop_assert!(bytes as usize <= GSO_MAX_BYTES);
+                } else {
+                    proptest::prop_assert_eq!(m.segment, 0);
+                }
+                k += m.items;
+            }
+            proptest::prop_assert_eq!(k, round.len());
+        }
+    }
+
     #[test]
     fn refused_runs_are_split_into_their_datagrams_in_order() {
         let mut pool = Pool::new(1 << 20, 0);
