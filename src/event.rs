@@ -518,7 +518,7 @@ impl ExactSizeIterator for ParamsIter<'_> {}
 const INLINE: usize = 248;
 
 /// A byte vector that lives inline up to [`INLINE`] bytes, then moves to the heap once, into
-/// a buffer from [`recycle`](crate::recycle) that goes back there when dropped.
+/// a buffer from [`recycle`] that goes back there when dropped.
 // The inline variant is large on purpose: it is what keeps small events off the heap.
 #[allow(clippy::large_enum_variant)]
 enum PackedBytes {

@@ -81,7 +81,7 @@ impl FromStr for Format {
 /// (values that do need escaping, and decoded values, whose escapes nobody looked for).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Escapes {
-    /// The line format may write it quoted (see [`line`]).
+    /// The line format may write it quoted (see [`line`](mod@line)).
     pub line_quote: bool,
     /// A JSON string of it may have escapes (see [`jsonrpc`]).
     pub json_escape: bool,

@@ -7,7 +7,8 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
 
 use super::pool::Pool;
-use super::{next_message, Round, SendBackend, GSO_REFUSED};
+use super::round::{next_message, Round, GSO_REFUSED};
+use super::SendBackend;
 use crate::stats::Backend;
 use crate::sys::{self, EventFd, GsoControl};
 

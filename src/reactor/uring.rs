@@ -23,7 +23,8 @@ use std::time::Duration;
 use io_uring::{opcode, squeue, types, IoUring, Probe};
 
 use super::pool::Pool;
-use super::{next_message, Round, SendBackend, GSO_REFUSED};
+use super::round::{next_message, Round, GSO_REFUSED};
+use super::SendBackend;
 use crate::stats::Backend;
 use crate::sys::{self, EventFd, GsoControl};
 

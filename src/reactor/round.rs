@@ -1,0 +1,181 @@
+//! A send round: the datagrams the reactor hands the backend at once, per target, and how a
+//! target's datagrams are cut into messages (one datagram each, or a UDP GSO message).
+
+use std::os::fd::RawFd;
+
+/// A datagram in a round, or a GSO run of them: its buffer's index and length.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Item {
+    pub buf: u32,
+    pub len: u32,
+    /// For a run (see [`Queued::segment`](super::Queued::segment)): the size of its datagrams; 0 for one datagram.
+    pub segment: u32,
+}
+
+/// One target's part of a round: `items[first..first + count]`, sent on `fd`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RoundTarget {
+    pub slot: u32,
+    pub fd: RawFd,
+    pub first: u32,
+    pub count: u32,
+    /// Send runs of equal-size datagrams as one UDP GSO message (see [`next_message`]).
+    pub gso: bool,
+    /// The sends must form one chain that stops at the first failure (see `Slot::linked`).
+    pub linked: bool,
+}
+
+/// The outcome of an item that the kernel was never asked to send.
+pub(crate) const NOT_ATTEMPTED: i32 = -libc::ECANCELED;
+
+/// The outcome of the items of a GSO message that the kernel refused (`EINVAL`, `EIO`): they
+/// are sent again without GSO, which stays off for that socket.
+pub(crate) const GSO_REFUSED: i32 = i32::MIN;
+
+/// Segments in one GSO message (the kernel's `UDP_MAX_SEGMENTS` is 64 on older kernels).
+pub(super) const GSO_MAX_SEGMENTS: usize = 64;
+/// Bytes in one GSO message: a UDP payload's limit, with room for headers.
+pub(super) const GSO_MAX_BYTES: usize = 65_000;
+
+/// One `sendmsg` of a target's round: `items` items from the first given, and the UDP GSO
+/// segment size when it carries several datagrams (0: it is one datagram).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Message {
+    pub items: usize,
+    pub segment: u16,
+}
+
+/// The message that sends the start of `items`: a run alone (it is its own GSO message);
+/// with `gso`, consecutive datagrams of one size (the last may be shorter, as the kernel
+/// allows); otherwise one datagram.
+pub(crate) fn next_message(items: &[Item], gso: bool) -> Message {
+    let Some(first) = items.first() else {
+        return Message {
+            items: 0,
+            segment: 0,
+        };
+    };
+    if first.segment != 0 {
+        return Message {
+            items: 1,
+            segment: first.segment as u16,
+        };
+    }
+    let size = first.len as usize;
+    let mut n = 1;
+    let mut bytes = size;
+    while gso && n < items.len() && n < GSO_MAX_SEGMENTS {
+        let Item { len, segment, .. } = items[n];
+        let len = len as usize;
+        if segment != 0 || len > size || bytes + len > GSO_MAX_BYTES {
+            break;
+        }
+        bytes += len;
+        n += 1;
+        if len < size {
+            break;
+        }
+    }
+    Message {
+        items: n,
+        segment: if n > 1 { size as u16 } else { 0 },
+    }
+}
+
+/// One send round; vectors are reused, so rounds do not allocate.
+#[derive(Default)]
+pub(crate) struct Round {
+    pub items: Vec<Item>,
+    pub targets: Vec<RoundTarget>,
+    /// Per item: bytes sent, or `-errno`, or [`NOT_ATTEMPTED`].
+    pub outcomes: Vec<i32>,
+}
+
+impl Round {
+    pub(super) fn clear(&mut self) {
+        self.items.clear();
+        self.targets.clear();
+        self.outcomes.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn items(spec: &[(u32, u32)]) -> Vec<Item> {
+        spec.iter()
+            .map(|&(len, segment)| Item {
+                buf: 0,
+                len,
+                segment,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_message_is_a_run_alone_or_equal_size_datagrams_with_gso() {
+        let m = |items: &[Item], gso| {
+            let m = next_message(items, gso);
+            (m.items, m.segment)
+        };
+        // Equal sizes, the last may be shorter, then it ends; a longer one starts anew.
+        let round = items(&[(10, 0), (10, 0), (9, 0), (9, 0)]);
+        assert_eq!(m(&round, true), (3, 10));
+        assert_eq!(m(&round[2..], true), (2, 9));
+        assert_eq!(m(&items(&[(9, 0), (10, 0)]), true), (1, 0));
+        assert_eq!(m(&round, false), (1, 0), "without GSO, one datagram each");
+        // A run is its own message, GSO on or off (it was made while it was on); datagrams
+        // before it do not join it.
+        let round = items(&[(100, 50), (50, 0)]);
+        assert_eq!(m(&round, true), (1, 50));
+        assert_eq!(m(&round, false), (1, 50));
+        assert_eq!(m(&items(&[(50, 0), (100, 50)]), true), (1, 0));
+        // At most 64 segments, and what fits in one UDP payload.
+        assert_eq!(m(&items(&[(10, 0); 100]), true), (64, 10));
+        assert_eq!(m(&items(&[(30_000, 0); 3]), true), (2, 30_000));
+        assert_eq!(m(&[], true), (0, 0));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn messages_send_every_item_once_in_order_as_the_kernel_takes_them(
+            spec in proptest::collection::vec(
+                (proptest::sample::select(vec![10u32, 11, 12, 20, 30_000]), 0u32..4),
+                0..200,
+            ),
+            gso: bool,
+        ) {
+            // One in four items is a run of datagrams of half its length.
+            let round = items(
+                &spec
+                    .iter()
+                    .map(|&(len, kind)| (len, if kind == 0 { len / 2 } else { 0 }))
+                    .collect::<Vec<_>>(),
+            );
+            let mut k = 0;
+            while k < round.len() {
+                let m = next_message(&round[k..], gso);
+                let sent = &round[k..k + m.items];
+                proptest::prop_assert!(m.items >= 1);
+                if sent[0].segment != 0 {
+                    proptest::prop_assert_eq!((m.items, u32::from(m.segment)), (1, sent[0].segment));
+                } else if m.items > 1 {
+                    // A GSO message of datagrams: one size, the last may be shorter.
+                    proptest::prop_assert!(gso);
+                    proptest::prop_assert!(m.items <= GSO_MAX_SEGMENTS);
+                    let size = u32::from(m.segment);
+                    let (last, rest) = sent.split_last().unwrap();
+                    proptest::prop_assert!(rest.iter().all(|i| i.segment == 0 && i.len == size));
+                    proptest::prop_assert!(last.segment == 0 && last.len <= size);
+                    let bytes: u32 = sent.iter().map(|i| i.len).sum();
+                    proptest::prop_assert!(bytes as usize <= GSO_MAX_BYTES);
+                } else {
+                    proptest::prop_assert_eq!(m.segment, 0);
+                }
+                k += m.items;
+            }
+            proptest::prop_assert_eq!(k, round.len());
+        }
+    }
+}

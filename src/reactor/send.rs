@@ -1,0 +1,331 @@
+//! Sending: one round of the head of every ready queue through the backend, then each
+//! target's outcomes booked in order (sent, failed, or kept for a retry).
+
+use std::io;
+use std::os::fd::AsRawFd;
+use std::time::Instant;
+
+use super::pool::Pool;
+use super::round::{Item, RoundTarget, GSO_REFUSED, NOT_ATTEMPTED};
+use super::socket::SendFailure;
+use super::{log_limited, Conn, Queued, Reactor, SendBackend, Slot, MIN_WINDOW, RECONNECT_MIN};
+
+impl<B: SendBackend> Reactor<B> {
+    /// Sends the head of every active queue, then books the outcomes.
+    pub(super) fn send_round(&mut self) {
+        self.round.clear();
+        let mut active = std::mem::take(&mut self.active);
+        let mut budget = self.round_budget;
+        let mut served = 0;
+        for &slot_index in &active {
+            if budget == 0 {
+                break;
+            }
+            served += 1;
+            let slot = self.slots[slot_index as usize]
+                .as_ref()
+                .expect("active slots exist");
+            let Conn::Up(sock) = &slot.conn else { continue };
+            let count = slot.queue.len().min(slot.window as usize).min(budget);
+            if count == 0 {
+                continue;
+            }
+            budget -= count;
+            self.round.targets.push(RoundTarget {
+                slot: slot_index,
+                fd: sock.as_raw_fd(),
+                first: self.round.items.len() as u32,
+                count: count as u32,
+                gso: slot.gso,
+                linked: slot.linked,
+            });
+            for q in slot.queue.iter().take(count) {
+                self.round.items.push(Item {
+                    buf: q.buf.index(),
+                    len: q.len,
+                    segment: q.segment,
+                });
+            }
+        }
+        self.round
+            .outcomes
+            .resize(self.round.items.len(), NOT_ATTEMPTED);
+        self.backend.send_round(&self.pool, &mut self.round);
+        for t in 0..self.round.targets.len() {
+            let rt = self.round.targets[t];
+            self.book(rt);
+        }
+        // Keep in the active list only slots that still have something to send now, those left
+        // out of this round (out of budget) first, so that every target gets its turn.
+        active.rotate_left(served);
+        active.retain(|&i| {
+            let slot = self.slots[i as usize].as_mut().expect("active slots exist");
+            let keep = !slot.queue.is_empty() && !slot.blocked && matches!(slot.conn, Conn::Up(_));
+            slot.active = keep;
+            keep
+        });
+        self.active = active;
+    }
+
+    /// Applies one target's outcomes, in order.
+    fn book(&mut self, rt: RoundTarget) {
+        let slot = self.slots[rt.slot as usize]
+            .as_mut()
+            .expect("round slots exist");
+        if self.round.outcomes[(rt.first + rt.count - 1) as usize] >= 0 {
+            // Everything went out: the receiver is not full.
+            slot.full.took_all();
+            if rt.count == slot.window {
+                // The whole window: open it up again.
+                slot.window = (slot.window * 2).min(self.max_per_target as u32);
+            }
+        }
+        let first = rt.first as usize;
+        for k in 0..rt.count as usize {
+            let outcome = self.round.outcomes[first + k];
+            if outcome == NOT_ATTEMPTED {
+                break;
+            }
+            let front_len = slot.queue.front().expect("round items are queued").len;
+            if outcome >= 0 && outcome as u32 == front_len {
+                let q = slot.queue.pop_front().expect("checked above");
+                slot.counters.sent += u64::from(q.events);
+                slot.counters.datagrams += q.datagrams();
+                slot.counters.bytes += u64::from(q.len);
+                self.pool.release(q.buf);
+                continue;
+            }
+            if outcome == GSO_REFUSED {
+                // This socket's path does not take GSO (e.g. segments over its MTU): go on
+                // without it; the datagrams stay queued, in order, for the next round.
+                slot.gso = false;
+                slot.counters.gso_refused += 1;
+                let rest = &self.round.outcomes[first + k + 1..first + rt.count as usize];
+                Self::settle_rest(slot, &mut self.pool, rest);
+                Self::split_runs(slot, &mut self.pool);
+                break;
+            }
+            let failure = if outcome >= 0 {
+                SendFailure::Other
+            } else {
+                SendFailure::of(-outcome)
+            };
+            if failure == SendFailure::WouldBlock {
+                // What fit before the receiver filled up is about what fits next time: do not
+                // submit sends that are sure to be refused.
+                slot.window = (k as u32 + 1).max(MIN_WINDOW);
+                slot.linked = true;
+                // While retrying, the slot stays active: the next round tries again.
+                if !slot.full.refused(k > 0, Instant::now()) {
+                    slot.blocked = true;
+                    self.blocked += 1;
+                    if let Conn::Up(sock) = &slot.conn {
+                        self.backend.watch_writable(rt.slot, sock.as_raw_fd());
+                    }
+                }
+                let rest = &self.round.outcomes[first + k + 1..first + rt.count as usize];
+                Self::settle_rest(slot, &mut self.pool, rest);
+                break;
+            }
+            let q = slot.queue.pop_front().expect("checked above");
+            self.pool.release(q.buf);
+            let events = u64::from(q.events);
+            match failure {
+                SendFailure::Unreachable => slot.counters.failed_unreachable += events,
+                SendFailure::Oversize => slot.counters.failed_oversize += events,
+                _ => slot.counters.failed_other += events,
+            }
+            let err = if outcome >= 0 {
+                io::Error::other(format!("short send: {outcome} of {front_len} bytes"))
+            } else {
+                io::Error::from_raw_os_error(-outcome)
+            };
+            log_limited(&mut slot.last_log, &slot.target, &err);
+            let unix = matches!(&slot.conn, Conn::Up(s) if s.is_unix());
+            if failure == SendFailure::Unreachable && unix {
+                // The receiver is gone: a connected UNIX socket stays refused until reconnected.
+                Self::take_down(
+                    &mut self.backend,
+                    &mut self.pool,
+                    rt.slot,
+                    slot,
+                    RECONNECT_MIN,
+                );
+                self.next_retry = self.next_reconnect();
+                break;
+            }
+        }
+    }
+
+    /// After a round stopped at the front datagram (kept for a retry), books what the round
+    /// still did with the datagrams behind it (`rest`, their outcomes in queue order). In a
+    /// chain, nothing: they were cancelled. Unlinked, some may have gone out or failed anyway:
+    /// they leave the queue, counted, so that nothing is sent twice.
+    fn settle_rest(slot: &mut Slot, pool: &mut Pool, rest: &[i32]) {
+        if rest.iter().all(|&o| o == NOT_ATTEMPTED) {
+            return;
+        }
+        let Slot {
+            queue, counters, ..
+        } = slot;
+        let mut pos = 0usize;
+        queue.retain(|q| {
+            pos += 1;
+            // Position 1 is the front, kept; then the rest of the round; then later datagrams.
+            let Some(&outcome) = pos.checked_sub(2).and_then(|i| rest.get(i)) else {
+                return true;
+            };
+            let failure = (outcome < 0).then(|| SendFailure::of(-outcome));
+            if outcome == NOT_ATTEMPTED
+                || outcome == GSO_REFUSED
+                || failure == Some(SendFailure::WouldBlock)
+            {
+                return true;
+            }
+            let events = u64::from(q.events);
+            match failure {
+                None if outcome as u32 == q.len => {
+                    counters.sent += events;
+                    counters.datagrams += q.datagrams();
+                    counters.bytes += u64::from(q.len);
+                }
+                Some(SendFailure::Unreachable) => counters.failed_unreachable += events,
+                Some(SendFailure::Oversize) => counters.failed_oversize += events,
+                _ => counters.failed_other += events,
+            }
+            pool.release_in_place(&q.buf);
+            false
+        });
+    }
+
+    /// Replaces each GSO run queued for a slot by its datagrams, one by one, in order (the
+    /// slot's socket refused GSO). Rare enough to copy and allocate.
+    fn split_runs(slot: &mut Slot, pool: &mut Pool) {
+        if slot.queue.iter().all(|q| q.segment == 0) {
+            return;
+        }
+        for q in std::mem::take(&mut slot.queue).drain() {
+            if q.segment == 0 {
+                slot.queue.push_back(q);
+                continue;
+            }
+            let mut at = 0;
+            while at < q.len {
+                let len = q.segment.min(q.len - at);
+                let buf = pool.alloc(len as usize);
+                pool.copy(&buf, 0, &q.buf, at as usize, len as usize);
+                slot.queue.push_back(Queued::single(buf, len));
+                at += len;
+            }
+            pool.release(q.buf);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reactor::{outbox::Outbox, retry::FullReceiver, syscall::SyscallBackend};
+    use crate::stats::TargetCounters;
+
+    fn slot_with(pool: &mut Pool, lens: &[u32]) -> Slot {
+        let mut slot = Slot {
+            target: "udp:127.0.0.1:9".parse().unwrap(),
+            conn: Conn::Down {
+                retry_at: Instant::now(),
+                backoff: RECONNECT_MIN,
+            },
+            queue: Outbox::default(),
+            blocked: false,
+            active: false,
+            referenced: true,
+            gso: false,
+            open: None,
+            linked: false,
+            window: MIN_WINDOW,
+            counters: TargetCounters::default(),
+            last_log: None,
+            full: FullReceiver::default(),
+        };
+        for &len in lens {
+            let buf = pool.alloc(len as usize);
+            slot.queue.push_back(Queued::single(buf, len));
+        }
+        slot
+    }
+
+    fn lens(slot: &Slot) -> Vec<u32> {
+        slot.queue.iter().map(|q| q.len).collect()
+    }
+
+    type R = Reactor<SyscallBackend>;
+
+    #[test]
+    fn after_an_unlinked_stop_what_went_out_anyway_leaves_the_queue_counted_once() {
+        let mut pool = Pool::new(1 << 20, 0);
+        let mut slot = slot_with(&mut pool, &[10, 11, 12, 13, 14, 15]);
+        // The round held 10..=14; 10 met EAGAIN (the front, kept); behind it 11 went out,
+        // 12 met EAGAIN, 13 was refused, 14 went out. 15 was not in the round.
+        let rest = [11, -libc::EAGAIN, -libc::ECONNREFUSED, 14];
+        R::settle_rest(&mut slot, &mut pool, &rest);
+        assert_eq!(
+            lens(&slot),
+            [10, 12, 15],
+            "kept for a retry, in order; nothing sent twice"
+        );
+        let c = slot.counters;
+        assert_eq!(
+            (c.sent, c.datagrams, c.bytes, c.failed_unreachable),
+            (2, 2, 25, 1)
+        );
+    }
+
+    #[test]
+    fn refused_runs_are_split_into_their_datagrams_in_order() {
+        let mut pool = Pool::new(1 << 20, 0);
+        let mut slot = slot_with(&mut pool, &[3]);
+        let run = pool.alloc(64);
+        pool.bytes_mut(&run)[..8].copy_from_slice(b"aaabbbcc");
+        slot.queue.push_back(Queued {
+            buf: run,
+            len: 8,
+            events: 3,
+            segment: 3,
+        });
+        let tail = pool.alloc(4);
+        slot.queue.push_back(Queued::single(tail, 4));
+        R::split_runs(&mut slot, &mut pool);
+        let got: Vec<(u32, u32, Vec<u8>)> = slot
+            .queue
+            .iter()
+            .map(|q| {
+                (
+                    q.len,
+                    q.segment,
+                    pool.get(q.buf.index())[..q.len as usize].to_vec(),
+                )
+            })
+            .collect();
+        assert_eq!(got.len(), 5);
+        assert_eq!(
+            got[1..4],
+            [
+                (3, 0, b"aaa".to_vec()),
+                (3, 0, b"bbb".to_vec()),
+                (2, 0, b"cc".to_vec())
+            ]
+        );
+        assert_eq!((got[0].0, got[4].0), (3, 4), "the others stay, in place");
+        let events: u32 = slot.queue.iter().map(|q| q.events).sum();
+        assert_eq!(events, 5, "as many events as before");
+    }
+
+    #[test]
+    fn after_a_stop_in_a_chain_the_cancelled_rest_stays_queued() {
+        let mut pool = Pool::new(1 << 20, 0);
+        let mut slot = slot_with(&mut pool, &[10, 11, 12]);
+        R::settle_rest(&mut slot, &mut pool, &[NOT_ATTEMPTED, NOT_ATTEMPTED]);
+        assert_eq!(lens(&slot), [10, 11, 12]);
+        assert_eq!(slot.counters, TargetCounters::default());
+    }
+}
