@@ -72,3 +72,33 @@ impl Outbox {
         self.entries.drain(..)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reactor::pool::Pool;
+
+    #[test]
+    fn a_run_counts_as_its_datagrams_however_it_leaves() {
+        let mut pool = Pool::new(1 << 20, 0);
+        let mut outbox = Outbox::default();
+        let run = |pool: &mut Pool, events| Queued {
+            buf: pool.alloc(64),
+            len: 10 * events,
+            events,
+            segment: 10,
+        };
+        outbox.push_back(Queued::single(pool.alloc(10), 10));
+        outbox.push_back(run(&mut pool, 5));
+        outbox.push_back(run(&mut pool, 3));
+        outbox.push_back(Queued::single(pool.alloc(10), 10));
+        assert_eq!((outbox.len(), outbox.datagrams()), (4, 10));
+        let q = outbox.pop_front().unwrap();
+        pool.release(q.buf);
+        assert_eq!((outbox.len(), outbox.datagrams()), (3, 9));
+        outbox.retain(|q| q.events != 5);
+        assert_eq!((outbox.len(), outbox.datagrams()), (2, 4));
+        assert_eq!(outbox.drain().count(), 2);
+        assert_eq!((outbox.len(), outbox.datagrams()), (0, 0));
+    }
+}
