@@ -58,8 +58,8 @@ pub(crate) trait SendBackend {
 
     /// Sends every target's datagrams of `round`, in order per target, and fills
     /// `round.outcomes`. A linked target's sends stop at its first failure (the rest are
-    /// [`NOT_ATTEMPTED`](round::NOT_ATTEMPTED)). Must not return while the kernel may still read a datagram's buffer:
-    /// the buffers are borrowed from `pool` only for this call.
+    /// [`NOT_ATTEMPTED`](round::NOT_ATTEMPTED)). Must not return while the kernel may still
+    /// read a datagram's buffer: the buffers are borrowed from `pool` only for this call.
     fn send_round(&mut self, pool: &Pool, round: &mut Round);
 
     /// Tells the backend to report `slot` as ready once its socket is writable again.

@@ -8,7 +8,8 @@ use std::os::fd::RawFd;
 pub(crate) struct Item {
     pub buf: u32,
     pub len: u32,
-    /// For a run (see [`Queued::segment`](super::Queued::segment)): the size of its datagrams; 0 for one datagram.
+    /// For a run (see [`Queued::segment`](super::Queued::segment)): the size of its
+    /// datagrams; 0 for one datagram.
     pub segment: u32,
 }
 
@@ -159,7 +160,8 @@ mod tests {
                 let sent = &round[k..k + m.items];
                 proptest::prop_assert!(m.items >= 1);
                 if sent[0].segment != 0 {
-                    proptest::prop_assert_eq!((m.items, u32::from(m.segment)), (1, sent[0].segment));
+                    let got = (m.items, u32::from(m.segment));
+                    proptest::prop_assert_eq!(got, (1, sent[0].segment));
                 } else if m.items > 1 {
                     // A GSO message of datagrams: one size, the last may be shorter.
                     proptest::prop_assert!(gso);
