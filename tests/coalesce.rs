@@ -202,3 +202,60 @@ fn coalescing_bounds_are_checked() {
         .to_string();
     assert!(err.contains("1 to 65457"), "{err}");
 }
+
+/// One UDP target subscribed to two events, one coalesced and one not: with GSO, the first
+/// fills open datagrams and the second runs of datagrams, both straight from the raise. Each
+/// kind must go out before the other takes over, so the target gets every event in the order
+/// raised.
+#[test]
+fn gso_runs_and_coalesced_datagrams_to_one_target_keep_the_order_raised() {
+    for backend in backends() {
+        let r = Receiver::udp();
+        let d = Dispatcher::start(DispatcherConfig {
+            backend,
+            udp_gso: true,
+            ..Default::default()
+        })
+        .unwrap();
+        let plain = d.publish("E_PLAIN").unwrap();
+        let packed = d.publish("E_PACKED").unwrap();
+        d.subscribe(plain, r.target.clone(), Expiry::Never).unwrap();
+        let options = SubscriptionOptions {
+            format: Format::Line,
+            coalesce: Some(Coalesce::new(1_400, Duration::from_millis(1)).unwrap()),
+        };
+        d.subscribe_with(packed, r.target.clone(), Expiry::Never, options)
+            .unwrap();
+        // Stretches of each kind, of varying lengths, so that both the runs and the open
+        // datagrams are cut short by the other kind.
+        let kinds: Vec<bool> = (0..2_000).map(|i| (i / (3 + i % 7)) % 2 == 0).collect();
+        let name = |coalesced: bool| if coalesced { "E_PACKED" } else { "E_PLAIN" };
+        for window in (0..kinds.len()).step_by(200) {
+            for (i, &coalesced) in kinds.iter().enumerate().skip(window).take(200) {
+                let event = if coalesced { packed } else { plain };
+                d.raise(event, params(i, 20)).unwrap();
+            }
+            let arrived = wait_until(LIMIT, || events_in(&r).len() >= window + 200);
+            assert!(
+                arrived,
+                "{backend:?}: {} of {}",
+                events_in(&r).len(),
+                window + 200
+            );
+        }
+        let stats = d.shutdown();
+        let expected: Vec<Event> = kinds
+            .iter()
+            .enumerate()
+            .map(|(i, &coalesced)| {
+                let name = event_datagram::EventName::new(name(coalesced)).unwrap();
+                Event::from_parts(name, params(i, 20))
+            })
+            .collect();
+        assert!(events_in(&r) == expected, "{backend:?}: events differ");
+        let c = stats.target(&r.target).unwrap();
+        assert_eq!((c.raised, c.sent), (2_000, 2_000), "{c:?}");
+        assert_eq!(c.datagrams, r.datagrams().len() as u64, "{c:?}");
+        assert!(c.is_balanced());
+    }
+}
