@@ -195,7 +195,7 @@ struct Slot {
 }
 
 impl Slot {
-    /// Empties the queue and the open coalesced datagram, releasing their buffers; returns how
+    /// Empties the queue and the open datagram or run, releasing their buffers; returns how
     /// many events they held (for the caller to count as failed or dropped).
     fn empty(&mut self, pool: &mut Pool) -> u64 {
         let open = self.open.take().map(Queued::from);
@@ -243,7 +243,7 @@ pub(crate) struct Reactor<B: SendBackend> {
     round_budget: usize,
     /// UDP GSO is on in the configuration and the kernel supports it.
     gso: bool,
-    /// Slots with an open coalesced datagram.
+    /// Slots with an open coalesced datagram or GSO run.
     open_slots: Vec<u32>,
     /// When the current batch was taken (coalescing deadlines count from it).
     batch_time: Instant,
