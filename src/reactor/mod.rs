@@ -43,7 +43,7 @@ use outbox::Outbox;
 use pool::{BufRef, Pool};
 use retry::FullReceiver;
 use round::Round;
-use socket::Socket;
+use socket::{SendFailure, Socket};
 
 /// The kernel-facing half of the reactor. Two implementations: io_uring and `sendmmsg`.
 pub(crate) trait SendBackend {
@@ -110,6 +110,23 @@ impl Queued {
             1
         } else {
             u64::from(self.events)
+        }
+    }
+
+    /// Counts it as sent: its events, datagrams and bytes.
+    fn count_sent(&self, counters: &mut TargetCounters) {
+        counters.sent += u64::from(self.events);
+        counters.datagrams += self.datagrams();
+        counters.bytes += u64::from(self.len);
+    }
+
+    /// Counts its events as failed for `failure`.
+    fn count_failed(&self, counters: &mut TargetCounters, failure: SendFailure) {
+        let events = u64::from(self.events);
+        match failure {
+            SendFailure::Unreachable => counters.failed_unreachable += events,
+            SendFailure::Oversize => counters.failed_oversize += events,
+            _ => counters.failed_other += events,
         }
     }
 }

@@ -10,7 +10,8 @@ use super::{log_limited, Conn, Open, OpenKind, Queued, Reactor, SendBackend, Slo
 use crate::encode::{Format, MAX_DATAGRAM};
 use crate::error::EncodeError;
 use crate::publisher::Raised;
-use crate::registry::Snapshot;
+use crate::registry::{Route, Snapshot};
+use crate::EventName;
 
 impl<B: SendBackend> Reactor<B> {
     /// Encodes `msg` once per format its live subscribers use and queues it for each.
@@ -104,29 +105,34 @@ impl<B: SendBackend> Reactor<B> {
         }
     }
 
+    /// The slot of an event's only subscriber, if the fast paths may take the event: the
+    /// subscription is live, and its target connected with room in its queue.
+    fn sole_slot(&self, route: &Route, now: Duration) -> Option<u32> {
+        if !route.is_live(now) {
+            return None;
+        }
+        let slot_index = self.route_slots[route.target as usize];
+        let slot = self.slots[slot_index as usize].as_ref()?;
+        let ready = matches!(slot.conn, Conn::Up(_)) && slot.queue.datagrams() < self.queue_cap;
+        ready.then_some(slot_index)
+    }
+
     /// The common case without coalescing: the event's only subscriber is live, connected,
     /// and has room. Its buffer goes to that queue as it is, with no second reference to count
     /// and release; or, for a UDP target with GSO, the event joins a run (see
     /// [`add_to_run`](Self::add_to_run)). Returns false, having changed nothing, when that is
     /// not the case: [`route`](Self::route) then does it all.
-    fn route_one(
-        &mut self,
-        route: &crate::registry::Route,
-        name: &crate::EventName,
-        msg: &Raised,
-        now: Duration,
-    ) -> bool {
-        if route.coalesce.is_some() || !route.is_live(now) {
+    fn route_one(&mut self, route: &Route, name: &EventName, msg: &Raised, now: Duration) -> bool {
+        if route.coalesce.is_some() {
             return false;
         }
-        let slot_index = self.route_slots[route.target as usize];
+        let Some(slot_index) = self.sole_slot(route, now) else {
+            return false;
+        };
         let slot = self.slots[slot_index as usize]
             .as_mut()
             .expect("routed slots exist");
-        if !matches!(slot.conn, Conn::Up(_))
-            || slot.open.as_ref().is_some_and(|o| !o.is_run())
-            || slot.queue.datagrams() >= self.queue_cap
-        {
+        if slot.open.as_ref().is_some_and(|o| !o.is_run()) {
             return false;
         }
         let routed = if slot.gso {
@@ -157,7 +163,7 @@ impl<B: SendBackend> Reactor<B> {
         &mut self,
         slot_index: u32,
         format: Format,
-        name: &crate::EventName,
+        name: &EventName,
         msg: &Raised,
     ) -> Result<(), EncodeError> {
         let slot = self.slots[slot_index as usize]
@@ -223,21 +229,20 @@ impl<B: SendBackend> Reactor<B> {
     /// that is not the case or the event does not fit: [`route`](Self::route) then does it all.
     fn append_to_open(
         &mut self,
-        route: &crate::registry::Route,
-        name: &crate::EventName,
+        route: &Route,
+        name: &EventName,
         msg: &Raised,
         now: Duration,
     ) -> bool {
-        let Some(coalesce) = route.coalesce.filter(|_| route.is_live(now)) else {
+        let Some(coalesce) = route.coalesce else {
             return false;
         };
-        let slot_index = self.route_slots[route.target as usize];
-        let Some(slot) = self.slots[slot_index as usize].as_mut() else {
+        let Some(slot_index) = self.sole_slot(route, now) else {
             return false;
         };
-        if !matches!(slot.conn, Conn::Up(_)) || slot.queue.datagrams() >= self.queue_cap {
-            return false;
-        }
+        let slot = self.slots[slot_index as usize]
+            .as_mut()
+            .expect("routed slots exist");
         let Some(open) = slot.open.as_mut().filter(|o| o.format == route.format) else {
             return false;
         };
@@ -348,7 +353,7 @@ impl<B: SendBackend> Reactor<B> {
     fn encode(
         &mut self,
         format: Format,
-        name: &crate::EventName,
+        name: &EventName,
         msg: &Raised,
         copies: usize,
     ) -> Result<(BufRef, u32), EncodeError> {

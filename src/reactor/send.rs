@@ -89,9 +89,7 @@ impl<B: SendBackend> Reactor<B> {
             let front_len = slot.queue.front().expect("round items are queued").len;
             if outcome >= 0 && outcome as u32 == front_len {
                 let q = slot.queue.pop_front().expect("checked above");
-                slot.counters.sent += u64::from(q.events);
-                slot.counters.datagrams += q.datagrams();
-                slot.counters.bytes += u64::from(q.len);
+                q.count_sent(&mut slot.counters);
                 self.pool.release(q.buf);
                 continue;
             }
@@ -128,13 +126,8 @@ impl<B: SendBackend> Reactor<B> {
                 break;
             }
             let q = slot.queue.pop_front().expect("checked above");
+            q.count_failed(&mut slot.counters, failure);
             self.pool.release(q.buf);
-            let events = u64::from(q.events);
-            match failure {
-                SendFailure::Unreachable => slot.counters.failed_unreachable += events,
-                SendFailure::Oversize => slot.counters.failed_oversize += events,
-                _ => slot.counters.failed_other += events,
-            }
             let err = if outcome >= 0 {
                 io::Error::other(format!("short send: {outcome} of {front_len} bytes"))
             } else {
@@ -182,16 +175,11 @@ impl<B: SendBackend> Reactor<B> {
             {
                 return true;
             }
-            let events = u64::from(q.events);
             match failure {
-                None if outcome as u32 == q.len => {
-                    counters.sent += events;
-                    counters.datagrams += q.datagrams();
-                    counters.bytes += u64::from(q.len);
-                }
-                Some(SendFailure::Unreachable) => counters.failed_unreachable += events,
-                Some(SendFailure::Oversize) => counters.failed_oversize += events,
-                _ => counters.failed_other += events,
+                None if outcome as u32 == q.len => q.count_sent(counters),
+                // A short send.
+                None => q.count_failed(counters, SendFailure::Other),
+                Some(failure) => q.count_failed(counters, failure),
             }
             pool.release_in_place(&q.buf);
             false
