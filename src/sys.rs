@@ -1,4 +1,4 @@
-//! The few system calls std does not wrap: eventfd, sendmmsg, poll.
+//! The few system calls std does not wrap: eventfd, sendmmsg, poll, setsockopt.
 #![allow(unsafe_code)]
 
 use std::fs::File;
@@ -115,21 +115,33 @@ impl GsoControl {
 
 /// True when the kernel takes `UDP_SEGMENT` on UDP sockets (Linux 4.18+).
 pub(crate) fn udp_gso_supported() -> bool {
-    let Ok(sock) = std::net::UdpSocket::bind("127.0.0.1:0") else {
-        return false;
-    };
-    let value: libc::c_int = 1400;
-    // SAFETY: `value` is a live c_int and its exact size is passed; the fd is open.
+    std::net::UdpSocket::bind("127.0.0.1:0").is_ok_and(|sock| {
+        set_int_option(sock.as_raw_fd(), libc::SOL_UDP, UDP_SEGMENT, 1400).is_ok()
+    })
+}
+
+/// `setsockopt(fd, level, name, &value)` for an `int` option.
+pub(crate) fn set_int_option(
+    fd: RawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
+    // SAFETY: `value` is a live c_int and its exact size is passed; the kernel only reads it.
     let rc = unsafe {
         libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_UDP,
-            UDP_SEGMENT,
+            fd,
+            level,
+            name,
             (&value as *const libc::c_int).cast(),
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         )
     };
-    rc == 0
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 /// A zeroed `msghdr`.

@@ -9,7 +9,16 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixDatagram;
 
+use crate::sys;
 use crate::target::Target;
+
+/// The send buffer asked for a UNIX socket. A UNIX datagram stays charged to its sender until
+/// the receiver reads it, and the socket polls writable only while at most a quarter of the
+/// buffer is in use. With the default 208 KiB, one 64 KB datagram in flight makes it
+/// unwritable and the fourth is refused, so a fast receiver of large events waited on every
+/// few. 4 MiB lets the receiver's whole queue (`net.unix.max_dgram_qlen`, 10 by default) fill
+/// with the largest datagrams (the kernel caps it at `net.core.wmem_max`).
+const UNIX_SEND_BUFFER: libc::c_int = 4 << 20;
 
 /// A sending socket, connected to its target and non-blocking.
 #[derive(Debug)]
@@ -38,6 +47,13 @@ impl Socket {
                     .unix_socket_addr()
                     .expect("a UNIX target has a UNIX address")?;
                 let sock = UnixDatagram::unbound()?;
+                // Best effort: a smaller buffer only sends large datagrams more slowly.
+                let _ = sys::set_int_option(
+                    sock.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_SNDBUF,
+                    UNIX_SEND_BUFFER,
+                );
                 sock.connect_addr(&addr)?;
                 sock.set_nonblocking(true)?;
                 Ok(Socket::Unix(sock))
@@ -86,5 +102,41 @@ impl SendFailure {
             libc::EMSGSIZE => SendFailure::Oversize,
             _ => SendFailure::Other,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Sends `len`-byte datagrams on `sock` until the kernel refuses one; returns how many.
+    fn sent_until_full(sock: &UnixDatagram, len: usize) -> usize {
+        let datagram = vec![b'x'; len];
+        (0..64).take_while(|_| sock.send(&datagram).is_ok()).count()
+    }
+
+    #[test]
+    fn a_unix_socket_keeps_more_large_datagrams_in_flight_than_the_default() {
+        let dir = std::env::temp_dir().join(format!("evdgram-socket-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let (ours, plain) = (dir.join("ours"), dir.join("plain"));
+        // Receivers that never read: what is in flight stays charged to the senders.
+        let _rx = [&ours, &plain].map(|p| UnixDatagram::bind(p).expect("bind"));
+
+        let target = Target::parse(&format!("unix:{}", ours.display())).expect("target");
+        let Socket::Unix(sock) = Socket::connect(&target).expect("connect") else {
+            panic!("a UNIX target gets a UNIX socket");
+        };
+        let default = UnixDatagram::unbound().expect("socket");
+        default.connect(&plain).expect("connect");
+        default.set_nonblocking(true).expect("non-blocking");
+
+        let len = crate::MAX_DATAGRAM;
+        let (n_ours, n_default) = (sent_until_full(&sock, len), sent_until_full(&default, len));
+        std::fs::remove_dir_all(&dir).expect("remove temp dir");
+        assert!(
+            n_ours > n_default,
+            "{n_ours} datagrams in flight, {n_default} with the default send buffer"
+        );
     }
 }
