@@ -67,7 +67,8 @@ pub struct DispatcherConfig {
     pub batch: usize,
     /// io_uring submission queue entries.
     pub ring_entries: u32,
-    /// Bytes of encode buffers kept for reuse after load peaks.
+    /// Bytes of encode buffers kept for reuse after load peaks; beyond this, buffers left
+    /// unused for a second go back to the heap.
     pub buffer_pool_bytes: usize,
     /// Datagrams each target may hold while its receiver is slow; more are dropped, counted.
     pub retry_queue: usize,

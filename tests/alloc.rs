@@ -1,7 +1,8 @@
 //! Heap allocations on the hot path, counted by a global allocator: encoding into a caller's
 //! buffer allocates nothing, building a small [`Params`] allocates nothing (a large one reuses
 //! the heap buffer of one dropped before), and a dispatcher in steady state allocates nothing
-//! per raised event, small or large, on any thread, with either backend.
+//! per raised event, small or large, on any thread, with either backend; and the encode buffers
+//! of a load peak go back to the heap once the peak is over.
 //!
 //! This is its own test binary because it installs a `#[global_allocator]`. Every test holds
 //! [`SERIAL`] for its whole body, so no other test of this binary allocates while one counts;
@@ -35,6 +36,8 @@ struct Counting;
 
 static GLOBAL_ON: AtomicBool = AtomicBool::new(false);
 static GLOBAL_COUNT: AtomicU64 = AtomicU64::new(0);
+/// Bytes allocated and not yet freed, always counted.
+static LIVE_BYTES: AtomicUsize = AtomicUsize::new(0);
 
 /// The first allocations counted process-wide, as (size, kernel thread id), to say who
 /// allocated when a test fails.
@@ -75,12 +78,14 @@ impl Counting {
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         Self::count(layout.size());
+        LIVE_BYTES.fetch_add(layout.size(), Ordering::Relaxed);
         // SAFETY: the caller upholds `GlobalAlloc::alloc`'s contract, which `System` shares.
         unsafe { System.alloc(layout) }
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         Self::count(layout.size());
+        LIVE_BYTES.fetch_add(layout.size(), Ordering::Relaxed);
         // SAFETY: as for `alloc`.
         unsafe { System.alloc_zeroed(layout) }
     }
@@ -89,10 +94,16 @@ unsafe impl GlobalAlloc for Counting {
         Self::count(new_size);
         // SAFETY: `ptr` and `layout` come from this allocator, i.e. from `System`; the caller
         // upholds the rest of `GlobalAlloc::realloc`'s contract.
-        unsafe { System.realloc(ptr, layout, new_size) }
+        let p = unsafe { System.realloc(ptr, layout, new_size) };
+        if !p.is_null() {
+            LIVE_BYTES.fetch_add(new_size, Ordering::Relaxed);
+            LIVE_BYTES.fetch_sub(layout.size(), Ordering::Relaxed);
+        }
+        p
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE_BYTES.fetch_sub(layout.size(), Ordering::Relaxed);
         // SAFETY: `ptr` was allocated by `System` (through this allocator) with `layout`.
         unsafe { System.dealloc(ptr, layout) }
     }
@@ -594,4 +605,74 @@ fn steady_state_allocates_nothing_with_syscall() {
 #[test]
 fn steady_state_allocates_nothing_with_uring() {
     steady_state_allocates_nothing(BackendChoice::Uring);
+}
+
+// ---------------------------------------------------------------------------------------------
+// After a load peak
+
+/// A peak of large events to a receiver that reads none of them until all are encoded holds
+/// far more encode buffers than `buffer_pool_bytes`; once it is delivered and the dispatcher
+/// idles, they go back to the heap (within the pool's trim interval of a second, twice).
+#[test]
+fn the_encode_buffers_of_a_peak_go_back_to_the_heap() {
+    let _serial = serial();
+    const EVENTS: usize = 200;
+    const KEEP: usize = 1 << 20;
+    let config = DispatcherConfig {
+        buffer_pool_bytes: KEEP,
+        ..Default::default()
+    };
+    let d = Dispatcher::start(config).unwrap();
+    let dir = TempDir::new();
+    let path = dir.0.join("peak.sock");
+    let rx = UnixDatagram::bind(&path).unwrap();
+    rx.set_read_timeout(Some(LIMIT)).unwrap();
+    let target = Target::parse(&format!("unix:{}", path.display())).unwrap();
+    let event = d.publish("E_PEAK").unwrap();
+    d.subscribe(event, target.clone(), Expiry::Never).unwrap();
+
+    let before = LIVE_BYTES.load(Ordering::SeqCst);
+    let pad = "p".repeat(60_000);
+    for i in 0..EVENTS {
+        let params = Params::new()
+            .int("seq", i as i64)
+            .unwrap()
+            .str("pad", &pad)
+            .unwrap();
+        d.raise(event, params).unwrap();
+    }
+    let end = Instant::now() + LIMIT;
+    while d.stats().target(&target).map_or(0, |c| c.raised) < EVENTS as u64 {
+        assert!(Instant::now() < end, "the peak was not routed");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // Each event's datagram waits in its own 64 KiB buffer (the receiver holds a few).
+    let peak = LIVE_BYTES.load(Ordering::SeqCst);
+    let held = EVENTS * 60_000;
+    assert!(
+        peak > before + held,
+        "{peak} bytes live at the peak, {before} before"
+    );
+
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    for _ in 0..EVENTS {
+        rx.recv(&mut buf).expect("the peak arrives");
+    }
+    let end = Instant::now() + Duration::from_secs(5);
+    let mut live = LIVE_BYTES.load(Ordering::SeqCst);
+    while live > peak - (held - KEEP) {
+        assert!(
+            Instant::now() < end,
+            "{live} bytes still live 5 s after the peak; {peak} at the peak"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+        live = LIVE_BYTES.load(Ordering::SeqCst);
+    }
+    let stats = d.shutdown();
+    let c = stats.target(&target).unwrap();
+    assert_eq!(
+        (c.sent, c.dropped(), c.failed()),
+        (EVENTS as u64, 0, 0),
+        "{c:?}"
+    );
 }

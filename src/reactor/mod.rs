@@ -230,6 +230,8 @@ const MIN_WINDOW: u32 = 8;
 const RECONNECT_MIN: Duration = Duration::from_millis(10);
 const RECONNECT_MAX: Duration = Duration::from_secs(1);
 const LOG_INTERVAL: Duration = Duration::from_secs(60);
+/// How long encode buffers beyond `buffer_pool_bytes` may sit unused before they are freed.
+const TRIM_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Requests from the dispatcher handle.
 pub(crate) enum Control {
@@ -269,6 +271,8 @@ pub(crate) struct Reactor<B: SendBackend> {
     batch_left: usize,
     /// The earliest reconnect attempt due, if any target is down.
     next_retry: Option<Instant>,
+    /// When the pool frees what it held unused beyond its size, while it holds more.
+    next_trim: Option<Instant>,
     events: EventCounters,
     retired: TargetCounters,
     shutdown_deadline: Option<Instant>,
@@ -310,6 +314,7 @@ impl<B: SendBackend> Reactor<B> {
             queue_cap: config.retry_queue + config.batch,
             max_per_target: max_per_target.min(config.batch).max(1),
             next_retry: None,
+            next_trim: None,
             open_slots: Vec::new(),
             batch_time: Instant::now(),
             batch_left: 0,
@@ -330,6 +335,9 @@ impl<B: SendBackend> Reactor<B> {
             self.reconnect_due();
             if !self.open_slots.is_empty() {
                 self.seal_due(Instant::now());
+            }
+            if self.next_trim.is_some() || self.pool.over_keep() {
+                self.trim_pool(Instant::now());
             }
             if self.blocked > 0 {
                 self.poll_ready(Some(Duration::ZERO));
@@ -558,10 +566,15 @@ impl<B: SendBackend> Reactor<B> {
             self.shared.awake();
             return;
         }
-        let deadline = [self.next_retry, self.shutdown_deadline, self.next_seal()]
-            .into_iter()
-            .flatten()
-            .min();
+        let deadline = [
+            self.next_retry,
+            self.shutdown_deadline,
+            self.next_seal(),
+            self.next_trim,
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         let timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));
         // While shutting down, producers may be mid-raise without waking us: look often.
         let timeout = match (timeout, self.shutdown_deadline) {
@@ -570,6 +583,15 @@ impl<B: SendBackend> Reactor<B> {
         };
         self.poll_ready(timeout);
         self.shared.awake();
+    }
+
+    /// Trims the pool each [`TRIM_INTERVAL`] while it holds more than `buffer_pool_bytes`.
+    fn trim_pool(&mut self, now: Instant) {
+        match self.next_trim {
+            Some(due) if now < due => {}
+            // Due, or the pool has just gone over its size.
+            _ => self.next_trim = self.pool.trim().then_some(now + TRIM_INTERVAL),
+        }
     }
 
     /// Starts using a new snapshot: opens sockets for new targets, retires unused ones.
