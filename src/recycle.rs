@@ -10,9 +10,11 @@
 //! Spares are stacks: the buffer taken is the one given back last, still in the CPU's caches
 //! (a queue handed out the coldest, and the compare bench ran no faster than with malloc).
 //! Each thread keeps a few of its own, so that it takes and gives without a
-//! lock: the reactor, which only gives, hands them to the shared stacks [`BATCH`] at a time,
-//! and a producer, which only takes, fetches them the same way (a lock per buffer was 5 % of
-//! the sending CPU with 512-byte events). The shared stacks are bounded ([`SPARE_BYTES`] per
+//! lock: the reactor, which only gives, hands them to the shared stacks half its [`local_max`]
+//! at a time, and a producer, which only takes, fetches them the same way (a lock per buffer
+//! was 5 % of the sending CPU with 512-byte events). What a thread keeps is bounded in bytes,
+//! so that each of an application's many threads that raised one large event does not sit on
+//! a stack of 64 KB spares. The shared stacks are bounded ([`SPARE_BYTES`] per
 //! class, enough for the dispatcher's default queue full of 1 400-byte events); beyond that,
 //! and for buffers of no class, the heap has them back.
 
@@ -25,10 +27,21 @@ const CLASSES: [usize; 4] = [512, 2048, 8192, 65_536];
 /// Bytes of spare buffers each class keeps at most in the shared stacks.
 const SPARE_BYTES: usize = 8 << 20;
 
-/// Spares a thread keeps of each class at most; it moves [`BATCH`] at a time from or to the
-/// shared stacks.
-const LOCAL: usize = 64;
-const BATCH: usize = 32;
+/// Bytes of spares a thread keeps of each class, about (see [`local_max`]).
+const LOCAL_BYTES: usize = 128 << 10;
+
+/// Spares a thread keeps of `class` at most: 64 of the small classes, 2 of the largest. It
+/// moves half as many at a time from or to the shared stacks.
+const fn local_max(class: usize) -> usize {
+    let n = LOCAL_BYTES / CLASSES[class];
+    if n > 64 {
+        64
+    } else if n < 2 {
+        2
+    } else {
+        n
+    }
+}
 
 type Stack = Vec<Vec<u8>>;
 
@@ -72,7 +85,7 @@ pub(crate) fn take(capacity: usize) -> Vec<u8> {
         let stack = &mut local.0[class];
         if stack.is_empty() {
             let mut shared = shared(class);
-            let from = shared.len().saturating_sub(BATCH);
+            let from = shared.len().saturating_sub(local_max(class) / 2);
             // Oldest first, so that the hottest ends on top here too.
             stack.extend(shared.drain(from..));
         }
@@ -95,10 +108,11 @@ pub(crate) fn give(mut v: Vec<u8>) {
     let _ = LOCAL_SPARES.try_with(|local| {
         let mut local = local.borrow_mut();
         let stack = &mut local.0[class];
-        if stack.len() >= LOCAL {
+        let max = local_max(class);
+        if stack.len() >= max {
             // The last given go, the hottest: a thread that gives this much (the reactor)
             // seldom takes, and the thread that takes them next is writing into them.
-            give_shared(class, stack.drain(LOCAL - BATCH..));
+            give_shared(class, stack.drain(max / 2..));
         }
         stack.extend(v.take());
     });
@@ -147,7 +161,7 @@ mod tests {
     fn spares_reach_other_threads_through_the_shared_stacks() {
         // One thread gives more than it keeps, and ends: all of them go to the shared stack.
         let given = std::thread::spawn(|| {
-            let given: Vec<Vec<u8>> = (0..LOCAL + BATCH).map(|_| take(60_000)).collect();
+            let given: Vec<Vec<u8>> = (0..40).map(|_| take(60_000)).collect();
             let at = addresses(&given);
             given.into_iter().for_each(give);
             at
@@ -157,13 +171,42 @@ mod tests {
         // Another takes them. Other tests in this process may put their own spares of this
         // class there meanwhile, so look for some of these, not all.
         let taken = std::thread::spawn(|| {
-            let taken: Vec<Vec<u8>> = (0..LOCAL + BATCH).map(|_| take(60_000)).collect();
+            let taken: Vec<Vec<u8>> = (0..40).map(|_| take(60_000)).collect();
             addresses(&taken)
         })
         .join()
         .expect("taker");
         let reused = taken.iter().filter(|a| given.contains(a)).count();
         assert!(reused > 0, "no spare went from one thread to the other");
+    }
+
+    #[test]
+    fn a_thread_keeps_few_spares_of_the_large_classes() {
+        assert_eq!(local_max(0), 64);
+        assert_eq!(local_max(1), 64);
+        assert_eq!(local_max(3), 2);
+        // Many large spares in the shared stack; a thread takes one and keeps only a few more.
+        std::thread::spawn(|| (0..40).map(|_| take(60_000)).for_each(give))
+            .join()
+            .expect("giver");
+        let (kept, given_back) = std::thread::spawn(|| {
+            let one = take(60_000);
+            let kept = LOCAL_SPARES.with(|local| local.borrow().0[3].len());
+            (0..10).map(|_| Vec::with_capacity(65_536)).for_each(give);
+            let after = LOCAL_SPARES.with(|local| local.borrow().0[3].len());
+            drop(one);
+            (kept, after)
+        })
+        .join()
+        .expect("taker");
+        assert!(
+            kept < local_max(3),
+            "{kept} spares of 64 KiB kept by a taker"
+        );
+        assert!(
+            given_back <= local_max(3),
+            "{given_back} spares of 64 KiB kept by a giver"
+        );
     }
 
     #[test]
