@@ -457,6 +457,40 @@ fn raise_and_deliver(
     true
 }
 
+/// A UNIX receiver in `dir` that the test reads itself, when it chooses, and its target.
+fn unread_receiver(dir: &TempDir, name: &str) -> (UnixDatagram, Target) {
+    let path = dir.0.join(name);
+    let rx = UnixDatagram::bind(&path).unwrap();
+    rx.set_read_timeout(Some(LIMIT)).unwrap();
+    let target = Target::parse(&format!("unix:{}", path.display())).unwrap();
+    (rx, target)
+}
+
+/// Raises `n` events with a `pad` param and waits until the dispatcher has routed them all to
+/// `target`: encoded, and queued for it while its receiver reads none (a UNIX receiver holds a
+/// few; the rest wait in the target's retry queue).
+fn raise_until_routed(
+    d: &Dispatcher,
+    event: event_datagram::EventId,
+    target: &Target,
+    n: u64,
+    pad: &str,
+) {
+    for i in 0..n {
+        let params = Params::new()
+            .int("seq", i as i64)
+            .unwrap()
+            .str("pad", pad)
+            .unwrap();
+        d.raise(event, params).unwrap();
+    }
+    let end = Instant::now() + LIMIT;
+    while d.stats().target(target).map_or(0, |c| c.raised) < n {
+        assert!(Instant::now() < end, "{n} events not routed in {LIMIT:?}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 fn steady_state_allocates_nothing(backend: BackendChoice) {
     let _serial = serial();
     let config = DispatcherConfig {
@@ -509,31 +543,11 @@ fn steady_state_allocates_nothing(backend: BackendChoice) {
         .collect();
     drop(held);
     let dir = TempDir::new();
-    let path = dir.0.join("burst.sock");
-    let burst = UnixDatagram::bind(&path).unwrap();
-    burst.set_read_timeout(Some(LIMIT)).unwrap();
-    let burst_target = Target::parse(&format!("unix:{}", path.display())).unwrap();
+    let (burst, burst_target) = unread_receiver(&dir, "burst.sock");
     let warm = d.publish("E_ALLOC_WARM").unwrap();
     d.subscribe(warm, burst_target.clone(), Expiry::Never)
         .unwrap();
-    for i in 0..3 * CHUNK {
-        let params = Params::new()
-            .int("seq", i as i64)
-            .unwrap()
-            .str("pad", &pad)
-            .unwrap();
-        d.raise(warm, params).unwrap();
-    }
-    // All routed: encoded, and waiting for the socket (it holds a few) in the retry queue.
-    let end = Instant::now() + LIMIT;
-    let routed = || d.stats().target(&burst_target).map_or(0, |c| c.raised);
-    while routed() < 3 * CHUNK {
-        assert!(
-            Instant::now() < end,
-            "{backend:?}: warm-up burst not routed"
-        );
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    raise_until_routed(&d, warm, &burst_target, 3 * CHUNK, &pad);
     let mut buf = vec![0u8; MAX_DATAGRAM];
     for _ in 0..3 * CHUNK {
         burst.recv(&mut buf).expect("the warm-up burst arrives");
@@ -624,28 +638,13 @@ fn the_encode_buffers_of_a_peak_go_back_to_the_heap() {
     };
     let d = Dispatcher::start(config).unwrap();
     let dir = TempDir::new();
-    let path = dir.0.join("peak.sock");
-    let rx = UnixDatagram::bind(&path).unwrap();
-    rx.set_read_timeout(Some(LIMIT)).unwrap();
-    let target = Target::parse(&format!("unix:{}", path.display())).unwrap();
+    let (rx, target) = unread_receiver(&dir, "peak.sock");
     let event = d.publish("E_PEAK").unwrap();
     d.subscribe(event, target.clone(), Expiry::Never).unwrap();
 
     let before = LIVE_BYTES.load(Ordering::SeqCst);
     let pad = "p".repeat(60_000);
-    for i in 0..EVENTS {
-        let params = Params::new()
-            .int("seq", i as i64)
-            .unwrap()
-            .str("pad", &pad)
-            .unwrap();
-        d.raise(event, params).unwrap();
-    }
-    let end = Instant::now() + LIMIT;
-    while d.stats().target(&target).map_or(0, |c| c.raised) < EVENTS as u64 {
-        assert!(Instant::now() < end, "the peak was not routed");
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    raise_until_routed(&d, event, &target, EVENTS as u64, &pad);
     // Each event's datagram waits in its own 64 KiB buffer (the receiver holds a few).
     let peak = LIVE_BYTES.load(Ordering::SeqCst);
     let held = EVENTS * 60_000;
