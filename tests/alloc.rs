@@ -626,7 +626,8 @@ fn steady_state_allocates_nothing_with_uring() {
 
 /// A peak of large events to a receiver that reads none of them until all are encoded holds
 /// far more encode buffers than `buffer_pool_bytes`; once it is delivered and the dispatcher
-/// idles, they go back to the heap (within the pool's trim interval of a second, twice).
+/// idles, they go back to the heap: a buffer must stay free for a whole trim interval (a second),
+/// so that takes two or three of them.
 #[test]
 fn the_encode_buffers_of_a_peak_go_back_to_the_heap() {
     let _serial = serial();
@@ -657,12 +658,12 @@ fn the_encode_buffers_of_a_peak_go_back_to_the_heap() {
     for _ in 0..EVENTS {
         rx.recv(&mut buf).expect("the peak arrives");
     }
-    let end = Instant::now() + Duration::from_secs(5);
+    let end = Instant::now() + Duration::from_secs(10);
     let mut live = LIVE_BYTES.load(Ordering::SeqCst);
     while live > peak - (held - KEEP) {
         assert!(
             Instant::now() < end,
-            "{live} bytes still live 5 s after the peak; {peak} at the peak"
+            "{live} bytes still live 10 s after the peak; {peak} at the peak"
         );
         std::thread::sleep(Duration::from_millis(20));
         live = LIVE_BYTES.load(Ordering::SeqCst);
