@@ -112,12 +112,16 @@ fn gso_event(i: usize) -> Params {
 
 #[test]
 fn udp_gso_on_and_off_deliver_identical_datagrams_with_the_same_accounting() {
-    // One target: its events are encoded into GSO runs; two: each event is encoded once for
-    // both and GSO groups the queued datagrams.
-    for (backend, targets) in backends().into_iter().flat_map(|b| [(b, 1), (b, 2)]) {
+    // One target (IPv4 or IPv6): its events are encoded into GSO runs; two: each event is
+    // encoded once for both and GSO groups the queued datagrams.
+    let (v4, v6, both) = (0..1, 1..2, 0..2);
+    for (backend, targets) in backends()
+        .into_iter()
+        .flat_map(|b| [(b, v4.clone()), (b, v6.clone()), (b, both.clone())])
+    {
         for udp_gso in [true, false] {
             let udp = [Receiver::udp(), Receiver::udp6()];
-            let udp = &udp[..targets];
+            let udp = &udp[targets.clone()];
             let d = Dispatcher::start(DispatcherConfig {
                 udp_gso,
                 ..config(backend)
