@@ -15,9 +15,9 @@ use crate::target::Target;
 /// The send buffer asked for a UNIX socket. A UNIX datagram stays charged to its sender until
 /// the receiver reads it, and the socket polls writable only while at most a quarter of the
 /// buffer is in use. With the default 208 KiB, one 64 KB datagram in flight makes it
-/// unwritable and the fourth is refused, so a fast receiver of large events waited on every
-/// few. 4 MiB lets the receiver's whole queue (`net.unix.max_dgram_qlen`, 10 by default) fill
-/// with the largest datagrams (the kernel caps it at `net.core.wmem_max`).
+/// unwritable and a fifth is refused, so the reactor waited on a fast receiver of large events
+/// every few datagrams. 4 MiB lets the receiver's whole queue (`net.unix.max_dgram_qlen`, 10 by
+/// default) fill with the largest datagrams (the kernel caps it at `net.core.wmem_max`).
 const UNIX_SEND_BUFFER: libc::c_int = 4 << 20;
 
 /// A sending socket, connected to its target and non-blocking.
