@@ -114,7 +114,7 @@ impl<B: SendBackend> Reactor<B> {
                 slot.window = (k as u32 + 1).max(MIN_WINDOW);
                 slot.linked = true;
                 // While retrying, the slot stays active: the next round tries again.
-                if !slot.full.refused(k > 0, Instant::now()) {
+                if !slot.full.refused(k > 0, front_len, Instant::now()) {
                     slot.blocked = true;
                     self.blocked += 1;
                     if let Conn::Up(sock) = &slot.conn {
