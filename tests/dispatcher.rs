@@ -309,6 +309,53 @@ fn a_stalled_unix_receiver_loses_nothing_up_to_its_bound_while_others_flow() {
 }
 
 #[test]
+fn large_datagrams_to_a_stalled_unix_receiver_all_arrive_in_order_when_it_reads_again() {
+    // A full receiver of datagrams this large is waited for (POLLOUT), never retried at once.
+    let big = |i: i64| seq(i).str("pad", &"p".repeat(60_000)).unwrap();
+    for backend in backends() {
+        let dir = TempDir::new("large");
+        let slow = Receiver::unix(&dir.join("slow"));
+        let d = Dispatcher::start(config(backend)).unwrap();
+        let e = d.publish("E_LARGE").unwrap();
+        d.subscribe(e, slow.target.clone(), Expiry::Never).unwrap();
+        slow.pause(true);
+        for i in 0..100 {
+            d.raise(e, big(i)).unwrap();
+        }
+        let routed = wait_until(LIMIT, || {
+            d.stats().target(&slow.target).map_or(0, |c| c.raised) == 100
+        });
+        assert!(routed, "{backend:?}: not routed");
+        let c = *d.stats().target(&slow.target).unwrap();
+        assert!(
+            c.pending > 80,
+            "{backend:?}: the stalled target's datagrams wait: {c:?}"
+        );
+        slow.pause(false);
+        assert!(
+            slow.wait_for(100, LIMIT),
+            "{backend:?}: {} of 100 arrived",
+            slow.count()
+        );
+        let stats = d.shutdown();
+        let expected: Vec<Vec<u8>> = (0..100)
+            .map(|i| encoded(Format::Line, "E_LARGE", &big(i)))
+            .collect();
+        assert!(
+            slow.datagrams() == expected,
+            "{backend:?}: in order, none lost"
+        );
+        let c = stats.target(&slow.target).unwrap();
+        assert_eq!(
+            (c.sent, c.dropped(), c.failed()),
+            (100, 0, 0),
+            "{backend:?}: {c:?}"
+        );
+        assert!(stats.is_balanced());
+    }
+}
+
+#[test]
 fn when_every_target_is_stalled_producers_feel_backpressure_and_nothing_is_dropped() {
     for backend in backends() {
         let dir = TempDir::new("backpressure");
