@@ -48,12 +48,13 @@ pub(crate) struct Pool {
     keep_bytes: usize,
     /// Buffers of each class, free or in use.
     count: [usize; CLASSES.len()],
-    /// The fewest free buffers of each class since the last trim: so many were not needed.
+    /// The fewest free buffers of each class since the last trim: so many at the bottom of its
+    /// free list (taken from the top) were not needed.
     unused: [usize; CLASSES.len()],
 }
 
 impl Pool {
-    /// A pool that keeps up to `keep_bytes` of free buffers and starts with `prefill` buffers
+    /// A pool whose trims keep up to `keep_bytes` of buffers, starting with `prefill` buffers
     /// of the smallest class (within `keep_bytes`).
     pub fn new(keep_bytes: usize, prefill: usize) -> Self {
         let mut pool = Pool {
