@@ -10,7 +10,7 @@ use super::{log_limited, Conn, Open, OpenKind, Queued, Reactor, SendBackend, Slo
 use crate::encode::{Format, MAX_DATAGRAM};
 use crate::error::EncodeError;
 use crate::publisher::Raised;
-use crate::registry::{Route, Snapshot};
+use crate::registry::{Coalesce, Route, Snapshot};
 use crate::EventName;
 
 impl<B: SendBackend> Reactor<B> {
@@ -21,9 +21,15 @@ impl<B: SendBackend> Reactor<B> {
         let index = msg.event.index() as usize;
         let routes = snapshot.routes.get(index).map_or(&[][..], Vec::as_slice);
         if let [route] = routes {
-            let name = &snapshot.names[index];
-            if self.append_to_open(route, name, msg, now) || self.route_one(route, name, msg, now) {
-                return;
+            if let Some(slot_index) = self.sole_slot(route, now) {
+                let name = &snapshot.names[index];
+                let taken = match route.coalesce {
+                    Some(c) => self.append_to_open(slot_index, route.format, c, name, msg),
+                    None => self.route_one(slot_index, route.format, name, msg),
+                };
+                if taken {
+                    return;
+                }
             }
         }
         let mut encoded: [Option<Result<(BufRef, u32), EncodeError>>; 2] = [None, None];
@@ -117,18 +123,18 @@ impl<B: SendBackend> Reactor<B> {
         ready.then_some(slot_index)
     }
 
-    /// The common case without coalescing: the event's only subscriber is live, connected,
-    /// and has room. Its buffer goes to that queue as it is, with no second reference to count
-    /// and release; or, for a UDP target with GSO, the event joins a run (see
-    /// [`add_to_run`](Self::add_to_run)). Returns false, having changed nothing, when that is
-    /// not the case: [`route`](Self::route) then does it all.
-    fn route_one(&mut self, route: &Route, name: &EventName, msg: &Raised, now: Duration) -> bool {
-        if route.coalesce.is_some() {
-            return false;
-        }
-        let Some(slot_index) = self.sole_slot(route, now) else {
-            return false;
-        };
+    /// The common case without coalescing, for the event's only subscriber's
+    /// [`sole_slot`](Self::sole_slot). Its buffer goes to that queue as it is, with no second
+    /// reference to count and release; or, for a UDP target with GSO, the event joins a run
+    /// (see [`add_to_run`](Self::add_to_run)). Returns false, having changed nothing, when the
+    /// slot holds an open coalesced datagram: [`route`](Self::route) then does it all.
+    fn route_one(
+        &mut self,
+        slot_index: u32,
+        format: Format,
+        name: &EventName,
+        msg: &Raised,
+    ) -> bool {
         let slot = self.slots[slot_index as usize]
             .as_mut()
             .expect("routed slots exist");
@@ -136,11 +142,11 @@ impl<B: SendBackend> Reactor<B> {
             return false;
         }
         let routed = if slot.gso {
-            self.add_to_run(slot_index, route.format, name, msg)
+            self.add_to_run(slot_index, format, name, msg)
         } else {
             // An open run (GSO just turned off) goes first, in order.
             self.seal_at(slot_index);
-            self.encode(route.format, name, msg, 1)
+            self.encode(format, name, msg, 1)
                 .map(|(buf, len)| self.enqueue_at(slot_index, Queued::single(buf, len)))
         };
         let slot = self.slots[slot_index as usize]
@@ -223,34 +229,30 @@ impl<B: SendBackend> Reactor<B> {
         Ok(())
     }
 
-    /// The common case under load of a coalesced subscription: its only subscriber has an
-    /// open datagram of its format with room. The event is encoded straight into that datagram
-    /// (no buffer of its own, no copy). Returns false, having changed nothing that counts, when
-    /// that is not the case or the event does not fit: [`route`](Self::route) then does it all.
+    /// The common case under load of a coalesced subscription, for its only subscriber's
+    /// [`sole_slot`](Self::sole_slot): the slot has an open datagram of its format with room.
+    /// The event is encoded straight into that datagram (no buffer of its own, no copy).
+    /// Returns false, having changed nothing that counts, when that is not the case or the
+    /// event does not fit: [`route`](Self::route) then does it all.
     fn append_to_open(
         &mut self,
-        route: &Route,
+        slot_index: u32,
+        format: Format,
+        coalesce: Coalesce,
         name: &EventName,
         msg: &Raised,
-        now: Duration,
     ) -> bool {
-        let Some(coalesce) = route.coalesce else {
-            return false;
-        };
-        let Some(slot_index) = self.sole_slot(route, now) else {
-            return false;
-        };
         let slot = self.slots[slot_index as usize]
             .as_mut()
             .expect("routed slots exist");
-        let Some(open) = slot.open.as_mut().filter(|o| o.format == route.format) else {
+        let Some(open) = slot.open.as_mut().filter(|o| o.format == format) else {
             return false;
         };
         let OpenKind::Coalesced { max_bytes, .. } = open.kind else {
             return false;
         };
         let room = &mut self.pool.bytes_mut(&open.buf)[open.len as usize..max_bytes as usize];
-        match route.format.encode(name.as_str(), &msg.params, room) {
+        match format.encode(name.as_str(), &msg.params, room) {
             Ok(n) if n <= coalesce.max_bytes() => {
                 open.len += n as u32;
                 open.events += 1;
