@@ -61,6 +61,10 @@ pub struct DispatcherConfig {
     /// Events the channel between producers and the reactor holds (a few milliseconds' worth:
     /// deeper only moves the events in flight out of the CPU's caches).
     pub queue_capacity: usize,
+    /// Bytes of large events' params (those kept on the heap, beyond
+    /// [`Params::INLINE_BYTES`](crate::Params::INLINE_BYTES)) the channel holds: it is full
+    /// when either bound is reached. An event larger than this still goes alone.
+    pub queue_bytes: usize,
     /// What `raise` does when the channel is full.
     pub queue_full: QueuePolicy,
     /// Events the reactor takes from the channel per round (and sends per target per round).
@@ -72,6 +76,9 @@ pub struct DispatcherConfig {
     pub buffer_pool_bytes: usize,
     /// Datagrams each target may hold while its receiver is slow; more are dropped, counted.
     pub retry_queue: usize,
+    /// Bytes of datagrams each target may hold while its receiver is slow (plus one round's
+    /// worth); more are dropped, counted. Whichever of the two bounds comes first applies.
+    pub retry_queue_bytes: usize,
     /// Format of subscriptions that do not choose one.
     pub default_format: Format,
     /// Send runs of equal-size datagrams to one UDP target as one UDP GSO message
@@ -86,11 +93,13 @@ impl Default for DispatcherConfig {
         DispatcherConfig {
             backend: BackendChoice::Auto,
             queue_capacity: 4_096,
+            queue_bytes: 32 << 20,
             queue_full: QueuePolicy::Block,
             batch: 256,
             ring_entries: 1024,
             buffer_pool_bytes: 8 << 20,
             retry_queue: 1024,
+            retry_queue_bytes: 16 << 20,
             default_format: Format::Line,
             udp_gso: true,
             shutdown_timeout_ms: 5_000,
@@ -111,6 +120,9 @@ impl DispatcherConfig {
         if self.queue_capacity == 0 {
             return bad("queue_capacity", "must be at least 1");
         }
+        if self.queue_bytes == 0 {
+            return bad("queue_bytes", "must be at least 1");
+        }
         if self.batch == 0 || self.batch > 4096 {
             return bad("batch", "must be 1 to 4096");
         }
@@ -119,6 +131,9 @@ impl DispatcherConfig {
         }
         if self.retry_queue == 0 {
             return bad("retry_queue", "must be at least 1");
+        }
+        if self.retry_queue_bytes == 0 {
+            return bad("retry_queue_bytes", "must be at least 1");
         }
         Ok(())
     }

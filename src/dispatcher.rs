@@ -86,7 +86,11 @@ impl Dispatcher {
         let registry = Arc::new(Registry::new(clock));
         let (tx, rx) = crate::queue::bounded(config.queue_capacity);
         let (control, control_rx) = unbounded();
-        let shared = Arc::new(Shared::new(Arc::clone(&registry), config.queue_full)?);
+        let shared = Arc::new(Shared::new(
+            Arc::clone(&registry),
+            config.queue_full,
+            config.queue_bytes,
+        )?);
         let (started_tx, started_rx) = bounded::<Result<Backend, StartError>>(1);
         let thread_shared = Arc::clone(&shared);
         let default_format = config.default_format;

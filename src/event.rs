@@ -231,6 +231,15 @@ impl Params {
         matches!(self.bytes, PackedBytes::Inline { .. })
     }
 
+    /// Bytes of heap the parameters hold: 0 inline, else their buffer's capacity.
+    #[inline]
+    pub(crate) fn heap_bytes(&self) -> usize {
+        match &self.bytes {
+            PackedBytes::Inline { .. } => 0,
+            PackedBytes::Heap(v) => v.capacity(),
+        }
+    }
+
     /// Removes all parameters, keeping any heap capacity for reuse.
     pub fn clear(&mut self) {
         self.bytes.clear();

@@ -37,14 +37,18 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub fn new(registry: Arc<Registry>, policy: QueuePolicy) -> std::io::Result<Self> {
+    pub fn new(
+        registry: Arc<Registry>,
+        policy: QueuePolicy,
+        queue_bytes: usize,
+    ) -> std::io::Result<Self> {
         Ok(Shared {
             registry,
             policy,
             sleeping: AtomicBool::new(false),
             dropped_queue_full: AtomicU64::new(0),
             wake: EventFd::new()?,
-            room: Room::default(),
+            room: Room::new(queue_bytes),
         })
     }
 
@@ -69,17 +73,21 @@ impl Shared {
     }
 }
 
-/// Producers that found the channel full wait here until the reactor has emptied half of it.
+/// The channel's room: its slots, and the bytes of large params it may hold
+/// (`DispatcherConfig::queue_bytes`). Producers that found it full wait here until the reactor
+/// has emptied half of it.
 ///
 /// crossbeam's blocking `send` wakes a waiting producer each time one event is taken. With the
 /// producer and the reactor on one CPU that is a context switch per event, each way: the
 /// reactor takes one event, the producer wakes and puts one back, and so on. Waking at half
 /// empty lets each side run for thousands of events at a time.
-#[derive(Default)]
 pub(crate) struct Room {
     waiting: AtomicUsize,
     lock: Mutex<()>,
     freed: Condvar,
+    /// Heap bytes of the params in the channel (see [`Params::heap_bytes`]).
+    bytes: AtomicUsize,
+    max_bytes: usize,
 }
 
 /// A bound on one wait, so that a producer notices a reactor that is gone without being told
@@ -87,6 +95,59 @@ pub(crate) struct Room {
 const ROOM_WAIT: Duration = Duration::from_millis(100);
 
 impl Room {
+    /// Room for up to `max_bytes` of large params.
+    pub fn new(max_bytes: usize) -> Self {
+        Room {
+            waiting: AtomicUsize::new(0),
+            lock: Mutex::new(()),
+            freed: Condvar::new(),
+            bytes: AtomicUsize::new(0),
+            max_bytes,
+        }
+    }
+
+    /// Counts `bytes` of params (0 for inline ones) into the channel's bytes, if they fit.
+    /// They always do in a channel that holds none, so that any event can go, alone.
+    #[inline]
+    fn reserve(&self, bytes: usize) -> bool {
+        if bytes == 0 {
+            return true;
+        }
+        let mut held = self.bytes.load(Ordering::Relaxed);
+        loop {
+            if held != 0 && held + bytes > self.max_bytes {
+                return false;
+            }
+            match self.bytes.compare_exchange_weak(
+                held,
+                held + bytes,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return true,
+                Err(now) => held = now,
+            }
+        }
+    }
+
+    /// Takes `bytes` out of the channel's bytes: their event left it, or never got in.
+    #[inline]
+    pub fn release(&self, bytes: usize) {
+        if bytes != 0 {
+            self.bytes.fetch_sub(bytes, Ordering::Relaxed);
+        }
+    }
+
+    /// Puts `msg` in the channel if there is room for it: a slot, and its params' bytes.
+    #[allow(clippy::result_large_err)]
+    fn try_send(&self, tx: &Sender<Raised>, msg: Raised) -> Result<(), TrySendError<Raised>> {
+        let bytes = msg.params.heap_bytes();
+        if !self.reserve(bytes) {
+            return Err(TrySendError::Full(msg));
+        }
+        tx.try_send(msg).inspect_err(|_| self.release(bytes))
+    }
+
     /// Sends `msg` once the channel was found full: waits while it stays full, until
     /// `deadline` if there is one; gives it back if the channel is closed, or still full at
     /// the deadline.
@@ -106,7 +167,7 @@ impl Room {
             // Pairs with the fence in `notify`: either the reactor sees us waiting, or this
             // look sees the room it made.
             fence(Ordering::SeqCst);
-            match tx.try_send(msg) {
+            match self.try_send(tx, msg) {
                 Err(TrySendError::Full(m)) => {
                     let wait = match deadline.map(|d| d.saturating_duration_since(Instant::now())) {
                         Some(Duration::ZERO) => break Err(TrySendError::Full(m)),
@@ -128,15 +189,17 @@ impl Room {
         result
     }
 
-    /// Called by the reactor after taking events: wakes waiting producers once the channel is
-    /// at most half full.
+    /// Called by the reactor after taking events (and [`release`](Self::release)-ing their
+    /// bytes): wakes waiting producers once the channel is at most half full, in slots and in
+    /// bytes.
     #[inline]
     pub fn notify(&self, rx: &Receiver<Raised>) {
         fence(Ordering::SeqCst);
         if self.waiting.load(Ordering::SeqCst) == 0 {
             return;
         }
-        if rx.len() <= rx.capacity() / 2 {
+        let bytes = self.bytes.load(Ordering::Relaxed);
+        if rx.len() <= rx.capacity() / 2 && bytes <= self.max_bytes / 2 {
             self.wake_all();
         }
     }
@@ -222,8 +285,17 @@ impl Publisher {
             return Err(RaiseError::ForeignEvent(event, params));
         }
         let shared = &*self.shared;
+        let bytes = params.heap_bytes();
         // The event is made in its slot: no copy of it on the way there.
-        let sent = match self.tx.try_send_with(|| Raised { event, params }) {
+        let make = move || Raised { event, params };
+        let first = if shared.room.reserve(bytes) {
+            self.tx
+                .try_send_with(make)
+                .inspect_err(|_| shared.room.release(bytes))
+        } else {
+            Err(TrySendError::Full(make))
+        };
+        let sent = match first {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(make)) if shared.policy == QueuePolicy::Block => {
                 shared.room.wait_and_send(&self.tx, make(), deadline)

@@ -22,8 +22,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use event_datagram::{
-    Backend, BackendChoice, Dispatcher, DispatcherConfig, Expiry, Format, Params, Target, ValueRef,
-    MAX_DATAGRAM,
+    Backend, BackendChoice, Dispatcher, DispatcherConfig, Expiry, Format, Params, RaiseError,
+    Target, ValueRef, MAX_DATAGRAM,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -38,6 +38,8 @@ static GLOBAL_ON: AtomicBool = AtomicBool::new(false);
 static GLOBAL_COUNT: AtomicU64 = AtomicU64::new(0);
 /// Bytes allocated and not yet freed, always counted.
 static LIVE_BYTES: AtomicUsize = AtomicUsize::new(0);
+/// The most [`LIVE_BYTES`] has been since a test last set it.
+static PEAK_BYTES: AtomicUsize = AtomicUsize::new(0);
 
 /// The first allocations counted process-wide, as (size, kernel thread id), to say who
 /// allocated when a test fails.
@@ -70,6 +72,12 @@ impl Counting {
             }
         });
     }
+
+    #[inline]
+    fn live(size: usize) {
+        let live = LIVE_BYTES.fetch_add(size, Ordering::Relaxed) + size;
+        PEAK_BYTES.fetch_max(live, Ordering::Relaxed);
+    }
 }
 
 // SAFETY: every method forwards to `System` with the caller's arguments unchanged, so `System`'s
@@ -78,14 +86,14 @@ impl Counting {
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         Self::count(layout.size());
-        LIVE_BYTES.fetch_add(layout.size(), Ordering::Relaxed);
+        Self::live(layout.size());
         // SAFETY: the caller upholds `GlobalAlloc::alloc`'s contract, which `System` shares.
         unsafe { System.alloc(layout) }
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         Self::count(layout.size());
-        LIVE_BYTES.fetch_add(layout.size(), Ordering::Relaxed);
+        Self::live(layout.size());
         // SAFETY: as for `alloc`.
         unsafe { System.alloc_zeroed(layout) }
     }
@@ -96,7 +104,7 @@ unsafe impl GlobalAlloc for Counting {
         // upholds the rest of `GlobalAlloc::realloc`'s contract.
         let p = unsafe { System.realloc(ptr, layout, new_size) };
         if !p.is_null() {
-            LIVE_BYTES.fetch_add(new_size, Ordering::Relaxed);
+            Self::live(new_size);
             LIVE_BYTES.fetch_sub(layout.size(), Ordering::Relaxed);
         }
         p
@@ -675,4 +683,59 @@ fn the_encode_buffers_of_a_peak_go_back_to_the_heap() {
         (EVENTS as u64, 0, 0),
         "{c:?}"
     );
+}
+
+/// A stream of large events to a receiver that reads none takes as much heap as the channel's
+/// and the target's byte bounds allow, not their counts (4 096 and 1 024 events: over 300 MB of
+/// 64 KiB ones).
+#[test]
+fn a_stalled_receiver_of_large_events_holds_a_bounded_heap() {
+    let _serial = serial();
+    const MIB: usize = 1 << 20;
+    let config = DispatcherConfig {
+        queue_bytes: 2 * MIB,
+        retry_queue_bytes: 2 * MIB,
+        buffer_pool_bytes: MIB,
+        shutdown_timeout_ms: 100,
+        ..Default::default()
+    };
+    let d = Dispatcher::start(config).unwrap();
+    let dir = TempDir::new();
+    let (_rx, target) = unread_receiver(&dir, "stalled.sock");
+    let event = d.publish("E_STALLED").unwrap();
+    d.subscribe(event, target.clone(), Expiry::Never).unwrap();
+    let publisher = d.publisher();
+    let pad = "p".repeat(60_000);
+
+    let before = LIVE_BYTES.load(Ordering::SeqCst);
+    PEAK_BYTES.store(before, Ordering::SeqCst);
+    // Raise until the channel stays full: the target's bound paused intake, then the
+    // channel's bytes filled.
+    let mut accepted = 0u64;
+    loop {
+        let params = Params::new()
+            .int("seq", accepted as i64)
+            .unwrap()
+            .str("pad", &pad)
+            .unwrap();
+        match publisher.raise_timeout(event, params, Duration::from_millis(100)) {
+            Ok(()) => accepted += 1,
+            Err(RaiseError::QueueFull(..)) => break,
+            Err(other) => panic!("{other}"),
+        }
+        assert!(accepted < 10_000, "the channel never filled");
+    }
+    let peak = PEAK_BYTES.load(Ordering::SeqCst) - before;
+    // The channel's 2 MiB and the target's 2 MiB, plus a batch (1 MiB) and a few 64 KiB
+    // buffers, and the spare params buffers the threads pass around.
+    assert!(
+        peak < 12 * MIB,
+        "{peak} bytes more at the peak for {accepted} events accepted"
+    );
+    let stats = d.shutdown();
+    // At the shutdown deadline what is queued is dropped, and intake takes the channel's rest
+    // (dropped too, past the target's bound).
+    let c = stats.target(&target).unwrap();
+    assert_eq!(c.sent + c.dropped(), accepted, "{c:?}");
+    assert!(stats.is_balanced());
 }

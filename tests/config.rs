@@ -101,7 +101,7 @@ fn a_typo_in_a_key_names_the_key_and_its_line() {
     let err = parse_error(&example_with("  queue_full: block", "  queue_ful: block"));
     assert!(
         err.contains(&format!(
-            "line {line} column 3: unknown field `queue_ful`, expected one of backend, queue_capacity, queue_full,"
+            "line {line} column 3: unknown field `queue_ful`, expected one of backend, queue_capacity, queue_bytes, queue_full,"
         )),
         "{err}"
     );

@@ -355,6 +355,182 @@ fn large_datagrams_to_a_stalled_unix_receiver_all_arrive_in_order_when_it_reads_
     }
 }
 
+/// Events whose line datagram is a little over 8 000 bytes: 1 000 of them fit a target's
+/// `retry_queue` (1024 datagrams) but not 8 MB.
+fn large(i: i64) -> Params {
+    seq(i).str("pad", &"p".repeat(8_000)).unwrap()
+}
+
+/// The reactor takes at most this many bytes of events in one batch beyond a full target's
+/// bound, plus two datagrams (the one that crossed it, and an open one).
+const ONE_BATCH: usize = (1 << 20) + 2 * MAX_DATAGRAM;
+
+#[test]
+fn a_stalled_receiver_of_large_events_holds_at_most_its_bytes_bound_while_others_flow() {
+    for backend in backends() {
+        let dir = TempDir::new("bytes");
+        let slow = Receiver::unix(&dir.join("slow"));
+        let fast = Receiver::unix(&dir.join("fast"));
+        let bound = 256 << 10;
+        let cfg = DispatcherConfig {
+            retry_queue_bytes: bound,
+            ..config(backend)
+        };
+        let d = Dispatcher::start(cfg).unwrap();
+        let e = d.publish("E_BYTES").unwrap();
+        d.subscribe(e, slow.target.clone(), Expiry::Never).unwrap();
+        d.subscribe(e, fast.target.clone(), Expiry::Never).unwrap();
+        slow.pause(true);
+        for i in 0..1_000 {
+            d.raise(e, large(i)).unwrap();
+        }
+        let routed = wait_until(LIMIT, || {
+            d.stats().target(&slow.target).map_or(0, |c| c.raised) == 1_000
+        });
+        assert!(routed, "{backend:?}: not routed");
+        let c = *d.stats().target(&slow.target).unwrap();
+        let len = encoded(Format::Line, "E_BYTES", &large(0)).len();
+        // Sent: the few its receiver's queue took. Pending: what waits for it, queued while
+        // under the bound (so with the last one, over it).
+        assert!(
+            c.pending as usize * len < bound + ONE_BATCH + len,
+            "{backend:?}: {} bytes held for a stalled receiver: {c:?}",
+            c.pending as usize * len
+        );
+        assert!(c.dropped_retry_overflow > 0, "{backend:?}: {c:?}");
+        assert_eq!(
+            c.sent + c.pending + c.dropped_retry_overflow,
+            1_000,
+            "{backend:?}: {c:?}"
+        );
+        assert!(
+            fast.wait_for(1_000, LIMIT),
+            "{backend:?}: the other target stalled"
+        );
+        slow.pause(false);
+        let stats = d.shutdown();
+        let c = *stats.target(&slow.target).unwrap();
+        assert!(slow.wait_for(c.sent as usize, LIMIT));
+        let sent = |r: &Receiver| -> Vec<Vec<u8>> { r.datagrams() };
+        let all: Vec<Vec<u8>> = (0..1_000)
+            .map(|i| encoded(Format::Line, "E_BYTES", &large(i)))
+            .collect();
+        assert!(sent(&fast) == all, "{backend:?}: the other target got all");
+        // The stalled one got a subsequence: in order, exact bytes, what was not dropped.
+        let got = sent(&slow);
+        assert_eq!(got.len() as u64, c.sent);
+        let mut expected = all.iter();
+        assert!(
+            got.iter().all(|g| expected.any(|x| x == g)),
+            "{backend:?}: out of order or corrupt"
+        );
+        assert!(stats.is_balanced());
+    }
+}
+
+#[test]
+fn a_sole_stalled_receiver_of_large_events_pauses_intake_before_its_bytes_bound_drops() {
+    for backend in backends() {
+        let dir = TempDir::new("pause");
+        let slow = Receiver::unix(&dir.join("slow"));
+        let cfg = DispatcherConfig {
+            retry_queue_bytes: 64 << 10,
+            ..config(backend)
+        };
+        let d = Dispatcher::start(cfg).unwrap();
+        let e = d.publish("E_PAUSE").unwrap();
+        d.subscribe(e, slow.target.clone(), Expiry::Never).unwrap();
+        slow.pause(true);
+        // 16 MB: all of it fits in the channel, which the reactor stops taking from once the
+        // target holds its bound; a batch of 256 such events would be 2 MB past it.
+        for i in 0..2_000 {
+            d.raise(e, large(i)).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        let c = *d.stats().target(&slow.target).unwrap();
+        assert_eq!(c.dropped(), 0, "{backend:?}: {c:?}");
+        assert!(c.raised < 300, "{backend:?}: intake did not pause: {c:?}");
+        slow.pause(false);
+        let stats = d.shutdown();
+        assert!(slow.wait_for(2_000, LIMIT), "{backend:?}: {}", slow.count());
+        let expected: Vec<Vec<u8>> = (0..2_000)
+            .map(|i| encoded(Format::Line, "E_PAUSE", &large(i)))
+            .collect();
+        assert!(
+            slow.datagrams() == expected,
+            "{backend:?}: in order, none lost"
+        );
+        assert!(stats.is_balanced());
+    }
+}
+
+#[test]
+fn the_channel_holds_at_most_queue_bytes_of_large_params_and_loses_nothing_it_took() {
+    for backend in backends() {
+        let dir = TempDir::new("qbytes");
+        let slow = Receiver::unix(&dir.join("slow"));
+        let cfg = DispatcherConfig {
+            queue_bytes: 64 << 10,
+            retry_queue_bytes: 64 << 10,
+            ..config(backend)
+        };
+        let d = Dispatcher::start(cfg).unwrap();
+        let e = d.publish("E_QBYTES").unwrap();
+        d.subscribe(e, slow.target.clone(), Expiry::Never).unwrap();
+        slow.pause(true);
+        // The target's bound pauses intake, then the channel fills: by its bytes (8 events
+        // of 8 KiB params), long before its 4096 slots.
+        let publisher = d.publisher();
+        let mut accepted = 0;
+        loop {
+            match publisher.raise_timeout(e, large(accepted), Duration::from_millis(200)) {
+                Ok(()) => accepted += 1,
+                Err(RaiseError::QueueFull(..)) => break,
+                Err(other) => panic!("{other}"),
+            }
+            assert!(
+                accepted < 1_000,
+                "{backend:?}: the channel took 1 000 events"
+            );
+        }
+        // The receiver's queue (10), the target's bound and one batch, the channel's 8 or 9.
+        let len = encoded(Format::Line, "E_QBYTES", &large(0)).len() as i64;
+        let most = 10 + ((64 << 10) + ONE_BATCH as i64) / len + 1 + 9;
+        assert!(most < 200);
+        assert!(
+            accepted <= most,
+            "{backend:?}: {accepted} accepted, {most} at most"
+        );
+        // Once the receiver reads, producers that wait are let in again (`block`).
+        slow.pause(false);
+        for i in accepted..accepted + 500 {
+            publisher.raise(e, large(i)).unwrap();
+        }
+        let stats = d.shutdown();
+        let total = accepted as usize + 500;
+        assert!(
+            slow.wait_for(total, LIMIT),
+            "{backend:?}: {} arrived",
+            slow.count()
+        );
+        let expected: Vec<Vec<u8>> = (0..total as i64)
+            .map(|i| encoded(Format::Line, "E_QBYTES", &large(i)))
+            .collect();
+        assert!(
+            slow.datagrams() == expected,
+            "{backend:?}: in order, none lost"
+        );
+        assert_eq!(stats.events.dropped_queue_full, 1, "{backend:?}");
+        let c = stats.target(&slow.target).unwrap();
+        assert_eq!(
+            (c.sent, c.dropped()),
+            (total as u64, 0),
+            "{backend:?}: {c:?}"
+        );
+        assert!(stats.is_balanced());
+    }
+}
+
 #[test]
 fn when_every_target_is_stalled_producers_feel_backpressure_and_nothing_is_dropped() {
     for backend in backends() {

@@ -32,14 +32,14 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Receiver;
 
 use crate::config::DispatcherConfig;
-use crate::encode::Format;
+use crate::encode::{Format, MAX_DATAGRAM};
 use crate::publisher::{Raised, Shared};
 use crate::queue;
 use crate::registry::Snapshot;
 use crate::stats::{Backend, EventCounters, Stats, TargetCounters, TargetStats};
 use crate::sys::EventFd;
 use crate::target::Target;
-use outbox::Outbox;
+use outbox::{Bound, Outbox};
 use pool::{BufRef, Pool};
 use retry::FullReceiver;
 use round::Round;
@@ -225,6 +225,11 @@ impl Slot {
     }
 }
 
+/// Bytes of datagrams one batch may encode: it ends at the event that reaches this, or at
+/// `batch` events. A target paused by its bound thus takes at most this much more (and an
+/// open datagram or run, and the event that crossed the line: the `2 * MAX_DATAGRAM` of
+/// `queue_bound`), however large the events.
+const BATCH_BYTES: usize = 1 << 20;
 /// The smallest per-round window of a target (see `Slot::window`).
 const MIN_WINDOW: u32 = 8;
 const RECONNECT_MIN: Duration = Duration::from_millis(10);
@@ -256,7 +261,10 @@ pub(crate) struct Reactor<B: SendBackend> {
     blocked: usize,
     round: Round,
     ready: Vec<u32>,
-    queue_cap: usize,
+    /// A target's queue drops what would go beyond this (see [`BATCH_BYTES`]).
+    queue_bound: Bound,
+    /// Intake pauses while every live target's queue holds this much (see `intake_open`).
+    intake_bound: Bound,
     max_per_target: usize,
     /// Datagrams one round may carry (the ring's size for `uring`).
     round_budget: usize,
@@ -269,6 +277,8 @@ pub(crate) struct Reactor<B: SendBackend> {
     /// Events of the current batch not yet routed, as far as the queue showed at its start
     /// (whether a new GSO run may expect more).
     batch_left: usize,
+    /// Bytes encoded for the current batch (see [`BATCH_BYTES`]).
+    batch_bytes: usize,
     /// The earliest reconnect attempt due, if any target is down.
     next_retry: Option<Instant>,
     /// When the pool frees what it held unused beyond its size, while it holds more.
@@ -311,13 +321,21 @@ impl<B: SendBackend> Reactor<B> {
             },
             round_budget,
             ready: Vec::new(),
-            queue_cap: config.retry_queue + config.batch,
+            queue_bound: Bound {
+                datagrams: config.retry_queue + config.batch,
+                bytes: config.retry_queue_bytes + BATCH_BYTES + 2 * MAX_DATAGRAM,
+            },
+            intake_bound: Bound {
+                datagrams: config.retry_queue + 1,
+                bytes: config.retry_queue_bytes + 1,
+            },
             max_per_target: max_per_target.min(config.batch).max(1),
             next_retry: None,
             next_trim: None,
             open_slots: Vec::new(),
             batch_time: Instant::now(),
             batch_left: 0,
+            batch_bytes: 0,
             gso: config.udp_gso && crate::sys::udp_gso_supported(),
             events: EventCounters::default(),
             retired: TargetCounters::default(),
@@ -374,7 +392,7 @@ impl<B: SendBackend> Reactor<B> {
         // target with room, which in the common case is the first.
         let roomy = |&i: &u32| {
             let slot = self.slots[i as usize].as_ref().expect("routed slots exist");
-            !matches!(slot.conn, Conn::Up(_)) || slot.queue.datagrams() <= self.config.retry_queue
+            !matches!(slot.conn, Conn::Up(_)) || slot.queue.below(self.intake_bound)
         };
         self.route_slots.is_empty() || self.route_slots.iter().any(roomy)
     }
@@ -450,16 +468,19 @@ impl<B: SendBackend> Reactor<B> {
         self.batch_time = Instant::now();
         let snapshot = Arc::clone(&self.snapshot);
         self.batch_left = rx.len().min(self.config.batch);
-        let mut took = 0;
-        while took < self.config.batch {
-            if rx
-                .recv_with(|msg| self.route(&snapshot, msg, now))
-                .is_none()
-            {
+        self.batch_bytes = 0;
+        let (mut took, mut heap_bytes) = (0, 0);
+        while took < self.config.batch && self.batch_bytes < BATCH_BYTES {
+            let routed = rx.recv_with(|msg| {
+                heap_bytes += msg.params.heap_bytes();
+                self.route(&snapshot, msg, now)
+            });
+            if routed.is_none() {
                 break;
             }
             took += 1;
         }
+        self.shared.room.release(heap_bytes);
         if took == 0 {
             // Not empty, yet nothing to read: a producer is writing the next event, and may
             // be waiting for this CPU to finish it.
@@ -635,7 +656,7 @@ impl<B: SendBackend> Reactor<B> {
         self.slots[index as usize] = Some(Slot {
             target,
             conn,
-            queue: Outbox::with_capacity(self.queue_cap),
+            queue: Outbox::with_capacity(self.queue_bound.datagrams),
             blocked: false,
             active: false,
             referenced: true,

@@ -1,6 +1,7 @@
-//! A target's datagrams waiting to be sent, in order, and how many datagrams they are: a GSO
-//! run is one entry but several datagrams, and a target's retry bound counts datagrams (so a
-//! slow receiver holds about as many bytes whether its events went into runs or not).
+//! A target's datagrams waiting to be sent, in order, and how many datagrams and bytes they
+//! are. A GSO run is one entry but several datagrams: a target's bound counts datagrams (so a
+//! slow receiver holds about as many whether its events went into runs or not), and bytes (so
+//! that large events do not make the same bound hundreds of megabytes).
 
 use std::collections::vec_deque::{self, VecDeque};
 
@@ -10,6 +11,14 @@ use super::Queued;
 pub(super) struct Outbox {
     entries: VecDeque<Queued>,
     datagrams: usize,
+    bytes: usize,
+}
+
+/// A bound on an outbox: it is reached when either count is.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Bound {
+    pub datagrams: usize,
+    pub bytes: usize,
 }
 
 impl Outbox {
@@ -17,6 +26,7 @@ impl Outbox {
         Outbox {
             entries: VecDeque::with_capacity(entries),
             datagrams: 0,
+            bytes: 0,
         }
     }
 
@@ -30,8 +40,20 @@ impl Outbox {
     }
 
     /// Datagrams in all entries.
+    #[cfg(test)]
     pub fn datagrams(&self) -> usize {
         self.datagrams
+    }
+
+    /// Bytes in all entries.
+    #[cfg(test)]
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Whether it holds less than `bound`, in datagrams and in bytes.
+    pub fn below(&self, bound: Bound) -> bool {
+        self.datagrams < bound.datagrams && self.bytes < bound.bytes
     }
 
     pub fn front(&self) -> Option<&Queued> {
@@ -44,31 +66,36 @@ impl Outbox {
 
     pub fn push_back(&mut self, q: Queued) {
         self.datagrams += q.datagrams() as usize;
+        self.bytes += q.len as usize;
         self.entries.push_back(q);
     }
 
     pub fn pop_front(&mut self) -> Option<Queued> {
         let q = self.entries.pop_front()?;
         self.datagrams -= q.datagrams() as usize;
+        self.bytes -= q.len as usize;
         Some(q)
     }
 
     /// Keeps the entries `keep` says yes to, in order.
     pub fn retain(&mut self, mut keep: impl FnMut(&Queued) -> bool) {
-        let mut removed = 0;
+        let (mut datagrams, mut bytes) = (0, 0);
         self.entries.retain(|q| {
             let kept = keep(q);
             if !kept {
-                removed += q.datagrams() as usize;
+                datagrams += q.datagrams() as usize;
+                bytes += q.len as usize;
             }
             kept
         });
-        self.datagrams -= removed;
+        self.datagrams -= datagrams;
+        self.bytes -= bytes;
     }
 
     /// Removes every entry, first to last.
     pub fn drain(&mut self) -> vec_deque::Drain<'_, Queued> {
         self.datagrams = 0;
+        self.bytes = 0;
         self.entries.drain(..)
     }
 }
@@ -79,7 +106,7 @@ mod tests {
     use crate::reactor::pool::Pool;
 
     #[test]
-    fn a_run_counts_as_its_datagrams_however_it_leaves() {
+    fn a_run_counts_as_its_datagrams_and_bytes_however_it_leaves() {
         let mut pool = Pool::new(1 << 20, 0);
         let mut outbox = Outbox::default();
         let run = |pool: &mut Pool, events| Queued {
@@ -92,13 +119,26 @@ mod tests {
         outbox.push_back(run(&mut pool, 5));
         outbox.push_back(run(&mut pool, 3));
         outbox.push_back(Queued::single(pool.alloc(10), 10));
-        assert_eq!((outbox.len(), outbox.datagrams()), (4, 10));
+        let counts = |o: &Outbox| (o.len(), o.datagrams(), o.bytes());
+        assert_eq!(counts(&outbox), (4, 10, 100));
         let q = outbox.pop_front().unwrap();
         pool.release(q.buf);
-        assert_eq!((outbox.len(), outbox.datagrams()), (3, 9));
+        assert_eq!(counts(&outbox), (3, 9, 90));
         outbox.retain(|q| q.events != 5);
-        assert_eq!((outbox.len(), outbox.datagrams()), (2, 4));
+        assert_eq!(counts(&outbox), (2, 4, 40));
         assert_eq!(outbox.drain().count(), 2);
-        assert_eq!((outbox.len(), outbox.datagrams()), (0, 0));
+        assert_eq!(counts(&outbox), (0, 0, 0));
+    }
+
+    #[test]
+    fn an_outbox_is_below_its_bound_until_either_count_reaches_it() {
+        let mut pool = Pool::new(1 << 20, 0);
+        let mut outbox = Outbox::default();
+        let bound = |datagrams, bytes| Bound { datagrams, bytes };
+        assert!(outbox.below(bound(1, 1)), "empty");
+        outbox.push_back(Queued::single(pool.alloc(100), 100));
+        assert!(outbox.below(bound(2, 101)));
+        assert!(!outbox.below(bound(1, 1000)), "datagrams reached");
+        assert!(!outbox.below(bound(1000, 100)), "bytes reached");
     }
 }

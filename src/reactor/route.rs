@@ -4,6 +4,7 @@
 
 use std::time::{Duration, Instant};
 
+use super::outbox::Bound;
 use super::pool::{BufRef, Pool};
 use super::round::{GSO_MAX_BYTES, GSO_MAX_SEGMENTS};
 use super::{log_limited, Conn, Open, OpenKind, Queued, Reactor, SendBackend, Slot};
@@ -53,7 +54,7 @@ impl<B: SendBackend> Reactor<B> {
                 Ok(_) if matches!(slot.conn, Conn::Down { .. }) => {
                     slot.counters.failed_unreachable += 1
                 }
-                Ok(_) if slot.queue.datagrams() >= self.queue_cap => {
+                Ok(_) if !slot.queue.below(self.queue_bound) => {
                     slot.counters.dropped_retry_overflow += 1
                 }
                 Ok((buf, len)) => {
@@ -119,7 +120,7 @@ impl<B: SendBackend> Reactor<B> {
         }
         let slot_index = self.route_slots[route.target as usize];
         let slot = self.slots[slot_index as usize].as_ref()?;
-        let ready = matches!(slot.conn, Conn::Up(_)) && slot.queue.datagrams() < self.queue_cap;
+        let ready = matches!(slot.conn, Conn::Up(_)) && slot.queue.below(self.queue_bound);
         ready.then_some(slot_index)
     }
 
@@ -185,6 +186,7 @@ impl<B: SendBackend> Reactor<B> {
                 // In the buffer: `max_events` were fitted to it.
                 let room = &mut self.pool.bytes_mut(&open.buf)[at..at + segment as usize];
                 if let Ok(n) = format.encode(name.as_str(), &msg.params, room) {
+                    self.batch_bytes += n;
                     open.len += n as u32;
                     open.events += 1;
                     if n < segment as usize || open.events == max_events {
@@ -254,6 +256,7 @@ impl<B: SendBackend> Reactor<B> {
         let room = &mut self.pool.bytes_mut(&open.buf)[open.len as usize..max_bytes as usize];
         match format.encode(name.as_str(), &msg.params, room) {
             Ok(n) if n <= coalesce.max_bytes() => {
+                self.batch_bytes += n;
                 open.len += n as u32;
                 open.events += 1;
                 slot.counters.raised += 1;
@@ -270,9 +273,9 @@ impl<B: SendBackend> Reactor<B> {
         q: Queued,
         pool: &mut Pool,
         active: &mut Vec<u32>,
-        cap: usize,
+        bound: Bound,
     ) {
-        if slot.queue.datagrams() >= cap {
+        if !slot.queue.below(bound) {
             slot.counters.dropped_retry_overflow += u64::from(q.events);
             pool.release(q.buf);
             return;
@@ -285,9 +288,9 @@ impl<B: SendBackend> Reactor<B> {
     }
 
     /// Queues a slot's open coalesced datagram or GSO run.
-    fn seal(slot: &mut Slot, index: u32, pool: &mut Pool, active: &mut Vec<u32>, cap: usize) {
+    fn seal(slot: &mut Slot, index: u32, pool: &mut Pool, active: &mut Vec<u32>, bound: Bound) {
         if let Some(o) = slot.open.take() {
-            Self::enqueue(slot, index, o.into(), pool, active, cap);
+            Self::enqueue(slot, index, o.into(), pool, active, bound);
         }
     }
 
@@ -302,7 +305,7 @@ impl<B: SendBackend> Reactor<B> {
             q,
             &mut self.pool,
             &mut self.active,
-            self.queue_cap,
+            self.queue_bound,
         );
     }
 
@@ -316,7 +319,7 @@ impl<B: SendBackend> Reactor<B> {
             index,
             &mut self.pool,
             &mut self.active,
-            self.queue_cap,
+            self.queue_bound,
         );
     }
 
@@ -331,7 +334,7 @@ impl<B: SendBackend> Reactor<B> {
             };
             match &slot.open {
                 Some(o) if all || o.deadline().is_none_or(|d| now >= d) => {
-                    Self::seal(slot, i, &mut self.pool, &mut self.active, self.queue_cap);
+                    Self::seal(slot, i, &mut self.pool, &mut self.active, self.queue_bound);
                     false
                 }
                 Some(_) => true,
@@ -366,11 +369,15 @@ impl<B: SendBackend> Reactor<B> {
             .pool
             .alloc((estimate * copies).min(GSO_MAX_BYTES).max(estimate));
         match format.encode(name.as_str(), &msg.params, self.pool.bytes_mut(&buf)) {
-            Ok(n) => Ok((buf, n as u32)),
+            Ok(n) => {
+                self.batch_bytes += n;
+                Ok((buf, n as u32))
+            }
             Err(EncodeError::TooLarge { len, .. }) if len <= MAX_DATAGRAM => {
                 self.pool.release(buf);
                 let buf = self.pool.alloc(len);
                 let n = format.encode(name.as_str(), &msg.params, self.pool.bytes_mut(&buf))?;
+                self.batch_bytes += n;
                 Ok((buf, n as u32))
             }
             Err(e) => {
