@@ -22,14 +22,9 @@ use crate::schedule::Pacer;
 use crate::sink::{Sink, TempDir};
 use crate::units::{human_count, human_ns};
 
-/// Events queued in the dispatcher's channel are capped at this many bytes of payload, so
-/// 65 457-byte runs do not queue a gigabyte (16 384 x 64 KiB) when the receiver falls behind.
+/// The dispatcher's channel holds at most this many bytes of large events' params (twice its
+/// default: a run of 65 457-byte events then queues 1 024 of them, not a gigabyte of 16 384).
 pub const QUEUE_BYTES: usize = 64 << 20;
-
-/// The channel capacity of a run of `size`-byte events: the plan's, capped by [`QUEUE_BYTES`].
-pub fn queue_capacity(plan: &Plan, size: usize) -> usize {
-    plan.queue_capacity.min((QUEUE_BYTES / size).max(64))
-}
 
 /// Producers start this long after the run's start is fixed, so thread start-up is not lag.
 const START_DELAY_NS: u64 = 2_000_000;
@@ -60,7 +55,8 @@ pub fn run_phase(plan: &Plan, size: usize, transport: Transport) -> anyhow::Resu
     };
     let d = Dispatcher::start(DispatcherConfig {
         backend: plan.backend,
-        queue_capacity: queue_capacity(plan, size),
+        queue_capacity: plan.queue_capacity,
+        queue_bytes: QUEUE_BYTES,
         queue_full: QueuePolicy::Drop,
         default_format: plan.format,
         shutdown_timeout_ms: 2_000,
