@@ -322,12 +322,14 @@ impl<B: SendBackend> Reactor<B> {
             round_budget,
             ready: Vec::new(),
             queue_bound: Bound {
-                datagrams: config.retry_queue + config.batch,
-                bytes: config.retry_queue_bytes + BATCH_BYTES + 2 * MAX_DATAGRAM,
+                datagrams: config.retry_queue.saturating_add(config.batch),
+                bytes: config
+                    .retry_queue_bytes
+                    .saturating_add(BATCH_BYTES + 2 * MAX_DATAGRAM),
             },
             intake_bound: Bound {
-                datagrams: config.retry_queue + 1,
-                bytes: config.retry_queue_bytes + 1,
+                datagrams: config.retry_queue.saturating_add(1),
+                bytes: config.retry_queue_bytes.saturating_add(1),
             },
             max_per_target: max_per_target.min(config.batch).max(1),
             next_retry: None,
