@@ -361,6 +361,27 @@ fn large(i: i64) -> Params {
     seq(i).str("pad", &"p".repeat(8_000)).unwrap()
 }
 
+/// The exact datagrams of `large(0..n)` raised as `name`.
+fn large_datagrams(name: &str, n: i64) -> Vec<Vec<u8>> {
+    (0..n)
+        .map(|i| encoded(Format::Line, name, &large(i)))
+        .collect()
+}
+
+/// A dispatcher with `cfg` and one event subscribed by a UNIX receiver that reads nothing.
+fn stalled(
+    dir: &TempDir,
+    cfg: DispatcherConfig,
+    name: &str,
+) -> (Dispatcher, event_datagram::EventId, Receiver) {
+    let slow = Receiver::unix(&dir.join("slow"));
+    slow.pause(true);
+    let d = Dispatcher::start(cfg).unwrap();
+    let e = d.publish(name).unwrap();
+    d.subscribe(e, slow.target.clone(), Expiry::Never).unwrap();
+    (d, e, slow)
+}
+
 /// The reactor takes at most this many bytes of events in one batch beyond a full target's
 /// bound, plus two datagrams (the one that crossed it, and an open one).
 const ONE_BATCH: usize = (1 << 20) + 2 * MAX_DATAGRAM;
@@ -411,13 +432,13 @@ fn a_stalled_receiver_of_large_events_holds_at_most_its_bytes_bound_while_others
         let stats = d.shutdown();
         let c = *stats.target(&slow.target).unwrap();
         assert!(slow.wait_for(c.sent as usize, LIMIT));
-        let sent = |r: &Receiver| -> Vec<Vec<u8>> { r.datagrams() };
-        let all: Vec<Vec<u8>> = (0..1_000)
-            .map(|i| encoded(Format::Line, "E_BYTES", &large(i)))
-            .collect();
-        assert!(sent(&fast) == all, "{backend:?}: the other target got all");
+        let all = large_datagrams("E_BYTES", 1_000);
+        assert!(
+            fast.datagrams() == all,
+            "{backend:?}: the other target got all"
+        );
         // The stalled one got a subsequence: in order, exact bytes, what was not dropped.
-        let got = sent(&slow);
+        let got = slow.datagrams();
         assert_eq!(got.len() as u64, c.sent);
         let mut expected = all.iter();
         assert!(
@@ -432,15 +453,11 @@ fn a_stalled_receiver_of_large_events_holds_at_most_its_bytes_bound_while_others
 fn a_sole_stalled_receiver_of_large_events_pauses_intake_before_its_bytes_bound_drops() {
     for backend in backends() {
         let dir = TempDir::new("pause");
-        let slow = Receiver::unix(&dir.join("slow"));
         let cfg = DispatcherConfig {
             retry_queue_bytes: 64 << 10,
             ..config(backend)
         };
-        let d = Dispatcher::start(cfg).unwrap();
-        let e = d.publish("E_PAUSE").unwrap();
-        d.subscribe(e, slow.target.clone(), Expiry::Never).unwrap();
-        slow.pause(true);
+        let (d, e, slow) = stalled(&dir, cfg, "E_PAUSE");
         // 16 MB: all of it fits in the channel, which the reactor stops taking from once the
         // target holds its bound; a batch of 256 such events would be 2 MB past it.
         for i in 0..2_000 {
@@ -453,11 +470,8 @@ fn a_sole_stalled_receiver_of_large_events_pauses_intake_before_its_bytes_bound_
         slow.pause(false);
         let stats = d.shutdown();
         assert!(slow.wait_for(2_000, LIMIT), "{backend:?}: {}", slow.count());
-        let expected: Vec<Vec<u8>> = (0..2_000)
-            .map(|i| encoded(Format::Line, "E_PAUSE", &large(i)))
-            .collect();
         assert!(
-            slow.datagrams() == expected,
+            slow.datagrams() == large_datagrams("E_PAUSE", 2_000),
             "{backend:?}: in order, none lost"
         );
         assert!(stats.is_balanced());
@@ -468,16 +482,12 @@ fn a_sole_stalled_receiver_of_large_events_pauses_intake_before_its_bytes_bound_
 fn the_channel_holds_at_most_queue_bytes_of_large_params_and_loses_nothing_it_took() {
     for backend in backends() {
         let dir = TempDir::new("qbytes");
-        let slow = Receiver::unix(&dir.join("slow"));
         let cfg = DispatcherConfig {
             queue_bytes: 64 << 10,
             retry_queue_bytes: 64 << 10,
             ..config(backend)
         };
-        let d = Dispatcher::start(cfg).unwrap();
-        let e = d.publish("E_QBYTES").unwrap();
-        d.subscribe(e, slow.target.clone(), Expiry::Never).unwrap();
-        slow.pause(true);
+        let (d, e, slow) = stalled(&dir, cfg, "E_QBYTES");
         // The target's bound pauses intake, then the channel fills: by its bytes (8 events
         // of 8 KiB params), long before its 4096 slots.
         let publisher = d.publisher();
@@ -513,11 +523,8 @@ fn the_channel_holds_at_most_queue_bytes_of_large_params_and_loses_nothing_it_to
             "{backend:?}: {} arrived",
             slow.count()
         );
-        let expected: Vec<Vec<u8>> = (0..total as i64)
-            .map(|i| encoded(Format::Line, "E_QBYTES", &large(i)))
-            .collect();
         assert!(
-            slow.datagrams() == expected,
+            slow.datagrams() == large_datagrams("E_QBYTES", total as i64),
             "{backend:?}: in order, none lost"
         );
         assert_eq!(stats.events.dropped_queue_full, 1, "{backend:?}");
