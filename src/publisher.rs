@@ -286,22 +286,21 @@ impl Publisher {
         }
         let shared = &*self.shared;
         let bytes = params.heap_bytes();
-        // The event is made in its slot: no copy of it on the way there.
-        let make = move || Raised { event, params };
-        let first = if shared.room.reserve(bytes) {
-            self.tx
-                .try_send_with(make)
-                .inspect_err(|_| shared.room.release(bytes))
-        } else {
-            Err(TrySendError::Full(make))
-        };
-        let sent = match first {
-            Ok(()) => Ok(()),
-            Err(TrySendError::Full(make)) if shared.policy == QueuePolicy::Block => {
-                shared.room.wait_and_send(&self.tx, make(), deadline)
+        let sent = if shared.room.reserve(bytes) {
+            // The event is made in its slot: no copy of it on the way there (the closure is
+            // built in the call, so the params are not moved into it first).
+            match self.tx.try_send_with(|| Raised { event, params }) {
+                Ok(()) => Ok(()),
+                Err(e) => {
+                    shared.room.release(bytes);
+                    match e {
+                        TrySendError::Full(make) => self.when_full(make(), deadline),
+                        TrySendError::Disconnected(make) => Err(TrySendError::Disconnected(make())),
+                    }
+                }
             }
-            Err(TrySendError::Full(make)) => Err(TrySendError::Full(make())),
-            Err(TrySendError::Disconnected(make)) => Err(TrySendError::Disconnected(make())),
+        } else {
+            self.when_full(Raised { event, params }, deadline)
         };
         match sent {
             Ok(()) => {
@@ -314,6 +313,22 @@ impl Publisher {
             }
             // Shutting down: the queue is closed.
             Err(TrySendError::Disconnected(m)) => Err(RaiseError::ShutDown(m.event, m.params)),
+        }
+    }
+}
+
+impl Publisher {
+    /// The channel had no room for `msg`: wait for it (`block`), or give the event back.
+    #[allow(clippy::result_large_err)]
+    #[cold]
+    fn when_full(
+        &self,
+        msg: Raised,
+        deadline: Option<Instant>,
+    ) -> Result<(), TrySendError<Raised>> {
+        match self.shared.policy {
+            QueuePolicy::Block => self.shared.room.wait_and_send(&self.tx, msg, deadline),
+            QueuePolicy::Drop => Err(TrySendError::Full(msg)),
         }
     }
 }
