@@ -22,8 +22,11 @@ use crate::schedule::Pacer;
 use crate::sink::{Sink, TempDir};
 use crate::units::{human_count, human_ns};
 
-/// The dispatcher's channel holds at most this many bytes of large events' params (twice its
-/// default: a run of 65 457-byte events then queues 1 024 of them, not a gigabyte of 16 384).
+/// The dispatcher's channel holds at most this many bytes of large events' params, and each
+/// target's queue this many bytes of datagrams (the defaults are 32 and 16 MiB): a run of
+/// 65 457-byte events can then absorb a backlog of about 1 000 events in each, as with the
+/// default count bounds, and does not queue a gigabyte (16 384 x 64 KiB) when a receiver falls
+/// behind.
 pub const QUEUE_BYTES: usize = 64 << 20;
 
 /// Producers start this long after the run's start is fixed, so thread start-up is not lag.
@@ -57,6 +60,7 @@ pub fn run_phase(plan: &Plan, size: usize, transport: Transport) -> anyhow::Resu
         backend: plan.backend,
         queue_capacity: plan.queue_capacity,
         queue_bytes: QUEUE_BYTES,
+        retry_queue_bytes: QUEUE_BYTES,
         queue_full: QueuePolicy::Drop,
         default_format: plan.format,
         shutdown_timeout_ms: 2_000,
