@@ -315,9 +315,7 @@ impl Publisher {
             Err(TrySendError::Disconnected(m)) => Err(RaiseError::ShutDown(m.event, m.params)),
         }
     }
-}
 
-impl Publisher {
     /// The channel had no room for `msg`: wait for it (`block`), or give the event back.
     #[allow(clippy::result_large_err)]
     #[cold]

@@ -51,10 +51,10 @@ pub(crate) fn sendmmsg(fd: RawFd, msgs: &mut [libc::mmsghdr]) -> io::Result<usiz
     let n = unsafe {
         libc::syscall(
             libc::SYS_sendmmsg,
-            fd,
+            libc::c_long::from(fd),
             msgs.as_mut_ptr(),
-            msgs.len() as libc::c_uint,
-            libc::MSG_DONTWAIT,
+            msgs.len() as libc::c_long,
+            libc::c_long::from(libc::MSG_DONTWAIT),
         )
     };
     if n < 0 {
