@@ -230,6 +230,8 @@ impl Slot {
 /// open datagram or run, and the event that crossed the line: the `2 * MAX_DATAGRAM` of
 /// `queue_bound`), however large the events.
 const BATCH_BYTES: usize = 1 << 20;
+/// Entries a target's queue allocates when it is made, at most.
+const MAX_PREALLOCATED: usize = 8192;
 /// The smallest per-round window of a target (see `Slot::window`).
 const MIN_WINDOW: u32 = 8;
 const RECONNECT_MIN: Duration = Duration::from_millis(10);
@@ -658,7 +660,9 @@ impl<B: SendBackend> Reactor<B> {
         self.slots[index as usize] = Some(Slot {
             target,
             conn,
-            queue: Outbox::with_capacity(self.queue_bound.datagrams),
+            // Room for the bound, up to a size that a configured bound of millions does not
+            // make every target allocate up front; beyond it the queue grows once, and keeps it.
+            queue: Outbox::with_capacity(self.queue_bound.datagrams.min(MAX_PREALLOCATED)),
             blocked: false,
             active: false,
             referenced: true,
