@@ -603,13 +603,15 @@ fn drain(sockets: &[RxSocket], size: usize, received: &AtomicU64, stop: &AtomicB
                     break;
                 }
                 got += n as u64;
+                // Counted as it comes: a receiver that never finds its socket empty (slower
+                // than the sender) must not hold its count back until the run ends.
+                received.fetch_add(n as u64, Ordering::Relaxed);
                 if (n as usize) < RX_BATCH {
                     break;
                 }
             }
         }
         if got > 0 {
-            received.fetch_add(got, Ordering::Relaxed);
             quiet_since = None;
             continue;
         }
