@@ -417,9 +417,17 @@ mod tests {
 
     #[test]
     fn out_of_range_values_name_the_key() {
-        let err = Config::from_yaml("dispatcher:\n  batch: 0\n")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("dispatcher.batch"), "{err}");
+        for key in [
+            "batch",
+            "queue_capacity",
+            "queue_bytes",
+            "retry_queue",
+            "retry_queue_bytes",
+        ] {
+            let err = Config::from_yaml(&format!("dispatcher:\n  {key}: 0\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(&format!("dispatcher.{key}:")), "{err}");
+        }
     }
 }

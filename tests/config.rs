@@ -16,11 +16,13 @@ fn the_example_config_parses_to_its_documented_values() {
     let d = &config.dispatcher;
     assert_eq!(d.backend, BackendChoice::Auto);
     assert_eq!(d.queue_capacity, 4_096);
+    assert_eq!(d.queue_bytes, 32 << 20);
     assert_eq!(d.queue_full, QueuePolicy::Block);
     assert_eq!(d.batch, 256);
     assert_eq!(d.ring_entries, 1024);
     assert_eq!(d.buffer_pool_bytes, 8 << 20);
     assert_eq!(d.retry_queue, 1024);
+    assert_eq!(d.retry_queue_bytes, 16 << 20);
     assert_eq!(d.default_format, Format::Line);
     assert_eq!(d.shutdown_timeout_ms, 5_000);
     assert!(d.udp_gso);
