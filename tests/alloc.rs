@@ -474,6 +474,29 @@ fn unread_receiver(dir: &TempDir, name: &str) -> (UnixDatagram, Target) {
     (rx, target)
 }
 
+/// A dispatcher started with `config`, and `name` published and subscribed by a UNIX receiver
+/// in `dir` that reads nothing until the test does (see [`unread_receiver`]).
+fn with_unread_receiver(
+    config: DispatcherConfig,
+    dir: &TempDir,
+    name: &str,
+) -> (Dispatcher, event_datagram::EventId, UnixDatagram, Target) {
+    let d = Dispatcher::start(config).unwrap();
+    let (rx, target) = unread_receiver(dir, &format!("{name}.sock"));
+    let event = d.publish(name).unwrap();
+    d.subscribe(event, target.clone(), Expiry::Never).unwrap();
+    (d, event, rx, target)
+}
+
+/// Params of a numbered event with a `pad` param.
+fn padded(seq: u64, pad: &str) -> Params {
+    Params::new()
+        .int("seq", seq as i64)
+        .unwrap()
+        .str("pad", pad)
+        .unwrap()
+}
+
 /// Raises `n` events with a `pad` param and waits until the dispatcher has routed them all to
 /// `target`: encoded, and queued for it while its receiver reads none (a UNIX receiver holds a
 /// few; the rest wait in the target's retry queue).
@@ -485,12 +508,7 @@ fn raise_until_routed(
     pad: &str,
 ) {
     for i in 0..n {
-        let params = Params::new()
-            .int("seq", i as i64)
-            .unwrap()
-            .str("pad", pad)
-            .unwrap();
-        d.raise(event, params).unwrap();
+        d.raise(event, padded(i, pad)).unwrap();
     }
     let end = Instant::now() + LIMIT;
     while d.stats().target(target).map_or(0, |c| c.raised) < n {
@@ -645,11 +663,8 @@ fn the_encode_buffers_of_a_peak_go_back_to_the_heap() {
         buffer_pool_bytes: KEEP,
         ..Default::default()
     };
-    let d = Dispatcher::start(config).unwrap();
     let dir = TempDir::new();
-    let (rx, target) = unread_receiver(&dir, "peak.sock");
-    let event = d.publish("E_PEAK").unwrap();
-    d.subscribe(event, target.clone(), Expiry::Never).unwrap();
+    let (d, event, rx, target) = with_unread_receiver(config, &dir, "E_PEAK");
 
     let before = LIVE_BYTES.load(Ordering::SeqCst);
     let pad = "p".repeat(60_000);
@@ -699,11 +714,8 @@ fn a_stalled_receiver_of_large_events_holds_a_bounded_heap() {
         shutdown_timeout_ms: 100,
         ..Default::default()
     };
-    let d = Dispatcher::start(config).unwrap();
     let dir = TempDir::new();
-    let (_rx, target) = unread_receiver(&dir, "stalled.sock");
-    let event = d.publish("E_STALLED").unwrap();
-    d.subscribe(event, target.clone(), Expiry::Never).unwrap();
+    let (d, event, _rx, target) = with_unread_receiver(config, &dir, "E_STALLED");
     let publisher = d.publisher();
     let pad = "p".repeat(60_000);
 
@@ -713,11 +725,7 @@ fn a_stalled_receiver_of_large_events_holds_a_bounded_heap() {
     // channel's bytes filled.
     let mut accepted = 0u64;
     loop {
-        let params = Params::new()
-            .int("seq", accepted as i64)
-            .unwrap()
-            .str("pad", &pad)
-            .unwrap();
+        let params = padded(accepted, &pad);
         match publisher.raise_timeout(event, params, Duration::from_millis(100)) {
             Ok(()) => accepted += 1,
             Err(RaiseError::QueueFull(..)) => break,

@@ -265,7 +265,8 @@ pub(crate) struct Reactor<B: SendBackend> {
     ready: Vec<u32>,
     /// A target's queue drops what would go beyond this (see [`BATCH_BYTES`]).
     queue_bound: Bound,
-    /// Intake pauses while every live target's queue holds this much (see `intake_open`).
+    /// Intake pauses while every live target's queue holds this much: the configured bounds
+    /// (see `intake_open`).
     intake_bound: Bound,
     max_per_target: usize,
     /// Datagrams one round may carry (the ring's size for `uring`).
@@ -330,8 +331,8 @@ impl<B: SendBackend> Reactor<B> {
                     .saturating_add(BATCH_BYTES + 2 * MAX_DATAGRAM),
             },
             intake_bound: Bound {
-                datagrams: config.retry_queue.saturating_add(1),
-                bytes: config.retry_queue_bytes.saturating_add(1),
+                datagrams: config.retry_queue,
+                bytes: config.retry_queue_bytes,
             },
             max_per_target: max_per_target.min(config.batch).max(1),
             next_retry: None,

@@ -368,15 +368,20 @@ impl<B: SendBackend> Reactor<B> {
         let buf = self
             .pool
             .alloc((estimate * copies).min(GSO_MAX_BYTES).max(estimate));
-        match format.encode(name.as_str(), &msg.params, self.pool.bytes_mut(&buf)) {
+        let (buf, encoded) =
+            match format.encode(name.as_str(), &msg.params, self.pool.bytes_mut(&buf)) {
+                Err(EncodeError::TooLarge { len, .. }) if len <= MAX_DATAGRAM => {
+                    // Larger than the estimate, not than a datagram: again, in its own size.
+                    self.pool.release(buf);
+                    let buf = self.pool.alloc(len);
+                    let encoded =
+                        format.encode(name.as_str(), &msg.params, self.pool.bytes_mut(&buf));
+                    (buf, encoded)
+                }
+                encoded => (buf, encoded),
+            };
+        match encoded {
             Ok(n) => {
-                self.batch_bytes += n;
-                Ok((buf, n as u32))
-            }
-            Err(EncodeError::TooLarge { len, .. }) if len <= MAX_DATAGRAM => {
-                self.pool.release(buf);
-                let buf = self.pool.alloc(len);
-                let n = format.encode(name.as_str(), &msg.params, self.pool.bytes_mut(&buf))?;
                 self.batch_bytes += n;
                 Ok((buf, n as u32))
             }
