@@ -230,6 +230,24 @@ impl Slot {
 /// open datagram or run, and the event that crossed the line: the `2 * MAX_DATAGRAM` of
 /// `queue_bound`), however large the events.
 const BATCH_BYTES: usize = 1 << 20;
+/// Events one batch takes at most while a receiver that keeps pace with us is full (see
+/// [`batch_size`]).
+const PACING_BATCH: usize = 32;
+/// Events the next batch takes: `batch`, or [`PACING_BATCH`] while a receiver that keeps pace
+/// with us limits what it takes per round (`windows`: the sending targets', narrower than
+/// `max_window` since their receiver was full). Such a receiver takes what we send within
+/// microseconds and idles while we encode: a UNIX receiver's queue holds
+/// `net.unix.max_dgram_qlen` datagrams, 10 by default, about 12 us of its work here, and
+/// encoding a whole batch of 256 events took longer. (The compare bench's UNIX x1 case: the
+/// receiver slept about 3 000 times a second with whole batches, 1 000-2 000 with these.)
+fn batch_size(batch: usize, max_window: usize, mut windows: impl Iterator<Item = u32>) -> usize {
+    if windows.any(|w| (w as usize) < max_window) {
+        PACING_BATCH.min(batch)
+    } else {
+        batch
+    }
+}
+
 /// Entries a target's queue allocates when it is made, at most.
 const MAX_PREALLOCATED: usize = 8192;
 /// The smallest per-round window of a target (see `Slot::window`).
@@ -472,10 +490,15 @@ impl<B: SendBackend> Reactor<B> {
         let now = self.shared.registry.clock().now();
         self.batch_time = Instant::now();
         let snapshot = Arc::clone(&self.snapshot);
-        self.batch_left = rx.len().min(self.config.batch);
+        let windows = self.active.iter().map(|&i| {
+            let slot = self.slots[i as usize].as_ref().expect("active slots exist");
+            slot.window
+        });
+        let batch = batch_size(self.config.batch, self.max_per_target, windows);
+        self.batch_left = rx.len().min(batch);
         self.batch_bytes = 0;
         let (mut took, mut heap_bytes) = (0, 0);
-        while took < self.config.batch && self.batch_bytes < BATCH_BYTES {
+        while took < batch && self.batch_bytes < BATCH_BYTES {
             let routed = rx.recv_with(|msg| {
                 heap_bytes += msg.params.heap_bytes();
                 self.route(&snapshot, msg, now)
@@ -751,5 +774,22 @@ fn log_limited(last: &mut Option<Instant>, target: &Target, err: &dyn std::fmt::
     if last.is_none_or(|t| now.duration_since(t) >= LOG_INTERVAL) {
         *last = Some(now);
         eprintln!("event-datagram: {target}: {err} (counted; next report for this target in 60 s at the earliest)");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_shrink_while_a_receiver_keeps_pace_and_is_full() {
+        assert_eq!(batch_size(256, 256, [].into_iter()), 256, "nothing to send");
+        assert_eq!(batch_size(256, 256, [256, 256].into_iter()), 256);
+        assert_eq!(
+            batch_size(256, 256, [256, MIN_WINDOW].into_iter()),
+            PACING_BATCH,
+            "one narrowed window"
+        );
+        assert_eq!(batch_size(16, 16, [8].into_iter()), 16, "never above batch");
     }
 }
