@@ -63,7 +63,8 @@ pub struct DispatcherConfig {
     pub queue_capacity: usize,
     /// Bytes of large events' params (those kept on the heap, beyond
     /// [`Params::INLINE_BYTES`](crate::Params::INLINE_BYTES)) the channel holds: it is full
-    /// when either bound is reached. An event larger than this still goes alone.
+    /// when either bound is reached. An event larger than this still goes, once the channel
+    /// holds at most half of it.
     pub queue_bytes: usize,
     /// What `raise` does when the channel is full.
     pub queue_full: QueuePolicy,

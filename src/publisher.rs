@@ -107,15 +107,22 @@ impl Room {
     }
 
     /// Counts `bytes` of params (0 for inline ones) into the channel's bytes, if they fit.
-    /// They always do in a channel that holds none, so that any event can go, alone.
+    /// Params larger than the whole bound fit once the channel holds at most half of it, when
+    /// waiting producers are woken: waiting for a channel that holds none, they could wait for
+    /// ever behind a steady stream of smaller large params, which refills it from half.
     #[inline]
     fn reserve(&self, bytes: usize) -> bool {
         if bytes == 0 {
             return true;
         }
+        let limit = if bytes > self.max_bytes {
+            self.max_bytes / 2 + bytes
+        } else {
+            self.max_bytes
+        };
         let mut held = self.bytes.load(Ordering::Relaxed);
         loop {
-            if held != 0 && held + bytes > self.max_bytes {
+            if held + bytes > limit {
                 return false;
             }
             match self.bytes.compare_exchange_weak(
@@ -334,5 +341,34 @@ impl Publisher {
 impl std::fmt::Debug for Publisher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Publisher").finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn large_params_fit_up_to_the_bound_and_larger_ones_from_half_of_it() {
+        const KIB: usize = 1 << 10;
+        let room = Room::new(16 * KIB);
+        assert!(room.reserve(0), "inline params always fit");
+        assert!(room.reserve(8 * KIB));
+        assert!(room.reserve(8 * KIB), "up to the bound");
+        assert!(!room.reserve(512), "not past it");
+        assert!(
+            !room.reserve(64 * KIB),
+            "larger than the bound, the channel full"
+        );
+        room.release(8 * KIB);
+        assert!(
+            room.reserve(64 * KIB),
+            "larger than the bound, the channel at half of it"
+        );
+        assert!(!room.reserve(512), "then nothing until it is taken");
+        room.release(64 * KIB);
+        room.release(8 * KIB);
+        assert_eq!(room.bytes.load(Ordering::Relaxed), 0);
+        assert!(room.reserve(64 * KIB), "an empty channel takes any");
     }
 }
