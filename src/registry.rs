@@ -168,12 +168,25 @@ pub enum RegistryError {
 }
 
 /// Limits on the number of subscriptions.
+///
+/// They protect a dispatcher from its remote control endpoint: the MI handler sets them
+/// (`mi.max_subscribers_per_event`, `mi.max_subscribers`; [`Default`] gives their defaults). A
+/// registry starts [`UNLIMITED`](Self::UNLIMITED): subscriptions the application makes itself, or
+/// a configuration's static ones, are not capped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
     /// Subscriptions per event.
     pub per_event: usize,
     /// Subscriptions in all.
     pub total: usize,
+}
+
+impl Limits {
+    /// No limit.
+    pub const UNLIMITED: Limits = Limits {
+        per_event: usize::MAX,
+        total: usize::MAX,
+    };
 }
 
 impl Default for Limits {
@@ -265,7 +278,7 @@ impl Registry {
                 by_name: HashMap::new(),
                 subs: Vec::new(),
                 snapshot: Arc::default(),
-                limits: Limits::default(),
+                limits: Limits::UNLIMITED,
             }),
         }
     }

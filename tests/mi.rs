@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use event_datagram::{
-    BackendChoice, Dispatcher, DispatcherConfig, Format, ManualClock, MiConfig, MiHandler,
+    BackendChoice, Config, Dispatcher, DispatcherConfig, Format, ManualClock, MiConfig, MiHandler,
     QueuePolicy,
 };
 use proptest::prelude::*;
@@ -458,6 +458,44 @@ fn allowlist_and_limits_come_from_the_config() {
         503,
         "Too many subscribers",
         "already 3",
+    );
+}
+
+/// The limits guard the MI endpoint; what the configuration or the application subscribe is
+/// not capped by them (it was: the registry's defaults applied before the MI handler set the
+/// configured ones).
+#[test]
+fn limits_cap_mi_subscribers_not_the_static_ones() {
+    let mut yaml = String::from(
+        "dispatcher:\n  backend: syscall\nmi:\n  max_subscribers_per_event: 300\nsubscriptions:\n",
+    );
+    // More than the default limit of 256 per event, to closed ports (nothing is raised).
+    for port in 0..270 {
+        yaml += &format!(
+            "  - {{ event: E_MANY, socket: \"udp:127.0.0.1:{}\" }}\n",
+            20_000 + port
+        );
+    }
+    let config = Config::from_yaml(&yaml).unwrap();
+    let dispatcher = Dispatcher::from_config(&config).expect("270 static subscriptions");
+    let event = dispatcher.registry().lookup("E_MANY").unwrap();
+    assert_eq!(dispatcher.registry().subscribers(event).unwrap().len(), 270);
+    let mi = MiHandler::for_dispatcher(&dispatcher, &config.mi).unwrap();
+    let m = Mi {
+        dispatcher,
+        mi,
+        clock: Arc::new(ManualClock::new()),
+    };
+    for port in 270..300 {
+        let spec = format!("udp:127.0.0.1:{}", 20_000 + port);
+        assert_eq!(m.ok("event_subscribe", json!(["E_MANY", spec])), "OK");
+    }
+    m.err(
+        "event_subscribe",
+        json!(["E_MANY", "udp:127.0.0.1:30000"]),
+        503,
+        "Too many subscribers",
+        "E_MANY already has 300",
     );
 }
 
