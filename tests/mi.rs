@@ -1134,6 +1134,50 @@ fn serve_answers_over_udp_and_unix_and_stops_cleanly() {
     assert!(!sock.exists(), "the UNIX socket file is removed at exit");
 }
 
+/// A UNIX client that sends requests and never reads the replies fills its queue (10
+/// datagrams by default); its next replies are refused, and the listener goes on answering
+/// everyone else (a blocking reply parked it until that client read).
+#[test]
+fn serve_keeps_answering_while_a_unix_client_does_not_read_its_replies() {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::SocketAddr as UnixAddr;
+
+    let dir = TempDir::new("mi-greedy");
+    let sock = dir.join("mi.sock");
+    let (mut p, _) = serve(&[&format!("unix:{}", sock.display())], &[]);
+    let greedy = UnixDatagram::bind(dir.join("greedy.sock")).unwrap();
+    greedy
+        .set_write_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let request = request_bytes("events_list", json!([]));
+    // Its sends may wait for the server (whose own queue holds 10); a parked server would
+    // never take them all, so a send that times out ends the loop.
+    let sent = (0..30)
+        .take_while(|_| greedy.send_to(&request, &sock).is_ok())
+        .count();
+    // Another client, bound to an abstract name, is answered.
+    let name = format!("evdgram-test-{}", std::process::id());
+    let other = UnixDatagram::bind_addr(&UnixAddr::from_abstract_name(&name).unwrap()).unwrap();
+    other.set_read_timeout(Some(DEADLINE)).unwrap();
+    other.set_write_timeout(Some(DEADLINE)).unwrap();
+    other
+        .send_to(&request, &sock)
+        .expect("the server takes the request");
+    let mut buf = vec![0u8; 70_000];
+    let n = other
+        .recv(&mut buf)
+        .expect("a reply while another client does not read");
+    let r: Value = serde_json::from_slice(&buf[..n]).unwrap();
+    assert!(r["result"]["Events"].is_array(), "{r}");
+    assert_eq!(sent, 30, "the server took every request");
+    // The greedy client's queue holds what it could; nothing more came.
+    greedy.set_nonblocking(true).unwrap();
+    let queued = std::iter::from_fn(|| greedy.recv(&mut buf).ok()).count();
+    assert!((1..=30).contains(&queued), "{queued}");
+    p.signal(libc::SIGTERM);
+    assert!(p.wait().success());
+}
+
 #[test]
 fn serve_refuses_remote_listeners_unless_allowed() {
     let any = format!("udp:0.0.0.0:{}", free_port());

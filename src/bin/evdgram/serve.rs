@@ -8,7 +8,11 @@
 
 use std::fs;
 use std::io;
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::io::AsRawFd;
+use std::os::unix::net::{SocketAddr as UnixAddr, UnixDatagram};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -196,9 +200,7 @@ fn serve(socket: &Socket, handler: &MiHandler, stopping: &AtomicBool) -> anyhow:
         };
         let sent = match (socket, &peer) {
             (Socket::Udp(s), Peer::Udp(a)) => s.send_to(&reply, a).map(drop),
-            (Socket::Unix(s), Peer::Unix(a)) if !a.is_unnamed() => {
-                s.send_to_addr(&reply, a).map(drop)
-            }
+            (Socket::Unix(s), Peer::Unix(a)) if !a.is_unnamed() => send_nowait(s, &reply, a),
             // An unbound UNIX client cannot be answered.
             _ => Ok(()),
         };
@@ -208,9 +210,54 @@ fn serve(socket: &Socket, handler: &MiHandler, stopping: &AtomicBool) -> anyhow:
     }
 }
 
+/// Sends `reply` to the UNIX client at `to` without waiting. A client that sends requests and
+/// does not read the replies fills its queue (10 datagrams by default); a blocking send would
+/// then park this listener, and every other client of it, until that client reads. Its next
+/// replies are refused instead (`EAGAIN`, logged).
+fn send_nowait(socket: &UnixDatagram, reply: &[u8], to: &UnixAddr) -> io::Result<()> {
+    // The address as the kernel takes it: a path, NUL-terminated, or an abstract name after a
+    // NUL byte (its length says where it ends).
+    let (name, lead) = match (to.as_pathname(), to.as_abstract_name()) {
+        (Some(path), _) => (path.as_os_str().as_bytes(), 0),
+        (None, Some(name)) => (name, 1),
+        (None, None) => return Ok(()),
+    };
+    // SAFETY: sockaddr_un is plain data, valid all zeroes.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    // Addresses come from recvfrom, so they fit; a path keeps its terminating NUL.
+    let room = addr.sun_path.len() - lead - usize::from(lead == 0);
+    if name.len() > room {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "address too long",
+        ));
+    }
+    for (dst, &src) in addr.sun_path[lead..].iter_mut().zip(name) {
+        *dst = src as libc::c_char;
+    }
+    let len = std::mem::offset_of!(libc::sockaddr_un, sun_path) + lead + name.len();
+    // SAFETY: `reply` is valid for reads of its length; `addr` is an initialised sockaddr_un
+    // of which `len` bytes (at most its size) are the address; the fd is open for the call.
+    let n = unsafe {
+        libc::sendto(
+            socket.as_raw_fd(),
+            reply.as_ptr().cast(),
+            reply.len(),
+            libc::MSG_DONTWAIT,
+            (&addr as *const libc::sockaddr_un).cast(),
+            len as libc::socklen_t,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 enum Peer {
     Udp(std::net::SocketAddr),
-    Unix(std::os::unix::net::SocketAddr),
+    Unix(UnixAddr),
 }
 
 impl std::fmt::Display for Peer {
