@@ -149,6 +149,19 @@ pub(crate) fn set_int_option(
     }
 }
 
+/// The process's soft limit on open files (`RLIMIT_NOFILE`); `u64::MAX` when unlimited.
+pub(crate) fn open_files_limit() -> io::Result<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a live rlimit the kernel writes into.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(lim.rlim_cur)
+}
+
 /// A zeroed `msghdr`.
 pub(crate) fn empty_msghdr() -> libc::msghdr {
     // SAFETY: msghdr is a plain C struct for which all-zero bytes are a valid value.

@@ -93,9 +93,15 @@ struct Run {
 
 /// Runs `evdgram args...` to completion, bounded by [`DEADLINE`].
 fn evdgram(args: &[&str]) -> Run {
+    let mut command = Command::new(EVDGRAM);
+    command.args(args);
+    run(command)
+}
+
+/// Runs `command` to completion, bounded by [`DEADLINE`].
+fn run(mut command: Command) -> Run {
     let mut child = ChildGuard(Some(
-        Command::new(EVDGRAM)
-            .args(args)
+        command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -855,6 +861,46 @@ fn raise_sends_exact_datagrams_to_udp_and_unix_and_prints_the_stats() {
             assert_eq!(causes, "-", "{spec}:\n{stdout}");
         }
     }
+}
+
+/// io_uring's fixed-file table may not be larger than the open-files limit, 1024 by default:
+/// a table of 4096 made the `uring` backend fail to start (EMFILE) wherever it was not raised.
+#[test]
+fn the_uring_backend_starts_under_a_low_open_files_limit() {
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let spec = format!("udp:{}", udp.local_addr().unwrap());
+    let args = [
+        "raise",
+        "--backend",
+        "uring",
+        "--to",
+        &spec,
+        "E_X",
+        "--count",
+        "3",
+    ];
+    let unlimited = evdgram(&args);
+    if unlimited.stderr.contains("backend is unavailable") {
+        eprintln!("SKIPPED: io_uring is unavailable here");
+        return;
+    }
+    assert!(unlimited.status.success(), "{}", unlimited.stderr);
+    let mut limited = Command::new("sh");
+    limited
+        .args(["-c", r#"ulimit -n 256 && exec "$0" "$@""#, EVDGRAM])
+        .args(args);
+    let run = run(limited);
+    let stdout = String::from_utf8(run.stdout).unwrap();
+    assert!(
+        run.status.success(),
+        "{:?}\n{stdout}{}",
+        run.status,
+        run.stderr
+    );
+    assert!(stdout.starts_with("backend: uring\n"), "{stdout}");
+    assert_eq!(receive(6, |b| udp.recv(b)).len(), 6, "both runs' datagrams");
 }
 
 #[test]

@@ -35,11 +35,13 @@ const TAG_WRITABLE: u64 = 1 << 62;
 /// `user_data` of a poll removal (its completion is ignored).
 const TAG_REMOVE: u64 = 1 << 61;
 
-/// Fixed-file table size; targets beyond it use their plain fd.
+/// Fixed-file table size at most; targets beyond the table use their plain fd.
 const FIXED_FILES: u32 = 4096;
 
 pub(crate) struct UringBackend {
     ring: IoUring,
+    /// Slots below this send through the fixed-file table.
+    fixed_files: u32,
     polls: Polls,
     /// Scratch for the GSO messages of one round (see `send_round`).
     iovecs: Vec<libc::iovec>,
@@ -100,10 +102,16 @@ impl UringBackend {
                 return Err(io::Error::new(io::ErrorKind::Unsupported, msg));
             }
         }
-        ring.submitter().register_files_sparse(FIXED_FILES)?;
+        // The kernel refuses a table larger than the open-files limit (EMFILE), which is 1024
+        // by default: a table of 4096 made io_uring unavailable almost everywhere.
+        let fixed_files = sys::open_files_limit()?.min(u64::from(FIXED_FILES)) as u32;
+        if fixed_files > 0 {
+            ring.submitter().register_files_sparse(fixed_files)?;
+        }
         let capacity = ring.params().sq_entries() as usize;
         Ok(UringBackend {
             ring,
+            fixed_files,
             polls: Polls::default(),
             iovecs: Vec::with_capacity(capacity),
             msghdrs: Vec::with_capacity(capacity),
@@ -126,8 +134,9 @@ impl UringBackend {
         }
     }
 
-    fn fd(slot: u32, fd: RawFd) -> FdRef {
-        if slot < FIXED_FILES {
+    /// How the kernel finds `slot`'s socket: the fixed-file table holds the first slots.
+    fn fd(fixed_files: u32, slot: u32, fd: RawFd) -> FdRef {
+        if slot < fixed_files {
             FdRef::Fixed(types::Fixed(slot))
         } else {
             FdRef::Raw(types::Fd(fd))
@@ -146,7 +155,7 @@ impl SendBackend for UringBackend {
     }
 
     fn add_socket(&mut self, slot: u32, fd: RawFd) {
-        if slot < FIXED_FILES {
+        if slot < self.fixed_files {
             if let Err(e) = self.ring.submitter().register_files_update(slot, &[fd]) {
                 // Not fatal: sends through a fixed slot that failed to register fail, counted.
                 eprintln!("event-datagram: io_uring: cannot register socket {fd} as fixed file {slot}: {e}");
@@ -168,7 +177,7 @@ impl SendBackend for UringBackend {
                 .user_data(TAG_REMOVE);
             self.push(remove);
         }
-        if slot < FIXED_FILES {
+        if slot < self.fixed_files {
             let _ = self.ring.submitter().register_files_update(slot, &[-1]);
         }
     }
@@ -181,6 +190,7 @@ impl SendBackend for UringBackend {
         self.msghdrs.clear();
         self.controls.clear();
         let mut pushed = 0usize;
+        let fixed_files = self.fixed_files;
         {
             let mut sq = self.ring.submission();
             for rt in &round.targets {
@@ -193,7 +203,7 @@ impl SendBackend for UringBackend {
                 let mut k = 0;
                 while k < items.len() {
                     let index = rt.first as usize + k;
-                    let fd = Self::fd(rt.slot, rt.fd);
+                    let fd = Self::fd(fixed_files, rt.slot, rt.fd);
                     let message = next_message(&items[k..], rt.gso);
                     let run = message.items;
                     let sqe = if message.segment == 0 {
@@ -305,7 +315,7 @@ impl SendBackend for UringBackend {
             return;
         }
         watching[i] = true;
-        let poll = match Self::fd(slot, fd) {
+        let poll = match Self::fd(self.fixed_files, slot, fd) {
             FdRef::Fixed(f) => opcode::PollAdd::new(f, libc::POLLOUT as u32),
             FdRef::Raw(f) => opcode::PollAdd::new(f, libc::POLLOUT as u32),
         };
