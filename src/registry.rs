@@ -1,9 +1,10 @@
 //! Published events and their subscriptions, with the Event Interface's semantics.
 //!
 //! Writers (publish, subscribe, unsubscribe) take a lock and publish a new immutable
-//! [`Snapshot`]; the reactor checks one atomic generation number per batch and picks up the
-//! new snapshot only when it changed. A change is therefore visible to every event raised after
-//! the change returns: that event is received by the reactor after the generation was bumped.
+//! [`Snapshot`]; the reactor checks one atomic generation number for each event it reads and
+//! picks up the new snapshot only when it changed. A change is therefore visible to every event
+//! raised after the change returns: that event is read by the reactor after the generation was
+//! bumped.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};

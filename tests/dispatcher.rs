@@ -1,5 +1,6 @@
 //! The dispatcher against real UDP and UNIX receivers, for both backends.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -221,6 +222,61 @@ fn subscriptions_added_refreshed_expired_and_removed_mid_stream() {
         assert_eq!(b.datagrams(), vec![line(1), line(2), line(3)]);
         assert!(stats.is_balanced());
         assert_eq!(stats.events.unsubscribed, 0);
+    }
+}
+
+/// A change applies to an event raised after it returns even when the reactor reads that event
+/// in the middle of a batch of others (it looked for changes only at a batch's start). Another
+/// producer streams events nobody subscribed (cheap to route, so the queue stays short and
+/// batches run on while the events come); each round subscribes, raises a mark, unsubscribes,
+/// raises another, each mark followed by a fence to a third receiver, so that it is read before
+/// the next change.
+#[test]
+fn a_change_applies_to_the_next_event_while_a_stream_flows() {
+    const ROUNDS: usize = 300;
+    for backend in backends() {
+        let (marks, fences) = (Receiver::udp(), Receiver::udp());
+        let d = Dispatcher::start(config(backend)).unwrap();
+        let [stream, mark, fence] =
+            ["E_STREAM", "E_MARK", "E_FENCE"].map(|n| d.publish(n).unwrap());
+        d.subscribe(fence, fences.target.clone(), Expiry::Never)
+            .unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let streaming = {
+            let (p, stop) = (d.publisher(), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    p.raise(stream, Params::new()).unwrap();
+                }
+            })
+        };
+        let mut fenced = 0;
+        let mut through_fence = |n: i64| {
+            d.raise(mark, seq(n)).unwrap();
+            d.raise(fence, seq(n)).unwrap();
+            fenced += 1;
+            assert!(fences.wait_for(fenced, LIMIT), "{backend:?}: fence {n}");
+        };
+        for i in 0..ROUNDS as i64 {
+            d.subscribe(mark, marks.target.clone(), Expiry::Never)
+                .unwrap();
+            through_fence(2 * i);
+            d.unsubscribe(mark, &marks.target).unwrap();
+            through_fence(2 * i + 1);
+        }
+        stop.store(true, Ordering::Relaxed);
+        streaming.join().unwrap();
+        let stats = d.shutdown();
+        assert!(
+            marks.wait_for(ROUNDS, LIMIT),
+            "{backend:?}: {}",
+            marks.count()
+        );
+        let want: Vec<_> = (0..ROUNDS)
+            .map(|i| encoded(Format::Line, "E_MARK", &seq(2 * i as i64)))
+            .collect();
+        assert_eq!(marks.datagrams(), want, "{backend:?}");
+        assert!(stats.is_balanced(), "{stats:?}");
     }
 }
 

@@ -480,16 +480,10 @@ impl<B: SendBackend> Reactor<B> {
         if rx.is_empty() {
             return 0;
         }
-        if let Some(snapshot) = self
-            .shared
-            .registry
-            .snapshot_if_newer(self.snapshot.generation)
-        {
-            self.apply_snapshot(snapshot);
-        }
+        self.refresh_snapshot();
         let now = self.shared.registry.clock().now();
         self.batch_time = Instant::now();
-        let snapshot = Arc::clone(&self.snapshot);
+        let mut snapshot = Arc::clone(&self.snapshot);
         let windows = self.active.iter().map(|&i| {
             let slot = self.slots[i as usize].as_ref().expect("active slots exist");
             slot.window
@@ -501,6 +495,12 @@ impl<B: SendBackend> Reactor<B> {
         while took < batch && self.batch_bytes < BATCH_BYTES {
             let routed = rx.recv_with(|msg| {
                 heap_bytes += msg.params.heap_bytes();
+                // Per event, not per batch: an event raised after a subscription change
+                // returned must see it, and one raised while this batch is being routed is
+                // read in it. One load of a line that only changes with the subscriptions.
+                if self.refresh_snapshot() {
+                    snapshot = Arc::clone(&self.snapshot);
+                }
                 self.route(&snapshot, msg, now)
             });
             if routed.is_none() {
@@ -644,6 +644,21 @@ impl<B: SendBackend> Reactor<B> {
     }
 
     /// Starts using a new snapshot: opens sockets for new targets, retires unused ones.
+    /// Takes the registry's snapshot if it changed since ours; returns whether it did. The
+    /// registry bumps its generation before a change returns, so after reading an event raised
+    /// later (which the queue's stamps order after it), this sees the change.
+    #[inline]
+    fn refresh_snapshot(&mut self) -> bool {
+        let registry = &self.shared.registry;
+        match registry.snapshot_if_newer(self.snapshot.generation) {
+            Some(snapshot) => {
+                self.apply_snapshot(snapshot);
+                true
+            }
+            None => false,
+        }
+    }
+
     fn apply_snapshot(&mut self, snapshot: Arc<Snapshot>) {
         for slot in self.slots.iter_mut().flatten() {
             slot.referenced = false;
