@@ -681,6 +681,73 @@ fn shutdown_releases_producers_waiting_for_room_and_counts_every_accepted_event(
     }
 }
 
+/// Shutdown ends at its timeout while a UNIX receiver keeps taking a little all the time
+/// behind a retry queue of 100 000: what is still queued then is counted as dropped at
+/// shutdown, not sent at that receiver's pace (about 4 s here).
+#[test]
+fn shutdown_ends_at_its_timeout_while_a_slow_receiver_keeps_taking() {
+    for backend in backends() {
+        let dir = TempDir::new("trickle");
+        let path = dir.join("slow");
+        let socket = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_millis(10)))
+            .unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let reader = {
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 256];
+                while !stop.load(Ordering::Relaxed) {
+                    let _ = socket.recv(&mut buf);
+                    // Busy, not asleep, so that the reactor keeps retrying it.
+                    let t = std::time::Instant::now();
+                    while t.elapsed() < Duration::from_micros(30) {
+                        std::hint::spin_loop();
+                    }
+                }
+            })
+        };
+        let cfg = DispatcherConfig {
+            shutdown_timeout_ms: 200,
+            retry_queue: 100_000,
+            retry_queue_bytes: 256 << 20,
+            ..config(backend)
+        };
+        let d = Dispatcher::start(cfg).unwrap();
+        let e = d.publish("E_TRICKLE").unwrap();
+        let target: Target = format!("unix:{}", path.display()).parse().unwrap();
+        d.subscribe(e, target.clone(), Expiry::Never).unwrap();
+        let publisher = d.publisher();
+        let producer = std::thread::spawn(move || {
+            let mut accepted = 0u64;
+            while publisher.raise(e, seq(accepted as i64)).is_ok() {
+                accepted += 1;
+            }
+            accepted
+        });
+        // The retry queue fills far faster than the receiver takes.
+        std::thread::sleep(Duration::from_millis(300));
+        let start = std::time::Instant::now();
+        let stats = d.shutdown();
+        let took = start.elapsed();
+        let accepted = producer.join().unwrap();
+        stop.store(true, Ordering::Relaxed);
+        reader.join().unwrap();
+        assert!(
+            took < Duration::from_millis(1_500),
+            "{backend:?}: shutdown took {took:?}"
+        );
+        assert!(stats.is_balanced(), "{backend:?}: {stats:?}");
+        let c = stats.target(&target).unwrap();
+        assert_eq!((c.raised, c.pending), (accepted, 0), "{backend:?}: {c:?}");
+        assert!(
+            c.dropped_shutdown > 0,
+            "{backend:?}: nothing left at the deadline: {c:?}"
+        );
+    }
+}
+
 #[test]
 fn missing_unix_path_and_closed_udp_port_are_counted_not_fatal() {
     for backend in backends() {

@@ -405,11 +405,13 @@ impl<B: SendBackend> Reactor<B> {
     /// dropped at the targets. One slow target among others never pauses intake, so it never
     /// delays them; it drops its own overflow. After the shutdown deadline intake never pauses.
     fn intake_open(&self) -> bool {
-        if self.backlog() > self.round_budget {
-            return false;
-        }
+        // First: a receiver that keeps taking a little keeps the backlog up, and shutdown
+        // must not wait for it to take the whole channel.
         if self.shutdown_deadline.is_some_and(|d| Instant::now() >= d) {
             return true;
+        }
+        if self.backlog() > self.round_budget {
+            return false;
         }
         // "Full": the next batch might not fit in the queue. The scan stops at the first
         // target with room, which in the common case is the first.
