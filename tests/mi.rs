@@ -1214,7 +1214,7 @@ fn listen_subscribes_itself_renews_and_unsubscribes_on_exit() {
         "--mi",
         &udp,
         "--expire",
-        "2",
+        "1",
     ]);
     let listening = l.line_starting("listening on ");
     let spec = listening.trim_start_matches("listening on ").to_owned();
@@ -1225,9 +1225,9 @@ fn listen_subscribes_itself_renews_and_unsubscribes_on_exit() {
             &request_bytes("subscribers_list", json!(["E_TEST", spec])),
         )
     };
-    assert_eq!(sub()["result"]["Event"]["Subscriber"]["expire"], 2);
-    // Renewed at about half the expiry: still there after three of them.
-    std::thread::sleep(Duration::from_millis(3_200));
+    assert_eq!(sub()["result"]["Event"]["Subscriber"]["expire"], 1);
+    // Renewed at half the expiry: still there after several of them.
+    std::thread::sleep(Duration::from_millis(2_200));
     assert_eq!(
         sub()["result"]["Event"]["Subscriber"]["socket"],
         spec.as_str()
@@ -1253,11 +1253,27 @@ fn listen_subscribes_itself_renews_and_unsubscribes_on_exit() {
     assert!(l.wait().success());
     check_error(&sub(), 404, "Subscriber does not exist", "");
 
-    // A refused subscription is an error at start.
-    let mut bad = Proc::spawn(&["listen", &free_udp(), "--subscribe", "E_NOPE", "--mi", &udp]);
+    // A refused subscription is an error at start, and the ones made before it are ended.
+    let spec = free_udp();
+    let mut bad = Proc::spawn(&[
+        "listen",
+        &spec,
+        "--subscribe",
+        "E_TEST",
+        "--subscribe",
+        "E_NOPE",
+        "--mi",
+        &udp,
+    ]);
+    bad.line_starting(&format!("unsubscribed {spec} from E_TEST"));
     let err = bad.line_starting("evdgram: ");
     assert!(err.contains("400 Bad parameter value"), "{err}");
     assert_eq!(bad.wait().code(), Some(1));
+    let listed = udp_call(
+        &udp,
+        &request_bytes("subscribers_list", json!(["E_TEST", spec])),
+    );
+    check_error(&listed, 404, "Subscriber does not exist", "");
     server.signal(libc::SIGTERM);
     assert!(server.wait().success());
 }

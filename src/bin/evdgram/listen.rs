@@ -83,46 +83,50 @@ struct Subscriptions {
 }
 
 impl Subscriptions {
-    fn subscribe_all(&self, timeout: Duration) -> anyhow::Result<()> {
+    /// Subscribes (or renews) every event, in order. On a failure, returns how many were
+    /// subscribed before it, with the error.
+    fn subscribe_all(&self, timeout: Duration) -> Result<(), (usize, anyhow::Error)> {
         let done = self.done.lock().unwrap_or_else(PoisonError::into_inner);
         if *done {
             return Ok(());
         }
-        for event in &self.events {
-            let mut params = vec![
-                serde_json::json!(event),
-                serde_json::json!(self.socket),
-                serde_json::json!(self.expire),
-            ];
-            if let Some(f) = self.format {
-                params.push(serde_json::json!(f));
-            }
-            let result =
-                crate::mi_client::call(&self.mi, "event_subscribe", params.into(), timeout)
-                    .with_context(|| {
-                        format!(
-                            "cannot subscribe {} to {event} through {}",
-                            self.socket, self.mi
-                        )
-                    })?;
-            if result != "OK" {
-                bail!(
-                    "cannot subscribe {} to {event} through {}: the reply is {result}",
-                    self.socket,
-                    self.mi
-                );
-            }
+        for (i, event) in self.events.iter().enumerate() {
+            self.subscribe(event, timeout).map_err(|e| (i, e))?;
         }
         Ok(())
     }
 
-    /// Ends the subscriptions (expire 0), once; errors are reported, not returned.
-    fn unsubscribe_all(&self) {
+    fn subscribe(&self, event: &str, timeout: Duration) -> anyhow::Result<()> {
+        let mut params = vec![
+            serde_json::json!(event),
+            serde_json::json!(self.socket),
+            serde_json::json!(self.expire),
+        ];
+        if let Some(f) = self.format {
+            params.push(serde_json::json!(f));
+        }
+        let what = || {
+            format!(
+                "cannot subscribe {} to {event} through {}",
+                self.socket, self.mi
+            )
+        };
+        let result = crate::mi_client::call(&self.mi, "event_subscribe", params.into(), timeout)
+            .with_context(what)?;
+        if result != "OK" {
+            bail!("{}: the reply is {result}", what());
+        }
+        Ok(())
+    }
+
+    /// Ends the subscriptions to the first `made` events (expire 0), once; no renewal after
+    /// it. Errors are reported, not returned.
+    fn unsubscribe(&self, made: usize) {
         let mut done = self.done.lock().unwrap_or_else(PoisonError::into_inner);
         if std::mem::replace(&mut *done, true) {
             return;
         }
-        for event in &self.events {
+        for event in &self.events[..made] {
             let params = serde_json::json!([event, self.socket, 0]);
             match crate::mi_client::call(&self.mi, "event_subscribe", params, MI_EXIT_TIMEOUT) {
                 Ok(_) => eprintln!("unsubscribed {} from {event}", self.socket),
@@ -132,6 +136,17 @@ impl Subscriptions {
                 ),
             }
         }
+    }
+
+    /// Ends every subscription (see [`unsubscribe`](Self::unsubscribe)).
+    fn unsubscribe_all(&self) {
+        self.unsubscribe(self.events.len());
+    }
+
+    /// How long to wait between renewals: half the lifetime, so that a renewal lands well
+    /// before the end even for a lifetime of 1 s.
+    fn renewal_interval(&self) -> Duration {
+        Duration::from_millis(self.expire.saturating_mul(500))
     }
 }
 
@@ -214,8 +229,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .context("cannot start the signal thread")?;
     eprintln!("listening on {bound}");
     if !subs.events.is_empty() {
-        if let Err(e) = subs.subscribe_all(MI_TIMEOUT) {
-            *subs.done.lock().unwrap_or_else(PoisonError::into_inner) = true;
+        if let Err((made, e)) = subs.subscribe_all(MI_TIMEOUT) {
+            // Those made before the failure are not left to send to a socket about to go.
+            subs.unsubscribe(made);
             cleanup.run();
             return Err(e);
         }
@@ -230,11 +246,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         thread::Builder::new()
             .name("resubscribe".to_owned())
             .spawn(move || loop {
-                thread::sleep(Duration::from_secs((renew.expire / 2).max(1)));
+                thread::sleep(renew.renewal_interval());
                 if *renew.done.lock().unwrap_or_else(PoisonError::into_inner) {
                     return;
                 }
-                if let Err(e) = renew.subscribe_all(MI_TIMEOUT) {
+                if let Err((_, e)) = renew.subscribe_all(MI_TIMEOUT) {
                     eprintln!("evdgram: {e:#}; retrying later");
                 }
             })
