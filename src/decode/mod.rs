@@ -34,7 +34,9 @@ use crate::event::Event;
 )]
 #[serde(rename_all = "lowercase")]
 pub enum DecodeFormat {
-    /// A datagram whose first non-whitespace byte is `{` is `jsonrpc`, anything else `line`.
+    /// A datagram whose first non-whitespace byte is `{` is `jsonrpc`, anything else `line`;
+    /// but one that is not JSON at all and reads as `line` events is `line` (an event may be
+    /// named `{X`).
     #[default]
     Auto,
     /// The line format ([`line`](mod@line)).
@@ -103,6 +105,14 @@ impl FromStr for DecodeFormat {
 pub fn decode(datagram: &[u8], format: DecodeFormat) -> Result<Vec<Event>, DecodeError> {
     match format.resolve(datagram) {
         Format::Line => line::decode(datagram),
+        Format::Jsonrpc if format == DecodeFormat::Auto => {
+            jsonrpc::decode(datagram).or_else(|json| match json.kind() {
+                // Errors of JSON that is not an event stay what they are; the line decoder's
+                // error would say less about a datagram that is not lines.
+                DecodeErrorKind::InvalidJson(_) => line::decode(datagram).map_err(|_| json),
+                _ => Err(json),
+            })
+        }
         Format::Jsonrpc => jsonrpc::decode(datagram),
     }
 }
@@ -194,5 +204,23 @@ mod tests {
         assert_eq!(DecodeFormat::Auto.resolve(b""), Format::Line);
         let e = decode(br#"{"jsonrpc":"2.0","method":"E_X"}"#, DecodeFormat::Auto).unwrap();
         assert_eq!(e[0].name().as_str(), "E_X");
+    }
+
+    #[test]
+    fn auto_reads_a_line_event_named_like_json_as_lines() {
+        let e = decode(b"{X\na::1\n\n", DecodeFormat::Auto).unwrap();
+        assert_eq!(e[0].name().as_str(), "{X");
+        // Not JSON, not lines either: the JSON error.
+        let err = decode(br#"{"jsonrpc":"2.0","#, DecodeFormat::Auto).unwrap_err();
+        assert!(
+            matches!(err.kind(), DecodeErrorKind::InvalidJson(_)),
+            "{err}"
+        );
+        // JSON, not an event: that error, even where the bytes would read as lines.
+        let err = decode(b"{\"a\":1}\n\n", DecodeFormat::Auto).unwrap_err();
+        assert!(
+            matches!(err.kind(), DecodeErrorKind::InvalidNotification(_)),
+            "{err}"
+        );
     }
 }
