@@ -241,6 +241,8 @@ pub struct MiConfig {
     pub max_subscribers: usize,
     /// Let `raise_event` publish an event that is not published yet.
     pub publish_on_demand: bool,
+    /// `publish_on_demand` publishes while fewer events than this are published.
+    pub max_events: usize,
     /// Larger requests are refused.
     pub max_request_bytes: usize,
 }
@@ -256,6 +258,7 @@ impl Default for MiConfig {
             max_subscribers_per_event: Limits::default().per_event,
             max_subscribers: Limits::default().total,
             publish_on_demand: false,
+            max_events: 1024,
             max_request_bytes: 65_536,
         }
     }
@@ -288,6 +291,9 @@ impl MiConfig {
         }
         if self.max_subscribers == 0 {
             return bad("max_subscribers", "must be at least 1");
+        }
+        if self.max_events == 0 {
+            return bad("max_events", "must be at least 1");
         }
         if self.max_request_bytes < 512 {
             return bad("max_request_bytes", "must be at least 512");
@@ -401,6 +407,7 @@ mod tests {
         for (yaml, key) in [
             ("mi:\n  allow_targets: [10.0.0.0/40]\n", "mi.allow_targets"),
             ("mi:\n  max_subscribers: 0\n", "mi.max_subscribers"),
+            ("mi:\n  max_events: 0\n", "mi.max_events"),
             ("mi:\n  max_request_bytes: 10\n", "mi.max_request_bytes"),
             (
                 "mi:\n  listen: ['udp:10.0.0.1:8080']\n",

@@ -49,6 +49,7 @@
 //! | 500    | `Cannot Raise Event`    | the dispatcher's queue is full (policy `drop`; `block`:   |
 //! |        |                         | still full after 1 s) or it stopped                      |
 //! | 503    | `Too many subscribers`  | `mi.max_subscribers_per_event` / `mi.max_subscribers`     |
+//! | 503    | `Too many events`       | `publish_on_demand` stops at `mi.max_events`             |
 //! | -32000 | `Server error`          | the reply would not fit in a datagram                    |
 //!
 //! Real clients: `opensips-cli` and the `opensips` package's `opensips-mi` read replies with a
@@ -200,6 +201,7 @@ pub struct MiHandler {
     default_format: Format,
     allow: Allowlist,
     publish_on_demand: bool,
+    max_events: usize,
     max_request_bytes: usize,
 }
 
@@ -209,6 +211,7 @@ impl fmt::Debug for MiHandler {
             .field("default_format", &self.default_format)
             .field("allow", &self.allow)
             .field("publish_on_demand", &self.publish_on_demand)
+            .field("max_events", &self.max_events)
             .field("max_request_bytes", &self.max_request_bytes)
             .finish_non_exhaustive()
     }
@@ -233,6 +236,7 @@ impl MiHandler {
             default_format,
             allow: config.allowlist()?,
             publish_on_demand: config.publish_on_demand,
+            max_events: config.max_events,
             max_request_bytes: config.max_request_bytes,
         })
     }
@@ -451,6 +455,15 @@ impl MiHandler {
             None if self.publish_on_demand => {
                 validate_event_name(name).map_err(|e| MiError::bad_value(e.to_string()))?;
                 self.check_size(name, &params, &[Format::Line, Format::Jsonrpc])?;
+                // Names are kept for ever: a client raising ever new ones must not grow the
+                // registry (and its every snapshot) without bound.
+                let published = self.registry.event_count();
+                if published >= self.max_events {
+                    let why = format!(
+                        "{published} events are published, as many as mi.max_events allows"
+                    );
+                    return Err(MiError::new(503, "Too many events", Some(why)));
+                }
                 self.registry
                     .publish(name)
                     .map_err(|e| MiError::bad_value(e.to_string()))?

@@ -326,6 +326,11 @@ impl Registry {
         Ok(self.lock().names[index].clone())
     }
 
+    /// How many events are published.
+    pub fn event_count(&self) -> usize {
+        self.lock().names.len()
+    }
+
     /// Every published event, in order of publication.
     pub fn events(&self) -> Vec<(EventName, EventId)> {
         let st = self.lock();

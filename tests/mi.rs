@@ -792,6 +792,30 @@ fn publish_on_demand_publishes_only_valid_raises() {
 }
 
 #[test]
+fn publish_on_demand_stops_at_max_events() {
+    let m = mi_with(
+        MiConfig {
+            publish_on_demand: true,
+            max_events: 3,
+            ..Default::default()
+        },
+        Format::Line,
+    );
+    // E_TEST and E_OTHER are published; one more may be.
+    assert_eq!(m.ok("raise_event", json!(["E_THIRD"])), "OK");
+    m.err(
+        "raise_event",
+        json!(["E_FOURTH"]),
+        503,
+        "Too many events",
+        "3 events are published",
+    );
+    // Raising the published ones goes on.
+    assert_eq!(m.ok("raise_event", json!(["E_THIRD"])), "OK");
+    assert_eq!(m.ok("raise_event", json!(["E_TEST"])), "OK");
+}
+
+#[test]
 fn malformed_requests() {
     let m = mi();
     let cases: [(&[u8], i64, &str); 12] = [
