@@ -446,6 +446,12 @@ impl Registry {
             .count()
     }
 
+    /// Whether the subscriptions changed since the snapshot of `generation`: one atomic load.
+    #[inline]
+    pub(crate) fn changed_since(&self, generation: u64) -> bool {
+        self.generation.load(Ordering::Acquire) != generation
+    }
+
     /// The current snapshot if it is newer than `generation`. One atomic load when unchanged.
     #[inline]
     pub(crate) fn snapshot_if_newer(&self, generation: u64) -> Option<Arc<Snapshot>> {

@@ -486,6 +486,7 @@ impl<B: SendBackend> Reactor<B> {
         let now = self.shared.registry.clock().now();
         self.batch_time = Instant::now();
         let mut snapshot = Arc::clone(&self.snapshot);
+        let registry = Arc::clone(&self.shared.registry);
         let windows = self.active.iter().map(|&i| {
             let slot = self.slots[i as usize].as_ref().expect("active slots exist");
             slot.window
@@ -500,7 +501,7 @@ impl<B: SendBackend> Reactor<B> {
                 // Per event, not per batch: an event raised after a subscription change
                 // returned must see it, and one raised while this batch is being routed is
                 // read in it. One load of a line that only changes with the subscriptions.
-                if self.refresh_snapshot() {
+                if registry.changed_since(snapshot.generation) && self.refresh_snapshot() {
                     snapshot = Arc::clone(&self.snapshot);
                 }
                 self.route(&snapshot, msg, now)
