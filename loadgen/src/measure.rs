@@ -182,12 +182,16 @@ pub const QUANTILES: [(f64, &str); 5] = [
 ];
 
 impl Percentiles {
-    /// Percentiles of `h`, where `measured` is the fraction of scheduled events it holds.
+    /// Percentiles of all scheduled events, of which `h` holds the fraction `measured` (the
+    /// ones received). Those that never arrived count as slower than any received: the
+    /// fraction `q` of all is the fraction `q / measured` of the received, and a `q` above
+    /// `measured` is not known (`None`). Leaving them out would hide a stall that shed them.
     pub fn of(h: &Histogram<u64>, measured: f64) -> Percentiles {
         if h.is_empty() {
             return Percentiles::default();
         }
-        let q = |q: f64| (q <= measured + 1e-12).then(|| h.value_at_quantile(q));
+        let q =
+            |q: f64| (q <= measured + 1e-12).then(|| h.value_at_quantile((q / measured).min(1.0)));
         Percentiles {
             p50: q(0.5),
             p90: q(0.9),
@@ -240,5 +244,22 @@ mod tests {
         assert!(p.p99.is_some() && p.p99_9.is_none() && p.p99_99.is_none());
         assert_eq!(p.max, Some(h.max()));
         assert!(Percentiles::of(&h, 1.0).p99_99.is_some());
+    }
+
+    #[test]
+    fn events_that_never_arrived_count_as_the_slowest() {
+        let mut h = histogram();
+        for v in 1..=1_000 {
+            h.record(v).unwrap();
+        }
+        // All received: the median is the received median.
+        assert_eq!(Percentiles::of(&h, 1.0).p50, Some(500));
+        // Half of them never arrived: the median of all is the slowest received.
+        let p = Percentiles::of(&h, 0.5);
+        assert_eq!((p.p50, p.p90), (Some(1_000), None));
+        // A fifth lost: p50 of all = p62.5 of the received, p80 = the slowest received.
+        let p = Percentiles::of(&h, 0.8);
+        assert_eq!(p.p50, Some(625));
+        assert_eq!(p.p90, None);
     }
 }

@@ -250,6 +250,8 @@ impl<'a> Generator<'a> {
 
     /// One producer: raise what is due each tick, never block, then sleep to the next event.
     fn produce(&self, k: usize, start: u64, live: &Live) -> Histogram<u64> {
+        // Counted out however this ends: a producer that panics must not leave `watch` waiting.
+        let _running = Running(&live.running);
         let plan = self.plan;
         let publisher = self.dispatcher.publisher();
         let mut pacer = Pacer::new(
@@ -300,14 +302,17 @@ impl<'a> Generator<'a> {
                 None => break,
             }
         }
-        live.running.fetch_sub(1, Ordering::Relaxed);
         lag
     }
 
-    /// Waits for the producers; prints a progress line every second when asked.
+    /// Waits for the producers; prints a progress line every second when asked: the last
+    /// second's published and received events (per target), and this run's drops so far.
     fn watch(&self, start: u64, sinks: &[Sink], live: &Live, progress: Option<&str>) {
         let mut next_line = start + 1_000_000_000;
         let (mut last_pub, mut last_recv) = (0u64, 0u64);
+        // The dispatcher's counters include the warm-up's.
+        let before = self.dispatcher.stats().totals;
+        let targets = sinks.len().max(1) as u64;
         while live.running.load(Ordering::Relaxed) > 0 {
             std::thread::sleep(Duration::from_millis(20));
             let Some(label) = progress else { continue };
@@ -325,11 +330,13 @@ impl<'a> Generator<'a> {
                     p99 = p99.max(r.latency.value_at_quantile(0.99));
                 }
             }
-            let stats = self.dispatcher.stats();
+            let totals = self.dispatcher.stats().totals;
+            // Per event: shed and refused by the channel; per target: dropped or failed at
+            // the send (an event dropped for two targets counts twice, as in the report).
             let drops = live.shed.load(Ordering::Relaxed)
                 + live.channel_full.load(Ordering::Relaxed)
-                + stats.totals.dropped()
-                + stats.totals.failed();
+                + (totals.dropped() + totals.failed())
+                    .saturating_sub(before.dropped() + before.failed());
             let mut err = std::io::stderr().lock();
             let _ =
                 writeln!(
@@ -338,11 +345,20 @@ impl<'a> Generator<'a> {
                 (now - start) as f64 / 1e9,
                 human_count(self.plan.rate.per_s()),
                 human_count((published - last_pub) as f64),
-                human_count((recv - last_recv) as f64),
+                human_count(((recv - last_recv) / targets) as f64),
                 drops,
                 if sinks.is_empty() { "n/a".into() } else { human_ns(p99 as f64) },
             );
             (last_pub, last_recv) = (published, recv);
         }
+    }
+}
+
+/// Counts a producer out of [`Live::running`] when dropped.
+struct Running<'a>(&'a AtomicUsize);
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }

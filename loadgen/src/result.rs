@@ -240,6 +240,16 @@ impl From<event_datagram::Coalesce> for CoalesceShape {
     }
 }
 
+/// How many of `lost` events, in `lost_datagrams` datagrams, the kernel's `drops` (counted in
+/// datagrams, which hold several events each when coalescing) explain: all of them when it
+/// dropped at least as many datagrams as went missing, else its share of the missing ones.
+fn kernel_explained(lost: u64, lost_datagrams: u64, drops: u64) -> u64 {
+    if lost_datagrams == 0 {
+        return 0;
+    }
+    (lost as u128 * drops.min(lost_datagrams) as u128 / lost_datagrams as u128) as u64
+}
+
 impl RunResult {
     /// Puts a run's counters together.
     pub fn account(
@@ -285,8 +295,12 @@ impl RunResult {
             }
             let received = rec.map(|r| r.received);
             let lost = received.map(|r| t.counters.sent.saturating_sub(r));
-            if let Some(l) = lost {
-                let k = t.kernel_rx_drops.min(l);
+            if let (Some(l), Some(r)) = (lost, rec) {
+                let k = kernel_explained(
+                    l,
+                    t.counters.datagrams.saturating_sub(r.datagrams),
+                    t.kernel_rx_drops,
+                );
                 loss.kernel_rx_drops += k;
                 loss.unexplained += l - k;
             }
@@ -460,8 +474,10 @@ pub(crate) mod tests {
             c.sent = sent;
             c.dropped_retry_overflow = slow;
             c.failed_unreachable = unreachable;
+            c.datagrams = sent;
             let mut rec = Recorder::new();
             rec.received = received;
+            rec.datagrams = received;
             TargetOutcome {
                 target: Target::parse(spec).unwrap(),
                 counters: c,
@@ -504,5 +520,19 @@ pub(crate) mod tests {
         assert_eq!(r.drops[cause::SHED], 120);
         assert_eq!(r.drops[cause::RECEIVER_SLOW], 20);
         assert!(r.warnings.iter().any(|w| w.contains("NOT sustained")));
+    }
+
+    #[test]
+    fn kernel_drops_of_coalesced_datagrams_explain_their_events() {
+        // One event per datagram: as many as the kernel dropped.
+        assert_eq!(kernel_explained(10, 10, 4), 4);
+        assert_eq!(kernel_explained(10, 10, 15), 10);
+        // 327 events per datagram, 3 datagrams missing, all dropped by the kernel.
+        assert_eq!(kernel_explained(981, 3, 3), 981);
+        // Two of the three.
+        assert_eq!(kernel_explained(981, 3, 2), 654);
+        // Nothing missing, or nothing dropped: nothing explained.
+        assert_eq!(kernel_explained(0, 0, 5), 0);
+        assert_eq!(kernel_explained(981, 3, 0), 0);
     }
 }
