@@ -34,6 +34,15 @@ impl Drop for TempDir {
     }
 }
 
+/// How many datagrams a UNIX socket's receive queue holds (`net.unix.max_dgram_qlen`: 10 by
+/// the kernel's default, 512 where systemd sets it). Read, never changed.
+pub fn unix_qlen() -> usize {
+    std::fs::read_to_string("/proc/sys/net/unix/max_dgram_qlen")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(10)
+}
+
 /// Both backends; `uring` is skipped, loudly, where the kernel refuses io_uring.
 pub fn backends() -> Vec<BackendChoice> {
     let mut v = vec![BackendChoice::Syscall];
