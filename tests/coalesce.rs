@@ -148,6 +148,11 @@ fn a_lone_coalesced_event_waits_for_its_delay_then_goes() {
         );
         let start = Instant::now();
         d.raise(e, params(1, 0)).unwrap();
+        // Routed (stats may be answered before the reactor reads the event), and held.
+        assert!(wait_until(LIMIT, || d
+            .stats()
+            .target(&r.target)
+            .is_some_and(|c| c.raised == 1)));
         std::thread::sleep(Duration::from_millis(100));
         assert_eq!(r.count(), 0, "{backend:?}: sent before its delay");
         let c = *d.stats().target(&r.target).unwrap();

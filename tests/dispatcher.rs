@@ -523,6 +523,12 @@ fn a_sole_stalled_receiver_of_large_events_pauses_intake_before_its_bytes_bound_
         for i in 0..2_000 {
             d.raise(e, large(i)).unwrap();
         }
+        // The target reaches its bound, and then takes no more.
+        let len = encoded(Format::Line, "E_PAUSE", &large(0)).len() as u64;
+        assert!(wait_until(LIMIT, || d
+            .stats()
+            .target(&slow.target)
+            .is_some_and(|c| c.pending * len >= 64 << 10)));
         std::thread::sleep(Duration::from_millis(200));
         let c = *d.stats().target(&slow.target).unwrap();
         assert_eq!(c.dropped(), 0, "{backend:?}: {c:?}");
@@ -734,7 +740,10 @@ fn shutdown_ends_at_its_timeout_while_a_slow_receiver_keeps_taking() {
             accepted
         });
         // The retry queue fills far faster than the receiver takes.
-        std::thread::sleep(Duration::from_millis(300));
+        assert!(wait_until(LIMIT, || d
+            .stats()
+            .target(&target)
+            .is_some_and(|c| c.pending > 20_000)));
         let start = std::time::Instant::now();
         let stats = d.shutdown();
         let took = start.elapsed();
@@ -905,9 +914,10 @@ fn shutdown_while_producers_raise_counts_exactly_the_events_it_accepted() {
             let d = Dispatcher::start(config(backend)).unwrap();
             let e = d.publish("E_RACE").unwrap();
             d.subscribe(e, udp.target.clone(), Expiry::Never).unwrap();
+            let started = Arc::new(std::sync::atomic::AtomicUsize::new(0));
             let producers: Vec<_> = (0..3)
                 .map(|p| {
-                    let publisher = d.publisher();
+                    let (publisher, started) = (d.publisher(), Arc::clone(&started));
                     std::thread::spawn(move || {
                         let mut accepted = 0u64;
                         loop {
@@ -917,11 +927,15 @@ fn shutdown_while_producers_raise_counts_exactly_the_events_it_accepted() {
                                 Err(RaiseError::ShutDown(..)) => return accepted,
                                 Err(err) => panic!("{err:?}"),
                             }
+                            if accepted == 1 {
+                                started.fetch_add(1, Ordering::Relaxed);
+                            }
                         }
                     })
                 })
                 .collect();
-            std::thread::sleep(Duration::from_millis(20));
+            // Each has raised, and raises on.
+            assert!(wait_until(LIMIT, || started.load(Ordering::Relaxed) == 3));
             // Closes intake while all three are raising, some halfway through a raise.
             let stats = d.shutdown();
             let accepted: u64 = producers.into_iter().map(|p| p.join().unwrap()).sum();

@@ -1027,12 +1027,6 @@ impl Drop for Proc {
     }
 }
 
-/// A UDP loopback port that was free a moment ago (socket specs refuse port 0).
-fn free_udp() -> String {
-    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
-    format!("udp:{}", s.local_addr().unwrap())
-}
-
 /// Starts `evdgram serve` with `args` plus listeners on `mis`; returns it and the bound specs.
 fn serve(mis: &[&str], args: &[&str]) -> (Proc, Vec<String>) {
     let mut all = vec!["serve"];
@@ -1205,11 +1199,11 @@ fn serve_refuses_remote_listeners_unless_allowed() {
 
 #[test]
 fn listen_subscribes_itself_renews_and_unsubscribes_on_exit() {
-    let (mut server, bound) = serve(&[&free_udp()], &["--publish", "E_TEST"]);
+    let (mut server, bound) = serve(&["udp:127.0.0.1:0"], &["--publish", "E_TEST"]);
     let udp = bound[0].clone();
     let mut l = Proc::spawn(&[
         "listen",
-        &free_udp(),
+        "udp:127.0.0.1:0",
         "--subscribe",
         "E_TEST",
         "--mi",
@@ -1255,10 +1249,9 @@ fn listen_subscribes_itself_renews_and_unsubscribes_on_exit() {
     check_error(&sub(), 404, "Subscriber does not exist", "");
 
     // A refused subscription is an error at start, and the ones made before it are ended.
-    let spec = free_udp();
     let mut bad = Proc::spawn(&[
         "listen",
-        &spec,
+        "udp:127.0.0.1:0",
         "--subscribe",
         "E_TEST",
         "--subscribe",
@@ -1266,6 +1259,7 @@ fn listen_subscribes_itself_renews_and_unsubscribes_on_exit() {
         "--mi",
         &udp,
     ]);
+    let spec = bad.line_starting("listening on ")["listening on ".len()..].to_owned();
     bad.line_starting(&format!("unsubscribed {spec} from E_TEST"));
     let err = bad.line_starting("evdgram: ");
     assert!(err.contains("400 Bad parameter value"), "{err}");
