@@ -94,6 +94,24 @@ impl<T> Ring<T> {
         }
     }
 
+    /// Messages ever put in (claimed slots, some perhaps still being written) and ever taken
+    /// out, as one consistent pair.
+    fn totals(&self) -> (u64, u64) {
+        loop {
+            let tail = self.tail.0.load(Ordering::SeqCst);
+            let head = self.head.0.load(Ordering::SeqCst);
+            if self.tail.0.load(Ordering::SeqCst) == tail {
+                return (self.count(tail & !self.mark_bit), self.count(head));
+            }
+        }
+    }
+
+    /// How many positions come before `position` (`lap * one_lap + index`).
+    fn count(&self, position: usize) -> u64 {
+        let lap = position / self.one_lap;
+        lap as u64 * self.slots.len() as u64 + self.index(position) as u64
+    }
+
     fn len(&self) -> usize {
         loop {
             let tail = self.tail.0.load(Ordering::SeqCst);
@@ -260,6 +278,12 @@ impl<T> Receiver<T> {
         self.ring.len()
     }
 
+    /// Messages ever put in and ever taken out (a consistent pair): their difference is
+    /// [`len`](Self::len).
+    pub fn totals(&self) -> (u64, u64) {
+        self.ring.totals()
+    }
+
     /// No message in the queue, not even one being written. A `SeqCst` look at the tail.
     pub fn is_empty(&self) -> bool {
         let tail = self.ring.tail.0.load(Ordering::SeqCst);
@@ -291,6 +315,8 @@ mod tests {
                 for i in 0..capacity {
                     tx.try_send(lap * 100 + i).expect("room");
                     assert_eq!(rx.len(), i + 1);
+                    let put = (lap * capacity + i + 1) as u64;
+                    assert_eq!(rx.totals(), (put, (lap * capacity) as u64));
                 }
                 assert!(matches!(tx.try_send(999), Err(TrySendError::Full(999))));
                 for i in 0..capacity {

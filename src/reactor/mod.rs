@@ -760,9 +760,12 @@ impl<B: SendBackend> Reactor<B> {
             })
             .collect();
         let mut events = self.events;
-        events.pending = self.rx().len() as u64;
+        // From the queue's own positions, not from `dispatched`: so `is_balanced` checks that
+        // every event taken out was routed.
+        let (put, taken) = self.rx().totals();
+        events.pending = put - taken;
         events.dropped_queue_full = self.shared.dropped_queue_full.load(Ordering::Relaxed);
-        events.raised = events.dispatched + events.dropped_queue_full + events.pending;
+        events.raised = put + events.dropped_queue_full;
         Stats {
             backend: self.backend.kind(),
             events,
