@@ -93,8 +93,12 @@ impl Receiver {
         Self::spawn(Sock::Udp(s), target)
     }
 
+    /// On `::1`; where there is no IPv6 loopback (Docker's default), on `127.0.0.1`, said.
     pub fn udp6() -> Receiver {
-        let s = UdpSocket::bind("[::1]:0").unwrap();
+        let Ok(s) = UdpSocket::bind("[::1]:0") else {
+            eprintln!("SKIPPED: no IPv6 loopback here; an IPv4 receiver instead");
+            return Self::udp();
+        };
         let target = Target::Udp(s.local_addr().unwrap());
         Self::spawn(Sock::Udp(s), target)
     }
