@@ -903,6 +903,7 @@ fn four_producers_of_100k_events_each_are_accounted_exactly() {
             assert!(i > last[p], "producer {p}: {i} after {}", last[p]);
             last[p] = i;
         }
+        assert!(last.iter().all(|&l| l >= 0), "{backend:?}: {last:?}");
     }
 }
 
