@@ -57,6 +57,10 @@ mod tests {
         let elapsed = i.elapsed().as_nanos() as u64;
         let b = mono_ns();
         assert!(b >= a + 2_000_000);
-        assert!(elapsed <= b - a + 1_000, "{elapsed} ns by Instant, {} by mono_ns", b - a);
+        assert!(
+            elapsed <= b - a + 1_000,
+            "{elapsed} ns by Instant, {} by mono_ns",
+            b - a
+        );
     }
 }

@@ -134,6 +134,20 @@ pub fn run(args: &RunArgs) -> anyhow::Result<Outcome> {
         max_loss: args.max_loss.or(plan.thresholds.max_loss),
         min_achieved: args.min_achieved.or(plan.thresholds.min_achieved),
     };
+    // With external targets the latency and the loss are measured by `loadgen sink`, in its
+    // report; here they are unknown, and a threshold on them could only fail or pass blindly.
+    if !plan.external.is_empty()
+        && (thresholds.max_p99.is_some()
+            || thresholds.max_p999.is_some()
+            || thresholds.max_loss.is_some())
+    {
+        return Err(Usage(
+            "--max-p99, --max-p999 and --max-loss need embedded receivers: with \
+             --targets-external, `loadgen sink` measures latency and loss"
+                .into(),
+        )
+        .into());
+    }
     let (runs, backend) = run_plan(&plan)?;
     write_reports(args, &runs, &backend, plan.origin_ns)?;
     let failed = thresholds::check(&thresholds, &runs);

@@ -238,6 +238,10 @@ fn usage_errors_exit_2_with_a_message() {
         (&["--rate", "fast"], "invalid rate"),
         (&["--transport", "tcp"], "tcp"),
         (&["capacity", "--slo", "p98=1ms"], "p98"),
+        (
+            &["--targets-external", "udp:127.0.0.1:9", "--max-p99", "1ms"],
+            "loadgen sink",
+        ),
     ] {
         let out = loadgen(args);
         assert_eq!(
