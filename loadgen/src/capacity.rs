@@ -120,7 +120,12 @@ pub fn search(
     mut run: impl FnMut(Rate) -> anyhow::Result<RunResult>,
 ) -> anyhow::Result<Searched> {
     let (mut best, mut fail): (Option<(Rate, RunResult)>, Option<Rate>) = (None, None);
-    let mut rate = start;
+    // A start above the search's ceiling would be reported as a capacity past it.
+    let mut rate = if start.per_s() > max.per_s() {
+        max
+    } else {
+        start
+    };
     let mut log = Vec::new();
     for _ in 0..steps {
         let r = run(rate)?;
@@ -143,7 +148,11 @@ pub fn search(
             (None, Some(hi)) if hi <= 1.0 => break,
             (None, Some(hi)) => Rate::per_sec((hi / 4.0).max(1.0) as u64),
             (Some(lo), Some(hi)) if hi / lo < 1.1 => break,
-            (Some(lo), Some(hi)) => Rate::per_sec((lo * hi).sqrt() as u64),
+            // Whole rates: at a few events a second the middle may round down to `lo`.
+            (Some(lo), Some(hi)) => match (lo * hi).sqrt() as u64 {
+                mid if mid as f64 <= lo => break,
+                mid => Rate::per_sec(mid),
+            },
             (None, None) => unreachable!("a step was made"),
         };
     }
@@ -290,5 +299,16 @@ mod tests {
             "{best} after {steps:?}"
         );
         assert!(steps.len() <= 12);
+
+        // A knee at 1/s: no step between 1 and 2, and a start above the ceiling starts at it.
+        let (best, steps) = search(Rate::per_sec(1), Rate::per_sec(2), 12, &slo, |rate| {
+            fake(Rate::per_sec(if rate.per_s() <= 1.0 { 1 } else { 50_000 }))
+        })
+        .unwrap();
+        assert_eq!(best.unwrap().0.per_s(), 1.0, "{steps:?}");
+        assert_eq!(steps.len(), 2, "{steps:?}");
+        let (best, steps) =
+            search(Rate::per_sec(9_000), Rate::per_sec(5_000), 12, &slo, fake).unwrap();
+        assert_eq!(best.unwrap().0.per_s(), 5_000.0, "{steps:?}");
     }
 }
