@@ -646,7 +646,6 @@ impl<B: SendBackend> Reactor<B> {
         }
     }
 
-    /// Starts using a new snapshot: opens sockets for new targets, retires unused ones.
     /// Takes the registry's snapshot if it changed since ours; returns whether it did. The
     /// registry bumps its generation before a change returns, so after reading an event raised
     /// later (which the queue's stamps order after it), this sees the change.
@@ -662,6 +661,7 @@ impl<B: SendBackend> Reactor<B> {
         }
     }
 
+    /// Starts using a new snapshot: opens sockets for new targets, retires unused ones.
     fn apply_snapshot(&mut self, snapshot: Arc<Snapshot>) {
         for slot in self.slots.iter_mut().flatten() {
             slot.referenced = false;
