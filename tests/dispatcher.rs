@@ -9,7 +9,7 @@ use event_datagram::{
     QueuePolicy, RaiseError, Target, MAX_DATAGRAM,
 };
 
-use crate::support::{backends, unix_qlen, wait_until, Receiver, TempDir};
+use crate::support::{backends, join_within, unix_qlen, wait_until, Receiver, TempDir};
 
 const LIMIT: Duration = Duration::from_secs(20);
 
@@ -265,7 +265,7 @@ fn a_change_applies_to_the_next_event_while_a_stream_flows() {
             through_fence(2 * i + 1);
         }
         stop.store(true, Ordering::Relaxed);
-        streaming.join().unwrap();
+        join_within(streaming, LIMIT, "the streaming producer");
         let stats = d.shutdown();
         assert!(
             marks.wait_for(ROUNDS, LIMIT),
@@ -583,7 +583,9 @@ fn the_channel_holds_at_most_queue_bytes_of_large_params_and_loses_nothing_it_to
         // Once the receiver reads, producers that wait are let in again (`block`).
         slow.pause(false);
         for i in accepted..accepted + 500 {
-            publisher.raise(e, large(i)).unwrap();
+            publisher
+                .raise_timeout(e, large(i), LIMIT)
+                .expect("room once the receiver reads");
         }
         let stats = d.shutdown();
         let total = accepted as usize + 500;
@@ -637,7 +639,7 @@ fn when_every_target_is_stalled_producers_feel_backpressure_and_nothing_is_dropp
         let c = *d.stats().target(&slow.target).unwrap();
         assert_eq!(c.dropped(), 0, "{backend:?}: {c:?}");
         slow.pause(false);
-        producer.join().unwrap();
+        join_within(producer, LIMIT, "the producer");
         let stats = d.shutdown();
         let c = stats.target(&slow.target).unwrap();
         assert_eq!((c.sent, c.dropped()), (3_000, 0), "{backend:?}: {c:?}");
@@ -681,7 +683,7 @@ fn shutdown_releases_producers_waiting_for_room_and_counts_every_accepted_event(
             wait_until(LIMIT, || producer.is_finished()),
             "{backend:?}: a producer waiting for room was not released by shutdown"
         );
-        let (accepted, err) = producer.join().unwrap();
+        let (accepted, err) = join_within(producer, LIMIT, "the producer");
         assert!(
             matches!(err, RaiseError::ShutDown(..)),
             "{backend:?}: {err:?}"
@@ -747,9 +749,9 @@ fn shutdown_ends_at_its_timeout_while_a_slow_receiver_keeps_taking() {
         let start = std::time::Instant::now();
         let stats = d.shutdown();
         let took = start.elapsed();
-        let accepted = producer.join().unwrap();
+        let accepted = join_within(producer, LIMIT, "the producer");
         stop.store(true, Ordering::Relaxed);
-        reader.join().unwrap();
+        join_within(reader, LIMIT, "the reader");
         assert!(
             took < Duration::from_millis(1_500),
             "{backend:?}: shutdown took {took:?}"
@@ -878,7 +880,7 @@ fn four_producers_of_100k_events_each_are_accounted_exactly() {
             std::thread::sleep(Duration::from_millis(50));
         }
         for p in producers {
-            p.join().unwrap();
+            join_within(p, LIMIT, "a producer");
         }
         let stats = d.shutdown();
         assert!(stats.is_balanced(), "{stats:?}");
@@ -939,7 +941,10 @@ fn shutdown_while_producers_raise_counts_exactly_the_events_it_accepted() {
             assert!(wait_until(LIMIT, || started.load(Ordering::Relaxed) == 3));
             // Closes intake while all three are raising, some halfway through a raise.
             let stats = d.shutdown();
-            let accepted: u64 = producers.into_iter().map(|p| p.join().unwrap()).sum();
+            let accepted: u64 = producers
+                .into_iter()
+                .map(|p| join_within(p, LIMIT, "a producer"))
+                .sum();
             assert!(accepted > 0, "{backend:?}");
             assert!(stats.is_balanced(), "{backend:?}: {stats:?}");
             assert_eq!(stats.events.raised, accepted, "{backend:?}: {stats:?}");

@@ -166,6 +166,16 @@ impl Drop for Receiver {
     }
 }
 
+/// Joins `thread` once it has finished; panics, naming `what`, if it has not within `limit`
+/// (a thread that a bug left blocked fails its test instead of hanging the suite).
+pub fn join_within<T>(thread: JoinHandle<T>, limit: Duration, what: &str) -> T {
+    assert!(
+        wait_until(limit, || thread.is_finished()),
+        "{what} still running after {limit:?}"
+    );
+    thread.join().expect(what)
+}
+
 /// Polls `cond` every millisecond until it holds (true) or `limit` passes (false).
 pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let end = Instant::now() + limit;
