@@ -1233,10 +1233,16 @@ fn listen_subscribes_itself_renews_and_unsubscribes_on_exit() {
         &request_bytes("raise_event", json!(["E_TEST", {"a": 1}])),
     );
     assert_eq!(r["result"], "OK");
-    let out = BufReader::new(l.child.stdout.take().unwrap())
-        .lines()
-        .next()
-        .unwrap()
+    // Read on another thread, so that a listener that prints nothing fails the test.
+    let stdout = l.child.stdout.take().unwrap();
+    let (line_tx, line_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = line_tx.send(BufReader::new(stdout).lines().next());
+    });
+    let out = line_rx
+        .recv_timeout(DEADLINE)
+        .expect("a line on stdout")
+        .expect("a line")
         .unwrap();
     assert_eq!(
         out,
