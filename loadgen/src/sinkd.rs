@@ -1,6 +1,7 @@
 //! `loadgen sink --listen SPEC[,SPEC]`: receivers in their own process. Each run (run id) is
 //! reported on stdout once nothing arrived for it for `--idle`: events received, sequence gaps,
-//! duplicates, reordering, datagrams, kernel drops, latency (the sender's intended time to receipt, on the
+//! duplicates, reordering, datagrams, the kernel's drops since the socket's previous report,
+//! latency (the sender's intended time to receipt, on the
 //! shared CLOCK_MONOTONIC).
 
 use std::collections::HashSet;
@@ -33,11 +34,14 @@ pub fn run(args: &SinkArgs) -> anyhow::Result<()> {
     }
     let end = args.duration.map(|d| mono_ns() + d.0);
     let mut reported = HashSet::new();
+    // Each socket's kernel drops at its last report: a report gives those since (the kernel
+    // counts from the bind, across runs).
+    let mut drops_before = vec![0u64; sinks.len()];
     loop {
         std::thread::sleep(Duration::from_millis(100));
         let now = mono_ns();
         let last = end.is_some_and(|e| now >= e);
-        for s in &sinks {
+        for (s, drops_before) in sinks.iter().zip(&mut drops_before) {
             let done: Vec<(u32, Recorder)> = {
                 let mut book = s.book();
                 let ids: Vec<u32> = book
@@ -52,7 +56,12 @@ pub fn run(args: &SinkArgs) -> anyhow::Result<()> {
             };
             for (id, r) in done {
                 if reported.insert((id, s.target().to_string())) {
-                    println!("{}", line(id, s, &r));
+                    let drops = s.kernel_drops().map(|d| {
+                        let since = d.saturating_sub(*drops_before);
+                        *drops_before = d;
+                        since
+                    });
+                    println!("{}", line(id, s, &r, drops));
                 }
             }
         }
@@ -63,7 +72,8 @@ pub fn run(args: &SinkArgs) -> anyhow::Result<()> {
     }
 }
 
-fn line(id: u32, sink: &Sink, r: &Recorder) -> String {
+/// One run's report line; `kernel_drops`: the socket's since its previous report.
+fn line(id: u32, sink: &Sink, r: &Recorder, kernel_drops: Option<u64>) -> String {
     let p = Percentiles::of(&r.latency, 1.0);
     let ns = |v: Option<u64>| v.map_or("n/a".into(), |v| human_ns(v as f64));
     format!(
@@ -76,7 +86,7 @@ fn line(id: u32, sink: &Sink, r: &Recorder) -> String {
         r.duplicates,
         r.reordered,
         r.datagrams,
-        sink.kernel_drops().map_or("n/a".into(), |d| d.to_string()),
+        kernel_drops.map_or("n/a".into(), |d| d.to_string()),
         ns(p.p50),
         ns(p.p99),
         ns(p.p99_9),
