@@ -1209,7 +1209,7 @@ fn listen_subscribes_itself_renews_and_unsubscribes_on_exit() {
         "--mi",
         &udp,
         "--expire",
-        "1",
+        "2",
     ]);
     let listening = l.line_starting("listening on ");
     let spec = listening.trim_start_matches("listening on ").to_owned();
@@ -1220,9 +1220,10 @@ fn listen_subscribes_itself_renews_and_unsubscribes_on_exit() {
             &request_bytes("subscribers_list", json!(["E_TEST", spec])),
         )
     };
-    assert_eq!(sub()["result"]["Event"]["Subscriber"]["expire"], 1);
-    // Renewed at half the expiry: still there after several of them.
-    std::thread::sleep(Duration::from_millis(2_200));
+    assert_eq!(sub()["result"]["Event"]["Subscriber"]["expire"], 2);
+    // Renewed at half the lifetime: still there past the first lifetime (the first renewal,
+    // due at 1 s, may be up to a second late).
+    std::thread::sleep(Duration::from_millis(2_500));
     assert_eq!(
         sub()["result"]["Event"]["Subscriber"]["socket"],
         spec.as_str()
