@@ -1,5 +1,6 @@
 //! `loadgen sink --listen SPEC[,SPEC]`: receivers in their own process. Each run (run id) is
-//! reported on stdout once nothing arrived for it for `--idle`: events received, sequence gaps,
+//! reported on stdout once nothing arrived for it for `--idle` (and again, marked
+//! `(continued)`, for what arrives after that): events received, sequence gaps,
 //! duplicates, reordering, datagrams, the kernel's drops since the socket's previous report,
 //! latency (the sender's intended time to receipt, on the
 //! shared CLOCK_MONOTONIC).
@@ -55,13 +56,18 @@ pub fn run(args: &SinkArgs) -> anyhow::Result<()> {
                     .collect()
             };
             for (id, r) in done {
-                if reported.insert((id, s.target().to_string())) {
-                    let drops = s.kernel_drops().map(|d| {
-                        let since = d.saturating_sub(*drops_before);
-                        *drops_before = d;
-                        since
-                    });
-                    println!("{}", line(id, s, &r, drops));
+                // A run that resumes after `--idle` is reported again, for what came since.
+                let again = !reported.insert((id, s.target().to_string()));
+                let drops = s.kernel_drops().map(|d| {
+                    let since = d.saturating_sub(*drops_before);
+                    *drops_before = d;
+                    since
+                });
+                let line = line(id, s, &r, drops);
+                if again {
+                    println!("{line} (continued)");
+                } else {
+                    println!("{line}");
                 }
             }
         }
