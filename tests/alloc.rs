@@ -1,7 +1,8 @@
 //! Heap allocations on the hot path, counted by a global allocator: encoding into a caller's
 //! buffer allocates nothing, building a small [`Params`] allocates nothing (a large one reuses
 //! the heap buffer of one dropped before), and a dispatcher in steady state allocates nothing
-//! per raised event, small or large, on any thread, with either backend; and the encode buffers
+//! per raised event, small or large, coalesced or not, on any thread, with either backend; and
+//! the encode buffers
 //! of a load peak go back to the heap once the peak is over.
 //!
 //! This is its own test binary because it installs a `#[global_allocator]`. Every test holds
@@ -22,8 +23,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use event_datagram::{
-    Backend, BackendChoice, Dispatcher, DispatcherConfig, Expiry, Format, Params, RaiseError,
-    Target, ValueRef, MAX_DATAGRAM,
+    Backend, BackendChoice, Coalesce, Dispatcher, DispatcherConfig, Expiry, Format, Params,
+    RaiseError, SubscriptionOptions, Target, ValueRef, MAX_DATAGRAM,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -330,6 +331,7 @@ fn the_reusable_decoders_allocate_nothing_once_warmed_up() {
 /// A receiving socket drained by its own thread into a preallocated buffer; it only counts.
 struct Sink {
     target: Target,
+    /// Datagrams received, or events for a sink of coalesced `line` datagrams.
     count: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
@@ -343,22 +345,32 @@ enum Sock {
 
 impl Sink {
     fn udp() -> Sink {
-        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
-        s.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
-        let target = Target::Udp(s.local_addr().unwrap());
-        Sink::spawn(Sock::Udp(s), target, None)
+        Sink::udp_counting(false)
     }
 
     fn unix() -> Sink {
+        Sink::unix_counting(false)
+    }
+
+    /// `events`: count `line` events (each ends with an empty line; these params hold no line
+    /// feed), for coalesced datagrams; else count datagrams.
+    fn udp_counting(events: bool) -> Sink {
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+        let target = Target::Udp(s.local_addr().unwrap());
+        Sink::spawn(Sock::Udp(s), target, None, events)
+    }
+
+    fn unix_counting(events: bool) -> Sink {
         let dir = TempDir::new();
         let path = dir.0.join("sink.sock");
         let s = UnixDatagram::bind(&path).unwrap();
         s.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
         let target = Target::parse(&format!("unix:{}", path.display())).unwrap();
-        Sink::spawn(Sock::Unix(s), target, Some(dir))
+        Sink::spawn(Sock::Unix(s), target, Some(dir), events)
     }
 
-    fn spawn(sock: Sock, target: Target, dir: Option<TempDir>) -> Sink {
+    fn spawn(sock: Sock, target: Target, dir: Option<TempDir>, events: bool) -> Sink {
         let count = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let (c, st) = (Arc::clone(&count), Arc::clone(&stop));
@@ -370,8 +382,13 @@ impl Sink {
                     Sock::Unix(s) => s.recv(&mut buf),
                 };
                 match got {
-                    Ok(_) => {
-                        c.fetch_add(1, Ordering::Release);
+                    Ok(n) => {
+                        let k = if events {
+                            buf[..n].windows(2).filter(|w| w == b"\n\n").count() as u64
+                        } else {
+                            1
+                        };
+                        c.fetch_add(k, Ordering::Release);
                     }
                     Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
                     Err(e) if e.kind() == ErrorKind::Interrupted => {}
@@ -553,6 +570,27 @@ fn steady_state_allocates_nothing(backend: BackendChoice) {
     let one = d.publish("E_ALLOC_ONE").unwrap();
     d.subscribe(one, solo.target.clone(), Expiry::Never)
         .unwrap();
+    // Events packed into datagrams (of up to 16 KiB or 300 us): one for a UDP and a UNIX sink,
+    // one for a sink of its own (the path of an event's only subscriber).
+    let packed_sinks = [Sink::udp_counting(true), Sink::unix_counting(true)];
+    let packed_sinks = [&packed_sinks[0], &packed_sinks[1]];
+    let packed_solo = Sink::unix_counting(true);
+    let (packed, packed_one) = (
+        d.publish("E_ALLOC_PACKED").unwrap(),
+        d.publish("E_ALLOC_PACKED_ONE").unwrap(),
+    );
+    let options = SubscriptionOptions {
+        format: Format::Line,
+        coalesce: Some(Coalesce::new(16 << 10, Duration::from_micros(300)).unwrap()),
+    };
+    for (event, sink) in [
+        (packed, packed_sinks[0]),
+        (packed, packed_sinks[1]),
+        (packed_one, &packed_solo),
+    ] {
+        d.subscribe_with(event, sink.target.clone(), Expiry::Never, options)
+            .unwrap();
+    }
 
     // Large params (on the heap, in a buffer reused from dropped params).
     let pad = "p".repeat(1000);
@@ -592,6 +630,14 @@ fn steady_state_allocates_nothing(backend: BackendChoice) {
             raise_and_deliver(&d, one, &[&solo], i as u64 * EVENTS, pad),
             "{backend:?}: warm-up not delivered to the solo sink"
         );
+        assert!(
+            raise_and_deliver(&d, packed, &packed_sinks, i as u64 * EVENTS, pad),
+            "{backend:?}: warm-up not delivered to the packed sinks"
+        );
+        assert!(
+            raise_and_deliver(&d, packed_one, &[&packed_solo], i as u64 * EVENTS, pad),
+            "{backend:?}: warm-up not delivered to the packed solo sink"
+        );
     }
 
     let global = Global::start();
@@ -599,7 +645,11 @@ fn steady_state_allocates_nothing(backend: BackendChoice) {
         && raise_and_deliver(&d, both, &sinks, 4 * EVENTS, "")
         && raise_and_deliver(&d, line, &sinks, 5 * EVENTS, &pad)
         && raise_and_deliver(&d, one, &[&solo], 2 * EVENTS, "")
-        && raise_and_deliver(&d, one, &[&solo], 3 * EVENTS, &pad);
+        && raise_and_deliver(&d, one, &[&solo], 3 * EVENTS, &pad)
+        && raise_and_deliver(&d, packed, &packed_sinks, 2 * EVENTS, "")
+        && raise_and_deliver(&d, packed, &packed_sinks, 3 * EVENTS, &pad)
+        && raise_and_deliver(&d, packed_one, &[&packed_solo], 2 * EVENTS, "")
+        && raise_and_deliver(&d, packed_one, &[&packed_solo], 3 * EVENTS, &pad);
     let (allocations, who) = global.stop();
 
     assert!(delivered, "{backend:?}: events not delivered in {LIMIT:?}");
@@ -625,15 +675,24 @@ fn steady_state_allocates_nothing(backend: BackendChoice) {
         (4 * EVENTS, 4 * EVENTS, 4 * EVENTS, 0, 0),
         "{c:?}"
     );
+    for sink in [packed_sinks[0], packed_sinks[1], &packed_solo] {
+        let c = stats.target(&sink.target).unwrap();
+        assert_eq!(
+            (c.raised, c.sent, c.dropped(), c.failed()),
+            (4 * EVENTS, 4 * EVENTS, 0, 0),
+            "{c:?}"
+        );
+        assert!(c.datagrams < c.sent / 4, "not packed: {c:?}");
+    }
     eprintln!(
         "{backend:?}: {} events raised while counting, {allocations} heap allocations in the whole process",
-        5 * EVENTS
+        9 * EVENTS
     );
     assert_eq!(
         allocations,
         0,
         "{backend:?}: {allocations} allocations while raising {} events; first: {who}",
-        5 * EVENTS
+        9 * EVENTS
     );
 }
 
