@@ -113,23 +113,8 @@ impl<T> Ring<T> {
     }
 
     fn len(&self) -> usize {
-        loop {
-            let tail = self.tail.0.load(Ordering::SeqCst);
-            let head = self.head.0.load(Ordering::SeqCst);
-            // A consistent pair: the tail did not move while the head was read.
-            if self.tail.0.load(Ordering::SeqCst) == tail {
-                let (h, t) = (self.index(head), self.index(tail));
-                return if h < t {
-                    t - h
-                } else if h > t {
-                    self.slots.len() - h + t
-                } else if tail & !self.mark_bit == head {
-                    0
-                } else {
-                    self.slots.len()
-                };
-            }
-        }
+        let (put, taken) = self.totals();
+        (put - taken) as usize
     }
 }
 

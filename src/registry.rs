@@ -455,10 +455,8 @@ impl Registry {
     /// The current snapshot if it is newer than `generation`. One atomic load when unchanged.
     #[inline]
     pub(crate) fn snapshot_if_newer(&self, generation: u64) -> Option<Arc<Snapshot>> {
-        if self.generation.load(Ordering::Acquire) == generation {
-            return None;
-        }
-        Some(self.lock().snapshot.clone())
+        self.changed_since(generation)
+            .then(|| self.lock().snapshot.clone())
     }
 
     fn id(&self, index: u32) -> EventId {

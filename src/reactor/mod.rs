@@ -482,7 +482,6 @@ impl<B: SendBackend> Reactor<B> {
         if rx.is_empty() {
             return 0;
         }
-        self.refresh_snapshot();
         let now = self.shared.registry.clock().now();
         self.batch_time = Instant::now();
         let mut snapshot = Arc::clone(&self.snapshot);
