@@ -1064,3 +1064,77 @@ fn auto_falls_back_where_io_uring_is_denied() {
         }
     }
 }
+
+/// Raises this process's soft open-files limit to `wanted` if its hard limit allows (a process
+/// setting, nothing system-wide). Whether it is now at least `wanted`.
+fn open_files_at_least(wanted: u64) -> bool {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a live rlimit the kernel writes into.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return false;
+    }
+    if lim.rlim_cur >= wanted {
+        return true;
+    }
+    if lim.rlim_max < wanted {
+        return false;
+    }
+    lim.rlim_cur = wanted;
+    // SAFETY: as above; the kernel only reads it.
+    unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 }
+}
+
+/// io_uring's fixed-file table holds 4 096 sockets at most; targets past it send through
+/// their plain fds, and must be delivered to like the others.
+#[test]
+fn targets_past_the_fixed_file_table_get_their_datagrams_too() {
+    const TARGETS: usize = 4_100;
+    // A receiver and a sending socket per target, and what else the test binary holds open.
+    if !open_files_at_least(2 * TARGETS as u64 + 1_024) {
+        eprintln!("SKIPPED: the open-files limit cannot be raised to hold {TARGETS} targets");
+        return;
+    }
+    for backend in backends() {
+        let dir = TempDir::new("table");
+        let receivers: Vec<(Target, std::os::unix::net::UnixDatagram)> = (0..TARGETS)
+            .map(|i| {
+                let path = dir.join(&i.to_string());
+                let socket = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+                socket.set_nonblocking(true).unwrap();
+                let target = Target::parse(&format!("unix:{}", path.display())).unwrap();
+                (target, socket)
+            })
+            .collect();
+        let d = Dispatcher::start(config(backend)).unwrap();
+        let e = d.publish("E_MANY").unwrap();
+        for (target, _) in &receivers {
+            d.subscribe(e, target.clone(), Expiry::Never).unwrap();
+        }
+        // Fewer than a UNIX receiver's queue holds: nothing waits for a reader.
+        for i in 0..3 {
+            d.raise(e, seq(i)).unwrap();
+        }
+        let stats = d.shutdown();
+        let expected: Vec<Vec<u8>> = (0..3)
+            .map(|i| encoded(Format::Line, "E_MANY", &seq(i)))
+            .collect();
+        let mut buf = vec![0; 1024];
+        for (i, (target, socket)) in receivers.iter().enumerate() {
+            let c = stats.target(target).unwrap();
+            assert_eq!(
+                (c.sent, c.failed()),
+                (3, 0),
+                "{backend:?} target {i}: {c:?}"
+            );
+            // Sent on a UNIX socket is in the receiver's queue already.
+            let got: Vec<Vec<u8>> =
+                std::iter::from_fn(|| socket.recv(&mut buf).ok().map(|n| buf[..n].to_vec()))
+                    .collect();
+            assert!(got == expected, "{backend:?} target {i}: {got:?}");
+        }
+        assert!(stats.is_balanced(), "{stats:?}");
+    }
+}
