@@ -1,10 +1,12 @@
 //! Published events and their subscriptions, with the Event Interface's semantics.
 //!
-//! Writers (publish, subscribe, unsubscribe) take a lock and publish a new immutable
-//! [`Snapshot`]; the reactor checks one atomic generation number for each event it reads and
-//! picks up the new snapshot only when it changed. A change is therefore visible to every event
-//! raised after the change returns: that event is read by the reactor after the generation was
-//! bumped.
+//! Writers (publish, subscribe, unsubscribe) take a lock, change the subscriptions and bump a
+//! generation number; the reactor checks that number for each event it reads and, when it
+//! changed, takes an immutable [`Snapshot`] of the subscriptions, built then. A change is
+//! therefore visible to every event raised after the change returns: that event is read by the
+//! reactor after the generation was bumped. Building the snapshot when it is read, not at each
+//! change, keeps a burst of changes (thousands of static subscriptions at start) linear: one
+//! snapshot for the burst, not one of every size up to it.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -238,7 +240,7 @@ impl Route {
     }
 }
 
-/// An immutable view of all subscriptions, rebuilt on every change.
+/// An immutable view of all subscriptions, built when read after a change.
 #[derive(Debug, Default)]
 pub(crate) struct Snapshot {
     pub generation: u64,
@@ -253,7 +255,9 @@ struct State {
     names: Vec<EventName>,
     by_name: HashMap<Arc<str>, u32>,
     subs: Vec<Vec<Subscription>>,
+    /// The snapshot of the last generation read; behind the subscriptions while `stale`.
     snapshot: Arc<Snapshot>,
+    stale: bool,
     limits: Limits,
 }
 
@@ -279,6 +283,7 @@ impl Registry {
                 by_name: HashMap::new(),
                 subs: Vec::new(),
                 snapshot: Arc::default(),
+                stale: false,
                 limits: Limits::UNLIMITED,
             }),
         }
@@ -311,7 +316,7 @@ impl Registry {
         st.names.push(name.clone());
         st.by_name.insert(Arc::from(name.as_str()), index);
         st.subs.push(Vec::new());
-        self.rebuild(&mut st);
+        self.changed(&mut st);
         Ok(self.id(index))
     }
 
@@ -392,7 +397,7 @@ impl Registry {
             subs.push(sub);
             Subscribed::Added
         };
-        self.rebuild(&mut st);
+        self.changed(&mut st);
         Ok(outcome)
     }
 
@@ -411,7 +416,7 @@ impl Registry {
             });
         };
         subs.remove(at);
-        self.rebuild(&mut st);
+        self.changed(&mut st);
         Ok(())
     }
 
@@ -421,7 +426,7 @@ impl Registry {
         let now = self.clock.now();
         let mut st = self.lock();
         if Self::purge(&mut st, now) {
-            self.rebuild(&mut st);
+            self.changed(&mut st);
         }
         Ok(st.subs[index]
             .iter()
@@ -455,8 +460,14 @@ impl Registry {
     /// The current snapshot if it is newer than `generation`. One atomic load when unchanged.
     #[inline]
     pub(crate) fn snapshot_if_newer(&self, generation: u64) -> Option<Arc<Snapshot>> {
-        self.changed_since(generation)
-            .then(|| self.lock().snapshot.clone())
+        if !self.changed_since(generation) {
+            return None;
+        }
+        let mut st = self.lock();
+        if st.stale {
+            self.rebuild(&mut st);
+        }
+        Some(st.snapshot.clone())
     }
 
     fn id(&self, index: u32) -> EventId {
@@ -490,8 +501,16 @@ impl Registry {
         removed
     }
 
+    /// Marks the snapshot stale and bumps the generation, under the lock of the change.
+    fn changed(&self, st: &mut State) {
+        st.stale = true;
+        // Release: a reader that sees the new generation and then takes the lock sees the change.
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// Builds the snapshot of the current generation (the lock held: no change in between).
     fn rebuild(&self, st: &mut State) {
-        let generation = self.generation.load(Ordering::Relaxed) + 1;
+        let generation = self.generation.load(Ordering::Relaxed);
         let mut targets: Vec<Target> = Vec::new();
         let mut index_of: HashMap<&Target, u32> = HashMap::new();
         let routes = st
@@ -520,8 +539,7 @@ impl Registry {
             routes,
             targets,
         });
-        // Release: a reader that sees the new generation also sees the new snapshot.
-        self.generation.store(generation, Ordering::Release);
+        st.stale = false;
     }
 }
 
