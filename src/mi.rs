@@ -90,7 +90,7 @@ use crate::error::EncodeError;
 use crate::event::{validate_event_name, Params, ValueRef};
 use crate::publisher::Publisher;
 use crate::registry::{
-    Coalesce, Expiry, Registry, RegistryError, SubscriptionInfo, SubscriptionOptions,
+    Coalesce, Expiry, Limits, Registry, RegistryError, SubscriptionInfo, SubscriptionOptions,
 };
 use crate::stats::{Stats, TargetCounters};
 use crate::target::Target;
@@ -200,6 +200,7 @@ pub struct MiHandler {
     stats: StatsHandle,
     default_format: Format,
     allow: Allowlist,
+    limits: Limits,
     publish_on_demand: bool,
     max_events: usize,
     max_request_bytes: usize,
@@ -210,6 +211,7 @@ impl fmt::Debug for MiHandler {
         f.debug_struct("MiHandler")
             .field("default_format", &self.default_format)
             .field("allow", &self.allow)
+            .field("limits", &self.limits)
             .field("publish_on_demand", &self.publish_on_demand)
             .field("max_events", &self.max_events)
             .field("max_request_bytes", &self.max_request_bytes)
@@ -218,8 +220,8 @@ impl fmt::Debug for MiHandler {
 }
 
 impl MiHandler {
-    /// A handler over a dispatcher's registry, publisher and counters. Applies the config's
-    /// subscription limits to the registry.
+    /// A handler over a dispatcher's registry, publisher and counters. The config's
+    /// subscription limits apply to the subscriptions it makes.
     pub fn new(
         registry: Arc<Registry>,
         publisher: Publisher,
@@ -228,13 +230,13 @@ impl MiHandler {
         config: &MiConfig,
     ) -> Result<MiHandler, ConfigError> {
         config.validate()?;
-        registry.set_limits(config.limits());
         Ok(MiHandler {
             registry,
             publisher,
             stats,
             default_format,
             allow: config.allowlist()?,
+            limits: config.limits(),
             publish_on_demand: config.publish_on_demand,
             max_events: config.max_events,
             max_request_bytes: config.max_request_bytes,
@@ -358,7 +360,10 @@ impl MiHandler {
         }
         let expiry = Expiry::After(Duration::from_secs(expire));
         let options = SubscriptionOptions { format, coalesce };
-        match self.registry.subscribe_with(id, target, expiry, options) {
+        match self
+            .registry
+            .subscribe_limited(id, target, expiry, options, self.limits)
+        {
             Ok(_) => Ok(Reply::Ok),
             Err(e @ (RegistryError::TooMany { .. } | RegistryError::TooManyForEvent { .. })) => {
                 Err(MiError::new(

@@ -277,7 +277,8 @@ impl Publisher {
         params: Params,
         timeout: Duration,
     ) -> Result<(), RaiseError> {
-        self.raise_until(event, params, Some(Instant::now() + timeout))
+        // A timeout past what `Instant` can count is no deadline (`Duration::MAX`: wait for ever).
+        self.raise_until(event, params, Instant::now().checked_add(timeout))
     }
 
     #[allow(clippy::result_large_err)]

@@ -53,15 +53,33 @@ pub struct Coalesce {
 
 /// A coalescing setting out of range.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("coalesce max_bytes must be 1 to {max}, not {0}", max = crate::MAX_DATAGRAM)]
-pub struct InvalidCoalesce(pub usize);
+#[non_exhaustive]
+pub enum InvalidCoalesce {
+    /// `max_bytes` is 0 or more than a datagram holds.
+    #[error("coalesce max_bytes must be 1 to {max}, not {0}", max = crate::MAX_DATAGRAM)]
+    MaxBytes(usize),
+    /// `max_delay` is longer than [`Coalesce::MAX_DELAY`].
+    #[error(
+        "coalesce max_delay_us must be at most {max}, not {0}",
+        max = Coalesce::MAX_DELAY.as_micros()
+    )]
+    MaxDelay(u128),
+}
 
 impl Coalesce {
+    /// The longest `max_delay`: one minute. Events held longer than that are not events any
+    /// more, and the bound keeps deadline arithmetic far from overflowing.
+    pub const MAX_DELAY: Duration = Duration::from_secs(60);
+
     /// Datagrams of at most `max_bytes` (1 to [`MAX_DATAGRAM`](crate::MAX_DATAGRAM)), held open
-    /// at most `max_delay` (zero: events of one reactor batch only).
+    /// at most `max_delay` (zero: events of one reactor batch only; at most
+    /// [`MAX_DELAY`](Self::MAX_DELAY)).
     pub fn new(max_bytes: usize, max_delay: Duration) -> Result<Self, InvalidCoalesce> {
         if max_bytes == 0 || max_bytes > crate::MAX_DATAGRAM {
-            return Err(InvalidCoalesce(max_bytes));
+            return Err(InvalidCoalesce::MaxBytes(max_bytes));
+        }
+        if max_delay > Self::MAX_DELAY {
+            return Err(InvalidCoalesce::MaxDelay(max_delay.as_micros()));
         }
         Ok(Coalesce {
             max_bytes: max_bytes as u32,
@@ -172,10 +190,10 @@ pub enum RegistryError {
 
 /// Limits on the number of subscriptions.
 ///
-/// They protect a dispatcher from its remote control endpoint: the MI handler sets them
-/// (`mi.max_subscribers_per_event`, `mi.max_subscribers`; [`Default`] gives their defaults). A
-/// registry starts [`UNLIMITED`](Self::UNLIMITED): subscriptions the application makes itself, or
-/// a configuration's static ones, are not capped.
+/// They protect a dispatcher from its remote control endpoint: the MI handler applies them to
+/// the subscriptions it is asked for (`mi.max_subscribers_per_event`, `mi.max_subscribers`;
+/// [`Default`] gives their defaults), counting every subscription there is. Subscriptions the
+/// application makes itself, or a configuration's static ones, are not capped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
     /// Subscriptions per event.
@@ -211,10 +229,11 @@ struct Subscription {
 }
 
 impl Subscription {
+    /// `None`: never, also for a lifetime too long to count (past `Duration::MAX`).
     fn expires_at(&self) -> Option<Duration> {
         match self.expiry {
             Expiry::Never => None,
-            Expiry::After(d) => Some(self.since + d),
+            Expiry::After(d) => self.since.checked_add(d),
         }
     }
 
@@ -258,7 +277,6 @@ struct State {
     /// The snapshot of the last generation read; behind the subscriptions while `stale`.
     snapshot: Arc<Snapshot>,
     stale: bool,
-    limits: Limits,
 }
 
 /// Published events and their subscriptions.
@@ -284,7 +302,6 @@ impl Registry {
                 subs: Vec::new(),
                 snapshot: Arc::default(),
                 stale: false,
-                limits: Limits::UNLIMITED,
             }),
         }
     }
@@ -298,11 +315,6 @@ impl Registry {
     /// The clock expiry is measured with.
     pub fn clock(&self) -> &Arc<dyn Clock> {
         &self.clock
-    }
-
-    /// Sets the subscription limits (existing subscriptions are kept).
-    pub fn set_limits(&self, limits: Limits) {
-        self.lock().limits = limits;
     }
 
     /// Publishes `name` (idempotent: the same name gives the same id).
@@ -366,6 +378,19 @@ impl Registry {
         expiry: Expiry,
         options: SubscriptionOptions,
     ) -> Result<Subscribed, RegistryError> {
+        self.subscribe_limited(event, target, expiry, options, Limits::UNLIMITED)
+    }
+
+    /// [`subscribe_with`](Self::subscribe_with), refused when it would add a subscription past
+    /// `limits` (a refresh is always made).
+    pub fn subscribe_limited(
+        &self,
+        event: EventId,
+        target: Target,
+        expiry: Expiry,
+        options: SubscriptionOptions,
+        limits: Limits,
+    ) -> Result<Subscribed, RegistryError> {
         let index = self.check(event)?;
         let now = self.clock.now();
         let mut st = self.lock();
@@ -377,7 +402,6 @@ impl Registry {
             expiry,
             since: now,
         };
-        let limits = st.limits;
         let total: usize = st.subs.iter().map(Vec::len).sum();
         let subs = &mut st.subs[index];
         let outcome = if let Some(existing) = subs.iter_mut().find(|s| s.target == sub.target) {

@@ -79,7 +79,33 @@ impl TargetCounters {
 
     /// What happened between `earlier` and `self` (two snapshots of the same target): every
     /// cumulative counter as a difference; `pending` as it is now.
+    ///
+    /// A target that no subscription used and that had nothing left to send is closed, and its
+    /// counters start again from zero if it is subscribed again. When a counter is below its
+    /// earlier value, that happened in between: the result is then `self`, what the target did
+    /// since it was opened again.
     pub fn since(&self, earlier: &TargetCounters) -> TargetCounters {
+        let cumulative = |c: &TargetCounters| {
+            [
+                c.raised,
+                c.sent,
+                c.datagrams,
+                c.bytes,
+                c.dropped_retry_overflow,
+                c.dropped_shutdown,
+                c.failed_unreachable,
+                c.failed_oversize,
+                c.failed_other,
+                c.gso_refused,
+            ]
+        };
+        if cumulative(self)
+            .iter()
+            .zip(cumulative(earlier))
+            .any(|(now, then)| *now < then)
+        {
+            return *self;
+        }
         TargetCounters {
             raised: self.raised - earlier.raised,
             sent: self.sent - earlier.sent,
@@ -182,5 +208,33 @@ impl Stats {
         self.events.is_balanced()
             && self.totals.is_balanced()
             && self.targets.iter().all(|t| t.counters.is_balanced())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn counters(raised: u64, sent: u64) -> TargetCounters {
+        TargetCounters {
+            raised,
+            sent,
+            datagrams: sent,
+            bytes: 10 * sent,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn since_is_the_difference_or_all_since_the_counters_started_again() {
+        let d = counters(10, 9).since(&counters(4, 4));
+        assert_eq!((d.raised, d.sent, d.datagrams, d.bytes), (6, 5, 5, 50));
+        // The target was closed and opened again in between: no underflow, what it did since.
+        assert_eq!(counters(3, 3).since(&counters(4, 4)), counters(3, 3));
+        let mut reopened = counters(5, 5);
+        reopened.failed_other = 0;
+        let mut before = counters(4, 4);
+        before.failed_other = 1;
+        assert_eq!(reopened.since(&before), reopened);
     }
 }

@@ -1138,3 +1138,17 @@ fn targets_past_the_fixed_file_table_get_their_datagrams_too() {
         assert!(stats.is_balanced(), "{stats:?}");
     }
 }
+
+/// `Duration::MAX` is the obvious way to say "wait as long as it takes": it was an overflow.
+#[test]
+fn raise_timeout_of_duration_max_waits_without_a_deadline() {
+    let d = Dispatcher::start(config(BackendChoice::Syscall)).unwrap();
+    let r = Receiver::udp();
+    let e = d.publish("E_PATIENT").unwrap();
+    d.subscribe(e, r.target.clone(), Expiry::Never).unwrap();
+    d.publisher()
+        .raise_timeout(e, seq(1), Duration::MAX)
+        .unwrap();
+    assert!(r.wait_for(1, LIMIT));
+    assert_eq!(d.shutdown().events.dispatched, 1);
+}

@@ -255,6 +255,8 @@ fn event_subscribe_with_coalescing_packs_events_and_lists_the_setting() {
         json!({"max_bytes": 0}),
         json!({"max_bytes": 70000}),
         json!({"max_delay_us": 5}),
+        json!({"max_bytes": 100, "max_delay_us": 60_000_001}),
+        json!({"max_bytes": 100, "max_delay_us": u64::MAX}),
         json!({"max_bytes": 100, "extra": 1}),
         json!({"max_bytes": "big"}),
         json!([100, 5]),
@@ -497,6 +499,50 @@ fn limits_cap_mi_subscribers_not_the_static_ones() {
         "Too many subscribers",
         "E_MANY already has 300",
     );
+    // The application's own subscriptions are not capped, once the MI handler exists either.
+    let extra = "udp:127.0.0.1:30001".parse().unwrap();
+    m.dispatcher
+        .subscribe(event, extra, event_datagram::Expiry::Never)
+        .expect("the application subscribes past the MI limits");
+    assert_eq!(
+        m.dispatcher.registry().subscribers(event).unwrap().len(),
+        301
+    );
+}
+
+/// Lifetimes too long to count are "never": before, the expiry's arithmetic overflowed while
+/// the subscription was already stored, and every later request panicked on it. (MI caps
+/// `expire` at 2^32 - 1 seconds; the library takes any `Duration`.)
+#[test]
+fn lifetimes_too_long_to_count_never_end_and_break_nothing() {
+    let m = mi();
+    m.clock.advance(Duration::from_secs(5));
+    let event = m.dispatcher.registry().lookup("E_TEST").unwrap();
+    for (port, expiry) in [
+        (10, event_datagram::Expiry::After(Duration::MAX)),
+        (11, event_datagram::Expiry::from_secs(u64::MAX)),
+    ] {
+        let target = format!("udp:127.0.0.1:{port}").parse().unwrap();
+        m.dispatcher.subscribe(event, target, expiry).unwrap();
+    }
+    let spec = "udp:127.0.0.1:9";
+    let longest = u64::from(u32::MAX);
+    assert_eq!(
+        m.ok("event_subscribe", json!(["E_TEST", spec, longest])),
+        "OK"
+    );
+    m.clock.advance(Duration::from_secs(3600 * 24 * 365));
+    let subs = m.dispatcher.registry().subscribers(event).unwrap();
+    assert_eq!(subs.len(), 3, "{subs:?}");
+    assert!(subs[..2].iter().all(|s| s.remaining.is_none()), "{subs:?}");
+    // Everything else still works: another subscription, a listing, an unsubscribe.
+    assert_eq!(m.ok("event_subscribe", json!(["E_OTHER", spec, 60])), "OK");
+    let listed = m.ok("subscribers_list", json!(["E_TEST"]));
+    let listed = listed["Event"]["Subscribers"].as_array().unwrap().clone();
+    assert_eq!(listed.len(), 3, "{listed:?}");
+    assert_eq!(listed[2]["ttl"], longest - 3600 * 24 * 365, "{listed:?}");
+    assert_eq!(m.ok("event_subscribe", json!(["E_TEST", spec, 0])), "OK");
+    assert_eq!(m.dispatcher.registry().subscription_count(), 3);
 }
 
 #[test]
