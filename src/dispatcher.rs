@@ -94,37 +94,61 @@ impl Dispatcher {
         let (started_tx, started_rx) = bounded::<Result<Backend, StartError>>(1);
         let thread_shared = Arc::clone(&shared);
         let default_format = config.default_format;
-        let thread = std::thread::Builder::new().name("evdgram-reactor".into()).spawn(move || {
-            // The ring is made on this thread: it is its only submitter (IORING_SETUP_SINGLE_ISSUER).
-            let uring = match choice {
-                BackendChoice::Syscall => None,
-                BackendChoice::Uring => match UringBackend::new(config.ring_entries.max(config.batch as u32)) {
-                    Ok(b) => Some(b),
-                    Err(e) => {
-                        let _ = started_tx.send(Err(StartError::UringUnavailable(e)));
-                        return None;
+        let thread = std::thread::Builder::new()
+            .name("evdgram-reactor".into())
+            .spawn(move || {
+                // The ring is made on this thread: it is its only submitter (IORING_SETUP_SINGLE_ISSUER).
+                let uring = match choice {
+                    BackendChoice::Syscall => None,
+                    BackendChoice::Uring => {
+                        match UringBackend::new(config.ring_entries.max(config.batch as u32)) {
+                            Ok(b) => Some(b),
+                            Err(e) => {
+                                let _ = started_tx.send(Err(StartError::UringUnavailable(e)));
+                                return None;
+                            }
+                        }
                     }
-                },
-                BackendChoice::Auto => match UringBackend::new(config.ring_entries.max(config.batch as u32)) {
-                    Ok(b) => Some(b),
-                    Err(e) => {
-                        eprintln!("event-datagram: io_uring unavailable ({e}); using the syscall backend");
-                        None
+                    BackendChoice::Auto => {
+                        match UringBackend::new(config.ring_entries.max(config.batch as u32)) {
+                            Ok(b) => Some(b),
+                            Err(e) => {
+                                warn!("io_uring unavailable ({e}); using the syscall backend");
+                                None
+                            }
+                        }
                     }
-                },
-            };
-            Some(match uring {
-                Some(b) => {
-                    let budget = b.round_capacity();
-                    run(b, budget, budget, rx, control_rx, thread_shared, config, &started_tx)
-                }
-                None => {
-                    let per_target = config.batch;
-                    let b = SyscallBackend::new(per_target);
-                    run(b, per_target, per_target * 16, rx, control_rx, thread_shared, config, &started_tx)
-                }
-            })
-        })?;
+                };
+                Some(match uring {
+                    Some(b) => {
+                        let budget = b.round_capacity();
+                        run(
+                            b,
+                            budget,
+                            budget,
+                            rx,
+                            control_rx,
+                            thread_shared,
+                            config,
+                            &started_tx,
+                        )
+                    }
+                    None => {
+                        let per_target = config.batch;
+                        let b = SyscallBackend::new(per_target);
+                        run(
+                            b,
+                            per_target,
+                            per_target * 16,
+                            rx,
+                            control_rx,
+                            thread_shared,
+                            config,
+                            &started_tx,
+                        )
+                    }
+                })
+            })?;
         let backend = match started_rx.recv() {
             Ok(Ok(b)) => b,
             Ok(Err(e)) => {

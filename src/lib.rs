@@ -15,6 +15,27 @@
 //! ```
 #![deny(unsafe_code)]
 
+/// A line on stderr from the library, prefixed with its name. Unlike `eprintln!` it never
+/// panics (on a closed stderr, say): a panic on the reactor thread would stop delivery, and
+/// one in the middle of a round could leave the kernel reading freed memory.
+macro_rules! warn {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), "event-datagram: {}", format_args!($($arg)*));
+    }};
+}
+
+/// Aborts the process if dropped: armed around code whose unwinding would break an invariant
+/// that memory safety rests on, and forgotten after it.
+pub(crate) struct AbortOnUnwind(pub &'static str);
+
+impl Drop for AbortOnUnwind {
+    fn drop(&mut self) {
+        warn!("{}; aborting", self.0);
+        std::process::abort();
+    }
+}
+
 mod clock;
 mod config;
 pub mod decode;

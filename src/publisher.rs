@@ -175,6 +175,11 @@ impl Room {
             // look sees the room it made.
             fence(Ordering::SeqCst);
             match self.try_send(tx, msg) {
+                // Closed while its bytes are still counted (a reactor that died in a batch
+                // never releases them): the room would never come.
+                Err(TrySendError::Full(m)) if tx.is_closed() => {
+                    break Err(TrySendError::Disconnected(m))
+                }
                 Err(TrySendError::Full(m)) => {
                     let wait = match deadline.map(|d| d.saturating_duration_since(Instant::now())) {
                         Some(Duration::ZERO) => break Err(TrySendError::Full(m)),
@@ -371,5 +376,24 @@ mod tests {
         room.release(8 * KIB);
         assert_eq!(room.bytes.load(Ordering::Relaxed), 0);
         assert!(room.reserve(64 * KIB), "an empty channel takes any");
+    }
+
+    /// A reactor that dies in a batch leaves its events' bytes counted: a producer waiting for
+    /// room must see the queue closed, not wait for room that never comes.
+    #[test]
+    fn a_producer_waiting_for_room_leaves_when_the_queue_closes() {
+        let room = Room::new(1 << 10);
+        assert!(
+            room.reserve(1 << 10),
+            "bytes the dead reactor never released"
+        );
+        let (tx, rx) = crate::queue::bounded::<Raised>(4);
+        drop(rx);
+        let registry = Registry::new(Arc::new(crate::clock::SystemClock::default()));
+        let event = registry.publish("E_X").unwrap();
+        let params = Params::new().str("v", &"x".repeat(2_000)).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let sent = room.wait_and_send(&tx, Raised { event, params }, Some(deadline));
+        assert!(matches!(sent, Err(TrySendError::Disconnected(_))));
     }
 }

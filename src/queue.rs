@@ -16,7 +16,7 @@
 
 use std::cell::UnsafeCell;
 use std::mem::MaybeUninit;
-use std::sync::atomic::{fence, AtomicUsize, Ordering};
+use std::sync::atomic::{fence, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crossbeam_channel::TrySendError;
@@ -40,21 +40,22 @@ struct Padded<T>(T);
 struct Slot<T> {
     /// `position + 1` once a message is written at `position`; `position + one_lap` once it is
     /// read, which is the next lap's position of this slot: its turn to be written again.
-    stamp: AtomicUsize,
+    stamp: AtomicU64,
     msg: UnsafeCell<MaybeUninit<T>>,
 }
 
 /// A position is a lap, a mark bit and an index in one word: `lap * one_lap + index`, where
 /// `mark_bit` is the power of two above the capacity and `one_lap` twice that. The mark bit is
-/// only ever set in the tail: the queue is closed.
+/// only ever set in the tail: the queue is closed. Positions are 64 bits on every target, so
+/// that they never wrap (32 bits would, after about a billion events).
 struct Ring<T> {
     /// Next position to read; written by the receiver only.
-    head: Padded<AtomicUsize>,
+    head: Padded<AtomicU64>,
     /// Next position to write, and the mark bit.
-    tail: Padded<AtomicUsize>,
+    tail: Padded<AtomicU64>,
     slots: Box<[Slot<T>]>,
-    mark_bit: usize,
-    one_lap: usize,
+    mark_bit: u64,
+    one_lap: u64,
 }
 
 // SAFETY: a message is written by one sender and then read and dropped by the one receiver, each
@@ -67,26 +68,26 @@ impl<T> Ring<T> {
     fn new(capacity: usize) -> Self {
         let slots = (0..capacity)
             .map(|i| Slot {
-                stamp: AtomicUsize::new(i),
+                stamp: AtomicU64::new(i as u64),
                 msg: UnsafeCell::new(MaybeUninit::uninit()),
             })
             .collect();
-        let mark_bit = (capacity + 1).next_power_of_two();
+        let mark_bit = (capacity as u64 + 1).next_power_of_two();
         Ring {
-            head: Padded(AtomicUsize::new(0)),
-            tail: Padded(AtomicUsize::new(0)),
+            head: Padded(AtomicU64::new(0)),
+            tail: Padded(AtomicU64::new(0)),
             slots,
             mark_bit,
             one_lap: mark_bit * 2,
         }
     }
 
-    fn index(&self, position: usize) -> usize {
-        position & (self.mark_bit - 1)
+    fn index(&self, position: u64) -> usize {
+        (position & (self.mark_bit - 1)) as usize
     }
 
     /// The position after `position` (unmarked).
-    fn next(&self, position: usize) -> usize {
+    fn next(&self, position: u64) -> u64 {
         if self.index(position) + 1 < self.slots.len() {
             position + 1
         } else {
@@ -107,9 +108,9 @@ impl<T> Ring<T> {
     }
 
     /// How many positions come before `position` (`lap * one_lap + index`).
-    fn count(&self, position: usize) -> u64 {
+    fn count(&self, position: u64) -> u64 {
         let lap = position / self.one_lap;
-        lap as u64 * self.slots.len() as u64 + self.index(position) as u64
+        lap * self.slots.len() as u64 + self.index(position) as u64
     }
 
     fn len(&self) -> usize {
@@ -146,6 +147,11 @@ impl<T> Clone for Sender<T> {
 }
 
 impl<T> Sender<T> {
+    /// True once the queue is closed (refuses every message).
+    pub fn is_closed(&self) -> bool {
+        self.ring.tail.0.load(Ordering::SeqCst) & self.ring.mark_bit != 0
+    }
+
     /// Puts `msg` at the tail, or gives it back if the queue is full or closed.
     #[inline]
     pub fn try_send(&self, msg: T) -> Result<(), TrySendError<T>> {
@@ -157,7 +163,8 @@ impl<T> Sender<T> {
 
     /// Puts the message `make` makes at the tail, made once its slot is claimed, straight
     /// into it (no copy on the way: a raised event is large); gives `make` back, not called,
-    /// if the queue is full or closed. `make` must not panic: its slot would never be written.
+    /// if the queue is full or closed. If `make` panics the process aborts: the claimed slot
+    /// would never be written, and the receiver would wait for it for ever.
     ///
     /// A message sent is in the queue (or being written to it) for every `SeqCst` look at the
     /// tail that follows: the claim is a `SeqCst` read-modify-write of the tail.
@@ -181,10 +188,13 @@ impl<T> Sender<T> {
                     Ordering::Relaxed,
                 ) {
                     Ok(_) => {
+                        let abort = crate::AbortOnUnwind("a queued message's maker panicked");
+                        let msg = make();
+                        std::mem::forget(abort);
                         // SAFETY: the CAS gave this sender the position; its stamp says the
                         // slot's previous message was read and dropped; no one reads the slot
                         // before the stamp below says it is written.
-                        unsafe { (*slot.msg.get()).write(make()) };
+                        unsafe { (*slot.msg.get()).write(msg) };
                         slot.stamp.store(tail + 1, Ordering::Release);
                         return Ok(());
                     }
@@ -219,6 +229,22 @@ impl<T> Sender<T> {
     }
 }
 
+/// Hands the slot at `head` back to the senders and moves the head past it.
+struct Release<'a, T> {
+    ring: &'a Ring<T>,
+    head: u64,
+}
+
+impl<T> Drop for Release<'_, T> {
+    fn drop(&mut self) {
+        let (ring, head) = (self.ring, self.head);
+        ring.slots[ring.index(head)]
+            .stamp
+            .store(head.wrapping_add(ring.one_lap), Ordering::Release);
+        ring.head.0.store(ring.next(head), Ordering::Release);
+    }
+}
+
 /// The reactor's end: one, not `Clone`; `&mut self` keeps reads in place to one at a time.
 /// Dropping it closes the queue.
 pub(crate) struct Receiver<T> {
@@ -241,11 +267,11 @@ impl<T> Receiver<T> {
         let msg = unsafe { (*slot.msg.get()).assume_init_ref() };
         // If `f` panics the message stays in the queue, and the ring drops it.
         let result = f(msg);
-        // SAFETY: read above and not used again; the stamp below gives the slot back.
+        // Gives the slot back once the message is dropped, also if its drop panics (else the
+        // ring would drop it again).
+        let _release = Release { ring, head };
+        // SAFETY: read above and not used again; `_release` then gives the slot back.
         unsafe { (*slot.msg.get()).assume_init_drop() };
-        slot.stamp
-            .store(head.wrapping_add(ring.one_lap), Ordering::Release);
-        ring.head.0.store(ring.next(head), Ordering::Release);
         Some(result)
     }
 
@@ -394,6 +420,35 @@ mod tests {
             1,
             "dropped once, by the queue"
         );
+    }
+
+    #[test]
+    fn a_panic_in_a_messages_drop_gives_its_slot_back_and_drops_it_once() {
+        struct Bomb(Arc<AtomicU64>, bool);
+        impl Drop for Bomb {
+            fn drop(&mut self) {
+                self.0.fetch_add(1, Ordering::Relaxed);
+                assert!(!self.1, "boom");
+            }
+        }
+        let drops = Arc::new(AtomicU64::new(0));
+        let (tx, mut rx) = bounded(2);
+        for bomb in [true, false] {
+            assert!(tx.try_send(Bomb(Arc::clone(&drops), bomb)).is_ok());
+        }
+        let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| rx.recv_with(|_| ())));
+        assert!(read.is_err(), "the drop panicked");
+        assert_eq!(
+            rx.recv_with(|b| b.1),
+            Some(false),
+            "the next message, not the same again"
+        );
+        assert!(
+            tx.try_send(Bomb(Arc::clone(&drops), false)).is_ok(),
+            "its slot is free"
+        );
+        drop((tx, rx));
+        assert_eq!(drops.load(Ordering::Relaxed), 3);
     }
 
     #[test]

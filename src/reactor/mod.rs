@@ -588,7 +588,7 @@ impl<B: SendBackend> Reactor<B> {
             .backend
             .wait(&self.shared.wake, timeout, &mut self.ready)
         {
-            eprintln!("event-datagram: reactor wait failed: {e}");
+            warn!("reactor wait failed: {e}");
             std::thread::sleep(Duration::from_millis(1));
         }
         for i in self.ready.drain(..) {
@@ -793,7 +793,7 @@ fn log_limited(last: &mut Option<Instant>, target: &Target, err: &dyn std::fmt::
     let now = Instant::now();
     if last.is_none_or(|t| now.duration_since(t) >= LOG_INTERVAL) {
         *last = Some(now);
-        eprintln!("event-datagram: {target}: {err} (counted; next report for this target in 60 s at the earliest)");
+        warn!("{target}: {err} (counted; next report for this target in 60 s at the earliest)");
     }
 }
 

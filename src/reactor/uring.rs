@@ -124,6 +124,22 @@ impl UringBackend {
         self.ring.params().sq_entries() as usize
     }
 
+    /// Submits what is queued, booking the completions that come meanwhile (between rounds
+    /// only polls are in flight).
+    fn flush_queued(&mut self) {
+        while !self.ring.submission().is_empty() {
+            if let Err(e) = self.ring.submit() {
+                if !matches!(e.raw_os_error(), Some(libc::EINTR | libc::EBUSY)) {
+                    warn!("io_uring submit failed: {e}");
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+            for cqe in self.ring.completion() {
+                self.polls.note(cqe.user_data());
+            }
+        }
+    }
+
     /// Pushes an entry that references no user memory, submitting first if the queue is full.
     fn push(&mut self, sqe: squeue::Entry) {
         // SAFETY: only POLL_ADD and POLL_REMOVE come here; they reference no user memory.
@@ -158,7 +174,7 @@ impl SendBackend for UringBackend {
         if slot < self.fixed_files {
             if let Err(e) = self.ring.submitter().register_files_update(slot, &[fd]) {
                 // Not fatal: sends through a fixed slot that failed to register fail, counted.
-                eprintln!("event-datagram: io_uring: cannot register socket {fd} as fixed file {slot}: {e}");
+                warn!("io_uring: cannot register socket {fd} as fixed file {slot}: {e}");
             }
         }
     }
@@ -183,6 +199,12 @@ impl SendBackend for UringBackend {
     }
 
     fn send_round(&mut self, pool: &Pool, round: &mut Round) {
+        // Entries `push` left queued (a retired slot's POLL_REMOVE) go first, so that the
+        // round, sized to the ring, fits whole: a chain cut by a full queue would end in a link.
+        self.flush_queued();
+        // Unwinding from here to the end would free what queued sends point to while the
+        // kernel may still read it: abort instead (a panic here is a bug of ours).
+        let in_flight = crate::AbortOnUnwind("a panic in an io_uring round with sends in flight");
         // GSO messages point into these; they are not touched again until every operation of
         // this round has completed, and never grow past the capacity reserved at start (a round
         // has at most one message per SQE), so their elements do not move.
@@ -218,6 +240,11 @@ impl SendBackend for UringBackend {
                             .user_data(index as u64)
                     } else {
                         let iov_start = self.iovecs.len();
+                        // Earlier messages of the round point into `iovecs`: it must not grow.
+                        assert!(
+                            iov_start + run <= self.iovecs.capacity(),
+                            "a round has at most one datagram per SQE"
+                        );
                         for item in &items[k..k + run] {
                             let data = &pool.get(item.buf)[..item.len as usize];
                             let iov_base = data.as_ptr() as *mut libc::c_void;
@@ -257,10 +284,10 @@ impl SendBackend for UringBackend {
                     // for this whole call; a SENDMSG's msghdr, iovecs and control message live in
                     // `self`'s vectors, untouched until the end of this call (see above). The
                     // loop below does not return until every operation pushed here has completed
-                    // (the module's lifetime invariant). Rounds are sized to the ring, so a chain
-                    // is never split across submits.
+                    // (the module's lifetime invariant). Rounds are sized to the ring and start
+                    // with the queue empty, so a chain is never split across submits.
                     if unsafe { sq.push(&sqe) }.is_err() {
-                        // Not reached: rounds fit the queue. Anything not pushed stays queued.
+                        // Not reached (see above). Anything not pushed stays `NOT_ATTEMPTED`.
                         break;
                     }
                     pushed += 1;
@@ -276,7 +303,7 @@ impl SendBackend for UringBackend {
                         || e.raw_os_error() == Some(libc::EBUSY) => {}
                 Err(e) => {
                     // Should not happen with a healthy ring; back off briefly, keep the invariant.
-                    eprintln!("event-datagram: io_uring submit failed: {e}");
+                    warn!("io_uring submit failed: {e}");
                     std::thread::sleep(Duration::from_millis(1));
                 }
             }
@@ -303,6 +330,7 @@ impl SendBackend for UringBackend {
                 }
             }
         }
+        std::mem::forget(in_flight);
     }
 
     fn watch_writable(&mut self, slot: u32, fd: RawFd) {
