@@ -1,4 +1,6 @@
-//! Configuration: YAML (serde-saphyr) with unknown keys refused; errors name the key and line.
+//! Configuration: YAML (serde-saphyr) with unknown keys refused. Errors in what is read (a key,
+//! a type, an event name, a socket spec, a coalescing setting) name the line; a value out of
+//! range for the dispatcher or MI names its key.
 //!
 //! See `config/event-datagram.yaml` for a commented example with every key.
 
@@ -6,12 +8,18 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
+use serde::de::{self, Deserializer};
 use serde::Deserialize;
 
 use crate::encode::Format;
+use crate::event::validate_event_name;
 use crate::mi::Allowlist;
 use crate::registry::{Coalesce, Expiry, InvalidCoalesce, Limits};
 use crate::target::Target;
+
+/// The most events `queue_capacity` allows (a slot holds an event with its inline params,
+/// about 270 bytes, allocated at start).
+const MAX_QUEUE_CAPACITY: usize = 1 << 20;
 
 /// Which backend to run; `EVDGRAM_BACKEND=uring|syscall|auto` overrides the configured value.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -118,8 +126,8 @@ impl DispatcherConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad =
             |key: &str, why: &str| Err(ConfigError::Invalid(format!("dispatcher.{key}: {why}")));
-        if self.queue_capacity == 0 {
-            return bad("queue_capacity", "must be at least 1");
+        if self.queue_capacity == 0 || self.queue_capacity > MAX_QUEUE_CAPACITY {
+            return bad("queue_capacity", "must be 1 to 1048576");
         }
         if self.queue_bytes == 0 {
             return bad("queue_bytes", "must be at least 1");
@@ -168,14 +176,16 @@ impl ExpireSetting {
     }
 }
 
-/// A subscription made at start.
+/// A subscription made at start. Its values are checked as the file is read, so that an
+/// error names the line (a host name in `socket` is resolved then, too).
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StaticSubscription {
     /// The event (published if it is not yet).
+    #[serde(deserialize_with = "event_name")]
     pub event: String,
-    /// The socket spec, e.g. `udp:127.0.0.1:9000` or `unix:/run/app/events.sock`.
-    pub socket: String,
+    /// The socket, from a spec such as `udp:127.0.0.1:9000` or `unix:/run/app/events.sock`.
+    pub socket: Target,
     /// Lifetime; default `never`.
     #[serde(default)]
     pub expire: Option<ExpireSetting>,
@@ -183,8 +193,33 @@ pub struct StaticSubscription {
     #[serde(default)]
     pub format: Option<Format>,
     /// Several events per datagram; default: one event per datagram.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "coalesce_setting")]
     pub coalesce: Option<CoalesceSetting>,
+}
+
+/// An event name, checked.
+fn event_name<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let name = String::deserialize(d)?;
+    validate_event_name(&name).map_err(de::Error::custom)?;
+    Ok(name)
+}
+
+/// Event names, each checked.
+fn event_names<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    let names = Vec::<String>::deserialize(d)?;
+    for name in &names {
+        validate_event_name(name).map_err(de::Error::custom)?;
+    }
+    Ok(names)
+}
+
+/// A coalescing setting, checked.
+fn coalesce_setting<'de, D: Deserializer<'de>>(d: D) -> Result<Option<CoalesceSetting>, D::Error> {
+    let setting = Option::<CoalesceSetting>::deserialize(d)?;
+    if let Some(c) = setting {
+        c.coalesce().map_err(de::Error::custom)?;
+    }
+    Ok(setting)
 }
 
 /// Coalescing in configuration (and in MI `event_subscribe`): `{max_bytes, max_delay_us}`.
@@ -216,6 +251,7 @@ pub struct Config {
     /// Dispatcher settings.
     pub dispatcher: DispatcherConfig,
     /// Events published at start.
+    #[serde(deserialize_with = "event_names")]
     pub events: Vec<String>,
     /// Subscriptions made at start.
     pub subscriptions: Vec<StaticSubscription>,
@@ -424,6 +460,28 @@ mod tests {
     }
 
     #[test]
+    fn static_subscriptions_and_events_are_checked_as_read_and_name_the_line() {
+        for (yaml, detail) in [
+            ("subscriptions:\n  - {event: E_A, socket: 'tcp:1'}\n", "tcp:1"),
+            ("subscriptions:\n  - {event: '', socket: 'unix:/tmp/a'}\n", "event name"),
+            (
+                "subscriptions:\n  - {event: E_A, socket: 'unix:/tmp/a', coalesce: {max_bytes: 0}}\n",
+                "max_bytes",
+            ),
+            (
+                "subscriptions:\n  - event: E_A\n    socket: 'unix:/tmp/a'\n    coalesce: {max_bytes: 10, max_delay_us: 99000000000}\n",
+                "max_delay_us",
+            ),
+            ("events: [E_A, '']\n", "event name"),
+        ] {
+            let err = Config::from_yaml(yaml).unwrap_err().to_string();
+            assert!(err.contains(detail), "{yaml}: {err}");
+            let line = yaml.lines().count();
+            assert!(err.contains(&format!("line {line}")), "{yaml}: {err}");
+        }
+    }
+
+    #[test]
     fn out_of_range_values_name_the_key() {
         for key in [
             "batch",
@@ -437,5 +495,13 @@ mod tests {
                 .to_string();
             assert!(err.contains(&format!("dispatcher.{key}:")), "{err}");
         }
+        // Not an allocation failure at start.
+        let err = Config::from_yaml("dispatcher:\n  queue_capacity: 1048577\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("dispatcher.queue_capacity: must be 1 to 1048576"),
+            "{err}"
+        );
     }
 }

@@ -16,7 +16,7 @@ use crate::reactor::uring::UringBackend;
 use crate::reactor::{Control, Reactor, SendBackend};
 use crate::registry::{EventId, Expiry, Registry, RegistryError, Subscribed, SubscriptionOptions};
 use crate::stats::{Backend, Stats};
-use crate::target::{Target, TargetError};
+use crate::target::Target;
 
 /// The environment variable that forces a backend: `uring`, `syscall` or `auto`.
 pub const BACKEND_ENV: &str = "EVDGRAM_BACKEND";
@@ -191,7 +191,7 @@ impl Dispatcher {
                 StartError::Subscription(format!("subscriptions[{i}]: {e}"))
             };
             let event = d.publish(&s.event).map_err(|e| at(&e))?;
-            let target: Target = s.socket.parse().map_err(|e: TargetError| at(&e))?;
+            let target = s.socket.clone();
             let expiry = s.expire.map_or(Expiry::Never, |e| e.expiry());
             let format = s.format.unwrap_or(d.default_format);
             let coalesce = s

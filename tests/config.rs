@@ -33,7 +33,7 @@ fn the_example_config_parses_to_its_documented_values() {
     assert_eq!(config.events, ["E_PIKE_BLOCKED", "E_UL_CONTACT_INSERT"]);
     let sub = |event: &str, socket: &str, expire, format| StaticSubscription {
         event: event.into(),
-        socket: socket.into(),
+        socket: socket.parse().unwrap(),
         expire,
         format,
         coalesce: None,
