@@ -33,7 +33,9 @@
 //!   (OpenSIPS answers 480 then); the event is counted as unsubscribed.
 //!
 //! Errors (`{"jsonrpc":"2.0","error":{"code":C,"message":M,"data":D},"id":ID}`, `data` giving
-//! the detail when there is one). A request that fails never changes any state.
+//! the detail when there is one). A request that fails changes no state, with one exception:
+//! a `raise_event` that `publish_on_demand` published and that then fails with 500 leaves the
+//! name published (it counts towards `mi.max_events`).
 //!
 //! | code   | message                 | when                                                     |
 //! |--------|-------------------------|----------------------------------------------------------|
@@ -41,8 +43,10 @@
 //! | -32600 | `Invalid Request`       | not a JSON-RPC 2.0 request object; larger than the limit  |
 //! | -32601 | `Method not found`      | unknown method                                           |
 //! | -32602 | `Invalid params`        | wrong number, names or types of params; negative expire;  |
-//! |        |                         | floats, booleans, null or nested values in `raise_event`  |
-//! | 400    | `Bad parameter value`   | bad socket spec; unknown event on `event_subscribe`       |
+//! |        |                         | floats, booleans, null or nested values in `raise_event`; |
+//! |        |                         | an event too large for a datagram in a subscriber's format |
+//! | 400    | `Bad parameter value`   | bad socket spec; unknown event on `event_subscribe`;      |
+//! |        |                         | an invalid name `publish_on_demand` would publish         |
 //! | 403    | `Destination not allowed` | the socket is outside `mi.allow_targets`               |
 //! | 404    | `Event not published`   | `raise_event` / `subscribers_list` of an unknown event   |
 //! | 404    | `Subscriber does not exist` | `subscribers_list` of an unknown socket              |

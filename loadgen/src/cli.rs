@@ -121,10 +121,11 @@ pub struct RunArgs {
     /// Fail (exit 3) when a run's p99.9 is above this.
     #[arg(long)]
     pub max_p999: Option<Nanos>,
-    /// Fail (exit 3) when a run loses more than this (0.01%).
+    /// Fail (exit 3) when a run loses more than this (e.g. 0.01%; none by default).
     #[arg(long)]
     pub max_loss: Option<Fraction>,
-    /// Fail (exit 3) when a run achieves less than this share of the target rate (99%).
+    /// Fail (exit 3) when a run achieves less than this share of the target rate (e.g. 99%;
+    /// none by default).
     #[arg(long)]
     pub min_achieved: Option<Fraction>,
 }
@@ -135,7 +136,7 @@ pub struct CapacityArgs {
     /// Shared options (`--rate` is where the search starts; `--duration` each step's length).
     #[command(flatten)]
     pub common: Common,
-    /// The latency objective: p50|p90|p99|p99.9=DURATION, comma separated.
+    /// The latency objective: p50|p90|p99|p99.9|p99.99=DURATION, comma separated.
     #[arg(long, default_value = "p99=1ms")]
     pub slo: String,
     /// Highest rate tried.

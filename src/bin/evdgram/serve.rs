@@ -37,7 +37,8 @@ pub struct Args {
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// An MI socket to serve (repeatable; replaces mi.listen): udp:HOST:PORT (an IPv6 HOST in brackets; port 0: any free port, printed),
-    /// unix:/path, /path or unix:@name. Default udp:127.0.0.1:8080.
+    /// unix:/path, /path or unix:@name. Default: mi.listen from --config, else
+    /// udp:127.0.0.1:8080.
     #[arg(long = "mi", value_name = "SPEC")]
     mi: Vec<String>,
     /// Events to publish at start, comma-separated (added to the configuration's events).
