@@ -229,19 +229,19 @@ impl<T> Sender<T> {
     }
 }
 
-/// Hands the slot at `head` back to the senders and moves the head past it.
-struct Release<'a, T> {
-    ring: &'a Ring<T>,
-    head: u64,
+/// Hands a slot back to the senders (its next lap's stamp) and moves the head past it.
+struct Release<'a> {
+    stamp: &'a AtomicU64,
+    next_lap: u64,
+    head: &'a AtomicU64,
+    next_head: u64,
 }
 
-impl<T> Drop for Release<'_, T> {
+impl Drop for Release<'_> {
+    #[inline]
     fn drop(&mut self) {
-        let (ring, head) = (self.ring, self.head);
-        ring.slots[ring.index(head)]
-            .stamp
-            .store(head.wrapping_add(ring.one_lap), Ordering::Release);
-        ring.head.0.store(ring.next(head), Ordering::Release);
+        self.stamp.store(self.next_lap, Ordering::Release);
+        self.head.store(self.next_head, Ordering::Release);
     }
 }
 
@@ -269,7 +269,12 @@ impl<T> Receiver<T> {
         let result = f(msg);
         // Gives the slot back once the message is dropped, also if its drop panics (else the
         // ring would drop it again).
-        let _release = Release { ring, head };
+        let _release = Release {
+            stamp: &slot.stamp,
+            next_lap: head.wrapping_add(ring.one_lap),
+            head: &ring.head.0,
+            next_head: ring.next(head),
+        };
         // SAFETY: read above and not used again; `_release` then gives the slot back.
         unsafe { (*slot.msg.get()).assume_init_drop() };
         Some(result)
