@@ -150,7 +150,8 @@ pub struct CapacityArgs {
 /// `loadgen sink`.
 #[derive(Debug, Clone, Args)]
 pub struct SinkArgs {
-    /// Sockets to receive on: udp:HOST:PORT, unix:/path, unix:@name (comma separated).
+    /// Sockets to receive on: udp:HOST:PORT (port 0: a free one, said on stderr), unix:/path,
+    /// unix:@name (comma separated).
     #[arg(long, value_delimiter = ',', required = true, value_name = "SPEC")]
     pub listen: Vec<String>,
     /// Exit after this long (default: run until killed).

@@ -24,7 +24,7 @@ pub fn run(args: &SinkArgs) -> anyhow::Result<()> {
     let targets = args
         .listen
         .iter()
-        .map(|s| Target::parse(s).map_err(|e| Usage(format!("--listen: {e}"))))
+        .map(|s| Target::parse_bind(s).map_err(|e| Usage(format!("--listen: {e}"))))
         .collect::<Result<Vec<_>, _>>()?;
     let sinks = targets
         .iter()

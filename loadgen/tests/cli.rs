@@ -320,17 +320,11 @@ fn an_unsustainable_rate_runs_and_says_so_loudly() {
 #[test]
 fn a_sink_in_another_process_receives_an_external_run() {
     use std::io::{BufRead, BufReader};
-    let port = UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let spec = format!("udp:127.0.0.1:{port}");
     let mut sink = Command::new(env!("CARGO_BIN_EXE_loadgen"))
         .args([
             "sink",
             "--listen",
-            &spec,
+            "udp:127.0.0.1:0",
             "--duration",
             "30s",
             "--idle",
@@ -346,6 +340,7 @@ fn a_sink_in_another_process_receives_an_external_run() {
         .read_line(&mut said)
         .unwrap();
     assert!(said.contains("listening on"), "{said}");
+    let spec = said.trim().rsplit(' ').next().unwrap().to_owned();
     let out = loadgen(&[
         "run",
         "--targets-external",
@@ -496,4 +491,85 @@ fn coalescing_limits_and_gso_are_flags_and_config_keys() {
     let out = loadgen(&["--coalesce-bytes", "70000"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The sink reports a run again, marked `(continued)`, for what arrives after `--idle`; and
+/// each report gives the socket's kernel drops since the report before (the kernel counts
+/// from the bind: the second report used to repeat the first one's drops).
+#[test]
+fn a_sink_reports_a_resumed_run_as_continued_with_only_its_new_kernel_drops() {
+    use std::io::{BufRead, BufReader};
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    use event_datagram::Format;
+    use loadgen::payload::{Template, EVENT};
+
+    let mut sink = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args(["sink", "--listen", "udp:127.0.0.1:0", "--duration", "30s"])
+        .args(["--idle", "300ms"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut said = String::new();
+    BufReader::new(sink.stderr.take().unwrap())
+        .read_line(&mut said)
+        .unwrap();
+    let spec = said.trim().rsplit(' ').next().unwrap().to_owned();
+    let addr = spec.strip_prefix("udp:").expect("listening on udp:ADDR");
+    let (tx, lines) = mpsc::channel();
+    let stdout = BufReader::new(sink.stdout.take().unwrap());
+    std::thread::spawn(move || {
+        for line in stdout.lines() {
+            if tx.send(line.unwrap()).is_err() {
+                break;
+            }
+        }
+    });
+    let template = Template::new(Format::Line, 60_000).unwrap();
+    let mut buf = vec![0u8; 65_536];
+    let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let send = |seqs: std::ops::Range<u64>, buf: &mut [u8]| {
+        for seq in seqs {
+            let params = template.params(1, 0, seq, 0);
+            let n = Format::Line.encode(EVENT, &params, buf).unwrap();
+            sender.send_to(&buf[..n], addr).unwrap();
+        }
+    };
+    // The sink stopped: 1 000 datagrams of 60 kB overflow its 16 MiB receive buffer.
+    let pid = sink.id() as libc::pid_t;
+    // SAFETY: a signal to our own child.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    send(0..1_000, &mut buf);
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    let field = |line: &str, name: &str| -> u64 {
+        let at = line
+            .find(&format!(" {name} "))
+            .unwrap_or_else(|| panic!("{name} in {line}"));
+        line[at + name.len() + 2..]
+            .split(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let first = lines
+        .recv_timeout(Duration::from_secs(10))
+        .expect("a report");
+    let (received, drops) = (field(&first, "received"), field(&first, "kernel_drops"));
+    assert_eq!(received + drops, 1_000, "{first}");
+    assert!(drops > 0, "the buffer overflowed: {first}");
+    assert!(!first.contains("(continued)"), "{first}");
+    // The same run again, read as it comes.
+    send(1_000..1_010, &mut buf);
+    let second = lines
+        .recv_timeout(Duration::from_secs(10))
+        .expect("a second report");
+    let _ = sink.kill();
+    let _ = sink.wait();
+    assert!(second.ends_with("(continued)"), "{second}");
+    assert_eq!(field(&second, "received"), 10, "{second}");
+    assert_eq!(field(&second, "kernel_drops"), 0, "{second}");
 }
