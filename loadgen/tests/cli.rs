@@ -317,19 +317,13 @@ fn an_unsustainable_rate_runs_and_says_so_loudly() {
     );
 }
 
-#[test]
-fn a_sink_in_another_process_receives_an_external_run() {
+/// A `loadgen sink` on a free UDP port of 127.0.0.1 (300 ms `--idle`, 30 s at most), and the
+/// spec it says it listens on.
+fn start_sink() -> (std::process::Child, String) {
     use std::io::{BufRead, BufReader};
     let mut sink = Command::new(env!("CARGO_BIN_EXE_loadgen"))
-        .args([
-            "sink",
-            "--listen",
-            "udp:127.0.0.1:0",
-            "--duration",
-            "30s",
-            "--idle",
-            "300ms",
-        ])
+        .args(["sink", "--listen", "udp:127.0.0.1:0", "--duration", "30s"])
+        .args(["--idle", "300ms"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -339,8 +333,15 @@ fn a_sink_in_another_process_receives_an_external_run() {
     BufReader::new(sink.stderr.take().unwrap())
         .read_line(&mut said)
         .unwrap();
-    assert!(said.contains("listening on"), "{said}");
+    assert!(said.contains("listening on udp:"), "{said}");
     let spec = said.trim().rsplit(' ').next().unwrap().to_owned();
+    (sink, spec)
+}
+
+#[test]
+fn a_sink_in_another_process_receives_an_external_run() {
+    use std::io::{BufRead, BufReader};
+    let (mut sink, spec) = start_sink();
     let out = loadgen(&[
         "run",
         "--targets-external",
@@ -505,18 +506,7 @@ fn a_sink_reports_a_resumed_run_as_continued_with_only_its_new_kernel_drops() {
     use event_datagram::Format;
     use loadgen::payload::{Template, EVENT};
 
-    let mut sink = Command::new(env!("CARGO_BIN_EXE_loadgen"))
-        .args(["sink", "--listen", "udp:127.0.0.1:0", "--duration", "30s"])
-        .args(["--idle", "300ms"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut said = String::new();
-    BufReader::new(sink.stderr.take().unwrap())
-        .read_line(&mut said)
-        .unwrap();
-    let spec = said.trim().rsplit(' ').next().unwrap().to_owned();
+    let (mut sink, spec) = start_sink();
     let addr = spec.strip_prefix("udp:").expect("listening on udp:ADDR");
     let (tx, lines) = mpsc::channel();
     let stdout = BufReader::new(sink.stdout.take().unwrap());
