@@ -17,10 +17,6 @@ use crate::mi::Allowlist;
 use crate::registry::{Coalesce, Expiry, InvalidCoalesce, Limits};
 use crate::target::Target;
 
-/// The most events `queue_capacity` allows (a slot holds an event with its inline params,
-/// about 270 bytes, allocated at start).
-const MAX_QUEUE_CAPACITY: usize = 1 << 20;
-
 /// Which backend to run; `EVDGRAM_BACKEND=uring|syscall|auto` overrides the configured value.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -117,6 +113,10 @@ impl Default for DispatcherConfig {
 }
 
 impl DispatcherConfig {
+    /// The most events `queue_capacity` allows (a slot holds an event with its inline params,
+    /// about 270 bytes, allocated at start).
+    pub const MAX_QUEUE_CAPACITY: usize = 1 << 20;
+
     /// The shutdown timeout as a [`Duration`].
     pub fn shutdown_timeout(&self) -> Duration {
         Duration::from_millis(self.shutdown_timeout_ms)
@@ -126,7 +126,7 @@ impl DispatcherConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad =
             |key: &str, why: &str| Err(ConfigError::Invalid(format!("dispatcher.{key}: {why}")));
-        if self.queue_capacity == 0 || self.queue_capacity > MAX_QUEUE_CAPACITY {
+        if self.queue_capacity == 0 || self.queue_capacity > Self::MAX_QUEUE_CAPACITY {
             return bad("queue_capacity", "must be 1 to 1048576");
         }
         if self.queue_bytes == 0 {

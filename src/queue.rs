@@ -46,8 +46,8 @@ struct Slot<T> {
 
 /// A position is a lap, a mark bit and an index in one word: `lap * one_lap + index`, where
 /// `mark_bit` is the power of two above the capacity and `one_lap` twice that. The mark bit is
-/// only ever set in the tail: the queue is closed. Positions are 64 bits on every target, so
-/// that they never wrap (32 bits would, after about a billion events).
+/// only ever set in the tail: the queue is closed. Positions are 64 bits on every target (one
+/// with 64-bit atomics), so that they never wrap (32 bits would, after about a billion events).
 struct Ring<T> {
     /// Next position to read; written by the receiver only.
     head: Padded<AtomicU64>,

@@ -394,7 +394,9 @@ impl Registry {
         let index = self.check(event)?;
         let now = self.clock.now();
         let mut st = self.lock();
-        Self::purge(&mut st, now);
+        if Self::purge(&mut st, now) {
+            self.changed(&mut st);
+        }
         let sub = Subscription {
             target,
             format: options.format,
@@ -430,7 +432,9 @@ impl Registry {
         let index = self.check(event)?;
         let now = self.clock.now();
         let mut st = self.lock();
-        Self::purge(&mut st, now);
+        if Self::purge(&mut st, now) {
+            self.changed(&mut st);
+        }
         let subs = &mut st.subs[index];
         let Some(at) = subs.iter().position(|s| &s.target == target) else {
             let event = st.names[index].clone();

@@ -83,7 +83,9 @@ impl TargetCounters {
     /// A target that no subscription used and that had nothing left to send is closed, and its
     /// counters start again from zero if it is subscribed again. When a counter is below its
     /// earlier value, that happened in between: the result is then `self`, what the target did
-    /// since it was opened again.
+    /// since it was opened again (and no underflow). A target closed and opened again that has
+    /// since passed its earlier counts cannot be told apart: compare snapshots of a target that
+    /// stays subscribed between them.
     pub fn since(&self, earlier: &TargetCounters) -> TargetCounters {
         let cumulative = |c: &TargetCounters| {
             [

@@ -2,13 +2,13 @@
 
 use std::time::Duration;
 
-use event_datagram::{BackendChoice, Coalesce, Format, Target};
+use event_datagram::{BackendChoice, Coalesce, DispatcherConfig, Format, InvalidCoalesce, Target};
 
 use crate::cli::Common;
 use crate::config::{FileConfig, Thresholds, TransportChoice};
 use crate::payload::{Template, MAX_PRODUCERS};
 use crate::result::Transport;
-use crate::units::{Nanos, Rate};
+use crate::units::{human_ns, Nanos, Rate};
 use crate::Usage;
 
 /// The default sweep: sizes up to the datagram ceiling.
@@ -91,10 +91,14 @@ impl Plan {
         let coalesce = if coalesce_on {
             let bytes = coalesce_bytes.unwrap_or(DEFAULT_COALESCE_BYTES);
             let delay = coalesce_delay.unwrap_or(DEFAULT_COALESCE_DELAY);
-            Some(
-                Coalesce::new(bytes, Duration::from_nanos(delay.0))
-                    .map_err(|e| Usage(format!("--coalesce-bytes: {e}")))?,
-            )
+            let flag = |e: InvalidCoalesce| match e {
+                InvalidCoalesce::MaxBytes(_) => Usage(format!("--coalesce-bytes: {e}")),
+                _ => Usage(format!(
+                    "--coalesce-delay: at most {}",
+                    human_ns(Coalesce::MAX_DELAY.as_nanos() as f64)
+                )),
+            };
+            Some(Coalesce::new(bytes, Duration::from_nanos(delay.0)).map_err(flag)?)
         } else {
             None
         };
@@ -166,8 +170,11 @@ impl Plan {
         if self.tick.0 == 0 || self.tick.0 > 1_000_000_000 {
             return bad("--tick: above 0 and at most 1s".into());
         }
-        if self.queue_capacity == 0 {
-            return bad("--queue-capacity: at least 1".into());
+        if self.queue_capacity == 0 || self.queue_capacity > DispatcherConfig::MAX_QUEUE_CAPACITY {
+            return bad(format!(
+                "--queue-capacity: 1 to {}",
+                DispatcherConfig::MAX_QUEUE_CAPACITY
+            ));
         }
         Ok(())
     }

@@ -239,6 +239,14 @@ fn usage_errors_exit_2_with_a_message() {
         (&["--transport", "tcp"], "tcp"),
         (&["capacity", "--slo", "p98=1ms"], "p98"),
         (
+            &["--coalesce-delay", "2min"],
+            "--coalesce-delay: at most 60",
+        ),
+        (
+            &["--queue-capacity", "2000000"],
+            "--queue-capacity: 1 to 1048576",
+        ),
+        (
             &["--targets-external", "udp:127.0.0.1:9", "--max-p99", "1ms"],
             "loadgen sink",
         ),
@@ -528,12 +536,19 @@ fn a_sink_reports_a_resumed_run_as_continued_with_only_its_new_kernel_drops() {
         }
     };
     // The sink stopped: 1 000 datagrams of 60 kB overflow its 16 MiB receive buffer.
+    struct Stopped(libc::pid_t);
+    impl Drop for Stopped {
+        fn drop(&mut self) {
+            // SAFETY: a signal to our own child (also when the test fails meanwhile).
+            unsafe { libc::kill(self.0, libc::SIGCONT) };
+        }
+    }
     let pid = sink.id() as libc::pid_t;
-    // SAFETY: a signal to our own child.
-    unsafe { libc::kill(pid, libc::SIGSTOP) };
-    send(0..1_000, &mut buf);
     // SAFETY: as above.
-    unsafe { libc::kill(pid, libc::SIGCONT) };
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let stopped = Stopped(pid);
+    send(0..1_000, &mut buf);
+    drop(stopped);
     let field = |line: &str, name: &str| -> u64 {
         let at = line
             .find(&format!(" {name} "))
@@ -549,8 +564,9 @@ fn a_sink_reports_a_resumed_run_as_continued_with_only_its_new_kernel_drops() {
         .recv_timeout(Duration::from_secs(10))
         .expect("a report");
     let (received, drops) = (field(&first, "received"), field(&first, "kernel_drops"));
-    assert_eq!(received + drops, 1_000, "{first}");
-    assert!(drops > 0, "the buffer overflowed: {first}");
+    // Loopback's own backlog may drop a few more, which no socket counts.
+    assert!(received + drops <= 1_000, "{first}");
+    assert!(drops > 0 && received > 0, "the buffer overflowed: {first}");
     assert!(!first.contains("(continued)"), "{first}");
     // The same run again, read as it comes.
     send(1_000..1_010, &mut buf);
