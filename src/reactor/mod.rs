@@ -559,7 +559,9 @@ impl<B: SendBackend> Reactor<B> {
                     slot.conn = Conn::Up(sock);
                     slot.blocked = false;
                 }
-                Err(_) => {
+                Err(e) => {
+                    let err = format_args!("cannot connect: {e}");
+                    log_limited(&mut slot.last_log, &slot.target, &err);
                     let backoff = (backoff * 2).min(RECONNECT_MAX);
                     slot.conn = Conn::Down {
                         retry_at: now + backoff,
@@ -687,15 +689,20 @@ impl<B: SendBackend> Reactor<B> {
             self.slots.push(None);
             self.slots.len() as u32 - 1
         });
+        let mut last_log = None;
         let conn = match Socket::connect(&target) {
             Ok(sock) => {
                 self.backend.add_socket(index, sock.as_raw_fd());
                 Conn::Up(sock)
             }
-            Err(_) => Conn::Down {
-                retry_at: Instant::now() + RECONNECT_MIN,
-                backoff: RECONNECT_MIN,
-            },
+            Err(e) => {
+                // Why its events are counted unreachable: no receiver yet, or not a datagram one.
+                log_limited(&mut last_log, &target, &format_args!("cannot connect: {e}"));
+                Conn::Down {
+                    retry_at: Instant::now() + RECONNECT_MIN,
+                    backoff: RECONNECT_MIN,
+                }
+            }
         };
         self.by_target.insert(target.clone(), index);
         self.slots[index as usize] = Some(Slot {
@@ -712,7 +719,7 @@ impl<B: SendBackend> Reactor<B> {
             open: None,
             window: self.max_per_target as u32,
             counters: TargetCounters::default(),
-            last_log: None,
+            last_log,
             full: FullReceiver::default(),
         });
         self.next_retry = self.next_reconnect();
