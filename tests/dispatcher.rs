@@ -280,6 +280,66 @@ fn a_change_applies_to_the_next_event_while_a_stream_flows() {
     }
 }
 
+/// An expired subscription gets no event raised after it expired, even one the reactor reads
+/// in the middle of a batch that began before (it read the clock once per batch). As above, a
+/// stream of events nobody subscribed keeps batches running; each round subscribes for 10 s,
+/// raises a mark, lets the subscription expire, and raises another.
+#[test]
+fn an_expired_subscription_gets_nothing_raised_after_it_expired_while_a_stream_flows() {
+    const ROUNDS: usize = 1_000;
+    for backend in backends() {
+        let clock = ManualClock::new();
+        let (marks, fences) = (Receiver::udp(), Receiver::udp());
+        let d = Dispatcher::start_with_clock(config(backend), Arc::new(clock.clone())).unwrap();
+        let [stream, mark, fence] =
+            ["E_STREAM", "E_MARK", "E_FENCE"].map(|n| d.publish(n).unwrap());
+        d.subscribe(fence, fences.target.clone(), Expiry::Never)
+            .unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let streaming = {
+            let (p, stop) = (d.publisher(), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    p.raise(stream, Params::new()).unwrap();
+                }
+            })
+        };
+        let mut fenced = 0;
+        let mut through_fence = |n: i64| {
+            d.raise(mark, seq(n)).unwrap();
+            d.raise(fence, seq(n)).unwrap();
+            fenced += 1;
+            assert!(fences.wait_for(fenced, LIMIT), "{backend:?}: fence {n}");
+        };
+        let lifetime = Expiry::After(Duration::from_secs(10));
+        for i in 0..ROUNDS as i64 {
+            d.subscribe(mark, marks.target.clone(), lifetime).unwrap();
+            through_fence(2 * i);
+            clock.advance(Duration::from_secs(11));
+            through_fence(2 * i + 1);
+        }
+        stop.store(true, Ordering::Relaxed);
+        join_within(streaming, LIMIT, "the streaming producer");
+        let stats = d.shutdown();
+        assert!(
+            marks.wait_for(ROUNDS, LIMIT),
+            "{backend:?}: {}",
+            marks.count()
+        );
+        let got = marks.datagrams();
+        let late: Vec<i64> = (0..2 * ROUNDS as i64)
+            .filter(|&n| n % 2 == 1)
+            .filter(|&n| got.contains(&encoded(Format::Line, "E_MARK", &seq(n))))
+            .collect();
+        assert!(
+            late.is_empty(),
+            "{backend:?}: marks raised after expiry: {late:?}"
+        );
+        assert_eq!(marks.count(), ROUNDS, "{backend:?}");
+        assert!(stats.is_balanced(), "{stats:?}");
+    }
+}
+
 #[test]
 fn a_stalled_unix_receiver_loses_nothing_up_to_its_bound_while_others_flow() {
     for backend in backends() {

@@ -482,7 +482,6 @@ impl<B: SendBackend> Reactor<B> {
         if rx.is_empty() {
             return 0;
         }
-        let now = self.shared.registry.clock().now();
         self.batch_time = Instant::now();
         let mut snapshot = Arc::clone(&self.snapshot);
         let registry = Arc::clone(&self.shared.registry);
@@ -493,8 +492,17 @@ impl<B: SendBackend> Reactor<B> {
         let batch = batch_size(self.config.batch, self.max_per_target, windows);
         self.batch_left = rx.len().min(batch);
         self.batch_bytes = 0;
+        // Expiry is judged with a time read after every event it judges was raised: the events
+        // counted before the read. Those raised since (the batch reads on while they come) get
+        // a new reading once they are reached, so an expired subscription gets none of them.
+        let clock = registry.clock();
+        let (mut now, mut raised_before_now) = (clock.now(), self.batch_left);
         let (mut took, mut heap_bytes) = (0, 0);
         while took < batch && self.batch_bytes < BATCH_BYTES {
+            if took == raised_before_now {
+                raised_before_now = took + rx.len();
+                now = clock.now();
+            }
             let routed = rx.recv_with(|msg| {
                 heap_bytes += msg.params.heap_bytes();
                 // Per event, not per batch: an event raised after a subscription change
