@@ -207,7 +207,8 @@ impl SendBackend for UringBackend {
         let in_flight = crate::AbortOnUnwind("a panic in an io_uring round with sends in flight");
         // GSO messages point into these; they are not touched again until every operation of
         // this round has completed, and never grow past the capacity reserved at start (a round
-        // has at most one message per SQE), so their elements do not move.
+        // has at most one message per SQE, and at most as many datagrams as the ring has
+        // entries: its budget), so their elements do not move.
         self.iovecs.clear();
         self.msghdrs.clear();
         self.controls.clear();
@@ -243,7 +244,7 @@ impl SendBackend for UringBackend {
                         // Earlier messages of the round point into `iovecs`: it must not grow.
                         assert!(
                             iov_start + run <= self.iovecs.capacity(),
-                            "a round has at most one datagram per SQE"
+                            "a round holds at most as many datagrams as the ring has entries"
                         );
                         for item in &items[k..k + run] {
                             let data = &pool.get(item.buf)[..item.len as usize];
