@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use event_datagram::{
-    Backend, BackendChoice, Dispatcher, DispatcherConfig, Expiry, Format, ManualClock, Params,
-    QueuePolicy, RaiseError, Target, MAX_DATAGRAM,
+    Backend, BackendChoice, Dispatcher, DispatcherConfig, EventId, Expiry, Format, ManualClock,
+    Params, QueuePolicy, RaiseError, Target, MAX_DATAGRAM,
 };
 
 use crate::support::{backends, join_within, unix_qlen, wait_until, Receiver, TempDir};
@@ -225,118 +225,97 @@ fn subscriptions_added_refreshed_expired_and_removed_mid_stream() {
     }
 }
 
+/// Raises marks `0..count` (`seq(n)` to `E_MARK`), calling `before(d, E_MARK, n)` ahead of each,
+/// while another producer streams events nobody subscribed (cheap to route, so the queue stays
+/// short and batches run on while the events come). Each mark is followed by a fence to another
+/// receiver, waited for, so that it was read before the next `before`. Waits for `expect` marks
+/// at `marks`, shuts `d` down (its counters balanced), and returns the marks received, in order.
+fn marks_while_a_stream_flows(
+    d: Dispatcher,
+    marks: &Receiver,
+    count: i64,
+    expect: usize,
+    mut before: impl FnMut(&Dispatcher, EventId, i64),
+) -> Vec<i64> {
+    let fences = Receiver::udp();
+    let [stream, mark, fence] = ["E_STREAM", "E_MARK", "E_FENCE"].map(|n| d.publish(n).unwrap());
+    d.subscribe(fence, fences.target.clone(), Expiry::Never)
+        .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let streaming = {
+        let (p, stop) = (d.publisher(), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                p.raise(stream, Params::new()).unwrap();
+            }
+        })
+    };
+    for n in 0..count {
+        before(&d, mark, n);
+        d.raise(mark, seq(n)).unwrap();
+        d.raise(fence, seq(n)).unwrap();
+        assert!(fences.wait_for(n as usize + 1, LIMIT), "fence {n}");
+    }
+    stop.store(true, Ordering::Relaxed);
+    join_within(streaming, LIMIT, "the streaming producer");
+    let stats = d.shutdown();
+    assert!(marks.wait_for(expect, LIMIT), "{} marks", marks.count());
+    assert!(stats.is_balanced(), "{stats:?}");
+    let numbers: std::collections::HashMap<Vec<u8>, i64> = (0..count)
+        .map(|n| (encoded(Format::Line, "E_MARK", &seq(n)), n))
+        .collect();
+    marks.datagrams().iter().map(|d| numbers[d]).collect()
+}
+
 /// A change applies to an event raised after it returns even when the reactor reads that event
-/// in the middle of a batch of others (it looked for changes only at a batch's start). Another
-/// producer streams events nobody subscribed (cheap to route, so the queue stays short and
-/// batches run on while the events come); each round subscribes, raises a mark, unsubscribes,
-/// raises another, each mark followed by a fence to a third receiver, so that it is read before
-/// the next change.
+/// in the middle of a batch of others (it looked for changes only at a batch's start): marks
+/// raised right after subscribing arrive, those right after unsubscribing do not.
 #[test]
 fn a_change_applies_to_the_next_event_while_a_stream_flows() {
-    const ROUNDS: usize = 300;
+    const ROUNDS: i64 = 300;
     for backend in backends() {
-        let (marks, fences) = (Receiver::udp(), Receiver::udp());
+        let marks = Receiver::udp();
+        let target = marks.target.clone();
         let d = Dispatcher::start(config(backend)).unwrap();
-        let [stream, mark, fence] =
-            ["E_STREAM", "E_MARK", "E_FENCE"].map(|n| d.publish(n).unwrap());
-        d.subscribe(fence, fences.target.clone(), Expiry::Never)
-            .unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let streaming = {
-            let (p, stop) = (d.publisher(), Arc::clone(&stop));
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    p.raise(stream, Params::new()).unwrap();
+        let got =
+            marks_while_a_stream_flows(d, &marks, 2 * ROUNDS, ROUNDS as usize, |d, mark, n| {
+                if n % 2 == 0 {
+                    d.subscribe(mark, target.clone(), Expiry::Never).unwrap();
+                } else {
+                    d.unsubscribe(mark, &target).unwrap();
                 }
-            })
-        };
-        let mut fenced = 0;
-        let mut through_fence = |n: i64| {
-            d.raise(mark, seq(n)).unwrap();
-            d.raise(fence, seq(n)).unwrap();
-            fenced += 1;
-            assert!(fences.wait_for(fenced, LIMIT), "{backend:?}: fence {n}");
-        };
-        for i in 0..ROUNDS as i64 {
-            d.subscribe(mark, marks.target.clone(), Expiry::Never)
-                .unwrap();
-            through_fence(2 * i);
-            d.unsubscribe(mark, &marks.target).unwrap();
-            through_fence(2 * i + 1);
-        }
-        stop.store(true, Ordering::Relaxed);
-        join_within(streaming, LIMIT, "the streaming producer");
-        let stats = d.shutdown();
-        assert!(
-            marks.wait_for(ROUNDS, LIMIT),
-            "{backend:?}: {}",
-            marks.count()
-        );
-        let want: Vec<_> = (0..ROUNDS)
-            .map(|i| encoded(Format::Line, "E_MARK", &seq(2 * i as i64)))
-            .collect();
-        assert_eq!(marks.datagrams(), want, "{backend:?}");
-        assert!(stats.is_balanced(), "{stats:?}");
+            });
+        let evens: Vec<i64> = (0..ROUNDS).map(|i| 2 * i).collect();
+        assert_eq!(got, evens, "{backend:?}");
     }
 }
 
 /// An expired subscription gets no event raised after it expired, even one the reactor reads
-/// in the middle of a batch that began before (it read the clock once per batch). As above, a
-/// stream of events nobody subscribed keeps batches running; each round subscribes for 10 s,
-/// raises a mark, lets the subscription expire, and raises another.
+/// in the middle of a batch that began before (it read the clock once per batch): each round
+/// subscribes for 10 s, raises a mark, lets the subscription expire, and raises another.
 #[test]
 fn an_expired_subscription_gets_nothing_raised_after_it_expired_while_a_stream_flows() {
-    const ROUNDS: usize = 1_000;
+    const ROUNDS: i64 = 1_000;
     for backend in backends() {
         let clock = ManualClock::new();
-        let (marks, fences) = (Receiver::udp(), Receiver::udp());
+        let marks = Receiver::udp();
+        let target = marks.target.clone();
         let d = Dispatcher::start_with_clock(config(backend), Arc::new(clock.clone())).unwrap();
-        let [stream, mark, fence] =
-            ["E_STREAM", "E_MARK", "E_FENCE"].map(|n| d.publish(n).unwrap());
-        d.subscribe(fence, fences.target.clone(), Expiry::Never)
-            .unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let streaming = {
-            let (p, stop) = (d.publisher(), Arc::clone(&stop));
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    p.raise(stream, Params::new()).unwrap();
-                }
-            })
-        };
-        let mut fenced = 0;
-        let mut through_fence = |n: i64| {
-            d.raise(mark, seq(n)).unwrap();
-            d.raise(fence, seq(n)).unwrap();
-            fenced += 1;
-            assert!(fences.wait_for(fenced, LIMIT), "{backend:?}: fence {n}");
-        };
         let lifetime = Expiry::After(Duration::from_secs(10));
-        for i in 0..ROUNDS as i64 {
-            d.subscribe(mark, marks.target.clone(), lifetime).unwrap();
-            through_fence(2 * i);
-            clock.advance(Duration::from_secs(11));
-            through_fence(2 * i + 1);
-        }
-        stop.store(true, Ordering::Relaxed);
-        join_within(streaming, LIMIT, "the streaming producer");
-        let stats = d.shutdown();
-        assert!(
-            marks.wait_for(ROUNDS, LIMIT),
-            "{backend:?}: {}",
-            marks.count()
-        );
-        let got = marks.datagrams();
-        let late: Vec<i64> = (0..2 * ROUNDS as i64)
-            .filter(|&n| n % 2 == 1)
-            .filter(|&n| got.contains(&encoded(Format::Line, "E_MARK", &seq(n))))
-            .collect();
+        let got =
+            marks_while_a_stream_flows(d, &marks, 2 * ROUNDS, ROUNDS as usize, |d, mark, n| {
+                if n % 2 == 0 {
+                    d.subscribe(mark, target.clone(), lifetime).unwrap();
+                } else {
+                    clock.advance(Duration::from_secs(11));
+                }
+            });
+        let late: Vec<i64> = got.iter().copied().filter(|n| n % 2 == 1).collect();
         assert!(
             late.is_empty(),
             "{backend:?}: marks raised after expiry: {late:?}"
         );
-        assert_eq!(marks.count(), ROUNDS, "{backend:?}");
-        assert!(stats.is_balanced(), "{stats:?}");
+        assert_eq!(got.len(), ROUNDS as usize, "{backend:?}");
     }
 }
 

@@ -500,7 +500,12 @@ impl<B: SendBackend> Reactor<B> {
         let (mut took, mut heap_bytes) = (0, 0);
         while took < batch && self.batch_bytes < BATCH_BYTES {
             if took == raised_before_now {
-                raised_before_now = took + rx.len();
+                let queued = rx.len();
+                if queued == 0 {
+                    // What comes next may be raised after any reading now: the next batch.
+                    break;
+                }
+                raised_before_now = took + queued;
                 now = clock.now();
             }
             let routed = rx.recv_with(|msg| {
