@@ -278,6 +278,11 @@ impl Dispatcher {
     }
 
     /// A consistent snapshot of the counters, taken by the reactor between rounds.
+    ///
+    /// # Panics
+    ///
+    /// If the reactor thread panicked (a bug of this library; [`StatsHandle::stats`] gives
+    /// `None` instead).
     pub fn stats(&self) -> Stats {
         self.stats_handle()
             .stats()
@@ -295,6 +300,10 @@ impl Dispatcher {
 
     /// Stops intake, sends everything queued (waiting up to the configured shutdown timeout for
     /// slow receivers; what is left then is counted as dropped) and returns the final counters.
+    ///
+    /// # Panics
+    ///
+    /// If the reactor thread panicked (a bug of this library).
     pub fn shutdown(mut self) -> Stats {
         self.stop()
     }
