@@ -1108,6 +1108,46 @@ fn request_bytes(method: &str, params: Value) -> Vec<u8> {
         .into_bytes()
 }
 
+/// Why a subscriber's socket cannot connect is said once a minute, however often it is
+/// subscribed again (its slot, closed when unsubscribed and opened again, said it each time).
+#[test]
+fn serve_says_once_why_a_target_cannot_connect_across_resubscriptions() {
+    let dir = TempDir::new("noreceiver");
+    let missing = format!("unix:{}", dir.join("nobody.sock").display());
+    let (mut p, bound) = serve(&["udp:127.0.0.1:0"], &["--publish", "E_A,E_B"]);
+    let call = |method: &str, params: Value| {
+        let reply = udp_call(&bound[0], &request_bytes(method, params));
+        assert_eq!(reply["result"], "OK", "{method}: {reply}");
+    };
+    for _ in 0..3 {
+        call("event_subscribe", json!(["E_A", missing]));
+        call("raise_event", json!(["E_A"]));
+        call("event_subscribe", json!(["E_A", missing, 0]));
+        // Read after the unsubscription: the target's slot closes.
+        call("raise_event", json!(["E_B"]));
+    }
+    p.signal(libc::SIGTERM);
+    assert!(p.wait().success());
+    let mut said = Vec::new();
+    loop {
+        match p.stderr.recv_timeout(DEADLINE) {
+            Ok(line) => said.push(line),
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(e) => panic!("stderr: {e}"),
+        }
+    }
+    let why: Vec<&String> = said
+        .iter()
+        .filter(|l| l.contains("cannot connect"))
+        .collect();
+    assert_eq!(why.len(), 1, "{said:#?}");
+    assert!(
+        why[0].contains(&format!("{missing}: cannot connect: No such file")),
+        "{}",
+        why[0]
+    );
+}
+
 #[test]
 fn serve_answers_over_udp_and_unix_and_stops_cleanly() {
     let dir = TempDir::new("mi-serve");

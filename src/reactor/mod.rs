@@ -275,6 +275,7 @@ pub(crate) struct Reactor<B: SendBackend> {
     slots: Vec<Option<Slot>>,
     free_slots: Vec<u32>,
     by_target: HashMap<Target, u32>,
+    connect_log: ConnectLog,
     /// Slot of each target of the current snapshot, by the snapshot's target index.
     route_slots: Vec<u32>,
     active: Vec<u32>,
@@ -295,8 +296,8 @@ pub(crate) struct Reactor<B: SendBackend> {
     open_slots: Vec<u32>,
     /// When the current batch was taken (coalescing deadlines count from it).
     batch_time: Instant,
-    /// Events of the current batch not yet routed, as far as the queue showed at its start
-    /// (whether a new GSO run may expect more).
+    /// Events of the current batch not yet routed, as far as the queue showed at its start or
+    /// at its last look (whether a new GSO run may expect more).
     batch_left: usize,
     /// Bytes encoded for the current batch (see [`BATCH_BYTES`]).
     batch_bytes: usize,
@@ -332,6 +333,7 @@ impl<B: SendBackend> Reactor<B> {
             slots: Vec::new(),
             free_slots: Vec::new(),
             by_target: HashMap::new(),
+            connect_log: ConnectLog::default(),
             route_slots: Vec::new(),
             active: Vec::new(),
             blocked: 0,
@@ -499,7 +501,7 @@ impl<B: SendBackend> Reactor<B> {
         let (mut now, mut raised_before_now) = (clock.now(), self.batch_left);
         let (mut took, mut heap_bytes) = (0, 0);
         while took < batch && self.batch_bytes < BATCH_BYTES {
-            if took == raised_before_now {
+            if took >= raised_before_now {
                 let queued = rx.len();
                 if queued == 0 {
                     // What comes next may be raised after any reading now: the next batch.
@@ -507,6 +509,8 @@ impl<B: SendBackend> Reactor<B> {
                 }
                 raised_before_now = took + queued;
                 now = clock.now();
+                // Known queued now, as at the start: a GSO run may expect them.
+                self.batch_left = queued.min(batch - took);
             }
             let routed = rx.recv_with(|msg| {
                 heap_bytes += msg.params.heap_bytes();
@@ -573,8 +577,7 @@ impl<B: SendBackend> Reactor<B> {
                     slot.blocked = false;
                 }
                 Err(e) => {
-                    let err = format_args!("cannot connect: {e}");
-                    log_limited(&mut slot.last_log, &slot.target, &err);
+                    self.connect_log.failed(&slot.target, &e);
                     let backoff = (backoff * 2).min(RECONNECT_MAX);
                     slot.conn = Conn::Down {
                         retry_at: now + backoff,
@@ -702,15 +705,13 @@ impl<B: SendBackend> Reactor<B> {
             self.slots.push(None);
             self.slots.len() as u32 - 1
         });
-        let mut last_log = None;
         let conn = match Socket::connect(&target) {
             Ok(sock) => {
                 self.backend.add_socket(index, sock.as_raw_fd());
                 Conn::Up(sock)
             }
             Err(e) => {
-                // Why its events are counted unreachable: no receiver yet, or not a datagram one.
-                log_limited(&mut last_log, &target, &format_args!("cannot connect: {e}"));
+                self.connect_log.failed(&target, &e);
                 Conn::Down {
                     retry_at: Instant::now() + RECONNECT_MIN,
                     backoff: RECONNECT_MIN,
@@ -732,7 +733,7 @@ impl<B: SendBackend> Reactor<B> {
             open: None,
             window: self.max_per_target as u32,
             counters: TargetCounters::default(),
-            last_log,
+            last_log: None,
             full: FullReceiver::default(),
         });
         self.next_retry = self.next_reconnect();
@@ -805,6 +806,36 @@ impl<B: SendBackend> Reactor<B> {
             }
         }
         self.stats()
+    }
+}
+
+/// When each target's failure to connect was last logged, which says why its events are
+/// counted unreachable (no receiver yet, or not a datagram one). Kept apart from a slot's
+/// other errors, so that neither hides the other, and across a slot's closing: a client that
+/// subscribes a missing path over and over gets one line a minute, not one per subscription.
+#[derive(Default)]
+struct ConnectLog(HashMap<Target, Instant>);
+
+impl ConnectLog {
+    /// Targets remembered at most; past it, lines older than [`LOG_INTERVAL`] are forgotten,
+    /// and while it is still full, new targets' failures are only counted.
+    const MAX_TARGETS: usize = 1024;
+
+    fn failed(&mut self, target: &Target, err: &std::io::Error) {
+        let now = Instant::now();
+        if let Some(&at) = self.0.get(target) {
+            if now.duration_since(at) < LOG_INTERVAL {
+                return;
+            }
+        } else if self.0.len() >= Self::MAX_TARGETS {
+            self.0
+                .retain(|_, at| now.duration_since(*at) < LOG_INTERVAL);
+            if self.0.len() >= Self::MAX_TARGETS {
+                return;
+            }
+        }
+        self.0.insert(target.clone(), now);
+        warn!("{target}: cannot connect: {err} (counted unreachable; next report for this target in 60 s at the earliest)");
     }
 }
 
