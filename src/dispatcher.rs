@@ -91,6 +91,13 @@ impl Dispatcher {
             config.queue_full,
             config.queue_bytes,
         )?);
+        // A change must reach a reactor that reads no event: asleep, or with intake paused.
+        let waker = Arc::downgrade(&shared);
+        registry.on_change(move || {
+            if let Some(shared) = waker.upgrade() {
+                shared.wake_reactor();
+            }
+        });
         let (started_tx, started_rx) = bounded::<Result<Backend, StartError>>(1);
         let thread_shared = Arc::clone(&shared);
         let default_format = config.default_format;

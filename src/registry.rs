@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use crate::clock::Clock;
@@ -285,6 +285,8 @@ pub struct Registry {
     clock: Arc<dyn Clock>,
     generation: AtomicU64,
     state: Mutex<State>,
+    /// Called after each change: the dispatcher wakes its reactor with it.
+    on_change: OnceLock<Box<dyn Fn() + Send + Sync>>,
 }
 
 static NEXT_REGISTRY_ID: AtomicU32 = AtomicU32::new(1);
@@ -303,7 +305,13 @@ impl Registry {
                 snapshot: Arc::default(),
                 stale: false,
             }),
+            on_change: OnceLock::new(),
         }
+    }
+
+    /// Sets what to call after each change (once; later calls are ignored).
+    pub(crate) fn on_change(&self, f: impl Fn() + Send + Sync + 'static) {
+        let _ = self.on_change.set(Box::new(f));
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -482,7 +490,8 @@ impl Registry {
     /// Whether the subscriptions changed since the snapshot of `generation`: one atomic load.
     #[inline]
     pub(crate) fn changed_since(&self, generation: u64) -> bool {
-        self.generation.load(Ordering::Acquire) != generation
+        // SeqCst (a plain load on x86, as Acquire): see `changed`.
+        self.generation.load(Ordering::SeqCst) != generation
     }
 
     /// The current snapshot if it is newer than `generation`. One atomic load when unchanged.
@@ -529,11 +538,16 @@ impl Registry {
         removed
     }
 
-    /// Marks the snapshot stale and bumps the generation, under the lock of the change.
+    /// Marks the snapshot stale, bumps the generation and says so, under the lock of the change.
     fn changed(&self, st: &mut State) {
         st.stale = true;
-        // Release: a reader that sees the new generation and then takes the lock sees the change.
-        self.generation.fetch_add(1, Ordering::Release);
+        // A reader that sees the new generation and then takes the lock sees the change. SeqCst,
+        // as the reactor's look after it says it sleeps: either it sees this, or `on_change`
+        // sees it asleep.
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        if let Some(f) = self.on_change.get() {
+            f();
+        }
     }
 
     /// Builds the snapshot of the current generation (the lock held: no change in between).

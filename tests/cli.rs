@@ -477,9 +477,18 @@ fn ours(format: Format, name: &str, params: &Params) -> Vec<u8> {
     buf
 }
 
-/// The datagrams every listener test sends, and the stdout lines they give; `None` for an
-/// undecodable datagram (a stderr line with its length instead).
-fn script() -> Vec<(Vec<u8>, Option<Vec<&'static str>>)> {
+/// What a listener prints for a datagram.
+enum Want {
+    /// These stdout lines.
+    Lines(Vec<&'static str>),
+    /// A stderr line with its length instead.
+    Undecodable,
+    /// The events before the malformed one on stdout, then a stderr line.
+    Partly(Vec<&'static str>),
+}
+
+/// The datagrams every listener test sends, and what each gives.
+fn script() -> Vec<(Vec<u8>, Want)> {
     let params = Params::new()
         .str("ip", "1.2.3.4")
         .unwrap()
@@ -495,55 +504,60 @@ fn script() -> Vec<(Vec<u8>, Option<Vec<&'static str>>)> {
     vec![
         (
             ours(Format::Line, "E_TEST", &params),
-            Some(vec![
+            Want::Lines(vec![
                 r#"{"event":"E_TEST","params":[{"name":"ip","value":"1.2.3.4"},{"value":"abc"}]}"#,
             ]),
         ),
         (
             ours(Format::Line, "E_TEST", &ints),
-            Some(vec![
+            Want::Lines(vec![
                 r#"{"event":"E_TEST","params":[{"name":"n","value":"-7"},{"name":"s","value":"x"},{"name":"n","value":"9223372036854775807"}]}"#,
             ]),
         ),
         // OpenSIPS 3.0.5 captures.
         (
             b"E_TEST\nv::\"say \\\"hi\\\"\nbye\"\n\n".to_vec(),
-            Some(vec![
+            Want::Lines(vec![
                 r#"{"event":"E_TEST","params":[{"name":"v","value":"say \"hi\"\nbye"}]}"#,
             ]),
         ),
         (
             b"E_TEST\nn::18446744073709551615\n\n".to_vec(),
-            Some(vec![
+            Want::Lines(vec![
                 r#"{"event":"E_TEST","params":[{"name":"n","value":"18446744073709551615"}]}"#,
             ]),
         ),
         // jsonrpc, ours (ints stay ints) and an array.
         (
             ours(Format::Jsonrpc, "E_RPC", &ints),
-            Some(vec![
+            Want::Lines(vec![
                 r#"{"event":"E_RPC","params":[{"name":"n","value":-7},{"name":"s","value":"x"},{"name":"n","value":9223372036854775807}]}"#,
             ]),
         ),
         (
             br#"{"jsonrpc":"2.0","method":"E_RPC","params":[1,"two"]}"#.to_vec(),
-            Some(vec![
+            Want::Lines(vec![
                 r#"{"event":"E_RPC","params":[{"value":1},{"value":"two"}]}"#,
             ]),
         ),
         // Two events packed in one datagram.
         (
             b"E_ONE\na::1\n\nE_TWO\n\n".to_vec(),
-            Some(vec![
+            Want::Lines(vec![
                 r#"{"event":"E_ONE","params":[{"name":"a","value":"1"}]}"#,
                 r#"{"event":"E_TWO","params":[]}"#,
             ]),
         ),
         // Undecodable: no closing empty line.
-        (b"E_TEST\nv::x\n".to_vec(), None),
+        (b"E_TEST\nv::x\n".to_vec(), Want::Undecodable),
+        // A packed datagram whose second event is malformed: the first is printed.
+        (
+            b"E_GOOD\n\nE_BAD\nv::\"x\n\n".to_vec(),
+            Want::Partly(vec![r#"{"event":"E_GOOD","params":[]}"#]),
+        ),
         (
             ours(Format::Line, "E_AFTER", &Params::new()),
-            Some(vec![r#"{"event":"E_AFTER","params":[]}"#]),
+            Want::Lines(vec![r#"{"event":"E_AFTER","params":[]}"#]),
         ),
     ]
 }
@@ -552,12 +566,18 @@ fn script() -> Vec<(Vec<u8>, Option<Vec<&'static str>>)> {
 fn play_script(l: &Listener, send: impl Fn(&[u8])) {
     for (datagram, want) in script() {
         send(&datagram);
+        let undecodable = format!("evdgram: undecodable datagram ({} bytes)", datagram.len());
         match want {
-            Some(lines) => l.expect_lines(&lines),
-            None => {
+            Want::Lines(lines) => l.expect_lines(&lines),
+            Want::Undecodable => {
                 let err = l.stderr_line();
-                let prefix = format!("evdgram: undecodable datagram ({} bytes): ", datagram.len());
-                assert!(err.starts_with(&prefix), "{err}");
+                assert!(err.starts_with(&format!("{undecodable}: ")), "{err}");
+            }
+            Want::Partly(lines) => {
+                l.expect_lines(&lines);
+                let err = l.stderr_line();
+                let after = format!("{undecodable} after its first {} event(s)", lines.len());
+                assert!(err.starts_with(&after), "{err}");
             }
         }
     }
@@ -581,11 +601,18 @@ fn listen_on_a_unix_path_prints_events_and_removes_the_socket_on_sigterm() {
     play_script(&l, |d| {
         tx.send_to(d, &path).unwrap();
     });
-    // Over the 65 536-byte receive buffer (UNIX datagrams can be that large).
+    // Exactly the 65 536-byte receive buffer: read whole (and not an event).
+    tx.send_to(&vec![b'x'; 65_536], &path).unwrap();
+    let err = l.stderr_line();
+    assert!(
+        err.starts_with("evdgram: undecodable datagram (65536 bytes): "),
+        "{err}"
+    );
+    // Over it (UNIX datagrams can be that large).
     tx.send_to(&vec![b'x'; 70_000], &path).unwrap();
     let err = l.stderr_line();
     assert!(
-        err.starts_with("evdgram: undecodable datagram (at least 65536 bytes)"),
+        err.starts_with("evdgram: undecodable datagram (more than 65536 bytes)"),
         "{err}"
     );
     l.stop_with(libc::SIGTERM);
@@ -937,7 +964,8 @@ fn raise_to_a_missing_unix_path_exits_1_and_counts_it_unreachable() {
 
 #[test]
 fn raise_usage_errors_exit_2_before_sending_anything() {
-    let cases: [(&[&str], &str); 5] = [
+    let too_large = format!("{{\"v\":\"{}\"}}", "x".repeat(70_000));
+    let cases: [(&[&str], &str); 6] = [
         (
             &["raise", "--to", "udp:127.0.0.1:70000", "E_X"],
             "evdgram: invalid --to \"udp:127.0.0.1:70000\": ",
@@ -962,6 +990,17 @@ fn raise_usage_errors_exit_2_before_sending_anything() {
             "evdgram: invalid event name: ",
         ),
         (&["raise", "E_X"], "--to"),
+        (
+            &[
+                "raise",
+                "--to",
+                "udp:127.0.0.1:9",
+                "E_X",
+                "--params",
+                &too_large,
+            ],
+            "evdgram: the event cannot be sent: event encodes to 70009 bytes, over the 65457-byte",
+        ),
     ];
     for (args, want) in cases {
         let run = evdgram(args);

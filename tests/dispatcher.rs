@@ -389,6 +389,45 @@ fn an_event_raised_after_the_reactors_time_reading_is_judged_with_a_later_one() 
     }
 }
 
+/// Intake pauses while every target is stalled and full; a subscription made then opens it
+/// again (the reactor read no event, so it saw no change: the channel stayed full until the
+/// stalled receiver read again).
+#[test]
+fn a_subscription_made_while_intake_is_paused_opens_it_again() {
+    for backend in backends() {
+        let dir = TempDir::new("paused");
+        let stalled_path = dir.join("stalled");
+        let _stalled = std::os::unix::net::UnixDatagram::bind(&stalled_path).unwrap();
+        let stalled = Target::parse(&format!("unix:{}", stalled_path.display())).unwrap();
+        let d = Dispatcher::start(DispatcherConfig {
+            backend,
+            queue_capacity: 64,
+            queue_full: QueuePolicy::Drop,
+            retry_queue: 16,
+            shutdown_timeout_ms: 100,
+            ..Default::default()
+        })
+        .unwrap();
+        let e = d.publish("E_PAUSE").unwrap();
+        d.subscribe(e, stalled, Expiry::Never).unwrap();
+        // The receiver's queue, then its retry queue, then the channel fill; the rest drop.
+        let p = d.publisher();
+        assert!(wait_until(LIMIT, || {
+            let _ = p.raise(e, seq(0));
+            d.stats().events.dropped_queue_full > 0
+        }));
+        let late = Receiver::udp();
+        d.subscribe(e, late.target.clone(), Expiry::Never).unwrap();
+        assert!(
+            late.wait_for(1, LIMIT),
+            "{backend:?}: nothing reached the new subscriber: {:?}",
+            d.stats()
+        );
+        let stats = d.shutdown();
+        assert!(stats.is_balanced(), "{stats:?}");
+    }
+}
+
 #[test]
 fn a_stalled_unix_receiver_loses_nothing_up_to_its_bound_while_others_flow() {
     for backend in backends() {

@@ -373,6 +373,12 @@ impl<B: SendBackend> Reactor<B> {
     pub fn run(mut self) -> Stats {
         loop {
             self.take_control();
+            // A subscription change is taken here too, not only with the next event read: while
+            // intake is paused none is, and a new target with room (or the end of a stalled
+            // one's subscription) must open it again.
+            if self.shared.registry.changed_since(self.snapshot.generation) {
+                self.refresh_snapshot();
+            }
             let intake = self.intake_open();
             let took = if intake { self.dispatch_batch() } else { 0 };
             self.reconnect_due();
@@ -436,11 +442,14 @@ impl<B: SendBackend> Reactor<B> {
         }
     }
 
-    /// Datagrams queued for targets that can send now.
+    /// Datagrams the next round would send: queued for targets that can send now, each up to
+    /// its window (a slow receiver's narrowed window is all it takes a round, however much it
+    /// has queued; counting it all would pause intake for everyone at its pace).
     fn backlog(&self) -> usize {
         self.active
             .iter()
-            .map(|&i| self.slots[i as usize].as_ref().map_or(0, |s| s.queue.len()))
+            .filter_map(|&i| self.slots[i as usize].as_ref())
+            .map(|s| s.queue.len().min(s.window as usize))
             .sum()
     }
 
@@ -631,7 +640,10 @@ impl<B: SendBackend> Reactor<B> {
         // See `Shared::sleeping`: a raise either shows in the queue below, or sees us asleep
         // and writes the eventfd.
         self.shared.sleep();
-        if (intake && !self.rx().is_empty()) || !self.control.is_empty() {
+        if (intake && !self.rx().is_empty())
+            || !self.control.is_empty()
+            || self.shared.registry.changed_since(self.snapshot.generation)
+        {
             self.shared.awake();
             return;
         }

@@ -9,6 +9,9 @@ use std::time::Duration;
 use super::pool::Pool;
 use super::round::{next_message, Round, GSO_REFUSED};
 use super::SendBackend;
+
+/// The most messages one `sendmmsg` sends (the kernel's `UIO_MAXIOV`).
+const MAX_MESSAGES_PER_CALL: usize = 1024;
 use crate::stats::Backend;
 use crate::sys::{self, EventFd, GsoControl};
 
@@ -87,7 +90,10 @@ impl SendBackend for SyscallBackend {
             let messages = self.runs.len();
             let mut done = 0;
             while done < messages {
-                match sys::sendmmsg(rt.fd, &mut self.msgs[done..messages]) {
+                // The kernel takes at most UIO_MAXIOV messages a call, and says nothing of
+                // the rest: ask for no more, so that a short count means a refusal.
+                let asked = (messages - done).min(MAX_MESSAGES_PER_CALL);
+                match sys::sendmmsg(rt.fd, &mut self.msgs[done..done + asked]) {
                     Ok(sent) => {
                         for &(start, len, _) in &self.runs[done..done + sent] {
                             for i in start..start + len {
@@ -95,7 +101,7 @@ impl SendBackend for SyscallBackend {
                             }
                         }
                         done += sent;
-                        if done < messages {
+                        if sent < asked {
                             // The next message failed and its error is lost: almost always a
                             // full receiver. Book it as one (it stays first in the queue; the
                             // next round sends it or gets its error) rather than ask again:

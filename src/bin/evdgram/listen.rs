@@ -21,8 +21,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use event_datagram::decode::{decode, DecodeFormat};
-use event_datagram::{Event, Target, UnixAddr, ValueRef};
+use event_datagram::decode::{decode, jsonrpc, line, DecodeFormat};
+use event_datagram::{Event, Format, Params, Target, UnixAddr, ValueRef};
 use serde::Serialize;
 
 use crate::signal;
@@ -366,7 +366,8 @@ fn bind_path(path: &Path) -> anyhow::Result<UnixDatagram> {
 
 /// Receives and prints until an I/O error.
 fn receive(socket: &Socket, format: DecodeFormat) -> anyhow::Result<()> {
-    let mut buf = vec![0u8; RECV_BUFFER];
+    // One byte more than the largest datagram a UNIX socket takes here: a longer one is cut.
+    let mut buf = vec![0u8; RECV_BUFFER + 1];
     let mut lines = Vec::new();
     loop {
         let n = match socket.recv(&mut buf) {
@@ -374,28 +375,73 @@ fn receive(socket: &Socket, format: DecodeFormat) -> anyhow::Result<()> {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e).context("cannot receive"),
         };
-        if n == buf.len() {
+        if n > RECV_BUFFER {
             eprintln!(
-                "evdgram: undecodable datagram (at least {n} bytes): longer than the {RECV_BUFFER}-byte receive buffer"
+                "evdgram: undecodable datagram (more than {RECV_BUFFER} bytes): longer than the receive buffer"
             );
             continue;
         }
-        match decode(&buf[..n], format) {
+        let datagram = &buf[..n];
+        lines.clear();
+        let printed = match decode(datagram, format) {
             Ok(events) => {
-                lines.clear();
                 for event in &events {
                     serde_json::to_writer(&mut lines, &JsonEvent::from(event))?;
                     lines.push(b'\n');
                 }
-                let _writing = WRITING.lock().unwrap_or_else(PoisonError::into_inner);
-                let mut out = io::stdout().lock();
-                out.write_all(&lines)
-                    .and_then(|()| out.flush())
-                    .context("cannot write to stdout")?;
+                Ok(())
             }
-            Err(e) => eprintln!("evdgram: undecodable datagram ({n} bytes): {e}"),
+            // The events before the malformed one (several may be packed in one datagram) are
+            // printed all the same.
+            Err(e) => {
+                let before = events_before_error(datagram, format, &mut lines)?;
+                Err((e, before))
+            }
+        };
+        if !lines.is_empty() {
+            let _writing = WRITING.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut out = io::stdout().lock();
+            out.write_all(&lines)
+                .and_then(|()| out.flush())
+                .context("cannot write to stdout")?;
+        }
+        match printed {
+            Ok(()) => {}
+            Err((e, 0)) => eprintln!("evdgram: undecodable datagram ({n} bytes): {e}"),
+            Err((e, k)) => eprintln!(
+                "evdgram: undecodable datagram ({n} bytes) after its first {k} event(s), printed: {e}"
+            ),
         }
     }
+}
+
+/// Writes to `lines` the events of `datagram` that come before its first malformed one, read
+/// with the decoder `format` picks for it; returns how many.
+fn events_before_error(
+    datagram: &[u8],
+    format: DecodeFormat,
+    lines: &mut Vec<u8>,
+) -> anyhow::Result<usize> {
+    let mut written = Ok(());
+    let mut print = |name: &str, params: &Params| {
+        if written.is_ok() {
+            written = serde_json::to_writer(&mut *lines, &JsonEvent::new(name, params))
+                .map(|()| lines.push(b'\n'));
+        }
+    };
+    let mut count = 0;
+    let _ = match format.resolve(datagram) {
+        Format::Line => line::Decoder::new().decode_each(datagram, |n, p| {
+            print(n, p);
+            count += 1;
+        }),
+        Format::Jsonrpc => jsonrpc::Decoder::new().decode_each(datagram, |n, p| {
+            print(n, p);
+            count += 1;
+        }),
+    };
+    written?;
+    Ok(count)
 }
 
 /// An event as printed: `{"event":"E_X","params":[{"name":"a","value":1},{"value":"b"}]}`.
@@ -421,10 +467,15 @@ enum JsonValue<'a> {
 
 impl<'a> From<&'a Event> for JsonEvent<'a> {
     fn from(event: &'a Event) -> Self {
+        JsonEvent::new(event.name().as_str(), event.params())
+    }
+}
+
+impl<'a> JsonEvent<'a> {
+    fn new(name: &'a str, params: &'a Params) -> Self {
         JsonEvent {
-            event: event.name().as_str(),
-            params: event
-                .params()
+            event: name,
+            params: params
                 .iter()
                 .map(|p| JsonParam {
                     name: p.name,

@@ -7,7 +7,7 @@ use std::io::Write as _;
 use anyhow::Context;
 use event_datagram::{
     validate_event_name, BackendChoice, Dispatcher, DispatcherConfig, Expiry, Format, Params,
-    Stats, Target,
+    Stats, Target, MAX_DATAGRAM,
 };
 
 use crate::params::{parse_params, FormatArg};
@@ -103,6 +103,11 @@ fn prepare(args: &Args) -> anyhow::Result<(Vec<Target>, Params)> {
         Some(json) => parse_params(json).context("invalid --params")?,
         None => Params::new(),
     };
+    // Refused here, as `encode` refuses it, rather than raised and counted too large.
+    let mut datagram = vec![0; MAX_DATAGRAM];
+    Format::from(args.format)
+        .encode(&args.event, &params, &mut datagram)
+        .context("the event cannot be sent")?;
     Ok((targets, params))
 }
 

@@ -21,7 +21,7 @@ use std::thread;
 use anyhow::{bail, Context};
 use crossbeam_channel::bounded;
 use event_datagram::mi::stats_json;
-use event_datagram::{Config, Dispatcher, MiHandler, Target};
+use event_datagram::{Config, Dispatcher, MiHandler, Target, TargetError};
 
 use crate::listen::{self, Cleanup, Socket};
 use crate::params::FormatArg;
@@ -39,7 +39,7 @@ pub struct Args {
     /// An MI socket to serve (repeatable; replaces mi.listen): udp:HOST:PORT (an IPv6 HOST in brackets; port 0: any free port, printed),
     /// unix:/path, /path or unix:@name. Default: mi.listen from --config, else
     /// udp:127.0.0.1:8080.
-    #[arg(long = "mi", value_name = "SPEC")]
+    #[arg(long = "mi", value_name = "SPEC", value_parser = mi_spec)]
     mi: Vec<String>,
     /// Events to publish at start, comma-separated (added to the configuration's events).
     #[arg(long, value_name = "E_A,E_B", value_delimiter = ',')]
@@ -77,40 +77,23 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 
     // Bind first: a port in use fails before anything starts.
     let mut listeners = Vec::new();
-    let cleanup = Arc::new(Cleanups::default());
+    // Removes the socket files it holds when dropped: on every early return below, too.
+    let cleanup = Cleanups::default();
     for spec in &config.mi.listen {
         let target = Target::parse_bind(spec)?;
-        let bound = listen::bind(&target).map_err(|e| {
-            cleanup.run();
-            e.context("cannot serve MI")
-        })?;
-        let (socket, bound, created) = bound;
-        if let Some(c) = &created {
-            let mode = fs::Permissions::from_mode(0o660);
-            if let Err(e) = fs::set_permissions(c.path(), mode) {
-                cleanup.add(created);
-                cleanup.run();
-                return Err(e).with_context(|| format!("cannot set the mode of {bound} to 0660"));
-            }
-        }
+        let (socket, bound, created) = listen::bind(&target).context("cannot serve MI")?;
+        let mode = created
+            .as_ref()
+            .map(|c| fs::set_permissions(c.path(), fs::Permissions::from_mode(0o660)));
         cleanup.add(created);
+        if let Some(Err(e)) = mode {
+            return Err(e).with_context(|| format!("cannot set the mode of {bound} to 0660"));
+        }
         listeners.push((socket, bound));
     }
 
-    let dispatcher = match Dispatcher::from_config(&config) {
-        Ok(d) => d,
-        Err(e) => {
-            cleanup.run();
-            return Err(e.into());
-        }
-    };
-    let handler = match MiHandler::for_dispatcher(&dispatcher, &config.mi) {
-        Ok(h) => Arc::new(h),
-        Err(e) => {
-            cleanup.run();
-            return Err(e.into());
-        }
-    };
+    let dispatcher = Dispatcher::from_config(&config)?;
+    let handler = Arc::new(MiHandler::for_dispatcher(&dispatcher, &config.mi)?);
     eprintln!(
         "evdgram: dispatcher running on the {} backend; default format {}; {} event(s) published",
         dispatcher.backend(),
@@ -159,6 +142,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
 }
 
+/// A `--mi` spec, checked as the command line is read (a bad one is a usage error).
+fn mi_spec(spec: &str) -> Result<String, TargetError> {
+    Target::parse_bind(spec).map(|_| spec.to_owned())
+}
+
 /// The UNIX socket files to remove at exit.
 #[derive(Default)]
 struct Cleanups(Mutex<Vec<Cleanup>>);
@@ -176,6 +164,12 @@ impl Cleanups {
         for c in list.iter() {
             c.run();
         }
+    }
+}
+
+impl Drop for Cleanups {
+    fn drop(&mut self) {
+        self.run();
     }
 }
 
