@@ -239,6 +239,18 @@ fn jsonrpc_members_in_any_order_and_id_ignored() {
     assert_eq!(params, [s(None, "a\né😀")]);
 }
 
+/// An error's offset is the byte where it was found, as the line decoder's are.
+#[test]
+fn jsonrpc_error_offsets_point_at_the_bad_byte() {
+    let j = DecodeFormat::Jsonrpc;
+    assert_eq!(err(j, b"{x").0, 1);
+    let good = br#"{"jsonrpc":"2.0","method":"E"}"#;
+    let mut trailing = good.to_vec();
+    trailing.push(b'x');
+    assert_eq!(err(j, &trailing).0, good.len());
+    assert_eq!(err(j, b"{\n  x").0, 4, "on the second line");
+}
+
 #[test]
 fn malformed_jsonrpc_datagrams() {
     let j = DecodeFormat::Jsonrpc;

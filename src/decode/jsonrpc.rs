@@ -301,10 +301,18 @@ fn convert(datagram: &[u8], e: &serde_json::Error) -> DecodeError {
             _ => Kind::InvalidJson(msg),
         }
     });
-    DecodeError::new(offset_of(datagram, e.line(), e.column()), kind)
+    // serde_json's column is 1-based for a syntax error (the bad byte's), and for a value of
+    // the wrong type the byte just after it: either way, an offset at or after the problem.
+    let column = match e.classify() {
+        serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
+            e.column().saturating_sub(1)
+        }
+        _ => e.column(),
+    };
+    DecodeError::new(offset_of(datagram, e.line(), column), kind)
 }
 
-/// The byte offset of serde_json's (1-based line, 0-based byte column) position.
+/// The byte offset of a (1-based line, 0-based byte column) position.
 fn offset_of(datagram: &[u8], line: usize, column: usize) -> usize {
     let line_start = if line <= 1 {
         0

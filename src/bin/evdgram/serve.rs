@@ -259,9 +259,10 @@ impl std::fmt::Display for Peer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Peer::Udp(a) => write!(f, "udp:{a}"),
-            Peer::Unix(a) => match a.as_pathname() {
-                Some(p) => write!(f, "unix:{}", p.display()),
-                None => f.write_str("an unnamed UNIX socket"),
+            Peer::Unix(a) => match (a.as_pathname(), a.as_abstract_name()) {
+                (Some(p), _) => write!(f, "unix:{}", p.display()),
+                (None, Some(name)) => write!(f, "unix:@{}", String::from_utf8_lossy(name)),
+                (None, None) => f.write_str("an unnamed UNIX socket"),
             },
         }
     }
