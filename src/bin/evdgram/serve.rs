@@ -208,7 +208,10 @@ fn serve(socket: &Socket, handler: &MiHandler, stopping: &AtomicBool) -> anyhow:
 /// Sends `reply` to the UNIX client at `to` without waiting. A client that sends requests and
 /// does not read the replies fills its queue (10 datagrams by default); a blocking send would
 /// then park this listener, and every other client of it, until that client reads. Its next
-/// replies are refused instead (`EAGAIN`, logged).
+/// replies are refused instead (`EAGAIN`, logged). Replies waiting in its queue still count
+/// against this socket's send buffer, so one that holds several large replies (a long
+/// `subscribers_list`) can get the other clients' replies refused too, until it reads or
+/// closes: they are logged, and the clients time out and may ask again.
 fn send_nowait(socket: &UnixDatagram, reply: &[u8], to: &UnixAddr) -> io::Result<()> {
     // The address as the kernel takes it: a path, NUL-terminated, or an abstract name after a
     // NUL byte (its length says where it ends).
