@@ -268,6 +268,8 @@ pub(crate) struct Snapshot {
     pub routes: Vec<Vec<Route>>,
     /// Every target referenced by a route, once.
     pub targets: Vec<Target>,
+    /// By target: when its last route expires; `None` if one never does.
+    pub targets_expire: Vec<Option<Duration>>,
 }
 
 struct State {
@@ -554,6 +556,7 @@ impl Registry {
     fn rebuild(&self, st: &mut State) {
         let generation = self.generation.load(Ordering::Relaxed);
         let mut targets: Vec<Target> = Vec::new();
+        let mut targets_expire: Vec<Option<Duration>> = Vec::new();
         let mut index_of: HashMap<&Target, u32> = HashMap::new();
         let routes = st
             .subs
@@ -563,8 +566,11 @@ impl Registry {
                     .map(|s| {
                         let target = *index_of.entry(&s.target).or_insert_with(|| {
                             targets.push(s.target.clone());
+                            targets_expire.push(Some(Duration::ZERO));
                             targets.len() as u32 - 1
                         });
+                        let last = &mut targets_expire[target as usize];
+                        *last = last.zip(s.expires_at()).map(|(a, b)| a.max(b));
                         Route {
                             target,
                             format: s.format,
@@ -580,6 +586,7 @@ impl Registry {
             names: st.names.clone(),
             routes,
             targets,
+            targets_expire,
         });
         st.stale = false;
     }

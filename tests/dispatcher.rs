@@ -428,6 +428,49 @@ fn a_subscription_made_while_intake_is_paused_opens_it_again() {
     }
 }
 
+/// Intake paused by a sole stalled subscriber opens again once its subscription has expired:
+/// the events waiting in the channel then go to no one (it stayed paused until the receiver
+/// read again, or the subscriptions changed).
+#[test]
+fn intake_paused_by_a_stalled_subscriber_opens_when_its_subscription_expires() {
+    for backend in backends() {
+        let dir = TempDir::new("expiring");
+        let stalled_path = dir.join("stalled");
+        let _stalled = std::os::unix::net::UnixDatagram::bind(&stalled_path).unwrap();
+        let stalled = Target::parse(&format!("unix:{}", stalled_path.display())).unwrap();
+        let clock = ManualClock::new();
+        let config = DispatcherConfig {
+            backend,
+            queue_capacity: 64,
+            queue_full: QueuePolicy::Drop,
+            retry_queue: 16,
+            shutdown_timeout_ms: 100,
+            ..Default::default()
+        };
+        let d = Dispatcher::start_with_clock(config, Arc::new(clock.clone())).unwrap();
+        let e = d.publish("E_EXPIRING").unwrap();
+        let lifetime = Expiry::After(Duration::from_secs(10));
+        d.subscribe(e, stalled, lifetime).unwrap();
+        let p = d.publisher();
+        assert!(wait_until(LIMIT, || {
+            let _ = p.raise(e, seq(0));
+            d.stats().events.dropped_queue_full > 0
+        }));
+        let paused = d.stats().events;
+        assert!(paused.pending > 0, "{paused:?}");
+        clock.advance(Duration::from_secs(11));
+        // Each look wakes the reactor (a manual clock cannot).
+        assert!(
+            wait_until(LIMIT, || d.stats().events.pending == 0),
+            "{backend:?}: {:?}",
+            d.stats()
+        );
+        let stats = d.shutdown();
+        assert!(stats.events.unsubscribed >= paused.pending, "{stats:?}");
+        assert!(stats.is_balanced(), "{stats:?}");
+    }
+}
+
 #[test]
 fn a_stalled_unix_receiver_loses_nothing_up_to_its_bound_while_others_flow() {
     for backend in backends() {

@@ -427,7 +427,23 @@ impl<B: SendBackend> Reactor<B> {
             let slot = self.slots[i as usize].as_ref().expect("routed slots exist");
             !matches!(slot.conn, Conn::Up(_)) || slot.queue.below(self.intake_bound)
         };
-        self.route_slots.is_empty() || self.route_slots.iter().any(roomy)
+        if self.route_slots.is_empty() || self.route_slots.iter().any(roomy) {
+            return true;
+        }
+        // Every target is full; one whose subscriptions have all expired takes nothing more.
+        let now = self.shared.registry.clock().now();
+        let expired = |e: &Option<Duration>| e.is_some_and(|at| now > at);
+        self.snapshot.targets_expire.iter().any(expired)
+    }
+
+    /// When the first target whose subscriptions all end will have expired, if one will: a
+    /// paused intake opens then (see [`intake_open`](Self::intake_open)).
+    fn next_expiry(&self) -> Option<Instant> {
+        let now = self.shared.registry.clock().now();
+        let first = self.snapshot.targets_expire.iter().flatten().min()?;
+        // Just past it: expired means later than the expiry.
+        let left = first.saturating_sub(now) + Duration::from_millis(1);
+        Some(Instant::now() + left)
     }
 
     /// Answers control requests.
@@ -652,6 +668,7 @@ impl<B: SendBackend> Reactor<B> {
             self.shutdown_deadline,
             self.next_seal(),
             self.next_trim,
+            if intake { None } else { self.next_expiry() },
         ]
         .into_iter()
         .flatten()
