@@ -389,33 +389,50 @@ fn an_event_raised_after_the_reactors_time_reading_is_judged_with_a_later_one() 
     }
 }
 
+/// A dispatcher (small queues, policy drop, `clock`) whose one event's sole subscriber, for
+/// `lifetime`, is a UNIX receiver that never reads, raised to until intake paused: the
+/// receiver's queue, then its retry queue, then the channel are full, and raises drop. The
+/// receiver lives as long as the temp dir returned with it.
+fn paused_by_a_stalled_subscriber(
+    backend: BackendChoice,
+    clock: ManualClock,
+    lifetime: Expiry,
+) -> (
+    Dispatcher,
+    EventId,
+    (TempDir, std::os::unix::net::UnixDatagram),
+) {
+    let dir = TempDir::new("paused");
+    let path = dir.join("stalled");
+    let receiver = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    let stalled = Target::parse(&format!("unix:{}", path.display())).unwrap();
+    let config = DispatcherConfig {
+        backend,
+        queue_capacity: 64,
+        queue_full: QueuePolicy::Drop,
+        retry_queue: 16,
+        shutdown_timeout_ms: 100,
+        ..Default::default()
+    };
+    let d = Dispatcher::start_with_clock(config, Arc::new(clock)).unwrap();
+    let e = d.publish("E_PAUSE").unwrap();
+    d.subscribe(e, stalled, lifetime).unwrap();
+    let p = d.publisher();
+    assert!(wait_until(LIMIT, || {
+        let _ = p.raise(e, seq(0));
+        d.stats().events.dropped_queue_full > 0
+    }));
+    (d, e, (dir, receiver))
+}
+
 /// Intake pauses while every target is stalled and full; a subscription made then opens it
 /// again (the reactor read no event, so it saw no change: the channel stayed full until the
 /// stalled receiver read again).
 #[test]
 fn a_subscription_made_while_intake_is_paused_opens_it_again() {
     for backend in backends() {
-        let dir = TempDir::new("paused");
-        let stalled_path = dir.join("stalled");
-        let _stalled = std::os::unix::net::UnixDatagram::bind(&stalled_path).unwrap();
-        let stalled = Target::parse(&format!("unix:{}", stalled_path.display())).unwrap();
-        let d = Dispatcher::start(DispatcherConfig {
-            backend,
-            queue_capacity: 64,
-            queue_full: QueuePolicy::Drop,
-            retry_queue: 16,
-            shutdown_timeout_ms: 100,
-            ..Default::default()
-        })
-        .unwrap();
-        let e = d.publish("E_PAUSE").unwrap();
-        d.subscribe(e, stalled, Expiry::Never).unwrap();
-        // The receiver's queue, then its retry queue, then the channel fill; the rest drop.
-        let p = d.publisher();
-        assert!(wait_until(LIMIT, || {
-            let _ = p.raise(e, seq(0));
-            d.stats().events.dropped_queue_full > 0
-        }));
+        let (d, e, _stalled) =
+            paused_by_a_stalled_subscriber(backend, ManualClock::new(), Expiry::Never);
         let late = Receiver::udp();
         d.subscribe(e, late.target.clone(), Expiry::Never).unwrap();
         assert!(
@@ -434,28 +451,9 @@ fn a_subscription_made_while_intake_is_paused_opens_it_again() {
 #[test]
 fn intake_paused_by_a_stalled_subscriber_opens_when_its_subscription_expires() {
     for backend in backends() {
-        let dir = TempDir::new("expiring");
-        let stalled_path = dir.join("stalled");
-        let _stalled = std::os::unix::net::UnixDatagram::bind(&stalled_path).unwrap();
-        let stalled = Target::parse(&format!("unix:{}", stalled_path.display())).unwrap();
         let clock = ManualClock::new();
-        let config = DispatcherConfig {
-            backend,
-            queue_capacity: 64,
-            queue_full: QueuePolicy::Drop,
-            retry_queue: 16,
-            shutdown_timeout_ms: 100,
-            ..Default::default()
-        };
-        let d = Dispatcher::start_with_clock(config, Arc::new(clock.clone())).unwrap();
-        let e = d.publish("E_EXPIRING").unwrap();
         let lifetime = Expiry::After(Duration::from_secs(10));
-        d.subscribe(e, stalled, lifetime).unwrap();
-        let p = d.publisher();
-        assert!(wait_until(LIMIT, || {
-            let _ = p.raise(e, seq(0));
-            d.stats().events.dropped_queue_full > 0
-        }));
+        let (d, _, _stalled) = paused_by_a_stalled_subscriber(backend, clock.clone(), lifetime);
         let paused = d.stats().events;
         assert!(paused.pending > 0, "{paused:?}");
         clock.advance(Duration::from_secs(11));
