@@ -127,7 +127,8 @@ impl DispatcherConfig {
         let bad =
             |key: &str, why: &str| Err(ConfigError::Invalid(format!("dispatcher.{key}: {why}")));
         if self.queue_capacity == 0 || self.queue_capacity > Self::MAX_QUEUE_CAPACITY {
-            return bad("queue_capacity", "must be 1 to 1048576");
+            let range = format!("must be 1 to {}", Self::MAX_QUEUE_CAPACITY);
+            return bad("queue_capacity", &range);
         }
         if self.queue_bytes == 0 {
             return bad("queue_bytes", "must be at least 1");
@@ -207,9 +208,9 @@ fn event_name<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
 /// Event names, each checked.
 fn event_names<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     let names = Vec::<String>::deserialize(d)?;
-    for name in &names {
-        validate_event_name(name).map_err(de::Error::custom)?;
-    }
+    names
+        .iter()
+        .try_for_each(|name| validate_event_name(name).map_err(de::Error::custom))?;
     Ok(names)
 }
 

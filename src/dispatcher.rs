@@ -107,18 +107,13 @@ impl Dispatcher {
                 // The ring is made on this thread: it is its only submitter (IORING_SETUP_SINGLE_ISSUER).
                 let uring = match choice {
                     BackendChoice::Syscall => None,
-                    BackendChoice::Uring => {
+                    BackendChoice::Uring | BackendChoice::Auto => {
                         match UringBackend::new(config.ring_entries.max(config.batch as u32)) {
                             Ok(b) => Some(b),
-                            Err(e) => {
+                            Err(e) if choice == BackendChoice::Uring => {
                                 let _ = started_tx.send(Err(StartError::UringUnavailable(e)));
                                 return None;
                             }
-                        }
-                    }
-                    BackendChoice::Auto => {
-                        match UringBackend::new(config.ring_entries.max(config.batch as u32)) {
-                            Ok(b) => Some(b),
                             Err(e) => {
                                 warn!("io_uring unavailable ({e}); using the syscall backend");
                                 None

@@ -422,23 +422,18 @@ fn events_before_error(
     format: DecodeFormat,
     lines: &mut Vec<u8>,
 ) -> anyhow::Result<usize> {
-    let mut written = Ok(());
+    let (mut count, mut written) = (0, Ok(()));
     let mut print = |name: &str, params: &Params| {
+        count += 1;
         if written.is_ok() {
             written = serde_json::to_writer(&mut *lines, &JsonEvent::new(name, params))
                 .map(|()| lines.push(b'\n'));
         }
     };
-    let mut count = 0;
+    // The error is the one `decode` gave already.
     let _ = match format.resolve(datagram) {
-        Format::Line => line::Decoder::new().decode_each(datagram, |n, p| {
-            print(n, p);
-            count += 1;
-        }),
-        Format::Jsonrpc => jsonrpc::Decoder::new().decode_each(datagram, |n, p| {
-            print(n, p);
-            count += 1;
-        }),
+        Format::Line => line::Decoder::new().decode_each(datagram, &mut print),
+        Format::Jsonrpc => jsonrpc::Decoder::new().decode_each(datagram, &mut print),
     };
     written?;
     Ok(count)
