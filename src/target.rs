@@ -8,12 +8,16 @@
 //! |-------------------------|------------------------------------------------------|
 //! | `udp:127.0.0.1:9000`    | UDP, IPv4                                            |
 //! | `udp:[::1]:9000`        | UDP, IPv6 (brackets required)                        |
-//! | `udp:localhost:9000`    | UDP, a host name resolved when parsed (first address)|
+//! | `udp:localhost:9000`    | UDP, a host name resolved when parsed (see below)    |
 //! | `unix:/run/events.sock` | UNIX datagram socket at a path                       |
 //! | `/run/events.sock`      | the same, written as a bare absolute path            |
 //! | `unix:@events`          | UNIX datagram socket in Linux's abstract namespace   |
 //!
-//! [`Target`]'s `Display` prints the canonical spec, which parses back to an equal `Target`.
+//! A host name stands for its lowest IPv4 address, or its lowest IPv6 one if it has no IPv4
+//! one, whatever order the resolver gives them in, so that the same spec names the same target
+//! at every refresh; an IPv4-mapped IPv6 address (`udp:[::ffff:127.0.0.1]:9000`) is the IPv4
+//! address it maps. [`Target`]'s `Display` prints the canonical spec, which parses back to an
+//! equal `Target`.
 //! Two targets are equal when they have the same transport and exactly the same address (OpenSIPS
 //! matched UNIX paths by prefix, so `unix:/a/b` refreshed `unix:/a/bc`: not here).
 //!
@@ -179,7 +183,7 @@ pub enum TargetError {
 
 impl Target {
     /// Parses a socket spec (see the [module docs](self)). Host names are resolved now, to
-    /// their first address.
+    /// their lowest IPv4 address, else their lowest IPv6 one.
     pub fn parse(spec: &str) -> Result<Target, TargetError> {
         Self::parse_as(spec, Port::NonZero)
     }
@@ -376,14 +380,25 @@ fn parse_udp(spec: &str, rest: &str, allowed: Port) -> Result<Target, TargetErro
                 })
             }
         };
-        return Ok(Target::Udp(SocketAddr::new(IpAddr::V6(ip), port)));
+        return Ok(Target::Udp(canonical(SocketAddr::new(
+            IpAddr::V6(ip),
+            port,
+        ))));
     }
     let Some((host, port)) = rest.rsplit_once(':') else {
         return Err(missing_port());
     };
     if host.contains(':') {
-        return Err(TargetError::Ipv6WithoutBrackets {
+        // `::1:9000`, or an IPv4 address or name with a ':' too many (`127.0.0.1:9000:`).
+        if rest.parse::<Ipv6Addr>().is_ok() || host.parse::<Ipv6Addr>().is_ok() {
+            return Err(TargetError::Ipv6WithoutBrackets {
+                spec: spec.to_owned(),
+            });
+        }
+        return Err(TargetError::InvalidHost {
             spec: spec.to_owned(),
+            host: rest.to_owned(),
+            reason: "more than one ':' between the host and the port",
         });
     }
     if host.is_empty() {
@@ -428,8 +443,8 @@ fn parse_port(spec: &str, port: &str, allowed: Port) -> Result<u16, TargetError>
     }
 }
 
-/// A DNS-style name: letters, digits, `-`, `_` and `.`, not all digits and dots (`1.2.3` would
-/// be read by the resolver as an IPv4 shorthand).
+/// A DNS-style name: letters, digits, `-`, `_` and `.`, and not numbers only (see
+/// [`looks_numeric`]).
 fn check_host_name(spec: &str, host: &str) -> Result<(), TargetError> {
     let bad = |reason| TargetError::InvalidHost {
         spec: spec.to_owned(),
@@ -444,7 +459,7 @@ fn check_host_name(spec: &str, host: &str) -> Result<(), TargetError> {
             "not an IPv4 address or a host name (letters, digits, '-', '_', '.')",
         ));
     }
-    if host.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+    if looks_numeric(host) {
         return Err(bad("not a valid IPv4 address"));
     }
     if host.len() > 253 {
@@ -453,19 +468,47 @@ fn check_host_name(spec: &str, host: &str) -> Result<(), TargetError> {
     Ok(())
 }
 
+/// True when the resolver would read `host` as an IPv4 address in `inet_aton`'s shorthands:
+/// one to four dot-separated numbers, each decimal, octal or hexadecimal (`127.1`,
+/// `0x7f000001`, `0x7f.1`). Such a host is not a name, and not the address it seems to be.
+fn looks_numeric(host: &str) -> bool {
+    let number = |part: &str| match part.strip_prefix("0x").or(part.strip_prefix("0X")) {
+        Some(hex) => hex.bytes().all(|b| b.is_ascii_hexdigit()),
+        None => !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()),
+    };
+    host.split('.').count() <= 4 && host.split('.').all(number)
+}
+
 fn resolve(spec: &str, host: &str, port: u16) -> Result<Target, TargetError> {
     let err = |reason: String| TargetError::Resolve {
         spec: spec.to_owned(),
         host: host.to_owned(),
         reason,
     };
-    let mut addrs = (host, port)
+    let addrs = (host, port)
         .to_socket_addrs()
         .map_err(|e| err(e.to_string()))?;
-    addrs
-        .next()
+    pick_address(addrs)
         .map(Target::Udp)
         .ok_or_else(|| err("it has no address".to_owned()))
+}
+
+/// The address a host name stands for: its lowest IPv4 address, or its lowest IPv6 one when
+/// it has no IPv4 one. IPv4 first, as OpenSIPS resolved names (`localhost` is often `::1`
+/// first, where a receiver listening on 127.0.0.1 would get nothing); the lowest, not the
+/// resolver's first, so that a name whose answers rotate (round-robin DNS) names the same
+/// target each time it is parsed, and a refresh or an unsubscribe finds its subscription.
+fn pick_address(addrs: impl IntoIterator<Item = SocketAddr>) -> Option<SocketAddr> {
+    addrs
+        .into_iter()
+        .map(canonical)
+        .min_by_key(|a| (a.is_ipv6(), a.ip()))
+}
+
+/// `a` with an IPv4-mapped IPv6 address (`[::ffff:127.0.0.1]`) as the IPv4 address it is: one
+/// receiver, one target.
+fn canonical(a: SocketAddr) -> SocketAddr {
+    SocketAddr::new(a.ip().to_canonical(), a.port())
 }
 
 impl FromStr for Target {
@@ -548,5 +591,32 @@ impl<'de> serde::Deserialize<'de> for Target {
             }
         }
         d.deserialize_str(SpecVisitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_name_stands_for_its_lowest_ipv4_address_whatever_order_the_resolver_gives() {
+        let v4 = ["127.0.0.3:9", "127.0.0.1:9", "127.0.0.2:9"].map(addr);
+        let v6 = ["[::2]:9", "[::1]:9"].map(addr);
+        // Rotated answers (round-robin DNS), IPv6 first (`localhost` on many systems).
+        for rotation in 0..3 {
+            let mut answers = v6.to_vec();
+            answers.extend(v4.iter().cycle().skip(rotation).take(3));
+            assert_eq!(pick_address(answers), Some(addr("127.0.0.1:9")));
+        }
+        assert_eq!(pick_address(v6), Some(addr("[::1]:9")));
+        assert_eq!(
+            pick_address([addr("[::ffff:127.0.0.9]:9"), addr("127.0.0.10:9")]),
+            Some(addr("127.0.0.9:9"))
+        );
+        assert_eq!(pick_address([]), None);
     }
 }

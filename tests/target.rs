@@ -71,9 +71,10 @@ fn accepted_forms_parse_and_print_canonically() {
             "udp:[2001:db8::1]:5060",
         ),
         (
+            // An IPv4-mapped address is the IPv4 address it maps.
             "udp:[::ffff:127.0.0.1]:9000",
-            udp("::ffff:127.0.0.1".parse().unwrap(), 9000),
-            "udp:[::ffff:127.0.0.1]:9000",
+            udp(IpAddr::V4(Ipv4Addr::LOCALHOST), 9000),
+            "udp:127.0.0.1:9000",
         ),
         (
             "unix:/tmp/ev.sock",
@@ -248,6 +249,28 @@ fn every_error_has_its_variant_and_names_the_accepted_forms() {
         ("udp:[::1]9000", |e| matches!(e, E::InvalidHost { .. })),
         ("udp:[::1:9000", |e| matches!(e, E::InvalidHost { .. })),
         ("udp:1.2.3:9000", |e| matches!(e, E::InvalidHost { .. })),
+        // What the resolver would read as IPv4 shorthands: not names.
+        ("udp:127.1:9000", |e| matches!(e, E::InvalidHost { .. })),
+        ("udp:0x7f000001:9000", |e| {
+            matches!(e, E::InvalidHost { .. })
+        }),
+        ("udp:0x7f.1:9000", |e| matches!(e, E::InvalidHost { .. })),
+        ("udp:0X7F.0.0.01:9000", |e| {
+            matches!(e, E::InvalidHost { .. })
+        }),
+        // A ':' too many is said as such, not as an IPv6 address without brackets.
+        (
+            "udp:127.0.0.1:9000:",
+            |e| matches!(e, E::InvalidHost { reason, .. } if reason.contains("more than one ':'")),
+        ),
+        (
+            "udp:127.0.0.1::9000",
+            |e| matches!(e, E::InvalidHost { reason, .. } if reason.contains("more than one ':'")),
+        ),
+        (
+            "udp:localhost:9000:",
+            |e| matches!(e, E::InvalidHost { reason, .. } if reason.contains("more than one ':'")),
+        ),
         ("udp:256.1.1.1:9000", |e| matches!(e, E::InvalidHost { .. })),
         ("udp:a b:9000", |e| matches!(e, E::InvalidHost { .. })),
         ("udp:exa/mple:9000", |e| matches!(e, E::InvalidHost { .. })),
@@ -273,6 +296,10 @@ fn error_messages_read_well() {
 #[test]
 fn equality_is_exact_not_by_prefix() {
     assert_ne!(parse("unix:/a/b"), parse("unix:/a/bc"));
+    // An IPv4-mapped IPv6 address is the IPv4 address: one receiver, one target.
+    let mapped = parse("udp:[::ffff:127.0.0.1]:9000");
+    assert_eq!(mapped, parse("udp:127.0.0.1:9000"));
+    assert_eq!(mapped.to_string(), "udp:127.0.0.1:9000");
     assert_ne!(parse("unix:/a/bc"), parse("unix:/a/b"));
     assert_eq!(parse("unix:/a/b"), parse("/a/b"));
     // Exact bytes, not path components.
@@ -281,10 +308,6 @@ fn equality_is_exact_not_by_prefix() {
     assert_ne!(parse("unix:@x"), parse("unix:/x"));
     assert_ne!(parse("udp:127.0.0.1:9000"), parse("udp:127.0.0.1:9001"));
     assert_ne!(parse("udp:127.0.0.1:9000"), parse("udp:127.0.0.2:9000"));
-    assert_ne!(
-        parse("udp:127.0.0.1:9000"),
-        parse("udp:[::ffff:127.0.0.1]:9000")
-    );
     let set: HashSet<Target> = [
         "unix:/a/b",
         "/a/b",
