@@ -64,15 +64,21 @@ pub(crate) fn sendmmsg(fd: RawFd, msgs: &mut [libc::mmsghdr]) -> io::Result<usiz
     }
 }
 
-/// `poll(fds, timeout)`; `None` waits forever. An interrupted call counts as 0 ready.
+/// `ppoll(fds, timeout)`; `None` waits forever. An interrupted call counts as 0 ready. Not
+/// `poll`, whose milliseconds would stretch a coalescing delay of 200 us to 1 ms.
 pub(crate) fn poll(fds: &mut [libc::pollfd], timeout: Option<Duration>) -> io::Result<usize> {
-    let ms = timeout.map_or(-1, |t| {
-        t.as_millis()
-            .min(i32::MAX as u128)
-            .max(if t.is_zero() { 0 } else { 1 }) as i32
-    });
-    // SAFETY: `fds` is a valid, exclusively borrowed array of `fds.len()` pollfds.
-    let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
+    let ts = timeout.map(timespec);
+    let ts_ptr = ts.as_ref().map_or(std::ptr::null(), |t| t as *const _);
+    // SAFETY: `fds` is a valid, exclusively borrowed array of `fds.len()` pollfds; `ts_ptr` is
+    // null or points to `ts`, alive across the call; a null signal mask changes nothing.
+    let n = unsafe {
+        libc::ppoll(
+            fds.as_mut_ptr(),
+            fds.len() as libc::nfds_t,
+            ts_ptr,
+            std::ptr::null(),
+        )
+    };
     if n < 0 {
         let e = io::Error::last_os_error();
         return if e.kind() == io::ErrorKind::Interrupted {
@@ -82,6 +88,14 @@ pub(crate) fn poll(fds: &mut [libc::pollfd], timeout: Option<Duration>) -> io::R
         };
     }
     Ok(n as usize)
+}
+
+/// `d` as a `timespec`, to the nanosecond; beyond 68 years, 68 years.
+fn timespec(d: Duration) -> libc::timespec {
+    libc::timespec {
+        tv_sec: d.as_secs().min(i32::MAX as u64) as libc::time_t,
+        tv_nsec: d.subsec_nanos() as libc::c_long,
+    }
 }
 
 /// A zeroed `mmsghdr` (all null pointers and zero lengths).
@@ -166,4 +180,33 @@ pub(crate) fn open_files_limit() -> io::Result<u64> {
 pub(crate) fn empty_msghdr() -> libc::msghdr {
     // SAFETY: msghdr is a plain C struct for which all-zero bytes are a valid value.
     unsafe { std::mem::zeroed() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sleep_keeps_its_microseconds_and_a_huge_one_is_capped() {
+        let t = timespec(Duration::from_micros(200));
+        assert_eq!((t.tv_sec, t.tv_nsec), (0, 200_000));
+        let t = timespec(Duration::new(3, 999_999_999));
+        assert_eq!((t.tv_sec, t.tv_nsec), (3, 999_999_999));
+        let t = timespec(Duration::MAX);
+        assert_eq!(t.tv_sec, libc::time_t::from(i32::MAX));
+    }
+
+    #[test]
+    fn poll_waits_out_a_short_timeout_and_sees_a_ready_fd() {
+        let (a, b) = std::os::unix::net::UnixDatagram::pair().unwrap();
+        let mut fds = [libc::pollfd {
+            fd: std::os::fd::AsRawFd::as_raw_fd(&b),
+            events: libc::POLLIN,
+            revents: 0,
+        }];
+        assert_eq!(poll(&mut fds, Some(Duration::from_micros(200))).unwrap(), 0);
+        a.send(b"x").unwrap();
+        assert_eq!(poll(&mut fds, None).unwrap(), 1);
+        assert_eq!(fds[0].revents, libc::POLLIN);
+    }
 }

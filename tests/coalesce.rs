@@ -264,3 +264,92 @@ fn gso_runs_and_coalesced_datagrams_to_one_target_keep_the_order_raised() {
         assert!(c.is_balanced());
     }
 }
+
+#[test]
+fn each_event_leaves_within_its_own_subscriptions_delay_and_size_when_subscriptions_share_a_target()
+{
+    for backend in backends() {
+        let r = Receiver::udp();
+        let d = Dispatcher::start(DispatcherConfig {
+            backend,
+            ..Default::default()
+        })
+        .unwrap();
+        let subscribe = |name: &str, max_bytes: usize, delay: Duration| {
+            let e = d.publish(name).unwrap();
+            let options = SubscriptionOptions {
+                format: Format::Line,
+                coalesce: Some(Coalesce::new(max_bytes, delay).unwrap()),
+            };
+            d.subscribe_with(e, r.target.clone(), Expiry::Never, options)
+                .unwrap();
+            e
+        };
+        // One target, one open datagram: the slow subscription's event opens it, the fast
+        // one's join it.
+        let slow = subscribe("E_SLOW", 65_457, Coalesce::MAX_DELAY);
+        let fast = subscribe("E_FAST", 200, Duration::from_millis(10));
+        d.raise(slow, params(0, 0)).unwrap();
+        for i in 1..=20 {
+            d.raise(fast, params(i, 0)).unwrap();
+        }
+        // Within LIMIT, not at the slow subscription's minute.
+        assert!(
+            wait_until(LIMIT, || events_in(&r).len() == 21),
+            "{backend:?}: {} of 21 events arrived",
+            events_in(&r).len()
+        );
+        let seqs: Vec<String> = events_in(&r)
+            .iter()
+            .map(|e| format!("{:?}", e.params().to_vec()[0].value))
+            .collect();
+        let want: Vec<String> = (0..=20).map(|i| format!("Str(\"{i}\")")).collect();
+        assert_eq!(seqs, want, "{backend:?}: order");
+        let sizes: Vec<usize> = r.datagrams().iter().map(Vec::len).collect();
+        assert!(
+            sizes.iter().all(|&s| s <= 200),
+            "{backend:?}: a datagram holding E_FAST events grew past E_FAST's 200 bytes: {sizes:?}"
+        );
+        let stats = d.shutdown();
+        let c = stats.target(&r.target).unwrap();
+        assert_eq!((c.sent, c.datagrams), (21, sizes.len() as u64), "{c:?}");
+    }
+}
+
+#[test]
+fn a_target_unsubscribed_while_it_holds_a_coalesced_datagram_sends_it_then_closes() {
+    for backend in backends() {
+        let dir = TempDir::new("coalesce-retire");
+        let r = Receiver::unix(&dir.join("sink"));
+        let (d, e) = coalescing_to(
+            backend,
+            &[&r],
+            Format::Line,
+            65_457,
+            Duration::from_millis(300),
+        );
+        d.raise(e, params(1, 0)).unwrap();
+        assert!(wait_until(LIMIT, || d
+            .stats()
+            .target(&r.target)
+            .is_some_and(|c| c.pending == 1)));
+        d.unsubscribe(e, &r.target).unwrap();
+        // Nothing lost: the held event still goes at its delay.
+        assert!(
+            r.wait_for(1, LIMIT),
+            "{backend:?}: the held event never came"
+        );
+        // And then the target closes, with no other subscription change to prompt it.
+        assert!(
+            wait_until(LIMIT, || d.stats().target(&r.target).is_none()),
+            "{backend:?}: the target stayed open: {:?}",
+            d.stats().target(&r.target)
+        );
+        let stats = d.shutdown();
+        assert_eq!(
+            (stats.totals.raised, stats.totals.sent),
+            (1, 1),
+            "{stats:?}"
+        );
+    }
+}

@@ -35,7 +35,7 @@ use crate::config::DispatcherConfig;
 use crate::encode::{Format, MAX_DATAGRAM};
 use crate::publisher::{Raised, Shared};
 use crate::queue;
-use crate::registry::Snapshot;
+use crate::registry::{Coalesce, Snapshot};
 use crate::stats::{Backend, EventCounters, Stats, TargetCounters, TargetStats};
 use crate::sys::EventFd;
 use crate::target::Target;
@@ -179,6 +179,30 @@ impl Open {
             OpenKind::Run { .. } => None,
         }
     }
+
+    /// How long this coalesced datagram may grow for an event of a subscription coalesced
+    /// with `c`: the smaller of its limit and `c`'s (0 for a GSO run, which takes none).
+    fn room_for(&self, c: Coalesce) -> u32 {
+        match self.kind {
+            OpenKind::Coalesced { max_bytes, .. } => max_bytes.min(c.max_bytes() as u32),
+            OpenKind::Run { .. } => 0,
+        }
+    }
+
+    /// Takes on the limits of the subscription of an event just added (at `now`), where they
+    /// are tighter. One datagram carries the events of every subscription its target has:
+    /// each event must leave within its own subscription's delay, and no datagram may grow
+    /// past the smallest size one of its events' subscriptions allows.
+    fn abide_by(&mut self, c: Coalesce, now: Instant) {
+        if let OpenKind::Coalesced {
+            max_bytes,
+            deadline,
+        } = &mut self.kind
+        {
+            *max_bytes = (*max_bytes).min(c.max_bytes() as u32);
+            *deadline = (*deadline).min(now + c.max_delay());
+        }
+    }
 }
 
 /// Everything the reactor keeps for one destination.
@@ -294,6 +318,9 @@ pub(crate) struct Reactor<B: SendBackend> {
     gso: bool,
     /// Slots with an open coalesced datagram or GSO run.
     open_slots: Vec<u32>,
+    /// Slots no subscription uses any more that still had something to send: closed once
+    /// they have sent it.
+    retiring: Vec<u32>,
     /// When the current batch was taken (coalescing deadlines count from it).
     batch_time: Instant,
     /// Events of the current batch not yet routed, as far as the queue showed at its start or
@@ -358,6 +385,7 @@ impl<B: SendBackend> Reactor<B> {
             next_retry: None,
             next_trim: None,
             open_slots: Vec::new(),
+            retiring: Vec::new(),
             batch_time: Instant::now(),
             batch_left: 0,
             batch_bytes: 0,
@@ -394,6 +422,9 @@ impl<B: SendBackend> Reactor<B> {
             let sending = !self.active.is_empty();
             if sending {
                 self.send_round();
+            }
+            if !self.retiring.is_empty() {
+                self.retire_emptied();
             }
             // Also while sending: a receiver that keeps taking a little (and so keeps being
             // retried) must not hold shutdown past its deadline.
@@ -769,25 +800,46 @@ impl<B: SendBackend> Reactor<B> {
         index
     }
 
-    /// Closes slots that no subscription uses and that have nothing left to send.
+    /// Closes the slots that no subscription uses, now or once they have sent what they hold.
     fn retire_unreferenced(&mut self) {
-        for i in 0..self.slots.len() {
-            let retire = matches!(&self.slots[i], Some(s) if !s.referenced && s.queue.is_empty() && s.open.is_none());
-            if !retire {
-                continue;
+        self.retiring = (0..self.slots.len() as u32)
+            .filter(|&i| {
+                self.slots[i as usize]
+                    .as_ref()
+                    .is_some_and(|s| !s.referenced)
+            })
+            .collect();
+        self.retire_emptied();
+    }
+
+    /// Closes the slots waiting to retire that have nothing left to send.
+    fn retire_emptied(&mut self) {
+        let mut retiring = std::mem::take(&mut self.retiring);
+        retiring.retain(|&i| {
+            let done = self.slots[i as usize]
+                .as_ref()
+                .is_some_and(|s| s.queue.is_empty() && s.open.is_none());
+            if done {
+                self.retire(i as usize);
             }
-            let slot = self.slots[i].take().expect("checked above");
-            if matches!(slot.conn, Conn::Up(_)) {
-                self.backend.remove_socket(i as u32);
-            }
-            if slot.blocked {
-                self.blocked -= 1;
-            }
-            self.active.retain(|&a| a as usize != i);
-            self.by_target.remove(&slot.target);
-            self.retired.add(&slot.counters);
-            self.free_slots.push(i as u32);
+            !done
+        });
+        self.retiring = retiring;
+    }
+
+    /// Closes slot `i`; its counters go to the retired totals.
+    fn retire(&mut self, i: usize) {
+        let slot = self.slots[i].take().expect("retiring slots exist");
+        if matches!(slot.conn, Conn::Up(_)) {
+            self.backend.remove_socket(i as u32);
         }
+        if slot.blocked {
+            self.blocked -= 1;
+        }
+        self.active.retain(|&a| a as usize != i);
+        self.by_target.remove(&slot.target);
+        self.retired.add(&slot.counters);
+        self.free_slots.push(i as u32);
     }
 
     fn stats(&self) -> Stats {

@@ -61,13 +61,9 @@ impl<B: SendBackend> Reactor<B> {
                     let coalesce = route.coalesce.filter(|c| *len as usize <= c.max_bytes());
                     // An open datagram takes this event only if it is coalesced, of the same
                     // format, and fits; otherwise it goes out first, which keeps the order.
-                    let fits = slot.open.as_ref().is_some_and(|o| match o.kind {
-                        OpenKind::Coalesced { max_bytes, .. } => {
-                            coalesce.is_some()
-                                && o.format == route.format
-                                && o.len + len <= max_bytes
-                        }
-                        OpenKind::Run { .. } => false,
+                    let fits = slot.open.as_ref().is_some_and(|o| match coalesce {
+                        Some(c) => o.format == route.format && o.len + len <= o.room_for(c),
+                        None => false,
                     });
                     if slot.open.is_some() && !fits {
                         self.seal_at(slot_index);
@@ -99,6 +95,7 @@ impl<B: SendBackend> Reactor<B> {
                                 .copy(&open.buf, open.len as usize, buf, 0, *len as usize);
                             open.len += len;
                             open.events += 1;
+                            open.abide_by(c, self.batch_time);
                         }
                     }
                 }
@@ -250,19 +247,21 @@ impl<B: SendBackend> Reactor<B> {
         let Some(open) = slot.open.as_mut().filter(|o| o.format == format) else {
             return false;
         };
-        let OpenKind::Coalesced { max_bytes, .. } = open.kind else {
+        let limit = open.room_for(coalesce);
+        if open.len >= limit {
             return false;
-        };
-        let room = &mut self.pool.bytes_mut(&open.buf)[open.len as usize..max_bytes as usize];
+        }
+        let room = &mut self.pool.bytes_mut(&open.buf)[open.len as usize..limit as usize];
         match format.encode(name.as_str(), &msg.params, room) {
-            Ok(n) if n <= coalesce.max_bytes() => {
+            Ok(n) => {
                 self.batch_bytes += n;
                 open.len += n as u32;
                 open.events += 1;
+                open.abide_by(coalesce, self.batch_time);
                 slot.counters.raised += 1;
                 true
             }
-            _ => false,
+            Err(_) => false,
         }
     }
 
