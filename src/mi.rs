@@ -19,7 +19,8 @@
 //!   none, as in OpenSIPS). `format` (`line` or `jsonrpc`, an extension) chooses the wire
 //!   format; the default is the dispatcher's `default_format`. `coalesce` (an extension),
 //!   `{"max_bytes":N,"max_delay_us":M}`, packs consecutive events for this socket into one
-//!   datagram (see [`Coalesce`]); listed back in the subscriber entry.
+//!   datagram (see [`Coalesce`]); listed back in the subscriber entry; `null` turns it off. A
+//!   refresh that leaves `format` or `coalesce` out keeps what the subscription had.
 //! - `subscribers_list`: `{"Events":[{"name","id","Subscribers":[S...]}]}` (events without
 //!   subscribers are left out), `{"Event":{"name","id","Subscribers":[S...]}}` (`{"Event":{}}`
 //!   when the event has no subscriber, as OpenSIPS prints it), or
@@ -56,11 +57,13 @@
 //! | 503    | `Too many events`       | `publish_on_demand` stops at `mi.max_events`             |
 //! | -32000 | `Server error`          | the reply would not fit in a datagram                    |
 //!
-//! Real clients: `opensips-cli` and the `opensips` package's `opensips-mi` read replies with a
-//! 1024-byte buffer, so a longer reply (`stats` or `subscribers_list` with many subscribers)
-//! reaches them cut. `opensips-event` subscribes with `[event, socket]` only and JSON-decodes
-//! every datagram: serve it with `jsonrpc` as the default format (`evdgram serve --format
-//! jsonrpc`), or have its subscription made with `format: jsonrpc`.
+//! Real clients: the `opensips` package's `opensips-mi` reads a reply over UDP or UNIX with a
+//! 32 768-byte buffer (its `datagram_buffer_size`), `opensips-cli` with 65 535 bytes, so a
+//! longer reply (`stats` or `subscribers_list` with some hundreds of subscribers) reaches
+//! `opensips-mi` cut. `opensips-event` subscribes (and refreshes, a minute before expiry) with
+//! `[event, socket, expire]` and JSON-decodes every datagram: serve it with `jsonrpc` as the
+//! default format (`evdgram serve --format jsonrpc`), or make its subscription once with
+//! `format: jsonrpc`, which its refreshes keep.
 //!
 //! A request without `id` is a notification: it is carried out, and not answered. The `id` is
 //! echoed back as given (string or number).
@@ -288,7 +291,7 @@ impl MiHandler {
         };
         let req = match Request::from_json(&json) {
             Ok(r) => r,
-            Err((id, err)) => return Some(error_reply(&id, &err)),
+            Err((id, err)) => return Some(fitted(error_reply(&id, &err), &id)),
         };
         let outcome = self.call(req.method, req.params);
         let id = req.id?;
@@ -296,18 +299,7 @@ impl MiHandler {
             Ok(result) => result.to_reply(&id),
             Err(err) => error_reply(&id, &err),
         };
-        if reply.len() > MAX_REPLY {
-            let err = MiError::new(
-                -32000,
-                "Server error",
-                Some(format!(
-                    "the reply is {} bytes, more than a datagram carries ({MAX_REPLY})",
-                    reply.len()
-                )),
-            );
-            return Some(error_reply(&id, &err));
-        }
-        Some(reply)
+        Some(fitted(reply, &id))
     }
 
     fn call(&self, method: &str, params: Args<'_>) -> Result<Reply, MiError> {
@@ -335,13 +327,21 @@ impl MiHandler {
             None => DEFAULT_EXPIRE,
             Some(v) => expire_param(v)?,
         };
+        // Left out: a new subscription takes the default, a refresh keeps its own (clients
+        // such as opensips-event refresh with `[event, socket, expire]`).
         let format = match format {
-            None => self.default_format,
-            Some(v) => string_param("format", Some(v))?
-                .parse::<Format>()
-                .map_err(|e| MiError::invalid_params(format!("format: {e}")))?,
+            None => None,
+            Some(v) => Some(
+                string_param("format", Some(v))?
+                    .parse::<Format>()
+                    .map_err(|e| MiError::invalid_params(format!("format: {e}")))?,
+            ),
         };
-        let coalesce = coalesce.map(coalesce_param).transpose()?;
+        let coalesce = match coalesce {
+            None => None,
+            Some(Json::Null) => Some(None),
+            Some(v) => Some(Some(coalesce_param(v)?)),
+        };
         let id = self
             .registry
             .lookup(event)
@@ -363,10 +363,17 @@ impl MiHandler {
             ));
         }
         let expiry = Expiry::After(Duration::from_secs(expire));
-        let options = SubscriptionOptions { format, coalesce };
+        let default_format = self.default_format;
+        let options = |existing: Option<SubscriptionOptions>| {
+            let base = existing.unwrap_or(default_format.into());
+            SubscriptionOptions {
+                format: format.unwrap_or(base.format),
+                coalesce: coalesce.unwrap_or(base.coalesce),
+            }
+        };
         match self
             .registry
-            .subscribe_limited(id, target, expiry, options, self.limits)
+            .subscribe_or_refresh(id, target, expiry, options, self.limits)
         {
             Ok(_) => Ok(Reply::Ok),
             Err(e @ (RegistryError::TooMany { .. } | RegistryError::TooManyForEvent { .. })) => {
@@ -1027,6 +1034,28 @@ impl Reply {
         };
         let id = serde_json::to_string(id).expect("ids serialize");
         format!("{{\"jsonrpc\":\"2.0\",\"result\":{result},\"id\":{id}}}").into_bytes()
+    }
+}
+
+/// `reply` if a datagram carries it; else a -32000 error that says so, with the request's id
+/// if that fits, else with `null` (the id itself made it too long).
+fn fitted(reply: Vec<u8>, id: &Id) -> Vec<u8> {
+    if reply.len() <= MAX_REPLY {
+        return reply;
+    }
+    let err = MiError::new(
+        -32000,
+        "Server error",
+        Some(format!(
+            "the reply is {} bytes, more than a datagram carries ({MAX_REPLY})",
+            reply.len()
+        )),
+    );
+    let with_id = error_reply(id, &err);
+    if with_id.len() <= MAX_REPLY {
+        with_id
+    } else {
+        error_reply(&Id::Null, &err)
     }
 }
 

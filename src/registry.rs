@@ -401,12 +401,33 @@ impl Registry {
         options: SubscriptionOptions,
         limits: Limits,
     ) -> Result<Subscribed, RegistryError> {
+        self.subscribe_or_refresh(event, target, expiry, |_| options, limits)
+    }
+
+    /// [`subscribe_limited`](Self::subscribe_limited), with the options made from those of
+    /// the subscription it refreshes, if it refreshes one (under the lock: nothing comes in
+    /// between). For MI, where a refresh that leaves options out keeps them.
+    pub(crate) fn subscribe_or_refresh(
+        &self,
+        event: EventId,
+        target: Target,
+        expiry: Expiry,
+        options: impl FnOnce(Option<SubscriptionOptions>) -> SubscriptionOptions,
+        limits: Limits,
+    ) -> Result<Subscribed, RegistryError> {
         let index = self.check(event)?;
         let now = self.clock.now();
         let mut st = self.lock();
         if Self::purge(&mut st, now) {
             self.changed(&mut st);
         }
+        let total: usize = st.subs.iter().map(Vec::len).sum();
+        let subs = &mut st.subs[index];
+        let existing = subs.iter_mut().find(|s| s.target == target);
+        let options = options(existing.as_ref().map(|s| SubscriptionOptions {
+            format: s.format,
+            coalesce: s.coalesce,
+        }));
         let sub = Subscription {
             target,
             format: options.format,
@@ -414,9 +435,7 @@ impl Registry {
             expiry,
             since: now,
         };
-        let total: usize = st.subs.iter().map(Vec::len).sum();
-        let subs = &mut st.subs[index];
-        let outcome = if let Some(existing) = subs.iter_mut().find(|s| s.target == sub.target) {
+        let outcome = if let Some(existing) = existing {
             *existing = sub;
             Subscribed::Refreshed
         } else if subs.len() >= limits.per_event {

@@ -632,6 +632,17 @@ fn listen_on_a_bare_path_and_sigint() {
 }
 
 #[test]
+fn listen_cleans_up_on_sighup_too() {
+    // The terminal it ran in closed: the socket file goes as on SIGINT.
+    let dir = TempDir::new();
+    let path = dir.join("hup.sock");
+    let l = Listener::spawn(&[path.to_str().unwrap()]);
+    assert!(path.exists());
+    l.stop_with(libc::SIGHUP);
+    assert!(!path.exists());
+}
+
+#[test]
 fn listen_on_an_abstract_name() {
     let spec = format!("unix:@evdgram-cli-test-{}", std::process::id());
     let l = Listener::spawn(&[&spec]);

@@ -15,6 +15,7 @@ use std::sync::mpsc::{self, Receiver as Lines};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use event_datagram::mi::MAX_REPLY;
 use event_datagram::{
     BackendChoice, Config, Dispatcher, DispatcherConfig, Format, ManualClock, MiConfig, MiHandler,
     QueuePolicy,
@@ -270,6 +271,38 @@ fn event_subscribe_with_coalescing_packs_events_and_lists_the_setting() {
             "coalesce",
         );
     }
+}
+
+#[test]
+fn a_refresh_that_leaves_format_and_coalesce_out_keeps_them() {
+    let m = mi();
+    let spec = "udp:127.0.0.1:9";
+    let coalesce = json!({"max_bytes": 1000, "max_delay_us": 2000});
+    let listed =
+        |m: &Mi| m.ok("subscribers_list", json!(["E_TEST", spec]))["Event"]["Subscriber"].clone();
+    let request = json!({"event": "E_TEST", "socket": spec, "expire": 120,
+        "format": "jsonrpc", "coalesce": coalesce});
+    assert_eq!(m.ok("event_subscribe", request), "OK");
+    // What opensips-event sends to refresh, a minute before expiry.
+    assert_eq!(m.ok("event_subscribe", json!(["E_TEST", spec, 3600])), "OK");
+    let sub = listed(&m);
+    assert_eq!(
+        (&sub["expire"], &sub["format"], &sub["coalesce"]),
+        (&json!(3600), &json!("jsonrpc"), &coalesce),
+        "{sub}"
+    );
+    // Said explicitly, they change; `null` turns coalescing off.
+    let request = json!({"event": "E_TEST", "socket": spec, "format": "line", "coalesce": null});
+    assert_eq!(m.ok("event_subscribe", request), "OK");
+    let sub = listed(&m);
+    assert_eq!(sub["format"], "line", "{sub}");
+    assert!(sub.get("coalesce").is_none(), "{sub}");
+    // A new subscription without them takes the defaults.
+    let other = "udp:127.0.0.1:10";
+    assert_eq!(m.ok("event_subscribe", json!(["E_OTHER", other])), "OK");
+    let sub = m.ok("subscribers_list", json!(["E_OTHER", other]))["Event"]["Subscriber"].clone();
+    assert_eq!(sub["format"], "line", "{sub}");
+    assert!(sub.get("coalesce").is_none(), "{sub}");
 }
 
 #[test]
@@ -919,6 +952,20 @@ fn malformed_requests() {
         "Invalid Request",
         "65536-byte limit",
     );
+    // An id so long that no reply echoing it fits in a datagram: the client still gets one,
+    // with a null id, whether the request is invalid or its result too long.
+    let long_id = "i".repeat(65_450);
+    for request in [
+        json!({"jsonrpc": "2.0", "id": long_id}),
+        json!({"jsonrpc": "2.0", "method": "events_list", "id": long_id}),
+    ] {
+        let bytes = request.to_string().into_bytes();
+        let reply = m.mi.handle(&bytes).expect("a reply");
+        assert!(reply.len() <= MAX_REPLY, "{} bytes", reply.len());
+        let r: Value = serde_json::from_slice(&reply).unwrap();
+        check_error(&r, -32000, "Server error", "more than a datagram carries");
+        assert_eq!(r["id"], Value::Null, "{r}");
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -5,8 +5,8 @@
 //! for unnamed parameters; line-format values are strings, `jsonrpc` integers stay integers).
 //! A datagram that does not decode is reported on stderr, and listening goes on.
 //!
-//! A UNIX socket file that `listen` creates is removed when it exits, also on SIGINT and
-//! SIGTERM (then the exit status is 0). If the path already exists, `listen` replaces it only
+//! A UNIX socket file that `listen` creates is removed when it exits, also on SIGINT, SIGTERM
+//! and SIGHUP (then the exit status is 0). If the path already exists, `listen` replaces it only
 //! when it is a stale socket: a socket file that refuses connections (its owner is gone). A
 //! socket somebody listens on, or any other kind of file, is left alone and is an error.
 
@@ -33,7 +33,7 @@ pub const FAILURE_STATUS: u8 = 1;
 /// The receive buffer: larger than any datagram we send (65 457 bytes) or UDP can carry.
 const RECV_BUFFER: usize = 65_536;
 
-/// How long an exit on SIGINT/SIGTERM waits for the datagram being printed.
+/// How long an exit on SIGINT/SIGTERM/SIGHUP waits for the datagram being printed.
 const EXIT_WRITE_GRACE: Duration = Duration::from_secs(1);
 
 /// Held while a datagram's lines are written and flushed.
@@ -129,7 +129,13 @@ impl Subscriptions {
         for event in &self.events[..made] {
             let params = serde_json::json!([event, self.socket, 0]);
             match crate::mi_client::call(&self.mi, "event_subscribe", params, MI_EXIT_TIMEOUT) {
-                Ok(_) => eprintln!("unsubscribed {} from {event}", self.socket),
+                Ok(result) if result == "OK" => {
+                    eprintln!("unsubscribed {} from {event}", self.socket)
+                }
+                Ok(result) => eprintln!(
+                    "evdgram: cannot unsubscribe {} from {event}: the reply is {result}",
+                    self.socket
+                ),
                 Err(e) => eprintln!(
                     "evdgram: cannot unsubscribe {} from {event}: {e:#}",
                     self.socket
@@ -187,10 +193,10 @@ impl From<FormatArg> for DecodeFormat {
     }
 }
 
-/// Binds the socket and prints events until SIGINT/SIGTERM (exit 0) or an I/O error.
+/// Binds the socket and prints events until SIGINT/SIGTERM/SIGHUP (exit 0) or an I/O error.
 pub fn run(args: Args) -> anyhow::Result<()> {
     // Before any thread exists, so that only the waiter thread ever takes these signals.
-    let blocked = signal::block_termination().context("cannot block SIGINT and SIGTERM")?;
+    let blocked = signal::block_termination().context("cannot block SIGINT, SIGTERM and SIGHUP")?;
     let (socket, bound, created) = bind(&args.spec)?;
     let cleanup = Arc::new(Cleanup(Mutex::new(created)));
     let subs = Arc::new(Subscriptions {

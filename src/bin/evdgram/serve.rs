@@ -3,7 +3,7 @@
 //! tools (`opensips-cli`, `opensips-mi`, `opensips-event`) subscribe sockets and raise events.
 //!
 //! One thread per listener: receive a request, answer it with [`MiHandler::handle`], send the
-//! reply to the requester's address. On SIGINT or SIGTERM: stop answering, remove the UNIX
+//! reply to the requester's address. On SIGINT, SIGTERM or SIGHUP: stop answering, remove the UNIX
 //! socket files created, flush the dispatcher and print its final counters; exit status 0.
 
 use std::fs;
@@ -55,10 +55,10 @@ enum Stop {
     Failed(anyhow::Error),
 }
 
-/// Serves until SIGINT/SIGTERM (then `Ok`) or a listener fails.
+/// Serves until SIGINT/SIGTERM/SIGHUP (then `Ok`) or a listener fails.
 pub fn run(args: Args) -> anyhow::Result<()> {
     // Before any thread exists, so that only the waiter thread ever takes these signals.
-    let blocked = signal::block_termination().context("cannot block SIGINT and SIGTERM")?;
+    let blocked = signal::block_termination().context("cannot block SIGINT, SIGTERM and SIGHUP")?;
     let mut config = match &args.config {
         Some(path) => Config::from_file(path)?,
         None => Config::default(),
@@ -129,6 +129,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let why = match &stop {
         Stop::Signal(libc::SIGINT) => "SIGINT".to_owned(),
         Stop::Signal(libc::SIGTERM) => "SIGTERM".to_owned(),
+        Stop::Signal(libc::SIGHUP) => "SIGHUP".to_owned(),
         Stop::Signal(n) => format!("signal {n}"),
         Stop::Failed(_) => "an error".to_owned(),
     };

@@ -1,17 +1,19 @@
-//! SIGINT and SIGTERM for long-running subcommands: blocked in every thread, taken by one
-//! dedicated thread with `sigwait`, so cleanup runs as ordinary code (not in a signal handler).
+//! SIGINT, SIGTERM and SIGHUP (the terminal closed) for long-running subcommands: blocked in
+//! every thread, taken by one dedicated thread with `sigwait`, so cleanup runs as ordinary code
+//! (not in a signal handler).
 
 use std::io;
 use std::mem::MaybeUninit;
 use std::ptr;
 use std::thread;
 
-/// SIGINT and SIGTERM, blocked in the calling thread (and so in every thread it spawns later).
+/// SIGINT, SIGTERM and SIGHUP, blocked in the calling thread (and so in every thread it spawns
+/// later).
 pub struct Blocked {
     set: libc::sigset_t,
 }
 
-/// Blocks SIGINT and SIGTERM in the calling thread. Call it before spawning any thread: threads
+/// Blocks SIGINT, SIGTERM and SIGHUP in the calling thread. Call it before spawning any thread: threads
 /// inherit the mask, and a thread that does not block them could be picked to take the signal
 /// (and, with the default disposition, end the process at once).
 pub fn block_termination() -> io::Result<Blocked> {
@@ -22,6 +24,7 @@ pub fn block_termination() -> io::Result<Blocked> {
         libc::sigemptyset(set.as_mut_ptr());
         libc::sigaddset(set.as_mut_ptr(), libc::SIGINT);
         libc::sigaddset(set.as_mut_ptr(), libc::SIGTERM);
+        libc::sigaddset(set.as_mut_ptr(), libc::SIGHUP);
         set.assume_init()
     };
     // SAFETY: `set` is an initialised signal set; the old mask is not asked for (null).
@@ -33,7 +36,7 @@ pub fn block_termination() -> io::Result<Blocked> {
 }
 
 impl Blocked {
-    /// Spawns a thread that waits for SIGINT or SIGTERM and then calls `on_signal` with the
+    /// Spawns a thread that waits for one of the signals and then calls `on_signal` with the
     /// signal number (which is expected to end the process).
     pub fn spawn_waiter<F>(self, on_signal: F) -> io::Result<()>
     where
