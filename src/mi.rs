@@ -473,16 +473,17 @@ impl MiHandler {
                 self.check_size(name, &params, &[Format::Line, Format::Jsonrpc])?;
                 // Names are kept for ever: a client raising ever new ones must not grow the
                 // registry (and its every snapshot) without bound.
-                let published = self.registry.event_count();
-                if published >= self.max_events {
+                let published = self
+                    .registry
+                    .publish_within(name, self.max_events)
+                    .map_err(|e| MiError::bad_value(e.to_string()))?;
+                published.ok_or_else(|| {
                     let why = format!(
-                        "{published} events are published, as many as mi.max_events allows"
+                        "{} events are published, as many as mi.max_events allows",
+                        self.max_events
                     );
-                    return Err(MiError::new(503, "Too many events", Some(why)));
-                }
-                self.registry
-                    .publish(name)
-                    .map_err(|e| MiError::bad_value(e.to_string()))?
+                    MiError::new(503, "Too many events", Some(why))
+                })?
             }
             None => return Err(not_published()),
         };

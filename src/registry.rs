@@ -329,9 +329,23 @@ impl Registry {
 
     /// Publishes `name` (idempotent: the same name gives the same id).
     pub fn publish(&self, name: &str) -> Result<EventId, RegistryError> {
+        self.publish_within(name, usize::MAX)
+            .map(|id| id.expect("no limit"))
+    }
+
+    /// [`publish`](Self::publish), or `None` when `name` is new and `limit` events are
+    /// published already (checked under the lock: concurrent callers cannot pass it).
+    pub(crate) fn publish_within(
+        &self,
+        name: &str,
+        limit: usize,
+    ) -> Result<Option<EventId>, RegistryError> {
         let mut st = self.lock();
         if let Some(&index) = st.by_name.get(name) {
-            return Ok(self.id(index));
+            return Ok(Some(self.id(index)));
+        }
+        if st.names.len() >= limit {
+            return Ok(None);
         }
         let name = EventName::new(name)?;
         let index = st.names.len() as u32;
@@ -339,7 +353,7 @@ impl Registry {
         st.by_name.insert(Arc::from(name.as_str()), index);
         st.subs.push(Vec::new());
         self.changed(&mut st);
-        Ok(self.id(index))
+        Ok(Some(self.id(index)))
     }
 
     /// The id of a published event.

@@ -895,6 +895,32 @@ fn publish_on_demand_stops_at_max_events() {
 }
 
 #[test]
+fn publish_on_demand_holds_max_events_against_concurrent_raises() {
+    for round in 0..20 {
+        let m = mi_with(
+            MiConfig {
+                publish_on_demand: true,
+                max_events: 3,
+                ..Default::default()
+            },
+            Format::Line,
+        );
+        let start = std::sync::Barrier::new(8);
+        std::thread::scope(|s| {
+            for t in 0..8 {
+                let (m, start) = (&m, &start);
+                s.spawn(move || {
+                    start.wait();
+                    m.call("raise_event", json!([format!("E_NEW_{t}")]));
+                });
+            }
+        });
+        let count = m.dispatcher.registry().events().len();
+        assert_eq!(count, 3, "round {round}: {count} events published, limit 3");
+    }
+}
+
+#[test]
 fn malformed_requests() {
     let m = mi();
     let cases: [(&[u8], i64, &str); 12] = [
