@@ -144,19 +144,30 @@ pub fn search(
         let lo = best.as_ref().map(|(r, _)| r.per_s());
         rate = match (lo, fail.map(Rate::per_s)) {
             (Some(lo), None) if lo >= max.per_s() => break,
-            (Some(lo), None) => Rate::per_sec(((lo * 2.0) as u64).min(max.per_s() as u64)),
+            (Some(lo), None) if lo * 2.0 >= max.per_s() => max,
+            (Some(lo), None) => step_rate(lo * 2.0),
             (None, Some(hi)) if hi <= 1.0 => break,
-            (None, Some(hi)) => Rate::per_sec((hi / 4.0).max(1.0) as u64),
+            (None, Some(hi)) => step_rate((hi / 4.0).max(1.0)),
             (Some(lo), Some(hi)) if hi / lo < 1.1 => break,
             // Whole rates: at a few events a second the middle may round down to `lo`.
-            (Some(lo), Some(hi)) => match (lo * hi).sqrt() as u64 {
-                mid if mid as f64 <= lo => break,
-                mid => Rate::per_sec(mid),
+            (Some(lo), Some(hi)) => match step_rate((lo * hi).sqrt()) {
+                mid if mid.per_s() <= lo => break,
+                mid => mid,
             },
             (None, None) => unreachable!("a step was made"),
         };
     }
     Ok((best, log))
+}
+
+/// A rate the search steps to: whole events per second from 1/s up, as it always stepped, and
+/// thousandths below, where a search may start (cast to whole events, 0.25/s doubled to 0/s).
+fn step_rate(per_s: f64) -> Rate {
+    if per_s >= 1.0 {
+        Rate::per_sec(per_s as u64)
+    } else {
+        Rate::from_per_s(per_s)
+    }
 }
 
 #[derive(Serialize)]
@@ -310,5 +321,53 @@ mod tests {
         let (best, steps) =
             search(Rate::per_sec(9_000), Rate::per_sec(5_000), 12, &slo, fake).unwrap();
         assert_eq!(best.unwrap().0.per_s(), 5_000.0, "{steps:?}");
+    }
+
+    /// From under 1 event per second the search doubles exactly (it cast 0.5/s to 0/s, which
+    /// divided by zero in the scheduler) and bisects without reaching 0.
+    #[test]
+    fn the_search_steps_below_one_per_second_without_reaching_zero() {
+        let slo = parse_slo("p99=1ms").unwrap();
+        let mut tried = Vec::new();
+        let (best, _) = search(
+            "0.25/s".parse().unwrap(),
+            Rate::per_sec(2_000_000),
+            12,
+            &slo,
+            |rate: Rate| {
+                assert!(rate.events > 0 && rate.per_ns > 0, "{rate:?}");
+                tried.push(rate.per_s());
+                let mut h = crate::measure::histogram();
+                h.record(if rate.per_s() <= 3.0 {
+                    500_000
+                } else {
+                    5_000_000
+                })
+                .unwrap();
+                let mut r = crate::result::tests::dummy(64, vec![h], 0);
+                r.latency_ns = crate::measure::Percentiles::of(&r.latency, 1.0);
+                Ok(r)
+            },
+        )
+        .unwrap();
+        assert_eq!(tried[..5], [0.25, 0.5, 1.0, 2.0, 4.0], "{tried:?}");
+        // Between 2 and 4 the search steps in whole rates: sqrt(8) rounds down to 2.
+        assert_eq!(best.unwrap().0.per_s(), 2.0, "{tried:?}");
+        // A ceiling under 1/s is a rate too (it was cast to 0/s).
+        let (best, _) = search(
+            "0.25/s".parse().unwrap(),
+            "0.4/s".parse().unwrap(),
+            3,
+            &slo,
+            |_| {
+                let mut h = crate::measure::histogram();
+                h.record(1).unwrap();
+                let mut r = crate::result::tests::dummy(64, vec![h], 0);
+                r.latency_ns = crate::measure::Percentiles::of(&r.latency, 1.0);
+                Ok(r)
+            },
+        )
+        .unwrap();
+        assert_eq!(best.unwrap().0.per_s(), 0.4);
     }
 }

@@ -67,10 +67,12 @@ pub struct Common {
     /// Dispatcher backend: auto, uring or syscall.
     #[arg(long)]
     pub backend: Option<BackendChoice>,
-    /// Producers' tick.
+    /// Producers' tick: each wakes at most once per tick and raises every event due (default
+    /// 100us).
     #[arg(long)]
     pub tick: Option<Nanos>,
-    /// Events later than this are shed (bounded catch-up).
+    /// Events later than this are shed (bounded catch-up; default 10ms). At least --tick +
+    /// 1ms: an event waits up to a tick, plus the wake-up's own delay, before it is raised.
     #[arg(long)]
     pub catchup: Option<Nanos>,
     /// The dispatcher's channel capacity.

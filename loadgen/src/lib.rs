@@ -210,7 +210,7 @@ fn write_reports(
     if let Some(prefix) = &args.hgrm {
         for r in runs {
             let path = report::hgrm::path(prefix, r);
-            std::fs::write(&path, report::hgrm::render(&r.latency))
+            std::fs::write(&path, report::hgrm::render(r))
                 .with_context(|| format!("cannot write {path}"))?;
         }
     }

@@ -2,10 +2,11 @@
 //! HdrHistograms, overall and per second, and loss, duplicates and reordering per producer from
 //! sequence numbers.
 
+use hdrhistogram::serialization::{Deserializer, Serializer, V2Serializer};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use crate::payload::Fields;
+use crate::payload::{Fields, MAX_PRODUCERS};
 
 /// Highest latency recorded exactly (larger values are clamped): one hour, in ns.
 pub const MAX_LATENCY_NS: u64 = 3_600_000_000_000;
@@ -15,22 +16,60 @@ pub fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, MAX_LATENCY_NS, 3).expect("valid bounds")
 }
 
+/// The events a receiver records: producers `0..producers`, sequence numbers `0..seqs` of each.
+/// What arrives from the network is checked against them before it sizes anything, so a
+/// foreign datagram is counted as malformed instead of asking for any amount of memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Producers of the run.
+    pub producers: u32,
+    /// Events per producer.
+    pub seqs: u64,
+}
+
+impl Limits {
+    /// A `loadgen sink` in its own process, which does not know the runs it will get: any
+    /// producer a run can have, and 2^32 events per producer (over an hour at 1M/s).
+    pub const STANDALONE: Limits = Limits {
+        producers: MAX_PRODUCERS as u32,
+        seqs: 1 << 32,
+    };
+
+    /// Whether a run within these limits could have sent `f`.
+    #[inline]
+    pub fn admits(&self, f: &Fields) -> bool {
+        f.producer < self.producers && f.seq < self.seqs
+    }
+}
+
+/// Sequence numbers per block of [`SeqTrack`] (8 KiB of bits).
+const BLOCK_SEQS: usize = 1 << 16;
+
 /// Which sequence numbers of one producer arrived.
 #[derive(Clone, Debug, Default)]
 pub struct SeqTrack {
-    seen: Vec<u64>,
+    /// One bit per sequence number, in blocks allocated when a number in them arrives: memory
+    /// follows what arrived, not the highest number seen.
+    blocks: Vec<Option<Box<[u64; BLOCK_SEQS / 64]>>>,
+    unique: u64,
     max: Option<u64>,
 }
 
 impl SeqTrack {
     /// Notes `seq`; returns `(duplicate, reordered)`.
     pub fn note(&mut self, seq: u64) -> (bool, bool) {
-        let (word, bit) = ((seq / 64) as usize, 1u64 << (seq % 64));
-        if word >= self.seen.len() {
-            self.seen.resize((word + 1).next_power_of_two(), 0);
+        let (block, i) = (
+            (seq / BLOCK_SEQS as u64) as usize,
+            seq as usize % BLOCK_SEQS,
+        );
+        if block >= self.blocks.len() {
+            self.blocks.resize_with(block + 1, || None);
         }
-        let dup = self.seen[word] & bit != 0;
-        self.seen[word] |= bit;
+        let bits = self.blocks[block].get_or_insert_with(|| Box::new([0; BLOCK_SEQS / 64]));
+        let (word, bit) = (i / 64, 1u64 << (i % 64));
+        let dup = bits[word] & bit != 0;
+        bits[word] |= bit;
+        self.unique += u64::from(!dup);
         let reordered = !dup && self.max.is_some_and(|m| seq < m);
         self.max = Some(self.max.map_or(seq, |m| m.max(seq)));
         (dup, reordered)
@@ -38,8 +77,97 @@ impl SeqTrack {
 
     /// Sequence numbers up to the highest seen that never arrived (gaps).
     pub fn gaps(&self) -> u64 {
-        let unique: u64 = self.seen.iter().map(|w| w.count_ones() as u64).sum();
-        self.max.map_or(0, |m| m + 1 - unique)
+        self.max.map_or(0, |m| m + 1 - self.unique)
+    }
+}
+
+/// Latency histograms per second (for the interval log). A full histogram is 270 KB (33 792
+/// counters), so each finished second is kept V2-serialized, which run-length encodes the
+/// empty counters: a few hundred bytes, decoded again when the log is written.
+#[derive(Clone, Debug, Default)]
+pub struct Intervals {
+    /// Seconds `0..done.len()`, V2-serialized.
+    done: Vec<Box<[u8]>>,
+    /// Second `done.len()`, being recorded (allocated on the first value).
+    current: Option<Histogram<u64>>,
+}
+
+fn encode(h: &Histogram<u64>) -> Box<[u8]> {
+    let mut buf = Vec::new();
+    V2Serializer::new()
+        .serialize(h, &mut buf)
+        .expect("a histogram serializes into memory");
+    buf.into_boxed_slice()
+}
+
+fn decode(bytes: &[u8]) -> Histogram<u64> {
+    Deserializer::new()
+        .deserialize(&mut &bytes[..])
+        .expect("we serialized it")
+}
+
+impl Intervals {
+    /// Records `value` in second `second` (counted from the run's first receipt). Seconds only
+    /// move forward (one receiving thread's clock); an earlier one is recorded in the current.
+    pub fn record(&mut self, second: usize, value: u64) {
+        let h = self.current.get_or_insert_with(histogram);
+        // Every second up to this one is finished, empty ones too: the log has each second.
+        while self.done.len() < second {
+            self.done.push(encode(h));
+            h.reset();
+        }
+        h.saturating_record(value);
+    }
+
+    /// Appends a finished second.
+    pub fn push(&mut self, h: &Histogram<u64>) {
+        self.finish();
+        self.done.push(encode(h));
+    }
+
+    /// Seconds recorded.
+    pub fn len(&self) -> usize {
+        self.done.len() + usize::from(self.current.is_some())
+    }
+
+    /// Whether nothing was recorded.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Second `i`'s histogram, decoded (`None` past the end).
+    pub fn get(&self, i: usize) -> Option<Histogram<u64>> {
+        match self.done.get(i) {
+            Some(bytes) => Some(decode(bytes)),
+            None if i == self.done.len() => self.current.clone(),
+            None => None,
+        }
+    }
+
+    /// Every second's histogram in order, decoded one at a time.
+    pub fn histograms(&self) -> impl Iterator<Item = Histogram<u64>> + '_ {
+        (0..self.len()).filter_map(|i| self.get(i))
+    }
+
+    /// Serializes the second being recorded (no more values come for it).
+    fn finish(&mut self) {
+        if let Some(h) = self.current.take() {
+            self.done.push(encode(&h));
+        }
+    }
+
+    /// Adds `o` second by second (one decoded second of each at a time).
+    pub fn merge(&mut self, o: &Intervals) {
+        self.finish();
+        for (i, mut h) in o.histograms().enumerate() {
+            match self.done.get_mut(i) {
+                Some(mine) => {
+                    h.add(decode(mine)).expect("same bounds");
+                    *mine = encode(&h);
+                }
+                None => self.done.push(encode(&h)),
+            }
+        }
     }
 }
 
@@ -59,7 +187,7 @@ pub struct Recorder {
     /// Latency, ns.
     pub latency: Histogram<u64>,
     /// Latency per second of receipt, counted from the first receipt.
-    pub intervals: Vec<Histogram<u64>>,
+    pub intervals: Intervals,
     /// When the first event arrived (CLOCK_MONOTONIC ns).
     pub first_ns: u64,
     /// When the last event arrived.
@@ -83,7 +211,7 @@ impl Recorder {
             datagrams: 0,
             bytes: 0,
             latency: histogram(),
-            intervals: Vec::new(),
+            intervals: Intervals::default(),
             first_ns: 0,
             last_ns: 0,
             producers: Vec::new(),
@@ -97,7 +225,8 @@ impl Recorder {
     }
 
     /// Records one event received at `now_ns`; its latency is from its own intended time, so
-    /// an event that waited in a coalesced datagram shows that wait.
+    /// an event that waited in a coalesced datagram shows that wait. Its producer and sequence
+    /// number size the tracking: check what comes from the network with [`Limits::admits`].
     #[inline]
     pub fn record(&mut self, f: Fields, now_ns: u64) {
         let p = f.producer as usize;
@@ -118,10 +247,7 @@ impl Recorder {
         let latency = now_ns.saturating_sub(f.intended_ns).max(1);
         self.latency.saturating_record(latency);
         let second = ((now_ns - self.first_ns) / 1_000_000_000) as usize;
-        if second >= self.intervals.len() {
-            self.intervals.resize_with(second + 1, histogram);
-        }
-        self.intervals[second].saturating_record(latency);
+        self.intervals.record(second, latency);
     }
 
     /// Sequence gaps over all producers (events missing below each producer's highest).
@@ -137,12 +263,7 @@ impl Recorder {
         self.datagrams += o.datagrams;
         self.bytes += o.bytes;
         self.latency.add(&o.latency).expect("same bounds");
-        if o.intervals.len() > self.intervals.len() {
-            self.intervals.resize_with(o.intervals.len(), histogram);
-        }
-        for (a, b) in self.intervals.iter_mut().zip(&o.intervals) {
-            a.add(b).expect("same bounds");
-        }
+        self.intervals.merge(&o.intervals);
         if self.first_ns == 0 || (o.first_ns != 0 && o.first_ns < self.first_ns) {
             self.first_ns = o.first_ns;
         }
@@ -164,9 +285,9 @@ pub struct Percentiles {
     pub p99_9: Option<u64>,
     /// 99.99th percentile.
     pub p99_99: Option<u64>,
-    /// Largest value recorded.
+    /// Largest value: the 100th percentile, so not measured when anything did not arrive.
     pub max: Option<u64>,
-    /// Mean.
+    /// Mean, when everything arrived (what did not could have been slower).
     pub mean: Option<f64>,
     /// Values recorded.
     pub count: u64,
@@ -186,20 +307,22 @@ impl Percentiles {
     /// ones received). Those that never arrived count as slower than any received: the
     /// fraction `q` of all is the fraction `q / measured` of the received, and a `q` above
     /// `measured` is not known (`None`). Leaving them out would hide a stall that shed them.
+    /// The max (the 100th percentile) and the mean are known only when nothing is missing.
     pub fn of(h: &Histogram<u64>, measured: f64) -> Percentiles {
         if h.is_empty() {
             return Percentiles::default();
         }
         let q =
             |q: f64| (q <= measured + 1e-12).then(|| h.value_at_quantile((q / measured).min(1.0)));
+        let all = measured >= 1.0;
         Percentiles {
             p50: q(0.5),
             p90: q(0.9),
             p99: q(0.99),
             p99_9: q(0.999),
             p99_99: q(0.9999),
-            max: Some(h.max()),
-            mean: Some((h.mean() * 10.0).round() / 10.0),
+            max: all.then(|| h.max()),
+            mean: all.then(|| (h.mean() * 10.0).round() / 10.0),
             count: h.len(),
         }
     }
@@ -242,8 +365,15 @@ mod tests {
         }
         let p = Percentiles::of(&h, 0.995);
         assert!(p.p99.is_some() && p.p99_9.is_none() && p.p99_99.is_none());
-        assert_eq!(p.max, Some(h.max()));
-        assert!(Percentiles::of(&h, 1.0).p99_99.is_some());
+        // The max is the 100th percentile, and the mean of the received is not that of all.
+        assert_eq!((p.max, p.mean, p.count), (None, None, 10_000));
+        let all = Percentiles::of(&h, 1.0);
+        assert!(all.p99_99.is_some());
+        assert_eq!(all.max, Some(h.max()));
+        assert!(
+            all.mean.is_some_and(|m| (m - 5_000.5).abs() < 5.0),
+            "{all:?}"
+        );
     }
 
     #[test]
@@ -261,5 +391,62 @@ mod tests {
         let p = Percentiles::of(&h, 0.8);
         assert_eq!(p.p50, Some(625));
         assert_eq!(p.p90, None);
+    }
+
+    #[test]
+    fn sequence_tracking_allocates_only_the_blocks_that_arrived() {
+        let mut t = SeqTrack::default();
+        assert_eq!(t.note(3), (false, false));
+        assert_eq!(t.note(Limits::STANDALONE.seqs - 1), (false, false));
+        assert_eq!(t.note(3), (true, false));
+        assert_eq!(t.note(70_000), (false, true));
+        assert_eq!(t.gaps(), (1 << 32) - 3);
+        let allocated = t.blocks.iter().filter(|b| b.is_some()).count();
+        assert_eq!((t.blocks.len(), allocated), (1 << 16, 3));
+    }
+
+    #[test]
+    fn limits_admit_what_the_run_can_send() {
+        let l = Limits {
+            producers: 2,
+            seqs: 10,
+        };
+        assert!(l.admits(&f(1, 9)));
+        assert!(!l.admits(&f(2, 0)));
+        assert!(!l.admits(&f(0, 10)));
+        assert!(!l.admits(&f(u32::MAX, 0)));
+        assert!(!Limits::STANDALONE.admits(&f(0, 9_999_999_999_999_999_999)));
+    }
+
+    /// The per-second histograms come back as they were recorded, and merge as full ones
+    /// would (the interval log is written from them).
+    #[test]
+    fn intervals_round_trip_and_merge_second_by_second() {
+        let (mut a, mut b) = (Recorder::new(), Recorder::new());
+        let (mut want_a, mut want_b) = (vec![histogram(); 4], vec![histogram(); 2]);
+        // Receipts in seconds 0, 0, 2 and 3 of the run (none in second 1).
+        for (seq, s) in [0u64, 0, 2, 3].into_iter().enumerate() {
+            let now = 10_000_000_000 + s * 1_000_000_000 + seq as u64 * 777;
+            a.record(f(0, seq as u64), now);
+            want_a[s as usize].record(now - 1_000).unwrap();
+        }
+        for s in 0..2u64 {
+            let now = 20_000_000_000 + s * 1_000_000_000 + 500;
+            b.record(f(1, s), now);
+            want_b[s as usize].record(now - 1_000).unwrap();
+        }
+        assert_eq!(a.intervals.histograms().collect::<Vec<_>>(), want_a);
+        assert!(
+            want_a[1].is_empty(),
+            "a second without receipts is there, empty"
+        );
+        a.merge(&b);
+        for (i, w) in want_a.iter_mut().enumerate() {
+            if let Some(h) = want_b.get(i) {
+                w.add(h).unwrap();
+            }
+        }
+        assert_eq!(a.intervals.histograms().collect::<Vec<_>>(), want_a);
+        assert_eq!(a.intervals.len(), 4);
     }
 }

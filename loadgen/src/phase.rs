@@ -14,7 +14,7 @@ use event_datagram::{
 use hdrhistogram::Histogram;
 
 use crate::clock::{mono_ns, sleep_coarse, sleep_until};
-use crate::measure::histogram;
+use crate::measure::{histogram, Limits};
 use crate::payload::{Template, EVENT};
 use crate::plan::Plan;
 use crate::result::{GeneratorCounts, RunResult, RunShape, TargetOutcome, Transport};
@@ -32,9 +32,25 @@ pub const QUEUE_BYTES: usize = 64 << 20;
 /// Producers start this long after the run's start is fixed, so thread start-up is not lag.
 const START_DELAY_NS: u64 = 2_000_000;
 
+/// How long the warm-up's events may take to be sent after it ends, on top of the coalescing
+/// delay (an open coalesced datagram waits that long for more events before it is sent).
+const QUIESCE_NS: u64 = 5_000_000_000;
+
 /// Runs one size over one transport (or over the plan's external targets).
 pub fn run_phase(plan: &Plan, size: usize, transport: Transport) -> anyhow::Result<RunResult> {
+    // The schedule divides by the rate's events (a capacity step once asked for 0/s).
+    anyhow::ensure!(
+        plan.rate.events > 0 && plan.rate.per_ns > 0,
+        "a rate of {} cannot be scheduled",
+        plan.rate
+    );
     let template = Template::new(plan.format, size).map_err(|e| anyhow::anyhow!("{e}"))?;
+    // The events this run's windows can send: others at the sinks are foreign.
+    let per_producer = |ns| Pacer::run_total(ns, plan.rate).div_ceil(plan.producers as u64);
+    let limits = Limits {
+        producers: plan.producers as u32,
+        seqs: per_producer(plan.warmup.0.max(plan.duration.0)),
+    };
     let dir = TempDir::new().context("cannot create a temp dir for UNIX sinks")?;
     let sinks: Vec<Sink> = if plan.external.is_empty() {
         (0..plan.targets)
@@ -45,7 +61,7 @@ pub fn run_phase(plan: &Plan, size: usize, transport: Transport) -> anyhow::Resu
                         Target::Unix(UnixAddr::Path(dir.path().join(format!("sink{i}.sock"))))
                     }
                 };
-                Sink::bind(&at).with_context(|| format!("cannot bind a sink at {at}"))
+                Sink::bind(&at, limits).with_context(|| format!("cannot bind a sink at {at}"))
             })
             .collect::<anyhow::Result<_>>()?
     } else {
@@ -83,7 +99,9 @@ pub fn run_phase(plan: &Plan, size: usize, transport: Transport) -> anyhow::Resu
         let gen = Generator::new(plan, &d, event, &template, run_id, plan.warmup.0);
         gen.run(&sinks, None);
     }
-    quiesce(&d);
+    let coalesce_ns = plan.coalesce.map_or(0, |c| c.max_delay().as_nanos() as u64);
+    let quiesce_ns = QUIESCE_NS + coalesce_ns;
+    let leftover = quiesce(&d, targets.len() as u64, quiesce_ns);
     let before = d.stats();
     let drops_before: Vec<u64> = sinks
         .iter()
@@ -132,6 +150,15 @@ pub fn run_phase(plan: &Plan, size: usize, transport: Transport) -> anyhow::Resu
     };
     let mut r = RunResult::account(&shape, &counts, &lag, outcomes, malformed);
     r.intervals_start_ns = r.intervals_start_ns.saturating_sub(plan.origin_ns);
+    if leftover > 0 {
+        r.warnings.push(format!(
+            "the warm-up had not finished sending {} after it ended: {leftover} of its \
+             deliveries (events x targets) were still queued, and count in this window's \
+             sent and drops (see `{}`)",
+            human_ns(quiesce_ns as f64),
+            crate::result::cause::UNACCOUNTED
+        ));
+    }
     Ok(r)
 }
 
@@ -142,14 +169,16 @@ fn delta(after: &Stats, before: &Stats, target: &Target) -> TargetCounters {
     a.since(&b)
 }
 
-/// Waits (bounded) until every warm-up event is sent or dropped, so the snapshot taken next
-/// splits warm-up and measurement exactly.
-fn quiesce(d: &Dispatcher) {
-    let deadline = mono_ns() + 5_000_000_000;
-    while mono_ns() < deadline {
+/// Waits, up to `bound_ns`, until every warm-up event is sent or dropped, so the snapshot
+/// taken next splits warm-up and measurement exactly; returns how many were still pending
+/// (target deliveries: an event in the channel counts once per target), 0 when none.
+fn quiesce(d: &Dispatcher, targets: u64, bound_ns: u64) -> u64 {
+    let deadline = mono_ns() + bound_ns;
+    loop {
         let s = d.stats();
-        if s.events.pending == 0 && s.totals.pending == 0 {
-            return;
+        let pending = s.events.pending * targets + s.totals.pending;
+        if pending == 0 || mono_ns() >= deadline {
+            return pending;
         }
         std::thread::sleep(Duration::from_millis(2));
     }

@@ -19,6 +19,9 @@ pub const DEFAULT_COALESCE_BYTES: usize = event_datagram::MAX_DATAGRAM;
 /// `--coalesce`'s delay limit: well under the 5 ms p99 a coalesced 1M/s run is held to.
 pub const DEFAULT_COALESCE_DELAY: Nanos = Nanos(1_000_000);
 
+/// How much longer than the tick the catch-up window must be: room for a late wake-up.
+pub const MIN_CATCHUP_MARGIN: Nanos = Nanos(1_000_000);
+
 /// Everything a run needs.
 #[derive(Clone, Debug)]
 pub struct Plan {
@@ -169,6 +172,16 @@ impl Plan {
         }
         if self.tick.0 == 0 || self.tick.0 > 1_000_000_000 {
             return bad("--tick: above 0 and at most 1s".into());
+        }
+        // An event waits for its producer's next tick, and the wake-up itself comes late by
+        // the timer slack and the scheduler: a window within that sheds on an idle machine.
+        if self.catchup.0 < self.tick.0 + MIN_CATCHUP_MARGIN.0 {
+            return bad(format!(
+                "--catchup {} must be at least --tick {} + {}: a producer wakes once per tick, \
+                 so an event waits up to a tick, plus the wake-up's own delay, before it is \
+                 raised, and events later than --catchup are shed",
+                self.catchup, self.tick, MIN_CATCHUP_MARGIN
+            ));
         }
         if self.queue_capacity == 0 || self.queue_capacity > DispatcherConfig::MAX_QUEUE_CAPACITY {
             return bad(format!(

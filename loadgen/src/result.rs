@@ -11,7 +11,7 @@ use event_datagram::{Target, TargetCounters};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use crate::measure::{Percentiles, Recorder};
+use crate::measure::{Intervals, Percentiles, Recorder};
 
 /// A transport of the embedded sinks.
 #[derive(
@@ -65,7 +65,9 @@ pub mod cause {
     pub const SHUTDOWN: &str = "shutdown_timeout";
     /// Any other send error.
     pub const SEND_ERROR: &str = "send_error";
-    /// Scheduled events the counters cannot place (a bug if ever non-zero).
+    /// Scheduled events the counters cannot place: `scheduled - sent - sum(other drops)`,
+    /// negative when more was sent or dropped than scheduled (e.g. warm-up events still
+    /// queued when the window began). Non-zero only with a warning saying why.
     pub const UNACCOUNTED: &str = "unaccounted";
 }
 
@@ -112,8 +114,9 @@ pub struct TargetResult {
     pub reordered: u64,
     /// Missing sequence numbers below each producer's highest received.
     pub sequence_gaps: u64,
-    /// Kernel receive-buffer drops on its socket.
-    pub kernel_rx_drops: u64,
+    /// Datagrams the kernel dropped at its socket's receive buffer (several events each when
+    /// coalesced; the run's `loss.kernel_rx_drops` counts the events they explain).
+    pub kernel_rx_dropped_datagrams: u64,
 }
 
 /// The result of one run: one datagram size, one transport.
@@ -151,15 +154,17 @@ pub struct RunResult {
     pub datagrams_received: Option<u64>,
     /// `sent - received`.
     pub lost: Option<u64>,
-    /// Why scheduled events were not sent: `scheduled = sent + sum(drops)`.
-    pub drops: BTreeMap<&'static str, u64>,
+    /// Why scheduled events were not sent: `scheduled = sent + sum(drops)`, exactly (signed:
+    /// see [`cause::UNACCOUNTED`]).
+    pub drops: BTreeMap<&'static str, i64>,
     /// Why sent events were not received: `lost = kernel_rx_drops + unexplained`.
     pub loss: Option<LossCauses>,
     /// Extra copies received.
     pub duplicates: u64,
     /// Out-of-order arrivals.
     pub reordered: u64,
-    /// Datagrams at the sinks that were not events of this run's format.
+    /// Datagrams at the sinks that were not loadgen events, and events no run of this plan
+    /// could have sent (a producer or sequence number out of its range).
     pub malformed: u64,
     /// Received events per second per target (sent, for external targets).
     pub achieved_rate_per_s: f64,
@@ -182,7 +187,7 @@ pub struct RunResult {
     pub latency: Histogram<u64>,
     /// Per-second latency histograms.
     #[serde(skip)]
-    pub intervals: Vec<Histogram<u64>>,
+    pub intervals: Intervals,
     /// Offset of the first interval from loadgen's start, ns.
     #[serde(skip)]
     pub intervals_start_ns: u64,
@@ -197,7 +202,7 @@ pub struct TargetOutcome {
     pub counters: TargetCounters,
     /// What its sink saw of the run (`None` for external targets).
     pub recorder: Option<Recorder>,
-    /// Kernel receive-buffer drops over the window.
+    /// Datagrams the kernel dropped at its receive buffer over the window.
     pub kernel_rx_drops: u64,
 }
 
@@ -260,11 +265,12 @@ impl RunResult {
         malformed: u64,
     ) -> RunResult {
         let n = targets.len() as u64;
+        let signed = |v: u64| i64::try_from(v).expect("event counts fit in an i64");
         let mut drops = BTreeMap::new();
-        drops.insert(cause::SHED, gen.shed * n);
-        drops.insert(cause::CHANNEL_FULL, gen.channel_full * n);
+        drops.insert(cause::SHED, signed(gen.shed * n));
+        drops.insert(cause::CHANNEL_FULL, signed(gen.channel_full * n));
         let mut sum = |key, f: fn(&TargetCounters) -> u64| {
-            drops.insert(key, targets.iter().map(|t| f(&t.counters)).sum());
+            drops.insert(key, signed(targets.iter().map(|t| f(&t.counters)).sum()));
         };
         sum(cause::OVERSIZE, |c| c.failed_oversize);
         sum(cause::RECEIVER_SLOW, |c| c.dropped_retry_overflow);
@@ -274,15 +280,16 @@ impl RunResult {
         let scheduled = gen.scheduled * n;
         let sent: u64 = targets.iter().map(|t| t.counters.sent).sum();
         let mut warnings = Vec::new();
-        let explained = sent + drops.values().sum::<u64>();
-        if explained != scheduled {
+        let explained = signed(sent) + drops.values().sum::<i64>();
+        if explained != signed(scheduled) {
             warnings.push(format!(
                 "accounting: {scheduled} scheduled but {explained} sent or dropped; the \
                  difference is reported as `{}`",
                 cause::UNACCOUNTED
             ));
         }
-        drops.insert(cause::UNACCOUNTED, scheduled.saturating_sub(explained));
+        // Signed: more sent than scheduled must show, not read as 0.
+        drops.insert(cause::UNACCOUNTED, signed(scheduled) - explained);
 
         let external = targets.iter().any(|t| t.recorder.is_none());
         let mut all = Recorder::new();
@@ -320,7 +327,7 @@ impl RunResult {
                 duplicates: rec.map_or(0, |r| r.duplicates),
                 reordered: rec.map_or(0, |r| r.reordered),
                 sequence_gaps: rec.map_or(0, |r| r.gaps()),
-                kernel_rx_drops: t.kernel_rx_drops,
+                kernel_rx_dropped_datagrams: t.kernel_rx_drops,
             });
         }
         let received = (!external).then_some(all.received);
@@ -417,9 +424,15 @@ impl RunResult {
         self
     }
 
-    /// Sum of all drops.
-    pub fn dropped(&self) -> u64 {
+    /// Sum of all drops (`scheduled - sent`).
+    pub fn dropped(&self) -> i64 {
         self.drops.values().sum()
+    }
+
+    /// Scheduled events that were not received (shed, dropped or lost), when the receivers
+    /// are ours: their latency is not in the histograms, which hold the received events only.
+    pub fn missing(&self) -> Option<u64> {
+        self.received.map(|r| self.scheduled.saturating_sub(r))
     }
 }
 
@@ -429,11 +442,13 @@ pub(crate) mod tests {
     use crate::measure::histogram;
 
     /// A UDP run result with these latency intervals, for report tests.
-    pub(crate) fn dummy(size: usize, intervals: Vec<Histogram<u64>>, start_ns: u64) -> RunResult {
+    pub(crate) fn dummy(size: usize, histograms: Vec<Histogram<u64>>, start_ns: u64) -> RunResult {
         let mut rec = Recorder::new();
-        for h in &intervals {
+        let mut intervals = Intervals::default();
+        for h in &histograms {
             rec.latency.add(h).unwrap();
             rec.received += h.len();
+            intervals.push(h);
         }
         let target = Target::parse("udp:127.0.0.1:9").unwrap();
         let mut counters = TargetCounters::default();
@@ -512,7 +527,7 @@ pub(crate) mod tests {
             0,
         );
         assert_eq!(r.scheduled, 2000);
-        assert_eq!(r.scheduled, r.sent + r.dropped());
+        assert_eq!(r.scheduled as i64, r.sent as i64 + r.dropped());
         assert_eq!(r.drops[cause::UNACCOUNTED], 0);
         assert_eq!(r.sent, r.received.unwrap() + r.lost.unwrap());
         let loss = r.loss.clone().unwrap();
@@ -520,6 +535,45 @@ pub(crate) mod tests {
         assert_eq!(r.drops[cause::SHED], 120);
         assert_eq!(r.drops[cause::RECEIVER_SLOW], 20);
         assert!(r.warnings.iter().any(|w| w.contains("NOT sustained")));
+        assert_eq!(r.per_target[1].kernel_rx_dropped_datagrams, 50);
+    }
+
+    /// Warm-up events still queued when the window starts are counted as sent in it: the
+    /// difference is reported, negative, instead of as 0.
+    #[test]
+    fn more_sent_than_scheduled_shows_as_negative_unaccounted() {
+        let mut c = TargetCounters::default();
+        (c.raised, c.sent, c.datagrams) = (1_173, 1_173, 1_173);
+        let mut rec = Recorder::new();
+        (rec.received, rec.datagrams) = (1_000, 1_000);
+        let outcome = TargetOutcome {
+            target: Target::parse("unix:/x").unwrap(),
+            counters: c,
+            recorder: Some(rec),
+            kernel_rx_drops: 0,
+        };
+        let gen = GeneratorCounts {
+            scheduled: 1_000,
+            published: 1_000,
+            ..Default::default()
+        };
+        let shape = RunShape {
+            size: 200,
+            transport: Transport::Unix,
+            format: "line".into(),
+            producers: 1,
+            rate_per_s: 1000.0,
+            duration_ns: 1_000_000_000,
+            coalesce: None,
+            udp_gso: true,
+        };
+        let r = RunResult::account(&shape, &gen, &histogram(), vec![outcome], 0);
+        assert_eq!(r.drops[cause::UNACCOUNTED], -173);
+        assert_eq!(r.scheduled as i64, r.sent as i64 + r.dropped());
+        assert!(r
+            .warnings
+            .iter()
+            .any(|w| w.contains("1173 sent or dropped")));
     }
 
     #[test]

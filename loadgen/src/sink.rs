@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -17,7 +18,7 @@ use std::time::Duration;
 use event_datagram::{Target, UnixAddr, MAX_DATAGRAM};
 
 use crate::clock::mono_ns;
-use crate::measure::Recorder;
+use crate::measure::{Limits, Recorder};
 use crate::payload::{Fields, Parser};
 use crate::sys::RecvBatch;
 
@@ -29,7 +30,8 @@ const RECV_BUFFER: usize = 16 << 20;
 pub struct Book {
     /// Recorders by run id.
     pub runs: HashMap<u32, Recorder>,
-    /// Datagrams that are not loadgen events.
+    /// Datagrams that are not loadgen events, and events whose producer or sequence number
+    /// no run of these [`Limits`] has.
     pub malformed: u64,
 }
 
@@ -46,23 +48,37 @@ pub struct Sink {
     datagrams: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
-    path: Option<PathBuf>,
+    created: Option<Created>,
+}
+
+/// The socket file a sink bound: removed at the end only if it is still that file (another
+/// process may have replaced it meanwhile).
+struct Created {
+    path: PathBuf,
+    dev: u64,
+    ino: u64,
 }
 
 impl Sink {
     /// Binds `target` (a UDP address, port 0 for any; or a UNIX path or abstract name) and
-    /// starts receiving.
-    pub fn bind(target: &Target) -> io::Result<Sink> {
-        let (sock, target, udp_addr, path) = match target {
+    /// starts receiving the events within `limits` (others count as malformed). A UNIX path
+    /// may replace a stale socket file, nothing else (see `bind_path`).
+    pub fn bind(target: &Target, limits: Limits) -> io::Result<Sink> {
+        let (sock, target, udp_addr, created) = match target {
             Target::Udp(addr) => {
                 let s = UdpSocket::bind(addr)?;
                 let local = s.local_addr()?;
                 (Sock::Udp(s), Target::Udp(local), Some(local), None)
             }
             Target::Unix(UnixAddr::Path(p)) => {
-                let _ = std::fs::remove_file(p);
-                let s = UnixDatagram::bind(p)?;
-                (Sock::Unix(s), target.clone(), None, Some(p.clone()))
+                let s = bind_path(p)?;
+                let meta = std::fs::symlink_metadata(p)?;
+                let created = Created {
+                    path: p.clone(),
+                    dev: meta.dev(),
+                    ino: meta.ino(),
+                };
+                (Sock::Unix(s), target.clone(), None, Some(created))
             }
             Target::Unix(UnixAddr::Abstract(name)) => {
                 use std::os::linux::net::SocketAddrExt;
@@ -88,7 +104,7 @@ impl Sink {
             let (book, datagrams, stop) = (book.clone(), datagrams.clone(), stop.clone());
             std::thread::Builder::new()
                 .name("loadgen-sink".into())
-                .spawn(move || receive(sock, &book, &datagrams, &stop))?
+                .spawn(move || receive(sock, limits, &book, &datagrams, &stop))?
         };
         Ok(Sink {
             target,
@@ -97,7 +113,7 @@ impl Sink {
             datagrams,
             stop,
             thread: Some(thread),
-            path,
+            created,
         })
     }
 
@@ -134,9 +150,38 @@ impl Sink {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
-        if let Some(p) = self.path.take() {
-            let _ = std::fs::remove_file(p);
+        if let Some(c) = self.created.take() {
+            let ours = std::fs::symlink_metadata(&c.path)
+                .is_ok_and(|m| m.dev() == c.dev && m.ino() == c.ino);
+            if ours {
+                let _ = std::fs::remove_file(&c.path);
+            }
         }
+    }
+}
+
+/// Binds a UNIX datagram socket at `path`, replacing a stale socket file (one that refuses
+/// connections: nobody listens) but nothing else: not a file that is not a socket, and not a
+/// socket another receiver is using (as `evdgram listen` does).
+fn bind_path(path: &Path) -> io::Result<UnixDatagram> {
+    match UnixDatagram::bind(path) {
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => {}
+        other => return other,
+    }
+    let refuse = |why: String| Err(io::Error::new(io::ErrorKind::AlreadyExists, why));
+    if !std::fs::symlink_metadata(path)?.file_type().is_socket() {
+        return refuse("the path exists and is not a socket: refusing to replace it".into());
+    }
+    match UnixDatagram::unbound()?.connect(path) {
+        Ok(()) => refuse("another process is listening on this socket".into()),
+        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+            // Nobody listens: a socket file left behind. Replace it.
+            std::fs::remove_file(path)?;
+            UnixDatagram::bind(path)
+        }
+        Err(e) => refuse(format!(
+            "the socket file exists and is in use or unusable ({e}): refusing to replace it"
+        )),
     }
 }
 
@@ -146,7 +191,13 @@ impl Drop for Sink {
     }
 }
 
-fn receive(sock: Sock, book: &Mutex<Book>, datagrams: &AtomicU64, stop: &AtomicBool) {
+fn receive(
+    sock: Sock,
+    limits: Limits,
+    book: &Mutex<Book>,
+    datagrams: &AtomicU64,
+    stop: &AtomicBool,
+) {
     let mut batch = RecvBatch::new(MAX_DATAGRAM + 1);
     let mut parser = Parser::new();
     // One datagram's events, recorded after it is parsed: one run lookup per run change instead
@@ -170,7 +221,18 @@ fn receive(sock: Sock, book: &Mutex<Book>, datagrams: &AtomicU64, stop: &AtomicB
         for i in 0..n {
             let datagram = batch.datagram(i);
             events.clear();
-            b.malformed += parser.parse(datagram, |f| events.push(f));
+            // Fields from the network size the sequence tracking: only those of a run that
+            // these limits allow are recorded (a foreign producer or sequence number could
+            // ask for any amount of memory).
+            let mut foreign = 0;
+            b.malformed += parser.parse(datagram, |f| {
+                if limits.admits(&f) {
+                    events.push(f);
+                } else {
+                    foreign += 1;
+                }
+            });
+            b.malformed += foreign;
             let mut rest = &events[..];
             while let Some(first) = rest.first() {
                 let same = rest.iter().take_while(|f| f.run == first.run).count();
@@ -259,5 +321,98 @@ mod tests {
         assert_eq!(parse_udp_drops(text, "0100007F:1F91"), None);
         let s = UdpSocket::bind("127.0.0.1:0").unwrap();
         assert_eq!(udp_drops(s.local_addr().unwrap()), Some(0));
+    }
+
+    const LIMITS: Limits = Limits {
+        producers: 2,
+        seqs: 10,
+    };
+
+    fn unix(path: &Path) -> Target {
+        Target::Unix(UnixAddr::Path(path.to_owned()))
+    }
+
+    /// A sink binds where `evdgram listen` would: never over a file or a live socket; over a
+    /// stale socket file; and at the end it removes its own socket file, not one that has
+    /// replaced it since.
+    #[test]
+    fn a_unix_sink_replaces_only_a_stale_socket_and_removes_only_its_own() {
+        let dir = TempDir::new().unwrap();
+        let notes = dir.path().join("notes.txt");
+        std::fs::write(&notes, "data\n").unwrap();
+        let e = Sink::bind(&unix(&notes), LIMITS).err().expect("refused");
+        assert!(e.to_string().contains("not a socket"), "{e}");
+        assert_eq!(std::fs::read_to_string(&notes).unwrap(), "data\n");
+
+        let live_path = dir.path().join("live.sock");
+        let live = UnixDatagram::bind(&live_path).unwrap();
+        let e = Sink::bind(&unix(&live_path), LIMITS)
+            .err()
+            .expect("refused");
+        assert!(e.to_string().contains("listening"), "{e}");
+        UnixDatagram::unbound()
+            .unwrap()
+            .send_to(b"mine", &live_path)
+            .unwrap();
+        let mut buf = [0u8; 8];
+        live.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        assert_eq!(live.recv(&mut buf).unwrap(), 4);
+
+        let stale = dir.path().join("stale.sock");
+        drop(UnixDatagram::bind(&stale).unwrap());
+        let sink = Sink::bind(&unix(&stale), LIMITS).unwrap();
+        drop(sink);
+        assert!(!stale.exists(), "its own socket file is removed");
+
+        // Replaced while the sink runs (by another receiver): that one stays.
+        let sink = Sink::bind(&unix(&stale), LIMITS).unwrap();
+        std::fs::remove_file(&stale).unwrap();
+        let _other = UnixDatagram::bind(&stale).unwrap();
+        drop(sink);
+        assert!(
+            stale.exists(),
+            "another receiver's socket file is left alone"
+        );
+    }
+
+    /// Events outside the run's limits are counted as malformed, not recorded (a sequence
+    /// number of 19 digits used to size a 2^61-byte bitmap).
+    #[test]
+    fn events_a_run_cannot_send_are_counted_not_recorded() {
+        use event_datagram::{Format, Params};
+
+        let sink = Sink::bind(&Target::Udp(SocketAddr::from(([127, 0, 0, 1], 0))), LIMITS).unwrap();
+        let Target::Udp(addr) = sink.target().clone() else {
+            unreachable!("a UDP sink")
+        };
+        let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        let fields = [
+            ("000", "000000000000"),
+            ("001", "000000000009"),
+            ("002", "000000000000"),
+            ("000", "000000000010"),
+            ("000", "9999999999999999999"),
+            ("4294967295", "000000000000"),
+        ];
+        for (producer, seq) in fields {
+            let params = ["00000001", producer, seq, "0000000000000000001", "x"]
+                .iter()
+                .try_fold(Params::new(), |p, v| p.unnamed_str(v))
+                .unwrap();
+            let n = Format::Line
+                .encode(crate::payload::EVENT, &params, &mut buf)
+                .unwrap();
+            sender.send_to(&buf[..n], addr).unwrap();
+        }
+        let deadline = mono_ns() + 10_000_000_000;
+        while sink.datagrams() < fields.len() as u64 && mono_ns() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let book = sink.stop();
+        assert_eq!(book.malformed, 4);
+        let r = &book.runs[&1];
+        // Producer 1 sent 0..=8 before its 9, as far as the sink knows.
+        assert_eq!((r.received, r.gaps(), r.duplicates), (2, 9, 0));
     }
 }

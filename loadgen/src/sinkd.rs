@@ -3,7 +3,7 @@
 //! `(continued)`, for what arrives after that): events received, sequence gaps,
 //! duplicates, reordering, datagrams, the kernel's drops since the socket's previous report,
 //! latency (the sender's intended time to receipt, on the
-//! shared CLOCK_MONOTONIC).
+//! shared CLOCK_MONOTONIC). What no loadgen run sends is counted on stderr.
 
 use std::collections::HashSet;
 use std::io::Write;
@@ -14,7 +14,7 @@ use event_datagram::Target;
 
 use crate::cli::SinkArgs;
 use crate::clock::mono_ns;
-use crate::measure::{Percentiles, Recorder};
+use crate::measure::{Limits, Percentiles, Recorder};
 use crate::sink::Sink;
 use crate::units::human_ns;
 use crate::Usage;
@@ -28,7 +28,7 @@ pub fn run(args: &SinkArgs) -> anyhow::Result<()> {
         .collect::<Result<Vec<_>, _>>()?;
     let sinks = targets
         .iter()
-        .map(|t| Sink::bind(t).with_context(|| format!("cannot listen on {t}")))
+        .map(|t| Sink::bind(t, Limits::STANDALONE).with_context(|| format!("cannot listen on {t}")))
         .collect::<anyhow::Result<Vec<_>>>()?;
     for s in &sinks {
         eprintln!("loadgen sink: listening on {}", s.target());
@@ -38,11 +38,27 @@ pub fn run(args: &SinkArgs) -> anyhow::Result<()> {
     // Each socket's kernel drops at its last report: a report gives those since (the kernel
     // counts from the bind, across runs).
     let mut drops_before = vec![0u64; sinks.len()];
+    let mut malformed_before = vec![0u64; sinks.len()];
     loop {
         std::thread::sleep(Duration::from_millis(100));
         let now = mono_ns();
         let last = end.is_some_and(|e| now >= e);
-        for (s, drops_before) in sinks.iter().zip(&mut drops_before) {
+        for ((s, drops_before), malformed_before) in sinks
+            .iter()
+            .zip(&mut drops_before)
+            .zip(&mut malformed_before)
+        {
+            let malformed = s.book().malformed;
+            if malformed > *malformed_before {
+                // Not `eprintln!`: whoever started us may have closed our stderr.
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "loadgen sink: {}: {} datagrams or events that no loadgen run sends",
+                    s.target(),
+                    malformed - *malformed_before
+                );
+                *malformed_before = malformed;
+            }
             let done: Vec<(u32, Recorder)> = {
                 let mut book = s.book();
                 let ids: Vec<u32> = book
@@ -80,8 +96,15 @@ pub fn run(args: &SinkArgs) -> anyhow::Result<()> {
 
 /// One run's report line; `kernel_drops`: the socket's since its previous report.
 fn line(id: u32, sink: &Sink, r: &Recorder, kernel_drops: Option<u64>) -> String {
-    let p = Percentiles::of(&r.latency, 1.0);
-    let ns = |v: Option<u64>| v.map_or("n/a".into(), |v| human_ns(v as f64));
+    // The sequence gaps never arrived: as in `loadgen run`'s report, they count as slower than
+    // any received, and what lies above the received share is not measured.
+    let measured = r.received as f64 / (r.received + r.gaps()).max(1) as f64;
+    let p = Percentiles::of(&r.latency, measured);
+    let ns = |v: Option<u64>| match v {
+        Some(v) => human_ns(v as f64),
+        None if r.received > 0 => "n/m".into(),
+        None => "n/a".into(),
+    };
     format!(
         "run {id:08x}{} {}: received {} gaps {} duplicates {} reordered {} datagrams {} \
          kernel_drops {} p50 {} p99 {} p99.9 {} max {}",

@@ -32,6 +32,18 @@ impl Rate {
         self.events as f64 * 1e9 / self.per_ns as f64
     }
 
+    /// `per_s` events per second to a thousandth of an event per second (at least that: never
+    /// 0, which cannot be scheduled).
+    pub fn from_per_s(per_s: f64) -> Rate {
+        let events = ((per_s * 1e3).round() as u64).max(1);
+        let per_ns = 1_000_000_000_000;
+        let g = gcd(events, per_ns);
+        Rate {
+            events: events / g,
+            per_ns: per_ns / g,
+        }
+    }
+
     /// The same rate scaled by `f` (capacity search), at least 1 event per second.
     pub fn scaled(self, f: f64) -> Rate {
         Rate::per_sec((self.per_s() * f).round().max(1.0) as u64)
@@ -189,20 +201,32 @@ pub const MIN_SIZE: usize = 1;
 
 /// Parses a datagram size: `64`, `1400`, `8k` (8192), `64k` is refused (65 536 > 65 457).
 pub fn parse_size(s: &str) -> Result<usize, String> {
-    let n = match s.strip_suffix(['k', 'K']) {
-        Some(k) => k.parse::<usize>().map(|k| k * 1024),
-        None => s.parse::<usize>(),
-    }
-    .map_err(|_| format!("invalid size {s:?}: expected bytes, e.g. 64, 1400 or 8k"))?;
-    if !(MIN_SIZE..=MAX_DATAGRAM).contains(&n) {
+    let (digits, unit) = match s.strip_suffix(['k', 'K']) {
+        Some(k) => (k, 1024),
+        None => (s, 1),
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return Err(format!(
-            "size {n} is out of range: a datagram is at most {MAX_DATAGRAM} bytes"
+            "invalid size {s:?}: expected bytes, e.g. 64, 1400 or 8k"
         ));
     }
-    Ok(n)
+    // Checked: `18014398509481985k` wrapped to 1024. Too many digits is as out of range.
+    let n = digits
+        .parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_mul(unit));
+    match n {
+        Some(n) if (MIN_SIZE..=MAX_DATAGRAM).contains(&n) => Ok(n),
+        Some(n) => Err(format!(
+            "size {n} is out of range: a datagram is at most {MAX_DATAGRAM} bytes"
+        )),
+        None => Err(format!(
+            "size {s} is out of range: a datagram is at most {MAX_DATAGRAM} bytes"
+        )),
+    }
 }
 
-/// A count for humans: `1.23M`, `45.6k`, `789`.
+/// A count for humans: `1.23M`, `45.6k`, `789`, `12.5`, `0.25`.
 pub fn human_count(v: f64) -> String {
     let a = v.abs();
     if a >= 1e9 {
@@ -213,8 +237,13 @@ pub fn human_count(v: f64) -> String {
         format!("{:.1}k", v / 1e3)
     } else if a == a.trunc() {
         format!("{v:.0}")
-    } else {
+    } else if a >= 10.0 {
         format!("{v:.1}")
+    } else {
+        // Three significant digits, so a rate of 0.25/s does not print as 0.2/s.
+        let decimals = (2 - a.log10().floor() as i32).max(1) as usize;
+        let s = format!("{v:.decimals$}");
+        s.trim_end_matches('0').trim_end_matches('.').to_owned()
     }
 }
 
@@ -261,5 +290,25 @@ mod tests {
         assert_eq!("0.01%".parse::<Fraction>().unwrap().0, 0.0001);
         assert_eq!("99%".parse::<Fraction>().unwrap().0, 0.99);
         assert!("101%".parse::<Fraction>().is_err());
+    }
+
+    #[test]
+    fn a_size_that_overflows_is_out_of_range() {
+        // 18014398509481985 * 1024 wraps to 1024 in 64 bits.
+        let e = parse_size("18014398509481985k").unwrap_err();
+        assert!(e.contains("out of range") && e.contains("65457"), "{e}");
+        assert!(parse_size("99999999999999999999")
+            .unwrap_err()
+            .contains("65457"));
+    }
+
+    #[test]
+    fn rates_under_ten_per_second_show_three_significant_digits() {
+        assert_eq!(human_count(0.25), "0.25");
+        assert_eq!(human_count(0.5), "0.5");
+        assert_eq!(human_count(2.5), "2.5");
+        assert_eq!(human_count(1.0 / 3600.0), "0.000278");
+        assert_eq!(human_count(1538.6), "1538.6");
+        assert_eq!("0.25/s".parse::<Rate>().unwrap().to_string(), "0.25/s");
     }
 }

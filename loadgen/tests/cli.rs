@@ -1,5 +1,6 @@
-//! loadgen end to end, through its binary: accounting, report formats, exit codes, sink.
-//! Runs are short (10-20k/s for 1 s) and check the accounting and formats, not the speed.
+//! loadgen end to end, through its binary: accounting, report formats, exit codes, sink; and a
+//! receiver's memory, with a counting allocator. Runs are short (10-20k/s for 1 s) and check
+//! the accounting and formats, not the speed.
 
 use std::net::UdpSocket;
 use std::path::PathBuf;
@@ -30,15 +31,16 @@ fn scratch(name: &str) -> PathBuf {
 /// The identities of LOADGEN.md, exactly, for one JSON run.
 fn check_identities(run: &Value) {
     let n = |k: &str| run[k].as_u64().unwrap_or_else(|| panic!("{k} in {run}"));
-    let drops: u64 = run["drops"]
+    // Signed: `unaccounted` is negative when more was sent than scheduled.
+    let drops: i64 = run["drops"]
         .as_object()
         .unwrap()
         .values()
-        .map(|v| v.as_u64().unwrap())
+        .map(|v| v.as_i64().unwrap())
         .sum();
     assert_eq!(
-        n("scheduled"),
-        n("sent") + drops,
+        n("scheduled") as i64,
+        n("sent") as i64 + drops,
         "scheduled = sent + drops: {run}"
     );
     assert_eq!(
@@ -90,7 +92,7 @@ fn a_run_accounts_for_every_event_and_writes_every_report() {
 
     // JSON: schema, one run per size and transport, every table column, exact identities.
     let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
-    assert_eq!(report["schema"], "loadgen/1");
+    assert_eq!(report["schema"], "loadgen/2");
     assert!(report["backend"].is_string());
     let runs = report["runs"].as_array().unwrap();
     assert_eq!(runs.len(), 4);
@@ -115,6 +117,10 @@ fn a_run_accounts_for_every_event_and_writes_every_report() {
         ] {
             assert!(!run[key].is_null(), "{key}");
         }
+        assert!(
+            run["per_target"][0]["kernel_rx_dropped_datagrams"].is_u64(),
+            "{run}"
+        );
         for key in ["p50", "p90", "p99", "p99_9", "p99_99", "max", "mean"] {
             assert!(run["latency_ns"].get(key).is_some(), "latency_ns.{key}");
         }
@@ -249,6 +255,34 @@ fn usage_errors_exit_2_with_a_message() {
         (
             &["--targets-external", "udp:127.0.0.1:9", "--max-p99", "1ms"],
             "loadgen sink",
+        ),
+        // A catch-up window within a tick sheds most events on an idle machine. (The run
+        // options keep the old behaviour, a run, short.)
+        (
+            &[
+                "--tick",
+                "10ms",
+                "--catchup",
+                "10ms",
+                "--duration",
+                "100ms",
+                "--warmup",
+                "0s",
+            ],
+            "--catchup 10.00ms must be at least --tick 10.00ms + 1.00ms",
+        ),
+        (
+            &[
+                "--catchup",
+                "0s",
+                "--duration",
+                "100ms",
+                "--warmup",
+                "0s",
+                "--sizes",
+                "64",
+            ],
+            "--catchup 0ns must be at least",
         ),
     ] {
         let out = loadgen(args);
@@ -578,4 +612,249 @@ fn a_sink_reports_a_resumed_run_as_continued_with_only_its_new_kernel_drops() {
     assert!(second.ends_with("(continued)"), "{second}");
     assert_eq!(field(&second, "received"), 10, "{second}");
     assert_eq!(field(&second, "kernel_drops"), 0, "{second}");
+}
+
+/// `loadgen sink --listen unix:PATH` binds only where nothing of value is: a file that is not a
+/// socket and a socket someone listens on are refused and left alone; a stale socket file
+/// (nobody listens) is replaced, and removed at exit.
+#[test]
+fn a_sink_refuses_a_file_or_a_live_socket_and_replaces_only_a_stale_one() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = scratch("sink-path");
+    let sink = |path: &std::path::Path| {
+        loadgen(&[
+            "sink",
+            "--listen",
+            &format!("unix:{}", path.display()),
+            "--duration",
+            "100ms",
+        ])
+    };
+    let notes = dir.join("notes.txt");
+    std::fs::write(&notes, "data\n").unwrap();
+    let out = sink(&notes);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("not a socket"), "{err}");
+    assert_eq!(std::fs::read_to_string(&notes).unwrap(), "data\n");
+
+    let live_path = dir.join("live.sock");
+    let live = UnixDatagram::bind(&live_path).unwrap();
+    let out = sink(&live_path);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("listening on this socket"), "{err}");
+    // Its owner still receives on it.
+    UnixDatagram::unbound()
+        .unwrap()
+        .send_to(b"still mine", &live_path)
+        .unwrap();
+    let mut buf = [0u8; 16];
+    live.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    let n = live.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"still mine");
+
+    let stale = dir.join("stale.sock");
+    drop(UnixDatagram::bind(&stale).unwrap());
+    assert!(stale.exists());
+    let out = sink(&stale);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(!stale.exists(), "the sink removes the socket it bound");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A coalescing delay longer than the old 5 s bound on the warm-up's quiescence: the warm-up's
+/// last datagram is sent before the counters are snapshotted, so none of its events leaks
+/// into the measured window's accounting.
+#[test]
+fn a_long_coalescing_delay_keeps_the_warm_up_out_of_the_measured_window() {
+    let out = loadgen(&[
+        "--rate",
+        "5k",
+        "--duration",
+        "500ms",
+        "--warmup",
+        "100ms",
+        "--sizes",
+        "200",
+        "--transport",
+        "unix",
+        "--coalesce-delay",
+        "6s",
+        "--json",
+        "-",
+    ]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let run = &report["runs"][0];
+    check_identities(run);
+    assert_eq!(run["scheduled"], 2_500, "{run}");
+    assert!(!err.contains("accounting"), "{err}");
+}
+
+/// A capacity search that starts under 1 event per second doubles to 0.5/s (it asked the
+/// scheduler for 0/s and divided by zero), and says so in the step lines.
+#[test]
+fn a_capacity_search_below_one_event_per_second_doubles_exactly() {
+    let out = loadgen(&[
+        "capacity",
+        "--rate",
+        "0.25/s",
+        "--max-rate",
+        "1/s",
+        "--steps",
+        "2",
+        "--slo",
+        "p99=10s",
+        "--duration",
+        "100ms",
+        "--warmup",
+        "0s",
+        "--sizes",
+        "64",
+        "--transport",
+        "udp",
+    ]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("64 B udp at 0.25/s: meets the SLO"), "{err}");
+    assert!(err.contains("64 B udp at 0.5/s: meets the SLO"), "{err}");
+}
+
+/// One foreign datagram with a producer or a sequence number no run can have is counted, not
+/// trusted: the sink used to size its tracking by it (2^61 bytes) and abort.
+#[test]
+fn a_sink_survives_datagrams_with_impossible_producers_and_sequence_numbers() {
+    use std::io::{BufRead, BufReader};
+    use std::time::Duration;
+
+    use event_datagram::{Format, Params};
+    use loadgen::payload::EVENT;
+
+    let (mut sink, spec) = start_sink();
+    let addr = spec.strip_prefix("udp:").expect("listening on udp:ADDR");
+    let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut buf = vec![0u8; 65_536];
+    for (producer, seq) in [
+        ("000", "9999999999999999999"),
+        ("4294967295", "000000000000"),
+        ("000", "000000000000"),
+    ] {
+        let params = ["00000003", producer, seq, "0000000000000000000", "x"]
+            .iter()
+            .try_fold(Params::new(), |p, v| p.unnamed_str(v))
+            .unwrap();
+        let n = Format::Line.encode(EVENT, &params, &mut buf).unwrap();
+        sender.send_to(&buf[..n], addr).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = BufReader::new(sink.stdout.take().unwrap());
+    std::thread::spawn(move || {
+        let _ = tx.send(stdout.lines().next());
+    });
+    let line = rx.recv_timeout(Duration::from_secs(10));
+    let status = sink.try_wait().unwrap();
+    let _ = sink.kill();
+    let _ = sink.wait();
+    assert!(status.is_none(), "the sink died: {status:?}");
+    let line = line.expect("a report").expect("a line").unwrap();
+    assert!(
+        line.contains(&format!(
+            "run 00000003 {spec}: received 1 gaps 0 duplicates 0"
+        )),
+        "{line}"
+    );
+}
+
+/// Allocation accounting for [`per_second_intervals_take_memory_in_proportion_to_the_data`]:
+/// bytes allocated minus bytes freed by the current thread (other tests' threads do not count).
+mod counting {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+
+    pub struct Counting;
+
+    thread_local! {
+        static LIVE: Cell<isize> = const { Cell::new(0) };
+    }
+
+    fn add(bytes: isize) {
+        // `try_with`: a thread being torn down has no counter, and needs none.
+        let _ = LIVE.try_with(|c| c.set(c.get() + bytes));
+    }
+
+    /// Bytes this thread holds (allocated and not freed) since it started.
+    pub fn live() -> isize {
+        LIVE.with(Cell::get)
+    }
+
+    // SAFETY: every call is passed on to `System` unchanged; only a thread-local counter (a
+    // const-initialized `Cell`, which neither allocates nor needs a destructor) is updated.
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            // SAFETY: the caller's contract for `alloc` is `System.alloc`'s.
+            let p = unsafe { System.alloc(layout) };
+            if !p.is_null() {
+                add(layout.size() as isize);
+            }
+            p
+        }
+
+        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+            // SAFETY: as for `alloc`.
+            let p = unsafe { System.alloc_zeroed(layout) };
+            if !p.is_null() {
+                add(layout.size() as isize);
+            }
+            p
+        }
+
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            // SAFETY: `ptr` was allocated by `System` with `layout` (all allocations go there).
+            unsafe { System.dealloc(ptr, layout) };
+            add(-(layout.size() as isize));
+        }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: counting::Counting = counting::Counting;
+
+/// A receiver keeps one latency histogram per second of a run for the interval log: each used
+/// to be a full 270 KB histogram (GBs for an hour), and merging the targets copied them again.
+#[test]
+fn per_second_intervals_take_memory_in_proportion_to_the_data() {
+    use loadgen::measure::Recorder;
+    use loadgen::payload::Fields;
+
+    let before = counting::live();
+    let mut r = Recorder::new();
+    // 300 seconds, 10 events each, latencies from 10 us to 10 ms.
+    for s in 0..300u64 {
+        for i in 0..10u64 {
+            let seq = s * 10 + i;
+            let now = 1_000_000_000 + s * 1_000_000_000 + i * 1_000;
+            let f = Fields {
+                run: 1,
+                producer: 0,
+                seq,
+                intended_ns: now - 10_000 * (1 + seq % 1_000),
+            };
+            r.record(f, now);
+        }
+    }
+    assert_eq!(r.received, 3_000);
+    let one = counting::live() - before;
+    let mut all = Recorder::new();
+    all.merge(&r);
+    all.merge(&r);
+    let two = counting::live() - before;
+    assert_eq!(all.received, 6_000);
+    // A recorder holds two full histograms of 270 KB (the run's, and the second being
+    // recorded); one per second for 300 seconds would be 81 MB.
+    assert!(one < 2_000_000, "{one} bytes for one recorder");
+    assert!(two < 4_000_000, "{two} bytes for two recorders");
 }

@@ -1,7 +1,8 @@
 //! `.hgrm`: HdrHistogram's percentile distribution text (Java `outputPercentileDistribution`
 //! with 5 ticks per half distance, values in ms), as its plotter and `hdr-plot` read it:
 //! data lines have 4 columns `Value Percentile TotalCount 1/(1-Percentile)` (the last 3),
-//! then `#[Mean ...]`, `#[Max ...]`, `#[Buckets ...]` footer lines.
+//! then `#[Mean ...]`, `#[Max ...]`, `#[Buckets ...]` footer lines; after them, when events did
+//! not arrive, a `# ...` line saying the distribution is of the received events only.
 
 use std::fmt::Write;
 
@@ -17,8 +18,17 @@ pub fn path(prefix: &str, r: &RunResult) -> String {
     format!("{prefix}-{}-{}.hgrm", r.size_bytes, r.transport)
 }
 
+/// The percentile distribution of a run's latency, in ms.
+pub fn render(r: &RunResult) -> String {
+    let mut out = distribution(&r.latency);
+    if let Some(note) = super::received_only(r) {
+        let _ = writeln!(out, "# {} B {}: {note}", r.size_bytes, r.transport);
+    }
+    out
+}
+
 /// The percentile distribution of `h` (ns) in ms.
-pub fn render(h: &Histogram<u64>) -> String {
+pub fn distribution(h: &Histogram<u64>) -> String {
     let sig = h.sigfig() as usize;
     let mut out = format!(
         "{:>12} {:>14} {:>10} {:>14}\n\n",
@@ -77,7 +87,7 @@ mod tests {
         for v in 1..=100_000u64 {
             h.record(v * 100).unwrap();
         }
-        let text = render(&h);
+        let text = distribution(&h);
         let mut rows = 0;
         let mut last = (0.0, 0.0);
         for line in text.lines().skip(2) {
@@ -100,5 +110,25 @@ mod tests {
         assert_eq!(last.1, 1.0);
         assert!(text.contains("Total count    =       100000]"), "{text}");
         assert!((last.0 - 10.0).abs() < 0.01, "max 10 ms: {}", last.0);
+    }
+
+    /// A run that missed events says its distribution is of the received ones, in a comment
+    /// line that the plotters' rule skips.
+    #[test]
+    fn a_lossy_run_says_the_distribution_is_of_the_received_events() {
+        let mut h = crate::measure::histogram();
+        for v in 1..=1_000u64 {
+            h.record(v * 1_000).unwrap();
+        }
+        let mut r = crate::result::tests::dummy(64, vec![h], 0);
+        assert!(!render(&r).contains("received events only"));
+        r.scheduled += 10;
+        let text = render(&r);
+        let last = text.lines().last().unwrap();
+        assert!(
+            last.starts_with("# 64 B udp: latency of the received events only"),
+            "{text}"
+        );
+        assert!(last.contains("10 of 1010 scheduled events"), "{last}");
     }
 }

@@ -1,6 +1,8 @@
 //! `.hlog`: an HdrHistogram interval log (V2 deflate, base64), one histogram per second of each
 //! run, tagged `SIZEB-TRANSPORT` (e.g. `64B-udp`), for HistogramLogProcessor and
 //! HistogramLogAnalyzer. Timestamps are seconds since loadgen's start (StartTime = BaseTime).
+//! A run that missed events has a `#` comment line before its intervals: they hold the
+//! received events only.
 
 use std::time::{Duration, SystemTime};
 
@@ -31,10 +33,14 @@ pub fn render_at(runs: &[RunResult], origin: SystemTime) -> anyhow::Result<Strin
             .begin_log_with(&mut buf, &mut serializer)?;
         for r in runs {
             let tag = tag(r);
-            for (i, h) in r.intervals.iter().enumerate() {
+            if let Some(note) = super::received_only(r) {
+                log.write_comment(&format!("{tag}: {note}"))?;
+            }
+            // Decoded one second at a time: the run keeps them serialized.
+            for (i, h) in r.intervals.histograms().enumerate() {
                 let start =
                     Duration::from_nanos(r.intervals_start_ns) + Duration::from_secs(i as u64);
-                log.write_histogram(h, start, Duration::from_secs(1), Tag::new(&tag))
+                log.write_histogram(&h, start, Duration::from_secs(1), Tag::new(&tag))
                     .map_err(|e| anyhow::anyhow!("cannot write the interval log: {e}"))?;
             }
         }
@@ -53,10 +59,11 @@ mod tests {
     use super::*;
     use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
     use hdrhistogram::serialization::Deserializer;
+    use hdrhistogram::Histogram;
 
-    #[test]
-    fn round_trips_through_the_interval_log_reader() {
-        let mut runs = Vec::new();
+    /// Two runs of three seconds each, and their histograms.
+    fn runs() -> (Vec<RunResult>, Vec<Vec<Histogram<u64>>>) {
+        let (mut runs, mut all) = (Vec::new(), Vec::new());
         for (size, base) in [(64usize, 1_000u64), (1400, 50_000)] {
             let mut intervals = Vec::new();
             for s in 0..3u64 {
@@ -66,13 +73,75 @@ mod tests {
                 }
                 intervals.push(h);
             }
-            runs.push(crate::result::tests::dummy(size, intervals, 5_000_000_000));
+            runs.push(crate::result::tests::dummy(
+                size,
+                intervals.clone(),
+                5_000_000_000,
+            ));
+            all.push(intervals);
         }
-        let text = render_at(
-            &runs,
-            SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
-        )
-        .unwrap();
+        (runs, all)
+    }
+
+    fn origin() -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000)
+    }
+
+    /// The log as it was written when every second was kept as a full histogram: the
+    /// serialized intervals must give the same bytes.
+    #[test]
+    fn is_byte_for_byte_the_log_of_the_full_histograms() {
+        let (runs, all) = runs();
+        let mut want = Vec::new();
+        want.extend_from_slice(b"#[Histogram log format version 1.3]\n");
+        want.extend_from_slice(
+            b"\"StartTimestamp\",\"Interval_Length\",\"Interval_Max\",\"Interval_Compressed_Histogram\"\n",
+        );
+        let mut serializer = V2DeflateSerializer::new();
+        {
+            let mut log = IntervalLogWriterBuilder::new()
+                .add_comment("Logged by loadgen (event-datagram); values in ns")
+                .with_start_time(origin())
+                .with_base_time(origin())
+                .with_max_value_divisor(1e6)
+                .begin_log_with(&mut want, &mut serializer)
+                .unwrap();
+            for (r, intervals) in runs.iter().zip(&all) {
+                for (i, h) in intervals.iter().enumerate() {
+                    let start = Duration::from_secs(5 + i as u64);
+                    log.write_histogram(h, start, Duration::from_secs(1), Tag::new(&tag(r)))
+                        .unwrap();
+                }
+            }
+        }
+        assert_eq!(
+            render_at(&runs, origin()).unwrap(),
+            String::from_utf8(want).unwrap()
+        );
+    }
+
+    #[test]
+    fn a_lossy_run_says_its_intervals_hold_the_received_events() {
+        let (mut runs, _) = runs();
+        runs[1].scheduled += 7;
+        let text = render_at(&runs, origin()).unwrap();
+        let notes: Vec<&str> = text.lines().filter(|l| l.contains("received")).collect();
+        assert_eq!(notes.len(), 1, "{text}");
+        assert!(
+            notes[0].starts_with("#1400B-udp: latency of the received events only: 7 of 3007"),
+            "{text}"
+        );
+        // The readers skip it.
+        let intervals = IntervalLogIterator::new(text.as_bytes())
+            .filter(|e| matches!(e, Ok(LogEntry::Interval(_))))
+            .count();
+        assert_eq!(intervals, 6);
+    }
+
+    #[test]
+    fn round_trips_through_the_interval_log_reader() {
+        let (runs, all) = runs();
+        let text = render_at(&runs, origin()).unwrap();
         let mut de = Deserializer::new();
         let mut seen = Vec::new();
         for entry in IntervalLogIterator::new(text.as_bytes()) {
@@ -94,7 +163,7 @@ mod tests {
         assert_eq!(seen[0].0, "64B-udp");
         assert_eq!(seen[4].0, "1400B-udp");
         assert_eq!(seen[1].1, Duration::from_secs(6));
-        for ((_, _, h), want) in seen.iter().zip(runs.iter().flat_map(|r| &r.intervals)) {
+        for ((_, _, h), want) in seen.iter().zip(all.iter().flatten()) {
             assert_eq!(h, want);
         }
     }

@@ -4,8 +4,10 @@ use serde::Serialize;
 
 use crate::result::RunResult;
 
-/// The schema name; bump on incompatible changes.
-pub const SCHEMA: &str = "loadgen/1";
+/// The schema name; bump on incompatible changes (2: `per_target[].kernel_rx_drops` renamed
+/// `kernel_rx_dropped_datagrams`, `drops.unaccounted` signed, `latency_ns.max` and `mean`
+/// `null` when events are missing).
+pub const SCHEMA: &str = "loadgen/2";
 
 #[derive(Serialize)]
 struct Report<'a> {

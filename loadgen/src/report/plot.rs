@@ -46,7 +46,15 @@ fn latency_spectrum(area: &Area<'_>, runs: &[RunResult]) -> anyhow::Result<()> {
                     (x, v.value_iterated_to().max(1) as f64 / 1e3)
                 })
                 .collect();
-            (format!("{} B {}", r.size_bytes, r.transport), pts)
+            // Of the received events: a run that missed some says so in its legend.
+            let label = match r.missing().filter(|&m| m > 0) {
+                Some(m) => format!(
+                    "{} B {} (received only: {m} of {} missing)",
+                    r.size_bytes, r.transport, r.scheduled
+                ),
+                None => format!("{} B {}", r.size_bytes, r.transport),
+            };
+            (label, pts)
         })
         .collect();
     let (lo, hi) = series

@@ -2,7 +2,6 @@
 
 use std::fmt::Write;
 
-use crate::measure::QUANTILES;
 use crate::result::RunResult;
 use crate::units::{human_count, human_ns};
 
@@ -44,19 +43,15 @@ pub fn render(runs: &[RunResult], backend: &str) -> String {
                 opt(r.lost),
                 r.dropped().to_string(),
             ];
+            // The max is the 100th percentile: not measured either when anything is missing.
             let q = r.latency_ns.quantiles();
-            for (v, _) in q.iter().zip(QUANTILES) {
+            for v in q.iter().chain([&r.latency_ns.max]) {
                 row.push(match (v, r.received) {
                     (Some(v), _) => human_ns(*v as f64),
                     (None, Some(_)) if r.latency_ns.count > 0 => "n/m".into(),
                     _ => "n/a".into(),
                 });
             }
-            row.push(
-                r.latency_ns
-                    .max
-                    .map_or("n/a".into(), |v| human_ns(v as f64)),
-            );
             row
         })
         .collect();
@@ -87,7 +82,8 @@ pub fn render(runs: &[RunResult], backend: &str) -> String {
         out,
         "backend {backend}; counts are events (datagrams/s: datagrams received per target); \
          latency = receipt - intended send time of each event (CLOCK_MONOTONIC); \
-         n/m = not measured (above 1 - loss); drops = shed + channel full + send-side drops"
+         n/m = not measured (above 1 - loss; max when anything is missing); \
+         drops = shed + channel full + send-side drops"
     );
     if let Some(c) = runs.iter().find_map(|r| r.coalesce) {
         let _ = writeln!(
@@ -98,4 +94,29 @@ pub fn render(runs: &[RunResult], backend: &str) -> String {
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::measure::Percentiles;
+
+    /// With events missing, the max of the received is no more the run's max than the
+    /// percentiles above the measured share are: both read `n/m`.
+    #[test]
+    fn the_max_of_a_lossy_run_is_not_measured() {
+        let mut h = crate::measure::histogram();
+        for v in 1..=1_000u64 {
+            h.record(v * 1_000).unwrap();
+        }
+        let mut r = crate::result::tests::dummy(64, vec![h], 0);
+        let row = |r: &RunResult| {
+            let text = render(std::slice::from_ref(r), "test");
+            text.lines().nth(1).unwrap().to_owned()
+        };
+        assert!(row(&r).ends_with("1.00ms"), "{}", row(&r));
+        r.latency_ns = Percentiles::of(&r.latency, 0.995);
+        let cells: Vec<String> = row(&r).split_whitespace().map(str::to_owned).collect();
+        assert_eq!(cells[cells.len() - 3..], ["n/m", "n/m", "n/m"], "{cells:?}");
+    }
 }
