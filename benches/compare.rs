@@ -229,6 +229,8 @@ struct Measurement {
     sent: u64,
     /// Datagrams received over the whole run, after draining.
     received: u64,
+    /// The repeat it was measured in (set by `measure_all`).
+    round: usize,
 }
 
 impl Measurement {
@@ -384,7 +386,9 @@ fn pin_to(cpu: usize) {
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         libc::CPU_SET(cpu, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            eprintln!("warning: cannot pin a receiver to CPU {cpu}: placement is the scheduler's");
+        }
     }
 }
 
@@ -404,7 +408,12 @@ fn pin_senders() {
         for cpu in 0..n - 1 {
             libc::CPU_SET(cpu, &mut set);
         }
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            eprintln!(
+                "warning: cannot keep the senders off CPU {}: placement is the scheduler's",
+                n - 1
+            );
+        }
     }
 }
 
@@ -674,6 +683,7 @@ fn run_dispatcher(
         secs,
         sent: stats.totals.raised,
         received: sink.finish(),
+        round: 0,
     };
     if m.loss() > 0.0 || delivered == 0 {
         // Where the loss is: the dispatcher's own counters (the rest the receivers' kernel dropped).
@@ -727,6 +737,7 @@ fn run_send_to(case: Case, payload: &Payload, secs: f64) -> Measurement {
         secs,
         sent,
         received: sink.finish(),
+        round: 0,
     }
 }
 
@@ -810,6 +821,7 @@ fn run_c(exe: &Path, case: Case, strategy: Strategy, secs: f64, port: u16) -> Op
         secs: dur,
         sent: sent as u64,
         received: rx as u64,
+        round: 0,
     })
 }
 
@@ -864,6 +876,25 @@ impl Results {
         rates.get(rates.len() / 2).copied()
     }
 
+    /// The ratio of `ours` to `vs` (the best strategy of each) in every round that measured
+    /// both, sorted: rounds minutes apart, so drift on the machine cancels out of each.
+    fn round_ratios(&self, case: usize, ours: &[Strategy], vs: &[Strategy]) -> Vec<f64> {
+        let best_in = |among: &[Strategy], round: usize| {
+            among
+                .iter()
+                .flat_map(|&s| self.of(case, s))
+                .filter(|m| m.round == round)
+                .map(Measurement::datagram_rate)
+                .max_by(f64::total_cmp)
+        };
+        let rounds = self.runs[case].iter().flatten().map(|m| m.round + 1).max();
+        let mut ratios: Vec<f64> = (0..rounds.unwrap_or(0))
+            .filter_map(|r| Some(best_in(ours, r)? / best_in(vs, r)?))
+            .collect();
+        ratios.sort_by(f64::total_cmp);
+        ratios
+    }
+
     fn best(&self, case: usize, among: &[Strategy]) -> Option<(Strategy, f64)> {
         among
             .iter()
@@ -897,7 +928,8 @@ fn measure_all(args: &Args, dgbench: Option<&Path>) -> Results {
                     Strategy::SendTo => Some(run_send_to(case, payload, args.seconds)),
                     _ => dgbench.and_then(|exe| run_c(exe, case, strategy, args.seconds, port)),
                 };
-                if let Some(m) = m {
+                if let Some(mut m) = m {
+                    m.round = rep;
                     eprintln!(
                         "run {}/{} {:10} {:32} {:>9.0} datagrams/s (loss {:.2} %)",
                         rep + 1,
@@ -933,6 +965,25 @@ fn verdict(value: Option<f64>, goal: f64) -> String {
         Some(v) if v >= goal => format!("**{v:.2}x** (goal >= {goal}x: met)"),
         Some(v) => format!("**{v:.2}x** (goal >= {goal}x: NOT met)"),
     }
+}
+
+/// What the goals' "per round" figures are.
+const ROUNDS_NOTE: &str = "Verdicts on the ratio of the medians above. \"Per round\": the same \
+    ratio within each round (its strategies measured seconds apart, so the machine's drift \
+    between rounds cancels out), median and range.";
+
+/// `; per round: median X (min-max over N)`, or nothing when no round measured both.
+fn per_round(ratios: &[f64]) -> String {
+    let (Some(lo), Some(hi)) = (ratios.first(), ratios.last()) else {
+        return String::new();
+    };
+    let n = ratios.len();
+    let median = if n % 2 == 1 {
+        ratios[n / 2]
+    } else {
+        (ratios[n / 2 - 1] + ratios[n / 2]) / 2.0
+    };
+    format!("; per round: median {median:.2}x, {lo:.2}x-{hi:.2}x over {n}")
 }
 
 fn cell(r: Option<f64>) -> String {
@@ -1050,7 +1101,7 @@ fn report(results: &Results, args: &Args) -> String {
         }
         let _ = writeln!(
             w,
-            "\n### Goals (per-datagram path: GSO off on UDP; UNIX has no GSO)\n"
+            "\n### Goals (per-datagram path: GSO off on UDP; UNIX has no GSO)\n\n{ROUNDS_NOTE}\n"
         );
         for (text, key, ours, vs, g) in [
             (
@@ -1089,8 +1140,9 @@ fn report(results: &Results, args: &Args) -> String {
                 0.9,
             ),
         ] {
-            if results.case(key).is_some() {
-                let _ = writeln!(w, "- {text}: {}", verdict(goal(key, ours, vs), g));
+            if let Some(c) = results.case(key) {
+                let rounds = per_round(&results.round_ratios(c, ours, vs));
+                let _ = writeln!(w, "- {text}: {}{rounds}", verdict(goal(key, ours, vs), g));
             }
         }
     }
@@ -1146,14 +1198,15 @@ fn report(results: &Results, args: &Args) -> String {
                 )),
             );
         }
-        let _ = writeln!(w, "\n### Goals\n");
+        let _ = writeln!(w, "\n### Goals\n\n{ROUNDS_NOTE}\n");
         for &c in &gso {
             let key = results.cases[c].key;
             let _ = writeln!(
                 w,
-                "- {}, ours best (GSO on) / C sendmsg -g 64: {}",
+                "- {}, ours best (GSO on) / C sendmsg -g 64: {}{}",
                 results.cases[c].name,
-                verdict(goal(key, &OURS, &[Strategy::CGso64]), 0.9)
+                verdict(goal(key, &OURS, &[Strategy::CGso64]), 0.9),
+                per_round(&results.round_ratios(c, &OURS, &[Strategy::CGso64]))
             );
         }
     }
