@@ -906,7 +906,7 @@ fn shutdown_ends_at_its_timeout_while_a_slow_receiver_keeps_taking() {
                     let _ = socket.recv(&mut buf);
                     // Busy, not asleep, so that the reactor keeps retrying it.
                     let t = std::time::Instant::now();
-                    while t.elapsed() < Duration::from_micros(30) {
+                    while t.elapsed() < Duration::from_micros(100) {
                         std::hint::spin_loop();
                     }
                 }
@@ -934,15 +934,18 @@ fn shutdown_ends_at_its_timeout_while_a_slow_receiver_keeps_taking() {
         assert!(wait_until(LIMIT, || d
             .stats()
             .target(&target)
-            .is_some_and(|c| c.pending > 20_000)));
+            .is_some_and(|c| c.pending > 50_000)));
         let start = std::time::Instant::now();
         let stats = d.shutdown();
         let took = start.elapsed();
         let accepted = join_within(producer, LIMIT, "the producer");
         stop.store(true, Ordering::Relaxed);
         join_within(reader, LIMIT, "the reader");
+        // Not a timing of ours: a shutdown that waited for the queue would take over 5 s
+        // (50 000 datagrams at 100 us each), one that kept its deadline 0.2 s; the bound sits
+        // far from both, for a loaded machine.
         assert!(
-            took < Duration::from_millis(1_500),
+            took < Duration::from_secs(3),
             "{backend:?}: shutdown took {took:?}"
         );
         assert!(stats.is_balanced(), "{backend:?}: {stats:?}");

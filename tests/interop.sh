@@ -87,8 +87,9 @@ event_socket=$(mi subscribers_list E_TEST | "$py" -c '
 import json, sys
 subs = json.load(sys.stdin)["Event"]["Subscribers"]
 print(next(s["socket"] for s in subs if s["format"] == "jsonrpc"))') || fail "opensips-event socket"
-echo "interop: refresh $event_socket with coalesce {max_bytes: 65457, max_delay_us: 3000000}"
-out=$(mi event_subscribe -j "{\"event\":\"E_TEST\",\"socket\":\"$event_socket\",\"expire\":120,\"format\":\"jsonrpc\",\"coalesce\":{\"max_bytes\":65457,\"max_delay_us\":3000000}}") \
+# 8 s: both raises below (two Python clients, each started cold) must come within it.
+echo "interop: refresh $event_socket with coalesce {max_bytes: 65457, max_delay_us: 8000000}"
+out=$(mi event_subscribe -j "{\"event\":\"E_TEST\",\"socket\":\"$event_socket\",\"expire\":120,\"format\":\"jsonrpc\",\"coalesce\":{\"max_bytes\":65457,\"max_delay_us\":8000000}}") \
   || fail "coalesce refresh: $out"
 [ "$out" = '"OK"' ] || fail "coalesce refresh reply: $out"
 mi subscribers_list E_TEST
@@ -100,8 +101,8 @@ out=$(cli raise_event E_TEST v1 v2) || fail "raise_event (opensips-cli): $out"
 [ "$out" = '"OK"' ] || fail "raise_event reply: $out"
 
 for _ in $(seq 200); do [ "$(wc -l <"$work/line.out")" -ge 2 ] && break; sleep 0.05; done
-# The coalesced datagram leaves 3 s after the first event at the latest.
-for _ in $(seq 200); do [ "$(grep -c jsonrpc "$work/event.out" || true)" -ge 2 ] && break; sleep 0.05; done
+# The coalesced datagram leaves 8 s after the first event at the latest.
+for _ in $(seq 400); do [ "$(grep -c jsonrpc "$work/event.out" || true)" -ge 2 ] && break; sleep 0.05; done
 sleep 0.3
 kill -TERM "$event_pid"  # opensips-event unsubscribes (expire 0) and exits
 timeout 10 tail --pid="$event_pid" -f /dev/null || fail "opensips-event did not exit"

@@ -1043,7 +1043,7 @@ proptest! {
 
     #[test]
     fn random_bytes_are_refused_without_panic(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
-        let m = shared();
+        let m = shared(0);
         let before = m.state();
         if let Some(reply) = m.mi.handle(&bytes) {
             let r: Value = serde_json::from_slice(&reply).unwrap();
@@ -1056,7 +1056,7 @@ proptest! {
 
     #[test]
     fn random_requests_never_panic_and_errors_change_nothing(req in request()) {
-        let m = shared();
+        let m = shared(1);
         let before = m.state();
         let text = req.to_string();
         match m.mi.handle(text.as_bytes()) {
@@ -1072,10 +1072,13 @@ proptest! {
     }
 }
 
-/// One handler for all proptest cases (starting a dispatcher per case is slow).
-fn shared() -> &'static Mi {
-    static M: std::sync::OnceLock<Mi> = std::sync::OnceLock::new();
-    M.get_or_init(mi)
+/// One handler for all cases of one proptest (starting a dispatcher per case is slow); each
+/// test has its own (`which`), as the tests run in parallel and one may change what the other
+/// checks is unchanged.
+fn shared(which: usize) -> &'static Mi {
+    static M: [std::sync::OnceLock<Mi>; 2] =
+        [std::sync::OnceLock::new(), std::sync::OnceLock::new()];
+    M[which].get_or_init(mi)
 }
 
 // ---------------------------------------------------------------------------------------------

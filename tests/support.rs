@@ -43,8 +43,26 @@ pub fn unix_qlen() -> usize {
         .unwrap_or(10)
 }
 
-/// Both backends; `uring` is skipped, loudly, where the kernel refuses io_uring.
+/// Both backends; `uring` is skipped, loudly, where the kernel refuses io_uring. Where
+/// `EVDGRAM_BACKEND` is set, it decides every dispatcher's backend: only that one.
 pub fn backends() -> Vec<BackendChoice> {
+    if let Some(forced) = std::env::var_os(event_datagram::BACKEND_ENV) {
+        let forced = match forced.to_str() {
+            Some("uring") => BackendChoice::Uring,
+            Some("syscall") => BackendChoice::Syscall,
+            Some("auto") if io_uring_available() => BackendChoice::Uring,
+            Some("auto") => BackendChoice::Syscall,
+            _ => panic!(
+                "{}={forced:?} is not uring, syscall or auto",
+                event_datagram::BACKEND_ENV
+            ),
+        };
+        eprintln!(
+            "{} is set: testing the {forced:?} backend only",
+            event_datagram::BACKEND_ENV
+        );
+        return vec![forced];
+    }
     let mut v = vec![BackendChoice::Syscall];
     match io_uring_available() {
         true => v.push(BackendChoice::Uring),

@@ -132,13 +132,8 @@ fn host_names_resolve_when_parsed() {
     assert!(t.is_loopback());
     // It prints as the address it resolved to, which parses back.
     assert_eq!(parse(&t.to_string()), t);
-
-    let err = parse_err("udp:no-such-host.invalid:9000");
-    assert!(
-        matches!(&err, TargetError::Resolve { host, .. } if host == "no-such-host.invalid"),
-        "{err:?}"
-    );
-    assert!(err.to_string().contains("no-such-host.invalid"));
+    // (A name that does not resolve is not tried here: that would ask a DNS server, off this
+    // host. `localhost` is answered from /etc/hosts.)
 }
 
 #[test]
