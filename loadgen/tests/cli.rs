@@ -1,20 +1,73 @@
 //! loadgen end to end, through its binary: accounting, report formats, exit codes, sink; and a
 //! receiver's memory, with a counting allocator. Runs are short (10-20k/s for 1 s) and check
 //! the accounting and formats, not the speed.
+//!
+//! Every wait on a child process is bounded by [`DEADLINE`] (a hung run fails its test, naming
+//! the command, instead of hanging `cargo test`), and a `loadgen sink` is killed when its
+//! test ends, also when it fails.
 
+use std::io::{BufRead, BufReader, Read};
 use std::net::UdpSocket;
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
 use serde_json::Value;
 
+/// The longest a test waits for a process to finish or to say something: far longer than any
+/// of these runs takes on a loaded machine, so it only ends a hang.
+const DEADLINE: Duration = Duration::from_secs(120);
+
+/// Reads all of `r` on a thread (so a child never blocks on a full pipe).
+fn read_all(mut r: impl Read + Send + 'static) -> JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = r.read_to_end(&mut buf);
+        buf
+    })
+}
+
+/// Runs loadgen with `args` to its end, as `Command::output` would, but for at most
+/// [`DEADLINE`]: then it is killed and the test fails, saying which command hung.
 fn loadgen(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_loadgen"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_loadgen"))
         .args(args)
         .stdin(Stdio::null())
-        .output()
-        .expect("loadgen runs")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("loadgen starts");
+    let stdout = read_all(child.stdout.take().unwrap());
+    let stderr = read_all(child.stderr.take().unwrap());
+    let deadline = Instant::now() + DEADLINE;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("waiting for loadgen") {
+            break Some(status);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    // The pipes close when the child ends (loadgen starts no processes that could hold them).
+    let (stdout, stderr) = (stdout.join().unwrap(), stderr.join().unwrap());
+    let Some(status) = status else {
+        panic!(
+            "`loadgen {}` was still running after {DEADLINE:?} and was killed; its stderr:\n{}",
+            args.join(" "),
+            text(&stderr)
+        );
+    };
+    Output {
+        status,
+        stdout,
+        stderr,
+    }
 }
 
 fn text(b: &[u8]) -> String {
@@ -28,9 +81,31 @@ fn scratch(name: &str) -> PathBuf {
     dir
 }
 
-/// The identities of LOADGEN.md, exactly, for one JSON run.
-fn check_identities(run: &Value) {
-    let n = |k: &str| run[k].as_u64().unwrap_or_else(|| panic!("{k} in {run}"));
+/// The accounting of one JSON run with embedded receivers: the identities the docs state (the
+/// report's contract) and checks between figures counted apart, which a bug can break.
+///
+/// The first three identities hold by construction in `result.rs` (`unaccounted` is what
+/// makes the first exact, `lost` is the sum of its causes, and per target `lost = sent -
+/// received`): they check the report's shape. What can fail:
+/// - `unaccounted == 0`: every published event was sent or dropped with a cause, by the
+///   library's per-target counters (the generator's own counts add up by construction);
+/// - `sent = received + lost` also fails when a target received more events than the library
+///   says it sent (per-target `lost` saturates at 0): checked per target, `received <= sent`;
+/// - the run's `received`, `datagrams_received`, `duplicates` and `reordered` (the receivers'
+///   records merged) are the sums of the per-target ones (each record alone), and `sent`,
+///   `datagrams_sent`, `lost` the sums of theirs;
+/// - `latency_ns.count` (the histogram's count) is `received` (the receiver's counter): each
+///   unique event is recorded once, duplicates not at all;
+/// - datagrams against events, counted by different code: a datagram holds at least one event
+///   (exactly one without coalescing), on both sides;
+/// - the sequence numbers: a producer numbers its scheduled events from 0, so per target
+///   `received + sequence_gaps <= scheduled / targets`; no copies arrive (`duplicates == 0`);
+/// - a UNIX datagram socket never drops what it accepted (the sender gets EAGAIN, counted in
+///   `drops.receiver_slow`), so a UNIX run loses nothing: `lost == 0`;
+/// - `latency_ns.max` and `mean` are `null` exactly when events are missing (schema 2).
+fn check_accounting(run: &Value) {
+    let n = |v: &Value, k: &str| v[k].as_u64().unwrap_or_else(|| panic!("{k} in {v}"));
+    let get = |k: &str| n(run, k);
     // Signed: `unaccounted` is negative when more was sent than scheduled.
     let drops: i64 = run["drops"]
         .as_object()
@@ -39,21 +114,76 @@ fn check_identities(run: &Value) {
         .map(|v| v.as_i64().unwrap())
         .sum();
     assert_eq!(
-        n("scheduled") as i64,
-        n("sent") as i64 + drops,
+        get("scheduled") as i64,
+        get("sent") as i64 + drops,
         "scheduled = sent + drops: {run}"
     );
     assert_eq!(
-        n("sent"),
-        n("received") + n("lost"),
+        get("sent"),
+        get("received") + get("lost"),
         "sent = received + lost: {run}"
     );
     let loss = &run["loss"];
     assert_eq!(
-        n("lost"),
-        loss["kernel_rx_drops"].as_u64().unwrap() + loss["unexplained"].as_u64().unwrap()
+        get("lost"),
+        n(loss, "kernel_rx_drops") + n(loss, "unexplained"),
+        "lost = kernel_rx_drops + unexplained: {run}"
     );
     assert_eq!(run["drops"]["unaccounted"], 0, "{run}");
+
+    let targets = run["per_target"].as_array().unwrap();
+    assert_eq!(targets.len() as u64, get("targets"), "{run}");
+    for key in [
+        "sent",
+        "received",
+        "datagrams_sent",
+        "datagrams_received",
+        "lost",
+        "duplicates",
+        "reordered",
+    ] {
+        let sum: u64 = targets.iter().map(|t| n(t, key)).sum();
+        assert_eq!(sum, get(key), "{key}: the targets' sum is the run's: {run}");
+    }
+    assert_eq!(
+        n(&run["latency_ns"], "count"),
+        get("received"),
+        "one latency per received event: {run}"
+    );
+    let coalesced = !run["coalesce"].is_null();
+    assert_eq!(get("scheduled") % get("targets"), 0, "{run}");
+    let per_target_scheduled = get("scheduled") / get("targets");
+    for t in targets {
+        let (sent, received) = (n(t, "sent"), n(t, "received"));
+        let (dg_sent, dg_received) = (n(t, "datagrams_sent"), n(t, "datagrams_received"));
+        assert!(received <= sent, "received <= sent: {t}");
+        assert!(dg_received <= dg_sent, "datagrams received <= sent: {t}");
+        assert!(dg_sent <= sent, "a datagram sent holds an event: {t}");
+        // Every event of a datagram is recorded, as received or as a duplicate.
+        let recorded = received + n(t, "duplicates");
+        if coalesced {
+            assert!(dg_received <= recorded, "a datagram holds an event: {t}");
+        } else {
+            assert_eq!(dg_sent, sent, "one event per datagram: {t}");
+            assert_eq!(dg_received, recorded, "one event per datagram: {t}");
+        }
+        assert!(
+            received + n(t, "sequence_gaps") <= per_target_scheduled,
+            "sequence numbers within the schedule ({per_target_scheduled}): {t}"
+        );
+        assert_eq!(n(t, "duplicates"), 0, "no copies: {t}");
+    }
+    if run["transport"] == "unix" {
+        assert_eq!(get("lost"), 0, "UNIX sockets do not drop: {run}");
+    }
+    let missing = get("received") < get("scheduled");
+    for key in ["max", "mean"] {
+        assert_eq!(
+            run["latency_ns"][key].is_null(),
+            missing,
+            "latency_ns.{key} is null when events are missing: {run}"
+        );
+    }
 }
 
 #[test]
@@ -102,7 +232,7 @@ fn a_run_accounts_for_every_event_and_writes_every_report() {
             scheduled.abs_diff(20_000) <= 200,
             "rate x duration within 1%: {scheduled}"
         );
-        check_identities(run);
+        check_accounting(run);
         for key in [
             "size_bytes",
             "transport",
@@ -351,7 +481,7 @@ fn an_unsustainable_rate_runs_and_says_so_loudly() {
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     let run = &report["runs"][0];
     assert_eq!(run["scheduled"], 300_000);
-    check_identities(run);
+    check_accounting(run);
     let err = text(&out.stderr);
     assert!(
         err.contains("WARNING") && err.contains("NOT sustained"),
@@ -359,35 +489,119 @@ fn an_unsustainable_rate_runs_and_says_so_loudly() {
     );
 }
 
-/// A `loadgen sink` on a free UDP port of 127.0.0.1 (300 ms `--idle`, 30 s at most), and the
-/// spec it says it listens on.
-fn start_sink() -> (std::process::Child, String) {
-    use std::io::{BufRead, BufReader};
-    let mut sink = Command::new(env!("CARGO_BIN_EXE_loadgen"))
-        .args(["sink", "--listen", "udp:127.0.0.1:0", "--duration", "30s"])
-        .args(["--idle", "300ms"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // It says when it listens.
-    let mut said = String::new();
-    BufReader::new(sink.stderr.take().unwrap())
-        .read_line(&mut said)
-        .unwrap();
-    assert!(said.contains("listening on udp:"), "{said}");
-    let spec = said.trim().rsplit(' ').next().unwrap().to_owned();
-    (sink, spec)
+/// A `loadgen sink` on a free UDP port of 127.0.0.1 (300 ms `--idle`, 30 s at most), its
+/// output read line by line on threads; killed and waited for when dropped, so a test that
+/// fails leaves no process behind.
+struct SinkProcess {
+    child: Child,
+    /// The spec it says it listens on: `udp:127.0.0.1:PORT`.
+    spec: String,
+    stdout: Receiver<String>,
+    stderr: Receiver<String>,
 }
 
+/// Sends each line of `r` over a channel, from a thread that ends with the pipe.
+fn lines_of(r: impl Read + Send + 'static) -> Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(r).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// The next of `lines` of `child`, waiting at most [`DEADLINE`] (or until the child closes
+/// them); panics saying `what` was awaited.
+fn next_line(lines: &Receiver<String>, child: &mut Child, what: &str) -> String {
+    lines.recv_timeout(DEADLINE).unwrap_or_else(|e| {
+        panic!(
+            "{what}: nothing from the sink ({e}); its exit status: {:?}",
+            child.try_wait()
+        )
+    })
+}
+
+impl SinkProcess {
+    fn start() -> SinkProcess {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+            .args(["sink", "--listen", "udp:127.0.0.1:0", "--duration", "30s"])
+            .args(["--idle", "300ms"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("loadgen sink starts");
+        let stdout = lines_of(child.stdout.take().unwrap());
+        let stderr = lines_of(child.stderr.take().unwrap());
+        let mut sink = SinkProcess {
+            child,
+            spec: String::new(),
+            stdout,
+            stderr,
+        };
+        // It says when it listens.
+        let said = sink.said("the sink says where it listens");
+        assert!(said.contains("listening on udp:"), "{said}");
+        sink.spec = said.trim().rsplit(' ').next().unwrap().to_owned();
+        sink
+    }
+
+    /// The address of [`spec`](Self::spec).
+    fn addr(&self) -> &str {
+        self.spec
+            .strip_prefix("udp:")
+            .expect("listening on udp:ADDR")
+    }
+
+    /// The next line on its stdout (a run's report).
+    fn report(&mut self, what: &str) -> String {
+        next_line(&self.stdout, &mut self.child, what)
+    }
+
+    /// The next line on its stderr.
+    fn said(&mut self, what: &str) -> String {
+        next_line(&self.stderr, &mut self.child, what)
+    }
+
+    /// Its exit status, if it has ended.
+    fn ended(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().expect("waiting for the sink")
+    }
+}
+
+impl Drop for SinkProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The number after ` name ` in a sink's report line.
+fn field(line: &str, name: &str) -> u64 {
+    let at = line
+        .find(&format!(" {name} "))
+        .unwrap_or_else(|| panic!("{name} in {line}"));
+    line[at + name.len() + 2..]
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap_or_else(|e| panic!("{name} in {line}: {e}"))
+}
+
+/// A run to a sink in another process: the generator's counts (it cannot know what arrived)
+/// against the sink's own.
 #[test]
 fn a_sink_in_another_process_receives_an_external_run() {
-    use std::io::{BufRead, BufReader};
-    let (mut sink, spec) = start_sink();
+    let mut sink = SinkProcess::start();
     let out = loadgen(&[
         "run",
         "--targets-external",
-        &spec,
+        &sink.spec,
         "--rate",
         "5k",
         "--duration",
@@ -402,26 +616,39 @@ fn a_sink_in_another_process_receives_an_external_run() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     let run = &report["runs"][0];
+    let n = |k: &str| run[k].as_u64().unwrap_or_else(|| panic!("{k} in {run}"));
     // On a loaded machine the generator may fall behind and shed (counted) events, whose
     // sequence numbers the sink then sees missing.
-    let (sent, shed) = (
-        run["sent"].as_u64().unwrap(),
-        run["drops"]["shed"].as_u64().unwrap(),
-    );
+    let (sent, shed) = (n("sent"), run["drops"]["shed"].as_u64().unwrap());
     assert_eq!(sent + shed, 5_000, "{run}");
     assert!(sent > 0, "{run}");
-    assert!(run["received"].is_null());
-    // The sink reports the run once it has been idle for 300 ms.
-    let line = BufReader::new(sink.stdout.take().unwrap()).lines().next();
-    let _ = sink.kill();
-    let _ = sink.wait();
-    let line = line.expect("the sink reports the run").unwrap();
-    let want = if shed == 0 {
-        format!("{spec}: received 5000 gaps 0")
-    } else {
-        format!("{spec}: received {sent} gaps ")
-    };
-    assert!(line.contains(&want), "{line} (shed {shed})");
+    for key in ["received", "datagrams_received", "lost", "loss"] {
+        assert!(run[key].is_null(), "{key}: {run}");
+    }
+    assert_eq!(run["latency_ns"]["count"], 0, "{run}");
+    let t = &run["per_target"][0];
+    assert_eq!(t["sent"], sent, "{run}");
+    assert_eq!(t["datagrams_sent"], sent, "one event per datagram: {run}");
+    assert!(t["received"].is_null(), "{run}");
+
+    // The sink reports the run once it has been idle for 300 ms: what it counted, apart.
+    let line = sink.report("the sink reports the run");
+    assert!(
+        line.starts_with("run ") && line.contains(&format!(" {}: received ", sink.spec)),
+        "{line}"
+    );
+    assert!(!line.contains("(warm-up)"), "{line}");
+    // Every event the kernel accepted arrives, once, in the datagrams the generator sent.
+    assert_eq!(field(&line, "received"), sent, "{line} (shed {shed})");
+    assert_eq!(field(&line, "duplicates"), 0, "{line}");
+    assert_eq!(field(&line, "datagrams"), n("datagrams_sent"), "{line}");
+    assert_eq!(field(&line, "kernel_drops"), 0, "{line}");
+    // Shed events are gaps only below the highest sequence number received.
+    let gaps = field(&line, "gaps");
+    assert!(sent + gaps <= 5_000, "{line} (shed {shed})");
+    if shed == 0 {
+        assert_eq!(gaps, 0, "{line}");
+    }
 }
 
 #[test]
@@ -450,7 +677,7 @@ fn a_coalesced_run_counts_events_and_datagrams_apart_in_both_formats() {
         let runs = report["runs"].as_array().unwrap();
         assert_eq!(runs.len(), 2);
         for run in runs {
-            check_identities(run);
+            check_accounting(run);
             let n = |k: &str| run[k].as_u64().unwrap_or_else(|| panic!("{k} in {run}"));
             assert_eq!(run["format"], format);
             assert_eq!(n("scheduled"), 50_000, "{run}");
@@ -502,7 +729,7 @@ fn coalescing_limits_and_gso_are_flags_and_config_keys() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     let run = &report["runs"][0];
-    check_identities(run);
+    check_accounting(run);
     assert_eq!(run["coalesce"]["max_bytes"], 4000, "{run}");
     assert_eq!(run["coalesce"]["max_delay_ns"], 200_000, "{run}");
     assert_eq!(run["udp_gso"], false, "{run}");
@@ -527,8 +754,10 @@ fn coalescing_limits_and_gso_are_flags_and_config_keys() {
         "--json",
         "-",
     ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     let run = &report["runs"][0];
+    check_accounting(run);
     assert_eq!(run["datagrams_sent"], run["sent"], "{run}");
     assert!(run["coalesce"].is_null(), "{run}");
     let out = loadgen(&["--coalesce-bytes", "70000"]);
@@ -541,24 +770,11 @@ fn coalescing_limits_and_gso_are_flags_and_config_keys() {
 /// from the bind: the second report used to repeat the first one's drops).
 #[test]
 fn a_sink_reports_a_resumed_run_as_continued_with_only_its_new_kernel_drops() {
-    use std::io::{BufRead, BufReader};
-    use std::sync::mpsc;
-    use std::time::Duration;
-
     use event_datagram::Format;
     use loadgen::payload::{Template, EVENT};
 
-    let (mut sink, spec) = start_sink();
-    let addr = spec.strip_prefix("udp:").expect("listening on udp:ADDR");
-    let (tx, lines) = mpsc::channel();
-    let stdout = BufReader::new(sink.stdout.take().unwrap());
-    std::thread::spawn(move || {
-        for line in stdout.lines() {
-            if tx.send(line.unwrap()).is_err() {
-                break;
-            }
-        }
-    });
+    let mut sink = SinkProcess::start();
+    let addr = sink.addr().to_owned();
     let template = Template::new(Format::Line, 60_000).unwrap();
     let mut buf = vec![0u8; 65_536];
     let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -566,7 +782,7 @@ fn a_sink_reports_a_resumed_run_as_continued_with_only_its_new_kernel_drops() {
         for seq in seqs {
             let params = template.params(1, 0, seq, 0);
             let n = Format::Line.encode(EVENT, &params, buf).unwrap();
-            sender.send_to(&buf[..n], addr).unwrap();
+            sender.send_to(&buf[..n], &addr).unwrap();
         }
     };
     // The sink stopped: 1 000 datagrams of 60 kB overflow its 16 MiB receive buffer.
@@ -577,26 +793,13 @@ fn a_sink_reports_a_resumed_run_as_continued_with_only_its_new_kernel_drops() {
             unsafe { libc::kill(self.0, libc::SIGCONT) };
         }
     }
-    let pid = sink.id() as libc::pid_t;
+    let pid = sink.child.id() as libc::pid_t;
     // SAFETY: as above.
     unsafe { libc::kill(pid, libc::SIGSTOP) };
     let stopped = Stopped(pid);
     send(0..1_000, &mut buf);
     drop(stopped);
-    let field = |line: &str, name: &str| -> u64 {
-        let at = line
-            .find(&format!(" {name} "))
-            .unwrap_or_else(|| panic!("{name} in {line}"));
-        line[at + name.len() + 2..]
-            .split(' ')
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap()
-    };
-    let first = lines
-        .recv_timeout(Duration::from_secs(10))
-        .expect("a report");
+    let first = sink.report("a report");
     let (received, drops) = (field(&first, "received"), field(&first, "kernel_drops"));
     // Loopback's own backlog may drop a few more, which no socket counts.
     assert!(received + drops <= 1_000, "{first}");
@@ -604,11 +807,7 @@ fn a_sink_reports_a_resumed_run_as_continued_with_only_its_new_kernel_drops() {
     assert!(!first.contains("(continued)"), "{first}");
     // The same run again, read as it comes.
     send(1_000..1_010, &mut buf);
-    let second = lines
-        .recv_timeout(Duration::from_secs(10))
-        .expect("a second report");
-    let _ = sink.kill();
-    let _ = sink.wait();
+    let second = sink.report("a second report");
     assert!(second.ends_with("(continued)"), "{second}");
     assert_eq!(field(&second, "received"), 10, "{second}");
     assert_eq!(field(&second, "kernel_drops"), 0, "{second}");
@@ -689,7 +888,7 @@ fn a_long_coalescing_delay_keeps_the_warm_up_out_of_the_measured_window() {
     assert_eq!(out.status.code(), Some(0), "{err}");
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     let run = &report["runs"][0];
-    check_identities(run);
+    check_accounting(run);
     assert_eq!(run["scheduled"], 2_500, "{run}");
     assert!(!err.contains("accounting"), "{err}");
 }
@@ -727,14 +926,10 @@ fn a_capacity_search_below_one_event_per_second_doubles_exactly() {
 /// trusted: the sink used to size its tracking by it (2^61 bytes) and abort.
 #[test]
 fn a_sink_survives_datagrams_with_impossible_producers_and_sequence_numbers() {
-    use std::io::{BufRead, BufReader};
-    use std::time::Duration;
-
     use event_datagram::{Format, Params};
     use loadgen::payload::EVENT;
 
-    let (mut sink, spec) = start_sink();
-    let addr = spec.strip_prefix("udp:").expect("listening on udp:ADDR");
+    let mut sink = SinkProcess::start();
     let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
     let mut buf = vec![0u8; 65_536];
     for (producer, seq) in [
@@ -747,26 +942,31 @@ fn a_sink_survives_datagrams_with_impossible_producers_and_sequence_numbers() {
             .try_fold(Params::new(), |p, v| p.unnamed_str(v))
             .unwrap();
         let n = Format::Line.encode(EVENT, &params, &mut buf).unwrap();
-        sender.send_to(&buf[..n], addr).unwrap();
+        sender.send_to(&buf[..n], sink.addr()).unwrap();
         std::thread::sleep(Duration::from_millis(20));
     }
-    let (tx, rx) = std::sync::mpsc::channel();
-    let stdout = BufReader::new(sink.stdout.take().unwrap());
-    std::thread::spawn(move || {
-        let _ = tx.send(stdout.lines().next());
-    });
-    let line = rx.recv_timeout(Duration::from_secs(10));
-    let status = sink.try_wait().unwrap();
-    let _ = sink.kill();
-    let _ = sink.wait();
+    let line = sink.report("a report");
+    let status = sink.ended();
     assert!(status.is_none(), "the sink died: {status:?}");
-    let line = line.expect("a report").expect("a line").unwrap();
     assert!(
         line.contains(&format!(
-            "run 00000003 {spec}: received 1 gaps 0 duplicates 0"
+            "run 00000003 {}: received 1 gaps 0 duplicates 0",
+            sink.spec
         )),
         "{line}"
     );
+    // The two foreign events are counted on stderr (before the report: they came first),
+    // in one line or in two.
+    let mut foreign = 0;
+    while foreign < 2 {
+        let said = sink.said("the sink counts the foreign events");
+        let count = said
+            .strip_suffix(" datagrams or events that no loadgen run sends")
+            .and_then(|s| s.rsplit(' ').next())
+            .unwrap_or_else(|| panic!("{said}"));
+        foreign += count.parse::<u64>().unwrap();
+    }
+    assert_eq!(foreign, 2);
 }
 
 /// Allocation accounting for [`per_second_intervals_take_memory_in_proportion_to_the_data`]:
