@@ -44,7 +44,9 @@ impl Expiry {
 /// Events are appended to an open datagram until the next one would pass `max_bytes`, or until
 /// `max_delay` has passed since its first event, whichever comes first. Line-format events are
 /// self-delimiting; `jsonrpc` events are concatenated objects. Our decoders, `evdgram listen`,
-/// loadgen and the `opensips` Python package's receiver read both.
+/// loadgen and the `opensips` Python package's receiver read both. A target has one open
+/// datagram: where several of its subscriptions coalesce, it takes the tightest `max_bytes`
+/// and the earliest deadline of the events in it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Coalesce {
     max_bytes: u32,

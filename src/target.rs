@@ -476,7 +476,10 @@ fn looks_numeric(host: &str) -> bool {
         Some(hex) => hex.bytes().all(|b| b.is_ascii_hexdigit()),
         None => !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()),
     };
-    host.split('.').count() <= 4 && host.split('.').all(number)
+    // Digits and dots only (`1.2.3.4.5`, `127.0.0.1.`) name no host either: refused here
+    // rather than asked of a DNS server.
+    host.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+        || (host.split('.').count() <= 4 && host.split('.').all(number))
 }
 
 fn resolve(spec: &str, host: &str, port: u16) -> Result<Target, TargetError> {
@@ -506,9 +509,15 @@ fn pick_address(addrs: impl IntoIterator<Item = SocketAddr>) -> Option<SocketAdd
 }
 
 /// `a` with an IPv4-mapped IPv6 address (`[::ffff:127.0.0.1]`) as the IPv4 address it is: one
-/// receiver, one target.
+/// receiver, one target. Any other address as it is (an IPv6 one keeps its scope id).
 fn canonical(a: SocketAddr) -> SocketAddr {
-    SocketAddr::new(a.ip().to_canonical(), a.port())
+    match a {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(IpAddr::V4(v4), v6.port()),
+            None => a,
+        },
+        SocketAddr::V4(_) => a,
+    }
 }
 
 impl FromStr for Target {
@@ -559,8 +568,9 @@ impl Hash for UnixAddr {
 }
 
 impl From<SocketAddr> for Target {
+    /// A UDP target; an IPv4-mapped address becomes the IPv4 one, as when parsed.
     fn from(addr: SocketAddr) -> Self {
-        Target::Udp(addr)
+        Target::Udp(canonical(addr))
     }
 }
 
@@ -618,5 +628,17 @@ mod tests {
             Some(addr("127.0.0.9:9"))
         );
         assert_eq!(pick_address([]), None);
+        // An IPv6 address keeps its scope (a link-local one needs it to be reached).
+        let scoped = SocketAddr::V6(std::net::SocketAddrV6::new(
+            "fe80::1".parse().unwrap(),
+            9,
+            0,
+            2,
+        ));
+        assert_eq!(pick_address([scoped]), Some(scoped));
+        assert_eq!(
+            Target::from(addr("[::ffff:127.0.0.1]:9")),
+            Target::Udp(addr("127.0.0.1:9"))
+        );
     }
 }

@@ -410,8 +410,13 @@ struct Listener {
 
 impl Listener {
     fn spawn(args: &[&str]) -> Listener {
+        Self::spawn_with(Command::new(EVDGRAM), args)
+    }
+
+    /// `evdgram listen ARGS` through `command` (`evdgram` itself, or a wrapper that runs it).
+    fn spawn_with(mut command: Command, args: &[&str]) -> Listener {
         let mut child = ChildGuard(Some(
-            Command::new(EVDGRAM)
+            command
                 .arg("listen")
                 .args(args)
                 .stdin(Stdio::null())
@@ -641,6 +646,30 @@ fn listen_cleans_up_on_sighup_too() {
     let l = Listener::spawn(&[path.to_str().unwrap()]);
     assert!(path.exists());
     l.stop_with(libc::SIGHUP);
+    assert!(!path.exists());
+}
+
+#[test]
+fn listen_under_nohup_outlives_a_hangup() {
+    let dir = TempDir::new();
+    let path = dir.join("nohup.sock");
+    // As `nohup` runs it: SIGHUP ignored, which the listener must keep.
+    let mut nohup = Command::new("sh");
+    nohup.args(["-c", r#"trap '' HUP; exec "$0" "$@""#, EVDGRAM]);
+    let mut l = Listener::spawn_with(nohup, &[path.to_str().unwrap()]);
+    let pid = l.child.pid();
+    // SAFETY: a signal to our own child.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);
+    // Still listening after it: a datagram sent after the hangup is printed, and a moment
+    // later the process is still there.
+    unix_sender().send_to(b"E_X\n\n", &path).unwrap();
+    l.expect_lines(&[r#"{"event":"E_X","params":[]}"#]);
+    thread::sleep(Duration::from_millis(200));
+    assert!(
+        l.child.child().try_wait().unwrap().is_none(),
+        "exited on SIGHUP"
+    );
+    l.stop_with(libc::SIGTERM);
     assert!(!path.exists());
 }
 

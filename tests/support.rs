@@ -46,7 +46,8 @@ pub fn unix_qlen() -> usize {
 /// Both backends; `uring` is skipped, loudly, where the kernel refuses io_uring. Where
 /// `EVDGRAM_BACKEND` is set, it decides every dispatcher's backend: only that one.
 pub fn backends() -> Vec<BackendChoice> {
-    if let Some(forced) = std::env::var_os(event_datagram::BACKEND_ENV) {
+    // Empty is unset, as for the dispatcher.
+    if let Some(forced) = std::env::var_os(event_datagram::BACKEND_ENV).filter(|v| !v.is_empty()) {
         let forced = match forced.to_str() {
             Some("uring") => BackendChoice::Uring,
             Some("syscall") => BackendChoice::Syscall,

@@ -253,6 +253,10 @@ fn every_error_has_its_variant_and_names_the_accepted_forms() {
         ("udp:0X7F.0.0.01:9000", |e| {
             matches!(e, E::InvalidHost { .. })
         }),
+        ("udp:1.2.3.4.5:9000", |e| matches!(e, E::InvalidHost { .. })),
+        ("udp:127.0.0.1.:9000", |e| {
+            matches!(e, E::InvalidHost { .. })
+        }),
         // A ':' too many is said as such, not as an IPv6 address without brackets.
         (
             "udp:127.0.0.1:9000:",

@@ -60,8 +60,16 @@ pub fn parse_slo(s: &str) -> Result<Vec<Objective>, Usage> {
 
 /// Whether a step's run meets the objectives with nothing dropped or lost; `Err` says why not.
 pub fn meets(r: &RunResult, slo: &[Objective]) -> Result<(), String> {
-    if r.dropped() > 0 {
-        return Err(format!("{} dropped", r.dropped()));
+    // Each cause apart: a negative `unaccounted` (warm-up events sent in the window) must not
+    // offset real drops, and is itself a step that did not measure cleanly.
+    let causes: Vec<String> = r
+        .drops
+        .iter()
+        .filter(|(_, &n)| n != 0)
+        .map(|(cause, n)| format!("{n} {cause}"))
+        .collect();
+    if !causes.is_empty() {
+        return Err(format!("dropped: {}", causes.join(", ")));
     }
     if r.lost.unwrap_or(0) > 0 {
         return Err(format!("{} lost", r.lost.unwrap_or(0)));
@@ -278,6 +286,23 @@ mod tests {
         assert_eq!(s[1].quantile, 0.999);
         assert!(parse_slo("p98=1ms").is_err());
         assert!(parse_slo("p99").is_err());
+    }
+
+    #[test]
+    fn a_step_with_warm_up_events_in_its_window_does_not_hide_its_drops() {
+        let h = {
+            let mut h = crate::measure::histogram();
+            h.record(1_000).unwrap();
+            h
+        };
+        let mut r = crate::result::tests::dummy(64, vec![h], 0);
+        assert_eq!(meets(&r, &[]), Ok(()));
+        // 100 shed, and 173 warm-up events sent in the window (unaccounted -173): the sum of
+        // the causes is negative, and the step still did not run clean.
+        r.drops.insert(crate::result::cause::SHED, 100);
+        r.drops.insert(crate::result::cause::UNACCOUNTED, -173);
+        let why = meets(&r, &[]).unwrap_err();
+        assert!(why.contains("100 shed") && why.contains("-173"), "{why}");
     }
 
     #[test]

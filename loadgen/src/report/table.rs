@@ -83,7 +83,7 @@ pub fn render(runs: &[RunResult], backend: &str) -> String {
         "backend {backend}; counts are events (datagrams/s: datagrams received per target); \
          latency = receipt - intended send time of each event (CLOCK_MONOTONIC); \
          n/m = not measured (above 1 - loss; max when anything is missing); \
-         drops = shed + channel full + send-side drops"
+         drops = shed + channel full + send-side drops (+ unaccounted, with a warning)"
     );
     if let Some(c) = runs.iter().find_map(|r| r.coalesce) {
         let _ = writeln!(

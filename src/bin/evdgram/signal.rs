@@ -1,6 +1,6 @@
-//! SIGINT, SIGTERM and SIGHUP (the terminal closed) for long-running subcommands: blocked in
-//! every thread, taken by one dedicated thread with `sigwait`, so cleanup runs as ordinary code
-//! (not in a signal handler).
+//! SIGINT, SIGTERM and SIGHUP (the terminal closed; unless ignored, as under `nohup`) for
+//! long-running subcommands: blocked in every thread, taken by one dedicated thread with
+//! `sigwait`, so cleanup runs as ordinary code (not in a signal handler).
 
 use std::io;
 use std::mem::MaybeUninit;
@@ -24,7 +24,9 @@ pub fn block_termination() -> io::Result<Blocked> {
         libc::sigemptyset(set.as_mut_ptr());
         libc::sigaddset(set.as_mut_ptr(), libc::SIGINT);
         libc::sigaddset(set.as_mut_ptr(), libc::SIGTERM);
-        libc::sigaddset(set.as_mut_ptr(), libc::SIGHUP);
+        if !hangup_ignored() {
+            libc::sigaddset(set.as_mut_ptr(), libc::SIGHUP);
+        }
         set.assume_init()
     };
     // SAFETY: `set` is an initialised signal set; the old mask is not asked for (null).
@@ -33,6 +35,16 @@ pub fn block_termination() -> io::Result<Blocked> {
         return Err(io::Error::from_raw_os_error(rc));
     }
     Ok(Blocked { set })
+}
+
+/// Whether SIGHUP is ignored (`nohup`): then it must stay so. A blocked signal is taken by
+/// `sigwait` even when its action is to ignore it.
+fn hangup_ignored() -> bool {
+    let mut old = MaybeUninit::<libc::sigaction>::uninit();
+    // SAFETY: a null new action only reads the current one into `old`, valid for writes.
+    let rc = unsafe { libc::sigaction(libc::SIGHUP, ptr::null(), old.as_mut_ptr()) };
+    // SAFETY: sigaction succeeded, so it wrote `old`.
+    rc == 0 && unsafe { old.assume_init() }.sa_sigaction == libc::SIG_IGN
 }
 
 impl Blocked {
