@@ -870,16 +870,19 @@ fn publish_on_demand_publishes_only_valid_raises() {
     );
 }
 
+/// MI with `publish_on_demand` up to `max_events` (E_TEST and E_OTHER are published).
+fn publishing_on_demand(max_events: usize) -> Mi {
+    let config = MiConfig {
+        publish_on_demand: true,
+        max_events,
+        ..Default::default()
+    };
+    mi_with(config, Format::Line)
+}
+
 #[test]
 fn publish_on_demand_stops_at_max_events() {
-    let m = mi_with(
-        MiConfig {
-            publish_on_demand: true,
-            max_events: 3,
-            ..Default::default()
-        },
-        Format::Line,
-    );
+    let m = publishing_on_demand(3);
     // E_TEST and E_OTHER are published; one more may be.
     assert_eq!(m.ok("raise_event", json!(["E_THIRD"])), "OK");
     m.err(
@@ -897,14 +900,7 @@ fn publish_on_demand_stops_at_max_events() {
 #[test]
 fn publish_on_demand_holds_max_events_against_concurrent_raises() {
     for round in 0..20 {
-        let m = mi_with(
-            MiConfig {
-                publish_on_demand: true,
-                max_events: 3,
-                ..Default::default()
-            },
-            Format::Line,
-        );
+        let m = publishing_on_demand(3);
         let start = std::sync::Barrier::new(8);
         std::thread::scope(|s| {
             for t in 0..8 {

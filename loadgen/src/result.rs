@@ -441,6 +441,20 @@ pub(crate) mod tests {
     use super::*;
     use crate::measure::histogram;
 
+    /// A one-second, one-producer `line` run of `size`-byte events at `rate_per_s`.
+    fn shape(size: usize, transport: Transport, rate_per_s: f64) -> RunShape {
+        RunShape {
+            size,
+            transport,
+            format: "line".into(),
+            producers: 1,
+            rate_per_s,
+            duration_ns: 1_000_000_000,
+            coalesce: None,
+            udp_gso: true,
+        }
+    }
+
     /// A UDP run result with these latency intervals, for report tests.
     pub(crate) fn dummy(size: usize, histograms: Vec<Histogram<u64>>, start_ns: u64) -> RunResult {
         let mut rec = Recorder::new();
@@ -454,16 +468,7 @@ pub(crate) mod tests {
         let mut counters = TargetCounters::default();
         counters.sent = rec.received;
         counters.raised = rec.received;
-        let shape = RunShape {
-            size,
-            transport: Transport::Udp,
-            format: "line".into(),
-            producers: 1,
-            rate_per_s: rec.received as f64,
-            duration_ns: 1_000_000_000,
-            coalesce: None,
-            udp_gso: true,
-        };
+        let shape = shape(size, Transport::Udp, rec.received as f64);
         let gen = GeneratorCounts {
             scheduled: rec.received,
             published: rec.received,
@@ -506,16 +511,7 @@ pub(crate) mod tests {
             published: 900,
             channel_full: 40,
         };
-        let shape = RunShape {
-            size: 64,
-            transport: Transport::Udp,
-            format: "line".into(),
-            producers: 1,
-            rate_per_s: 1000.0,
-            duration_ns: 1_000_000_000,
-            coalesce: None,
-            udp_gso: true,
-        };
+        let shape = shape(64, Transport::Udp, 1000.0);
         let r = RunResult::account(
             &shape,
             &gen,
@@ -557,16 +553,7 @@ pub(crate) mod tests {
             published: 1_000,
             ..Default::default()
         };
-        let shape = RunShape {
-            size: 200,
-            transport: Transport::Unix,
-            format: "line".into(),
-            producers: 1,
-            rate_per_s: 1000.0,
-            duration_ns: 1_000_000_000,
-            coalesce: None,
-            udp_gso: true,
-        };
+        let shape = shape(200, Transport::Unix, 1000.0);
         let r = RunResult::account(&shape, &gen, &histogram(), vec![outcome], 0);
         assert_eq!(r.drops[cause::UNACCOUNTED], -173);
         assert_eq!(r.scheduled as i64, r.sent as i64 + r.dropped());
