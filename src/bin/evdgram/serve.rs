@@ -3,8 +3,8 @@
 //! tools (`opensips-cli`, `opensips-mi`, `opensips-event`) subscribe sockets and raise events.
 //!
 //! One thread per listener: receive a request, answer it with [`MiHandler::handle`], send the
-//! reply to the requester's address. On SIGINT, SIGTERM or SIGHUP: stop answering, remove the UNIX
-//! socket files created, flush the dispatcher and print its final counters; exit status 0.
+//! reply to the requester's address. On SIGINT, SIGTERM or SIGHUP: stop answering, remove the
+//! UNIX socket files created, flush the dispatcher and print its final counters; exit status 0.
 
 use std::fs;
 use std::io;

@@ -13,9 +13,9 @@ pub struct Blocked {
     set: libc::sigset_t,
 }
 
-/// Blocks SIGINT, SIGTERM and SIGHUP in the calling thread. Call it before spawning any thread: threads
-/// inherit the mask, and a thread that does not block them could be picked to take the signal
-/// (and, with the default disposition, end the process at once).
+/// Blocks SIGINT, SIGTERM and SIGHUP in the calling thread. Call it before spawning any
+/// thread: threads inherit the mask, and a thread that does not block them could be picked to
+/// take the signal (and, with the default disposition, end the process at once).
 pub fn block_termination() -> io::Result<Blocked> {
     let mut set = MaybeUninit::<libc::sigset_t>::uninit();
     // SAFETY: `set` is valid for writes; sigemptyset initialises it, and sigaddset only adds
