@@ -41,4 +41,12 @@ pub enum EncodeError {
         /// The limit: [`MAX_DATAGRAM`](crate::MAX_DATAGRAM), or the buffer's size if smaller.
         max: usize,
     },
+    /// A parameter name the line format cannot carry (a quote, a line break or `::` in it, or
+    /// a final `:`): only in params decoded from `jsonrpc`, whose keys may be any string;
+    /// params built by the application have valid names.
+    #[error(
+        "a parameter name cannot be written in the line format (it holds a quote, a line \
+         break or '::', or ends with ':'); the jsonrpc format can carry it"
+    )]
+    ParamNameNotLine,
 }

@@ -135,6 +135,19 @@ pub fn validate_param_name(name: &str) -> Result<(), EventError> {
     Ok(())
 }
 
+/// How [`Params::push_with`] takes a parameter.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Push {
+    /// From the application: the name is validated, and what a string value needs escaped is
+    /// found now (see [`Escapes`]).
+    Built,
+    /// From a decoder: the name is validated, and a string value is marked as possibly
+    /// needing every escape.
+    Decoded,
+    /// As `Decoded`, but any name is kept (one the line format cannot carry is marked).
+    DecodedKey,
+}
+
 /// A validated event name. Cloning is cheap (a reference count).
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct EventName(Arc<str>);
@@ -177,6 +190,9 @@ const TAG_NAMED: u8 = 1;
 const TAG_INT: u8 = 2;
 const TAG_LINE_QUOTE: u8 = 4;
 const TAG_JSON_ESCAPE: u8 = 8;
+/// The name cannot be written in the line format (a decoded `jsonrpc` key, see
+/// [`Params::push_decoded`]).
+const TAG_NAME_NOT_LINE: u8 = 16;
 
 /// Ordered parameters of an event, packed in one buffer that stays inline while it is small.
 ///
@@ -248,7 +264,7 @@ impl Params {
 
     /// Appends a parameter; `name` is validated, `None` means unnamed.
     pub fn push(&mut self, name: Option<&str>, value: ValueRef<'_>) -> Result<(), EventError> {
-        self.push_with(name, value, true)
+        self.push_with(name, value, Push::Built)
     }
 
     /// [`push`](Self::push) for the decoders: what a string needs escaped is left for an
@@ -258,19 +274,37 @@ impl Params {
         name: Option<&str>,
         value: ValueRef<'_>,
     ) -> Result<(), EventError> {
-        self.push_with(name, value, false)
+        self.push_with(name, value, Push::Decoded)
     }
 
-    /// Appends a parameter; `classify`: find what a string value needs escaped now (see
-    /// [`Escapes`]), else mark it as possibly needing everything.
+    /// [`push_decoded`](Self::push_decoded) for a `jsonrpc` key, which may be any string: one
+    /// the line format cannot carry (`it's`, `a::b`) is kept, marked, and the line encoder
+    /// refuses it ([`EncodeError::ParamNameNotLine`](crate::EncodeError)).
+    pub(crate) fn push_decoded_key(
+        &mut self,
+        name: Option<&str>,
+        value: ValueRef<'_>,
+    ) -> Result<(), EventError> {
+        self.push_with(name, value, Push::DecodedKey)
+    }
+
+    /// Appends a parameter, as `how` says.
     fn push_with(
         &mut self,
         name: Option<&str>,
         value: ValueRef<'_>,
-        classify: bool,
+        how: Push,
     ) -> Result<(), EventError> {
+        let classify = how == Push::Built;
+        let mut name_not_line = false;
         if let Some(name) = name {
-            validate_param_name(name)?;
+            match validate_param_name(name) {
+                Ok(()) => {}
+                // Any JSON key is a name OpenSIPS may send: kept, and refused only where it
+                // would be written as a line.
+                Err(_) if how == Push::DecodedKey => name_not_line = true,
+                Err(e) => return Err(e),
+            }
             if name.len() > u16::MAX as usize {
                 return Err(EventError::InvalidParamName {
                     name: name.to_owned(),
@@ -305,7 +339,9 @@ impl Params {
         // one go (one room check, one move to the heap at most).
         let name_len = (name.map_or(0, str::len) as u16).to_le_bytes();
         let head = [
-            value_tag | name.map_or(0, |_| TAG_NAMED),
+            value_tag
+                | name.map_or(0, |_| TAG_NAMED)
+                | if name_not_line { TAG_NAME_NOT_LINE } else { 0 },
             name_len[0],
             name_len[1],
         ];
@@ -451,6 +487,8 @@ impl<'a> Iterator for ParamsIter<'a> {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct RawParam<'a> {
     pub name: Option<&'a [u8]>,
+    /// The name may be written in the line format (always, but for decoded `jsonrpc` keys).
+    pub line_name: bool,
     pub value: RawValue<'a>,
 }
 
@@ -514,7 +552,11 @@ impl<'a> Iterator for RawParams<'a> {
             };
             RawValue::Str(self.take(len as usize), escapes)
         };
-        Some(RawParam { name, value })
+        Some(RawParam {
+            name,
+            line_name: tag & TAG_NAME_NOT_LINE == 0,
+            value,
+        })
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {

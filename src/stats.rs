@@ -52,7 +52,8 @@ pub struct TargetCounters {
     pub failed_unreachable: u64,
     /// Failed: the event encodes to more than the datagram limit.
     pub failed_oversize: u64,
-    /// Failed: any other error from the kernel.
+    /// Failed: any other error from the kernel, or (params decoded from `jsonrpc` and raised
+    /// again) a name the target's line format cannot carry.
     pub failed_other: u64,
     /// Not done yet: queued for this target or in flight.
     pub pending: u64,

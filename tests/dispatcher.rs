@@ -1044,6 +1044,46 @@ fn oversize_events_are_rejected_and_counted_and_the_largest_datagram_goes_out() 
     }
 }
 
+/// Params decoded from `jsonrpc` may hold a key the line format cannot carry: raised again,
+/// the event reaches a `jsonrpc` subscriber and is counted as failed (not oversize) for a
+/// `line` one, on both fast paths (sole subscriber) and the shared one.
+#[test]
+fn decoded_params_a_line_subscriber_cannot_take_are_counted_and_reach_jsonrpc_ones() {
+    use event_datagram::decode::{decode, DecodeFormat};
+    let d = br#"{"jsonrpc":"2.0","method":"E_FWD","params":{"it's":1}}"#;
+    let params = decode(d, DecodeFormat::Jsonrpc).unwrap()[0]
+        .params()
+        .clone();
+    for backend in backends() {
+        let (line, json, alone) = (Receiver::udp(), Receiver::udp(), Receiver::udp());
+        let dispatcher = Dispatcher::start(config(backend)).unwrap();
+        let shared = dispatcher.publish("E_FWD").unwrap();
+        dispatcher
+            .subscribe(shared, line.target.clone(), Expiry::Never)
+            .unwrap();
+        dispatcher
+            .subscribe_with_format(shared, json.target.clone(), Expiry::Never, Format::Jsonrpc)
+            .unwrap();
+        let sole = dispatcher.publish("E_ALONE").unwrap();
+        dispatcher
+            .subscribe(sole, alone.target.clone(), Expiry::Never)
+            .unwrap();
+        dispatcher.raise(shared, params.clone()).unwrap();
+        dispatcher.raise(sole, params.clone()).unwrap();
+        dispatcher.raise(shared, seq(1)).unwrap();
+        assert!(json.wait_for(2, LIMIT) && line.wait_for(1, LIMIT));
+        assert_eq!(json.datagrams()[0], &d[..], "{backend:?}");
+        let stats = dispatcher.shutdown();
+        for (r, raised, sent) in [(&line, 2, 1), (&json, 2, 2), (&alone, 1, 0)] {
+            let c = stats.target(&r.target).unwrap();
+            let want = (raised, sent, raised - sent, 0);
+            let got = (c.raised, c.sent, c.failed_other, c.failed_oversize);
+            assert_eq!(got, want, "{backend:?} {}: {c:?}", r.target);
+        }
+        assert!(stats.is_balanced());
+    }
+}
+
 #[test]
 fn four_producers_of_100k_events_each_are_accounted_exactly() {
     for backend in backends() {

@@ -3,9 +3,12 @@
 //! `{"jsonrpc":"2.0","method":"E_TEST","params":{"a":1,"b":"x"}}`: `"jsonrpc":"2.0"` and a string
 //! `method` are required, `params` is optional, an `id` is accepted and ignored, any other member
 //! is an error. Object params become named parameters in the order they appear, duplicate keys
-//! kept (the key `""` is the name `""`); array params become unnamed ones. Values must be strings
-//! or integers in the `i64` range. Several notifications may follow each other, with or without
-//! whitespace between them (coalescing).
+//! kept (the key `""` is the name `""`); array params become unnamed ones. Any key is a name
+//! (OpenSIPS takes them from the script or module that raises the event), even one the line
+//! format cannot carry, such as `it's` or `a::b`: such an event encodes to `jsonrpc` again, and
+//! to `line` it is [`EncodeError::ParamNameNotLine`](crate::EncodeError). Values must be
+//! strings or integers in the `i64` range. Several notifications may follow each other, with
+//! or without whitespace between them (coalescing).
 //!
 //! ```
 //! use event_datagram::decode::jsonrpc::decode;
@@ -165,12 +168,12 @@ impl Decoder {
                     b'"' => {
                         let end = plain_string_end(d, pos + 1)?;
                         let v = &text[pos + 1..end];
-                        self.params.push_decoded(key, ValueRef::Str(v)).ok()?;
+                        self.params.push_decoded_key(key, ValueRef::Str(v)).ok()?;
                         end + 1
                     }
                     _ => {
                         let (n, end) = plain_int(d, pos)?;
-                        self.params.push_decoded(key, ValueRef::Int(n)).ok()?;
+                        self.params.push_decoded_key(key, ValueRef::Int(n)).ok()?;
                         end
                     }
                 };
@@ -460,7 +463,7 @@ impl<'de> Visitor<'de> for ParamsSeed {
         while let Some(name) = map.next_key::<String>()? {
             let value = map.next_value_seed(ValueSeed)?;
             params
-                .push_decoded(Some(&name), value_ref(&value))
+                .push_decoded_key(Some(&name), value_ref(&value))
                 .map_err(|e| fail(Kind::InvalidName(e)))?;
         }
         Ok(params)
@@ -470,7 +473,7 @@ impl<'de> Visitor<'de> for ParamsSeed {
         let mut params = Params::new();
         while let Some(value) = seq.next_element_seed(ValueSeed)? {
             params
-                .push_decoded(None, value_ref(&value))
+                .push_decoded_key(None, value_ref(&value))
                 .map_err(|e| fail(Kind::InvalidName(e)))?;
         }
         Ok(params)
@@ -589,10 +592,12 @@ mod tests {
             kind(r#"{"jsonrpc":"2.0","method":"E","params":{"a":1.5}}"#),
             Kind::UnsupportedValue(_)
         ));
-        assert!(matches!(
-            kind(r#"{"jsonrpc":"2.0","method":"E","params":{"a::b":1}}"#),
-            Kind::InvalidName(_)
-        ));
+        // A key longer than a name's 65 535 bytes (any other key is kept, see `push_decoded_key`).
+        let long = format!(
+            r#"{{"jsonrpc":"2.0","method":"E","params":{{"{}":1}}}}"#,
+            "k".repeat(70_000)
+        );
+        assert!(matches!(kind(&long), Kind::InvalidName(_)));
         assert_eq!(
             kind(r#"{"jsonrpc":"2.0","method":""}"#),
             Kind::EmptyEventName

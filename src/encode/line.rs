@@ -37,6 +37,9 @@ pub fn encode(name: &str, params: &Params, out: &mut [u8]) -> Result<usize, Enco
     w.put(name.as_bytes());
     w.byte(b'\n');
     for p in params.raw() {
+        if !p.line_name {
+            return Err(EncodeError::ParamNameNotLine);
+        }
         let name = p.name.filter(|n| !n.is_empty());
         if let Some(name) = name {
             w.put(name);

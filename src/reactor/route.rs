@@ -14,6 +14,15 @@ use crate::publisher::Raised;
 use crate::registry::{Coalesce, Route, Snapshot};
 use crate::EventName;
 
+/// Counts an event that `slot`'s format could not encode: too large, or (params decoded from
+/// `jsonrpc` and raised again) a name the line format cannot carry.
+fn count_encode_failure(slot: &mut Slot, e: &EncodeError) {
+    match e {
+        EncodeError::TooLarge { .. } => slot.counters.failed_oversize += 1,
+        _ => slot.counters.failed_other += 1,
+    }
+}
+
 impl<B: SendBackend> Reactor<B> {
     /// Encodes `msg` once per format its live subscribers use and queues it for each.
     pub(super) fn route(&mut self, snapshot: &Snapshot, msg: &Raised, now: Duration) {
@@ -48,7 +57,7 @@ impl<B: SendBackend> Reactor<B> {
             slot.counters.raised += 1;
             match encoded[fmt].as_ref().expect("encoded above") {
                 Err(e) => {
-                    slot.counters.failed_oversize += 1;
+                    count_encode_failure(slot, e);
                     log_limited(&mut slot.last_log, &slot.target, e);
                 }
                 Ok(_) if matches!(slot.conn, Conn::Down { .. }) => {
@@ -152,7 +161,7 @@ impl<B: SendBackend> Reactor<B> {
             .expect("routed slots exist");
         slot.counters.raised += 1;
         if let Err(e) = routed {
-            slot.counters.failed_oversize += 1;
+            count_encode_failure(slot, &e);
             log_limited(&mut slot.last_log, &slot.target, &e);
         }
         true
