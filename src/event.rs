@@ -190,9 +190,6 @@ const TAG_NAMED: u8 = 1;
 const TAG_INT: u8 = 2;
 const TAG_LINE_QUOTE: u8 = 4;
 const TAG_JSON_ESCAPE: u8 = 8;
-/// The name cannot be written in the line format (a decoded `jsonrpc` key, see
-/// [`Params::push_decoded`]).
-const TAG_NAME_NOT_LINE: u8 = 16;
 
 /// Ordered parameters of an event, packed in one buffer that stays inline while it is small.
 ///
@@ -211,6 +208,9 @@ const TAG_NAME_NOT_LINE: u8 = 16;
 pub struct Params {
     bytes: PackedBytes,
     count: u32,
+    /// A name the line format cannot carry is among them (only a decoded `jsonrpc` key, see
+    /// [`push_decoded_key`](Self::push_decoded_key)).
+    non_line_name: bool,
 }
 
 impl Params {
@@ -223,6 +223,7 @@ impl Params {
         Params {
             bytes: PackedBytes::new(),
             count: 0,
+            non_line_name: false,
         }
     }
 
@@ -260,6 +261,7 @@ impl Params {
     pub fn clear(&mut self) {
         self.bytes.clear();
         self.count = 0;
+        self.non_line_name = false;
     }
 
     /// Appends a parameter; `name` is validated, `None` means unnamed.
@@ -339,9 +341,7 @@ impl Params {
         // one go (one room check, one move to the heap at most).
         let name_len = (name.map_or(0, str::len) as u16).to_le_bytes();
         let head = [
-            value_tag
-                | name.map_or(0, |_| TAG_NAMED)
-                | if name_not_line { TAG_NAME_NOT_LINE } else { 0 },
+            value_tag | name.map_or(0, |_| TAG_NAMED),
             name_len[0],
             name_len[1],
         ];
@@ -357,6 +357,7 @@ impl Params {
             value_bytes,
         ]);
         self.count += 1;
+        self.non_line_name |= name_not_line;
         Ok(())
     }
 
@@ -365,6 +366,7 @@ impl Params {
     pub fn extend_from(&mut self, other: &Params) {
         self.bytes.push_all(&[other.bytes.as_slice()]);
         self.count += other.count;
+        self.non_line_name |= other.non_line_name;
     }
 
     /// Appends a named string parameter (builder style).
@@ -394,6 +396,12 @@ impl Params {
     /// Iterates over the parameters in order.
     pub fn iter(&self) -> ParamsIter<'_> {
         ParamsIter { raw: self.raw() }
+    }
+
+    /// False when a name among them cannot be written in the line format (see
+    /// [`push_decoded_key`](Self::push_decoded_key)).
+    pub(crate) fn line_names(&self) -> bool {
+        !self.non_line_name
     }
 
     /// Iterates over the parameters as bytes, for the encoders.
@@ -487,8 +495,6 @@ impl<'a> Iterator for ParamsIter<'a> {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct RawParam<'a> {
     pub name: Option<&'a [u8]>,
-    /// The name may be written in the line format (always, but for decoded `jsonrpc` keys).
-    pub line_name: bool,
     pub value: RawValue<'a>,
 }
 
@@ -552,11 +558,7 @@ impl<'a> Iterator for RawParams<'a> {
             };
             RawValue::Str(self.take(len as usize), escapes)
         };
-        Some(RawParam {
-            name,
-            line_name: tag & TAG_NAME_NOT_LINE == 0,
-            value,
-        })
+        Some(RawParam { name, value })
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {

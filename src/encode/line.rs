@@ -33,13 +33,13 @@ use crate::event::{Params, RawValue};
 /// `name` must be a valid event name (see [`EventName`](crate::EventName)); [`Params`] are
 /// validated when built.
 pub fn encode(name: &str, params: &Params, out: &mut [u8]) -> Result<usize, EncodeError> {
+    if !params.line_names() {
+        return Err(EncodeError::ParamNameNotLine);
+    }
     let mut w = Cursor::new(out);
     w.put(name.as_bytes());
     w.byte(b'\n');
     for p in params.raw() {
-        if !p.line_name {
-            return Err(EncodeError::ParamNameNotLine);
-        }
         let name = p.name.filter(|n| !n.is_empty());
         if let Some(name) = name {
             w.put(name);
