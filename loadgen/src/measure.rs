@@ -2,6 +2,8 @@
 //! HdrHistograms, overall and per second, and loss, duplicates and reordering per producer from
 //! sequence numbers.
 
+use std::collections::BTreeMap;
+
 use hdrhistogram::serialization::{Deserializer, Serializer, V2Serializer};
 use hdrhistogram::Histogram;
 use serde::Serialize;
@@ -45,12 +47,19 @@ impl Limits {
 /// Sequence numbers per block of [`SeqTrack`] (8 KiB of bits).
 const BLOCK_SEQS: usize = 1 << 16;
 
+/// One block of [`SeqTrack`]'s bits.
+type Block = Box<[u64; BLOCK_SEQS / 64]>;
+
 /// Which sequence numbers of one producer arrived.
 #[derive(Clone, Debug, Default)]
 pub struct SeqTrack {
-    /// One bit per sequence number, in blocks allocated when a number in them arrives: memory
-    /// follows what arrived, not the highest number seen.
-    blocks: Vec<Option<Box<[u64; BLOCK_SEQS / 64]>>>,
+    /// One bit per sequence number, in blocks made when a number in them arrives, by block
+    /// number: memory follows what arrived, not the highest number seen (a foreign datagram
+    /// with a sequence number near the limit costs one block, not an index up to it).
+    blocks: BTreeMap<u64, Block>,
+    /// The block numbers arrive in mostly go on: it is kept out of the map while in use, so
+    /// the common case is one comparison.
+    current: Option<(u64, Block)>,
     unique: u64,
     max: Option<u64>,
 }
@@ -58,14 +67,18 @@ pub struct SeqTrack {
 impl SeqTrack {
     /// Notes `seq`; returns `(duplicate, reordered)`.
     pub fn note(&mut self, seq: u64) -> (bool, bool) {
-        let (block, i) = (
-            (seq / BLOCK_SEQS as u64) as usize,
-            seq as usize % BLOCK_SEQS,
-        );
-        if block >= self.blocks.len() {
-            self.blocks.resize_with(block + 1, || None);
+        let (block, i) = (seq / BLOCK_SEQS as u64, seq as usize % BLOCK_SEQS);
+        if self.current.as_ref().map(|c| c.0) != Some(block) {
+            if let Some((n, bits)) = self.current.take() {
+                self.blocks.insert(n, bits);
+            }
+            let bits = self
+                .blocks
+                .remove(&block)
+                .unwrap_or_else(|| Box::new([0; BLOCK_SEQS / 64]));
+            self.current = Some((block, bits));
         }
-        let bits = self.blocks[block].get_or_insert_with(|| Box::new([0; BLOCK_SEQS / 64]));
+        let bits = &mut self.current.as_mut().expect("set above").1;
         let (word, bit) = (i / 64, 1u64 << (i % 64));
         let dup = bits[word] & bit != 0;
         bits[word] |= bit;
@@ -401,8 +414,8 @@ mod tests {
         assert_eq!(t.note(3), (true, false));
         assert_eq!(t.note(70_000), (false, true));
         assert_eq!(t.gaps(), (1 << 32) - 3);
-        let allocated = t.blocks.iter().filter(|b| b.is_some()).count();
-        assert_eq!((t.blocks.len(), allocated), (1 << 16, 3));
+        // Three blocks (of 0, of 70 000, of the last number), the one in use out of the map.
+        assert_eq!(t.blocks.len() + usize::from(t.current.is_some()), 3);
     }
 
     #[test]

@@ -25,6 +25,11 @@ use crate::sys::RecvBatch;
 /// Receive buffer asked for each sink socket: room for bursts of 64 KiB datagrams.
 const RECV_BUFFER: usize = 16 << 20;
 
+/// Runs a sink records at once at most; events of more are counted malformed. A loadgen run
+/// sends two (its warm-up and its window); a standalone `loadgen sink` holds a run until it
+/// has been idle for `--idle`.
+pub const MAX_RUNS: usize = 64;
+
 /// What one sink socket has seen, by run id.
 #[derive(Debug, Default)]
 pub struct Book {
@@ -236,6 +241,13 @@ fn receive(
             let mut rest = &events[..];
             while let Some(first) = rest.first() {
                 let same = rest.iter().take_while(|f| f.run == first.run).count();
+                // A run the book does not hold yet, past its room: foreign (each run costs
+                // two histograms, and run ids come from the network).
+                if !b.runs.contains_key(&first.run) && b.runs.len() >= MAX_RUNS {
+                    b.malformed += same as u64;
+                    rest = &rest[same..];
+                    continue;
+                }
                 let recorder = b.runs.entry(first.run).or_default();
                 for &f in &rest[..same] {
                     recorder.record(f, now);
@@ -373,6 +385,43 @@ mod tests {
             stale.exists(),
             "another receiver's socket file is left alone"
         );
+    }
+
+    /// Run ids come from the network too: past [`MAX_RUNS`] a new one is foreign.
+    #[test]
+    fn a_sink_holds_at_most_max_runs() {
+        use event_datagram::{Format, Params};
+
+        let sink = Sink::bind(&Target::Udp(SocketAddr::from(([127, 0, 0, 1], 0))), LIMITS).unwrap();
+        let Target::Udp(addr) = sink.target().clone() else {
+            unreachable!("a UDP sink")
+        };
+        let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        let runs = MAX_RUNS + 6;
+        for run in 0..runs {
+            let id = format!("{run:08}");
+            let params = [
+                id.as_str(),
+                "000",
+                "000000000000",
+                "0000000000000000001",
+                "x",
+            ]
+            .iter()
+            .try_fold(Params::new(), |p, v| p.unnamed_str(v))
+            .unwrap();
+            let n = Format::Line
+                .encode(crate::payload::EVENT, &params, &mut buf)
+                .unwrap();
+            sender.send_to(&buf[..n], addr).unwrap();
+        }
+        let deadline = mono_ns() + 10_000_000_000;
+        while sink.datagrams() < runs as u64 && mono_ns() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let book = sink.stop();
+        assert_eq!((book.runs.len(), book.malformed), (MAX_RUNS, 6));
     }
 
     /// Events outside the run's limits are counted as malformed, not recorded (a sequence
