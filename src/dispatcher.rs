@@ -229,7 +229,8 @@ impl Dispatcher {
         self.registry.publish(name)
     }
 
-    /// Subscribes `target` to `event` in the default format, or refreshes the subscription.
+    /// Subscribes `target` to `event` in the default format, or refreshes the subscription (a
+    /// refresh takes these options: the default format, no coalescing).
     pub fn subscribe(
         &self,
         event: EventId,
@@ -240,7 +241,8 @@ impl Dispatcher {
             .subscribe(event, target, expiry, self.default_format)
     }
 
-    /// Subscribes `target` to `event` in `format`, or refreshes the subscription.
+    /// Subscribes `target` to `event` in `format`, or refreshes the subscription (a refresh
+    /// takes these options: `format`, no coalescing).
     pub fn subscribe_with_format(
         &self,
         event: EventId,
@@ -252,7 +254,8 @@ impl Dispatcher {
     }
 
     /// Subscribes `target` to `event` with every option (format, coalescing), or refreshes the
-    /// subscription.
+    /// subscription, which then takes these options. (MI's `event_subscribe` keeps the options
+    /// a refresh leaves out.)
     pub fn subscribe_with(
         &self,
         event: EventId,

@@ -193,7 +193,8 @@ const TAG_JSON_ESCAPE: u8 = 8;
 
 /// Ordered parameters of an event, packed in one buffer that stays inline while it is small.
 ///
-/// Names are validated as they are added; duplicate names are kept, in order.
+/// Names are validated as they are added (a decoder of `jsonrpc` keeps any key, marked if the
+/// line format cannot carry it); duplicate names are kept, in order.
 ///
 /// ```
 /// use event_datagram::{Params, ValueRef};

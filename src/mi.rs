@@ -27,7 +27,8 @@
 //!   `{"Event":{"name","id","Subscriber":S}}`, where `S` is
 //!   `{"socket":"udp:127.0.0.1:9000","expire":3600,"ttl":3598,"format":"line"}`: `expire` is the
 //!   subscription's lifetime and `ttl` the seconds left (both `"never"` for a subscription that
-//!   does not expire); `ttl` and `format` are extensions.
+//!   does not expire), and `"coalesce":{"max_bytes":N,"max_delay_us":M}` when it is set; `ttl`,
+//!   `format` and `coalesce` are extensions.
 //! - `raise_event`: `params` is a JSON object (named parameters, in order, duplicate keys
 //!   kept), an array (unnamed), or a string holding either (the OpenSIPS form); values are
 //!   strings or integers in the i64 range. `"OK"` also when the event has no subscriber
@@ -66,7 +67,8 @@
 //! `format: jsonrpc`, which its refreshes keep.
 //!
 //! A request without `id` is a notification: it is carried out, and not answered. The `id` is
-//! echoed back as given (string or number).
+//! echoed back as given (string or number), but in a -32000 reply that would not fit in a
+//! datagram with it: that one carries `null`.
 //!
 //! ```
 //! use event_datagram::{Dispatcher, DispatcherConfig, MiConfig, MiHandler};

@@ -17,7 +17,7 @@
 //! one, whatever order the resolver gives them in, so that the same spec names the same target
 //! at every refresh; an IPv4-mapped IPv6 address (`udp:[::ffff:127.0.0.1]:9000`) is the IPv4
 //! address it maps. [`Target`]'s `Display` prints the canonical spec, which parses back to an
-//! equal `Target`.
+//! equal `Target` (but for a scoped IPv6 address: see its `Display`).
 //! Two targets are equal when they have the same transport and exactly the same address (OpenSIPS
 //! matched UNIX paths by prefix, so `unix:/a/b` refreshed `unix:/a/bc`: not here).
 //!
@@ -72,7 +72,9 @@ pub enum UnixAddr {
 /// Parse one with [`Target::parse`] or [`str::parse`]; see the [module docs](self) for the forms.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Target {
-    /// A UDP address (IPv4 or IPv6).
+    /// A UDP address (IPv4 or IPv6). [`Target::parse`] and `From<SocketAddr>` make an
+    /// IPv4-mapped IPv6 address the IPv4 one; built directly, it stays as given (and is then
+    /// not equal to the parsed spec).
     Udp(SocketAddr),
     /// A UNIX datagram socket.
     Unix(UnixAddr),
@@ -531,9 +533,10 @@ impl FromStr for Target {
 impl fmt::Display for Target {
     /// The canonical spec: `udp:127.0.0.1:9000`, `udp:[::1]:9000`, `unix:/path`, `unix:@name`.
     ///
-    /// It parses back to an equal `Target` for every target that [`Target::parse`] returns. A
-    /// UDP IPv6 address with a scope id prints it (`udp:[fe80::1%2]:9000`), which does not
-    /// parse; a non-UTF-8 path or name prints lossily.
+    /// It parses back to an equal `Target` for every target that [`Target::parse`] returns
+    /// but one: a UDP IPv6 address with a scope id (a host name that resolves to a link-local
+    /// address) prints it (`udp:[fe80::1%2]:9000`), which does not parse. A non-UTF-8 path or
+    /// name prints lossily.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             // SocketAddr's Display brackets IPv6 addresses.

@@ -153,7 +153,8 @@ pub struct CapacityArgs {
 #[derive(Debug, Clone, Args)]
 pub struct SinkArgs {
     /// Sockets to receive on: udp:HOST:PORT (port 0: a free one, said on stderr), unix:/path,
-    /// unix:@name (comma separated).
+    /// unix:@name (comma separated). A unix path may replace a stale socket file (nobody
+    /// listens), nothing else; the file is removed at exit if it is still ours.
     #[arg(long, value_delimiter = ',', required = true, value_name = "SPEC")]
     pub listen: Vec<String>,
     /// Exit after this long (default: run until killed).

@@ -31,7 +31,9 @@ use crate::event::{Params, RawValue};
 /// Encodes `name` and `params` as one line-format datagram into `out`; returns its length.
 ///
 /// `name` must be a valid event name (see [`EventName`](crate::EventName)); [`Params`] are
-/// validated when built.
+/// validated when built. Errors: [`EncodeError::TooLarge`], or
+/// [`EncodeError::ParamNameNotLine`] for params decoded from `jsonrpc` with a name this format
+/// cannot carry.
 pub fn encode(name: &str, params: &Params, out: &mut [u8]) -> Result<usize, EncodeError> {
     if !params.line_names() {
         return Err(EncodeError::ParamNameNotLine);

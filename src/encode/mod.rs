@@ -2,7 +2,9 @@
 //!
 //! Both encoders write into a caller-provided buffer and return the length, or
 //! [`EncodeError::TooLarge`] with the exact length the datagram would have had: never a truncated
-//! datagram. Pass a buffer of [`MAX_DATAGRAM`] bytes to be limited by the protocol only.
+//! datagram. Pass a buffer of [`MAX_DATAGRAM`] bytes to be limited by the protocol only. The line
+//! encoder also refuses params decoded from `jsonrpc` whose names it cannot carry
+//! ([`EncodeError::ParamNameNotLine`]).
 
 pub mod jsonrpc;
 pub mod line;
