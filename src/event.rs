@@ -443,6 +443,9 @@ impl fmt::Debug for Params {
 impl<'a> TryFrom<&'a [Param]> for Params {
     type Error = EventError;
 
+    /// Validates every name, as [`Params::push`]: a name the line format cannot carry (which
+    /// only decoded `jsonrpc` params hold) is refused here; clone the decoded `Params` to keep
+    /// it.
     fn try_from(params: &'a [Param]) -> Result<Self, EventError> {
         let mut out = Params::new();
         for p in params {

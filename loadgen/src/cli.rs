@@ -160,7 +160,8 @@ pub struct SinkArgs {
     /// Exit after this long (default: run until killed).
     #[arg(long)]
     pub duration: Option<Nanos>,
-    /// A run is reported once nothing arrived for it for this long.
+    /// A run is reported once nothing arrived for it for this long (and let go: a sink holds
+    /// 64 runs at once; events of more are counted and said, not recorded).
     #[arg(long, default_value = "1s")]
     pub idle: Nanos,
 }

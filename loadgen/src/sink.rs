@@ -25,9 +25,9 @@ use crate::sys::RecvBatch;
 /// Receive buffer asked for each sink socket: room for bursts of 64 KiB datagrams.
 const RECV_BUFFER: usize = 16 << 20;
 
-/// Runs a sink records at once at most; events of more are counted malformed. A loadgen run
-/// sends two (its warm-up and its window); a standalone `loadgen sink` holds a run until it
-/// has been idle for `--idle`.
+/// Runs a sink records at once at most; events of more are counted apart
+/// ([`Book::runs_refused`]). A loadgen run sends two (its warm-up and its window); a
+/// standalone `loadgen sink` holds a run until it has been idle for `--idle`.
 pub const MAX_RUNS: usize = 64;
 
 /// What one sink socket has seen, by run id.
@@ -38,6 +38,8 @@ pub struct Book {
     /// Datagrams that are not loadgen events, and events whose producer or sequence number
     /// no run of these [`Limits`] has.
     pub malformed: u64,
+    /// Events of a new run that arrived while [`MAX_RUNS`] runs were held.
+    pub runs_refused: u64,
 }
 
 enum Sock {
@@ -241,10 +243,10 @@ fn receive(
             let mut rest = &events[..];
             while let Some(first) = rest.first() {
                 let same = rest.iter().take_while(|f| f.run == first.run).count();
-                // A run the book does not hold yet, past its room: foreign (each run costs
-                // two histograms, and run ids come from the network).
+                // A run the book does not hold yet, past its room: refused, counted (each
+                // run costs two histograms, and run ids come from the network).
                 if !b.runs.contains_key(&first.run) && b.runs.len() >= MAX_RUNS {
-                    b.malformed += same as u64;
+                    b.runs_refused += same as u64;
                     rest = &rest[same..];
                     continue;
                 }
@@ -421,7 +423,10 @@ mod tests {
             std::thread::sleep(Duration::from_millis(5));
         }
         let book = sink.stop();
-        assert_eq!((book.runs.len(), book.malformed), (MAX_RUNS, 6));
+        assert_eq!(
+            (book.runs.len(), book.runs_refused, book.malformed),
+            (MAX_RUNS, 6, 0)
+        );
     }
 
     /// Events outside the run's limits are counted as malformed, not recorded (a sequence

@@ -15,7 +15,7 @@ use event_datagram::Target;
 use crate::cli::SinkArgs;
 use crate::clock::mono_ns;
 use crate::measure::{Limits, Percentiles, Recorder};
-use crate::sink::Sink;
+use crate::sink::{Sink, MAX_RUNS};
 use crate::units::human_ns;
 use crate::Usage;
 
@@ -39,15 +39,28 @@ pub fn run(args: &SinkArgs) -> anyhow::Result<()> {
     // counts from the bind, across runs).
     let mut drops_before = vec![0u64; sinks.len()];
     let mut malformed_before = vec![0u64; sinks.len()];
+    let mut refused_before = vec![0u64; sinks.len()];
     loop {
         std::thread::sleep(Duration::from_millis(100));
         let now = mono_ns();
         let last = end.is_some_and(|e| now >= e);
-        for ((s, drops_before), malformed_before) in sinks
+        for (((s, drops_before), malformed_before), refused_before) in sinks
             .iter()
             .zip(&mut drops_before)
             .zip(&mut malformed_before)
+            .zip(&mut refused_before)
         {
+            let refused = s.book().runs_refused;
+            if refused > *refused_before {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "loadgen sink: {}: {} events of runs past the {MAX_RUNS} this sink holds \
+                     at once, not recorded (a shorter --idle reports and lets go of runs sooner)",
+                    s.target(),
+                    refused - *refused_before
+                );
+                *refused_before = refused;
+            }
             let malformed = s.book().malformed;
             if malformed > *malformed_before {
                 // Not `eprintln!`: whoever started us may have closed our stderr.
