@@ -389,9 +389,9 @@ mod tests {
         );
     }
 
-    /// Run ids come from the network too: past [`MAX_RUNS`] a new one is foreign.
-    #[test]
-    fn a_sink_holds_at_most_max_runs() {
+    /// A UDP sink of [`LIMITS`] that has received one loadgen event (line format) for each
+    /// `(run, producer, seq)`, each field as its text; then stopped.
+    fn sink_after(events: &[(String, &str, &str)]) -> Book {
         use event_datagram::{Format, Params};
 
         let sink = Sink::bind(&Target::Udp(SocketAddr::from(([127, 0, 0, 1], 0))), LIMITS).unwrap();
@@ -400,29 +400,30 @@ mod tests {
         };
         let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
         let mut buf = vec![0u8; MAX_DATAGRAM];
-        let runs = MAX_RUNS + 6;
-        for run in 0..runs {
-            let id = format!("{run:08}");
-            let params = [
-                id.as_str(),
-                "000",
-                "000000000000",
-                "0000000000000000001",
-                "x",
-            ]
-            .iter()
-            .try_fold(Params::new(), |p, v| p.unnamed_str(v))
-            .unwrap();
+        for (run, producer, seq) in events {
+            let params = [run.as_str(), producer, seq, "0000000000000000001", "x"]
+                .iter()
+                .try_fold(Params::new(), |p, v| p.unnamed_str(v))
+                .unwrap();
             let n = Format::Line
                 .encode(crate::payload::EVENT, &params, &mut buf)
                 .unwrap();
             sender.send_to(&buf[..n], addr).unwrap();
         }
         let deadline = mono_ns() + 10_000_000_000;
-        while sink.datagrams() < runs as u64 && mono_ns() < deadline {
+        while sink.datagrams() < events.len() as u64 && mono_ns() < deadline {
             std::thread::sleep(Duration::from_millis(5));
         }
-        let book = sink.stop();
+        sink.stop()
+    }
+
+    /// Run ids come from the network too: past [`MAX_RUNS`] a new one is refused, counted.
+    #[test]
+    fn a_sink_holds_at_most_max_runs() {
+        let events: Vec<_> = (0..MAX_RUNS + 6)
+            .map(|run| (format!("{run:08}"), "000", "000000000000"))
+            .collect();
+        let book = sink_after(&events);
         assert_eq!(
             (book.runs.len(), book.runs_refused, book.malformed),
             (MAX_RUNS, 6, 0)
@@ -433,37 +434,17 @@ mod tests {
     /// number of 19 digits used to size a 2^61-byte bitmap).
     #[test]
     fn events_a_run_cannot_send_are_counted_not_recorded() {
-        use event_datagram::{Format, Params};
-
-        let sink = Sink::bind(&Target::Udp(SocketAddr::from(([127, 0, 0, 1], 0))), LIMITS).unwrap();
-        let Target::Udp(addr) = sink.target().clone() else {
-            unreachable!("a UDP sink")
-        };
-        let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let mut buf = vec![0u8; MAX_DATAGRAM];
-        let fields = [
+        let events: Vec<_> = [
             ("000", "000000000000"),
             ("001", "000000000009"),
             ("002", "000000000000"),
             ("000", "000000000010"),
             ("000", "9999999999999999999"),
             ("4294967295", "000000000000"),
-        ];
-        for (producer, seq) in fields {
-            let params = ["00000001", producer, seq, "0000000000000000001", "x"]
-                .iter()
-                .try_fold(Params::new(), |p, v| p.unnamed_str(v))
-                .unwrap();
-            let n = Format::Line
-                .encode(crate::payload::EVENT, &params, &mut buf)
-                .unwrap();
-            sender.send_to(&buf[..n], addr).unwrap();
-        }
-        let deadline = mono_ns() + 10_000_000_000;
-        while sink.datagrams() < fields.len() as u64 && mono_ns() < deadline {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        let book = sink.stop();
+        ]
+        .map(|(producer, seq)| ("00000001".to_owned(), producer, seq))
+        .into();
+        let book = sink_after(&events);
         assert_eq!(book.malformed, 4);
         let r = &book.runs[&1];
         // Producer 1 sent 0..=8 before its 9, as far as the sink knows.
