@@ -144,8 +144,8 @@ pub struct CapacityArgs {
     /// Highest rate tried.
     #[arg(long, default_value = "2M")]
     pub max_rate: Rate,
-    /// Search steps per size and transport.
-    #[arg(long, default_value_t = 8)]
+    /// Search steps per size and transport (at least 1).
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..))]
     pub steps: u32,
 }
 

@@ -161,6 +161,15 @@ impl Plan {
         if self.sizes.is_empty() {
             return bad("--sizes: at least one size".into());
         }
+        // Reports are named by size (`lat-64-udp.hgrm`, `64B-udp` in the interval log).
+        if let Some(size) = (1..self.sizes.len()).find_map(|i| {
+            let size = self.sizes[i];
+            self.sizes[..i].contains(&size).then_some(size)
+        }) {
+            return bad(format!(
+                "--sizes: {size} is given twice (each size's reports are named by it)"
+            ));
+        }
         if self.targets == 0 || self.targets > 64 {
             return bad("--targets: 1 to 64".into());
         }

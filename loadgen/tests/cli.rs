@@ -374,6 +374,8 @@ fn usage_errors_exit_2_with_a_message() {
         (&["--rate", "fast"], "invalid rate"),
         (&["--transport", "tcp"], "tcp"),
         (&["capacity", "--slo", "p98=1ms"], "p98"),
+        (&["capacity", "--steps", "0"], "--steps"),
+        (&["--sizes", "64,512,64"], "--sizes: 64 is given twice"),
         (
             &["--coalesce-delay", "2min"],
             "--coalesce-delay: at most 60",
