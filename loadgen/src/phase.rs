@@ -335,13 +335,16 @@ impl<'a> Generator<'a> {
     }
 
     /// Waits for the producers; prints a progress line every second when asked: the last
-    /// second's published and received events (per target), and this run's drops so far.
+    /// second's published and received events (per target), and this run's drops and losses
+    /// (datagrams the receivers' kernel dropped) so far.
     fn watch(&self, start: u64, sinks: &[Sink], live: &Live, progress: Option<&str>) {
         let mut next_line = start + 1_000_000_000;
         let (mut last_pub, mut last_recv) = (0u64, 0u64);
         // The dispatcher's counters include the warm-up's.
         let before = self.dispatcher.stats().totals;
         let targets = sinks.len().max(1) as u64;
+        let kernel_drops = || -> u64 { sinks.iter().filter_map(Sink::kernel_drops).sum() };
+        let lost_before = kernel_drops();
         while live.running.load(Ordering::Relaxed) > 0 {
             std::thread::sleep(Duration::from_millis(20));
             let Some(label) = progress else { continue };
@@ -370,11 +373,12 @@ impl<'a> Generator<'a> {
             let _ =
                 writeln!(
                 err,
-                "[{label}] {:>4.1}s  target {}/s  published {}/s  received {}/s  drops {}  p99 {}",
+                "[{label}] {:>4.1}s  target {}/s  published {}/s  received {}/s  lost {}  drops {}  p99 {}",
                 (now - start) as f64 / 1e9,
                 human_count(self.plan.rate.per_s()),
                 human_count((published - last_pub) as f64),
                 human_count(((recv - last_recv) / targets) as f64),
+                kernel_drops().saturating_sub(lost_before),
                 drops,
                 if sinks.is_empty() { "n/a".into() } else { human_ns(p99 as f64) },
             );

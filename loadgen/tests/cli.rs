@@ -367,6 +367,39 @@ fn assert_well_formed(xml: &str) {
 }
 
 #[test]
+fn the_progress_line_says_rate_received_lost_drops_and_p99() {
+    let out = loadgen(&[
+        "--rate",
+        "2k",
+        "--duration",
+        "1200ms",
+        "--warmup",
+        "0s",
+        "--sizes",
+        "64",
+        "--transport",
+        "udp",
+        "--progress",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("[64 B udp]"))
+        .unwrap_or_else(|| panic!("no progress line in:\n{err}"));
+    for field in [
+        "target 2000/s",
+        "published ",
+        "received ",
+        "lost 0",
+        "drops ",
+        "p99 ",
+    ] {
+        assert!(line.contains(field), "{field:?} in {line:?}");
+    }
+}
+
+#[test]
 fn usage_errors_exit_2_with_a_message() {
     for (args, needle) in [
         (&["--sizes", "65458"][..], "65457"),
