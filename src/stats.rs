@@ -88,40 +88,29 @@ impl TargetCounters {
     /// since passed its earlier counts cannot be told apart: compare snapshots of a target that
     /// stays subscribed between them.
     pub fn since(&self, earlier: &TargetCounters) -> TargetCounters {
-        let cumulative = |c: &TargetCounters| {
-            [
-                c.raised,
-                c.sent,
-                c.datagrams,
-                c.bytes,
-                c.dropped_retry_overflow,
-                c.dropped_shutdown,
-                c.failed_unreachable,
-                c.failed_oversize,
-                c.failed_other,
-                c.gso_refused,
-            ]
+        // A counter below its earlier value: the target was closed and opened again.
+        let diff = || {
+            Some(TargetCounters {
+                raised: self.raised.checked_sub(earlier.raised)?,
+                sent: self.sent.checked_sub(earlier.sent)?,
+                datagrams: self.datagrams.checked_sub(earlier.datagrams)?,
+                bytes: self.bytes.checked_sub(earlier.bytes)?,
+                dropped_retry_overflow: self
+                    .dropped_retry_overflow
+                    .checked_sub(earlier.dropped_retry_overflow)?,
+                dropped_shutdown: self
+                    .dropped_shutdown
+                    .checked_sub(earlier.dropped_shutdown)?,
+                failed_unreachable: self
+                    .failed_unreachable
+                    .checked_sub(earlier.failed_unreachable)?,
+                failed_oversize: self.failed_oversize.checked_sub(earlier.failed_oversize)?,
+                failed_other: self.failed_other.checked_sub(earlier.failed_other)?,
+                pending: self.pending,
+                gso_refused: self.gso_refused.checked_sub(earlier.gso_refused)?,
+            })
         };
-        if cumulative(self)
-            .iter()
-            .zip(cumulative(earlier))
-            .any(|(now, then)| *now < then)
-        {
-            return *self;
-        }
-        TargetCounters {
-            raised: self.raised - earlier.raised,
-            sent: self.sent - earlier.sent,
-            datagrams: self.datagrams - earlier.datagrams,
-            bytes: self.bytes - earlier.bytes,
-            dropped_retry_overflow: self.dropped_retry_overflow - earlier.dropped_retry_overflow,
-            dropped_shutdown: self.dropped_shutdown - earlier.dropped_shutdown,
-            failed_unreachable: self.failed_unreachable - earlier.failed_unreachable,
-            failed_oversize: self.failed_oversize - earlier.failed_oversize,
-            failed_other: self.failed_other - earlier.failed_other,
-            pending: self.pending,
-            gso_refused: self.gso_refused - earlier.gso_refused,
-        }
+        diff().unwrap_or(*self)
     }
 
     pub(crate) fn add(&mut self, o: &TargetCounters) {

@@ -455,6 +455,15 @@ pub(crate) mod tests {
         }
     }
 
+    /// A UDP run whose 1 000 events took 1 us to 1 ms, evenly, for report tests.
+    pub(crate) fn dummy_of_a_thousand() -> RunResult {
+        let mut h = histogram();
+        for v in 1..=1_000u64 {
+            h.record(v * 1_000).unwrap();
+        }
+        dummy(64, vec![h], 0)
+    }
+
     /// A UDP run result with these latency intervals, for report tests.
     pub(crate) fn dummy(size: usize, histograms: Vec<Histogram<u64>>, start_ns: u64) -> RunResult {
         let mut rec = Recorder::new();

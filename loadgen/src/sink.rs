@@ -4,6 +4,7 @@
 //! Each datagram is decoded with the library's decoder and recorded in the [`Recorder`] of its
 //! run id (created on first sight, so a `loadgen sink` in another process needs no set-up).
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
@@ -245,12 +246,15 @@ fn receive(
                 let same = rest.iter().take_while(|f| f.run == first.run).count();
                 // A run the book does not hold yet, past its room: refused, counted (each
                 // run costs two histograms, and run ids come from the network).
-                if !b.runs.contains_key(&first.run) && b.runs.len() >= MAX_RUNS {
-                    b.runs_refused += same as u64;
-                    rest = &rest[same..];
-                    continue;
-                }
-                let recorder = b.runs.entry(first.run).or_default();
+                let full = b.runs.len() >= MAX_RUNS;
+                let recorder = match b.runs.entry(first.run) {
+                    Entry::Vacant(_) if full => {
+                        b.runs_refused += same as u64;
+                        rest = &rest[same..];
+                        continue;
+                    }
+                    run => run.or_default(),
+                };
                 for &f in &rest[..same] {
                     recorder.record(f, now);
                 }

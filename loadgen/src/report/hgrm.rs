@@ -116,11 +116,7 @@ mod tests {
     /// line that the plotters' rule skips.
     #[test]
     fn a_lossy_run_says_the_distribution_is_of_the_received_events() {
-        let mut h = crate::measure::histogram();
-        for v in 1..=1_000u64 {
-            h.record(v * 1_000).unwrap();
-        }
-        let mut r = crate::result::tests::dummy(64, vec![h], 0);
+        let mut r = crate::result::tests::dummy_of_a_thousand();
         assert!(!render(&r).contains("received events only"));
         r.scheduled += 10;
         let text = render(&r);

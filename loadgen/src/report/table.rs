@@ -105,11 +105,7 @@ mod tests {
     /// percentiles above the measured share are: both read `n/m`.
     #[test]
     fn the_max_of_a_lossy_run_is_not_measured() {
-        let mut h = crate::measure::histogram();
-        for v in 1..=1_000u64 {
-            h.record(v * 1_000).unwrap();
-        }
-        let mut r = crate::result::tests::dummy(64, vec![h], 0);
+        let mut r = crate::result::tests::dummy_of_a_thousand();
         let row = |r: &RunResult| {
             let text = render(std::slice::from_ref(r), "test");
             text.lines().nth(1).unwrap().to_owned()
