@@ -31,6 +31,10 @@ pub(crate) struct Shared {
     /// The same holds for control messages (crossbeam's send and `is_empty` are `SeqCst`).
     sleeping: AtomicBool,
     pub dropped_queue_full: AtomicU64,
+    /// Producers between finding the channel full and counting the drop. The reactor's final
+    /// count waits for none to be left, so that a drop reported to a producer as
+    /// [`RaiseError::QueueFull`] is in the final stats (see [`Shared::count_full`]).
+    deciding: AtomicUsize,
     pub wake: EventFd,
     /// Where producers wait for room under the `block` policy.
     pub room: Room,
@@ -47,6 +51,7 @@ impl Shared {
             policy,
             sleeping: AtomicBool::new(false),
             dropped_queue_full: AtomicU64::new(0),
+            deciding: AtomicUsize::new(0),
             wake: EventFd::new()?,
             room: Room::new(queue_bytes),
         })
@@ -70,6 +75,34 @@ impl Shared {
     /// The reactor is up again.
     pub fn awake(&self) {
         self.sleeping.store(false, Ordering::Relaxed);
+    }
+
+    /// An event found no room: counts it as dropped and returns true, or returns false if the
+    /// channel is closed (shutting down: the event was not raised, and is not counted).
+    ///
+    /// Why the final stats hold every drop a producer was told of: the producer marks itself
+    /// `deciding`, then looks at the closed mark; the reactor closes the channel, then waits
+    /// for no producer `deciding` before it reads the count (all `SeqCst`, so one order).
+    /// Either the reactor sees this producer deciding and waits for its count, or the producer
+    /// comes after the wait in that order and sees the channel closed.
+    #[cold]
+    pub fn count_full(&self, tx: &Sender<Raised>) -> bool {
+        self.deciding.fetch_add(1, Ordering::SeqCst);
+        let open = !tx.is_closed();
+        if open {
+            self.dropped_queue_full.fetch_add(1, Ordering::Relaxed);
+        }
+        self.deciding.fetch_sub(1, Ordering::SeqCst);
+        open
+    }
+
+    /// Waits until no producer is between finding the channel full and counting the drop;
+    /// call after closing the channel, before the final count. A producer is there for a
+    /// few instructions, unless preempted.
+    pub fn settle_drops(&self) {
+        while self.deciding.load(Ordering::SeqCst) != 0 {
+            std::thread::yield_now();
+        }
     }
 }
 
@@ -320,10 +353,11 @@ impl Publisher {
                 shared.wake_reactor();
                 Ok(())
             }
-            Err(TrySendError::Full(m)) => {
-                shared.dropped_queue_full.fetch_add(1, Ordering::Relaxed);
+            Err(TrySendError::Full(m)) if shared.count_full(&self.tx) => {
                 Err(RaiseError::QueueFull(m.event, m.params))
             }
+            // Shutting down: the queue is closed.
+            Err(TrySendError::Full(m)) => Err(RaiseError::ShutDown(m.event, m.params)),
             // Shutting down: the queue is closed.
             Err(TrySendError::Disconnected(m)) => Err(RaiseError::ShutDown(m.event, m.params)),
         }

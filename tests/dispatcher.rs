@@ -1141,51 +1141,94 @@ fn four_producers_of_100k_events_each_are_accounted_exactly() {
     }
 }
 
+/// How the producers of [`shutdown_while_producers_raise_counts_exactly_what_it_told_them`]
+/// raise.
+#[derive(Clone, Copy, Debug)]
+enum Raising {
+    /// `raise` under the `block` policy: never refused for room.
+    Blocking,
+    /// `raise` under the `drop` policy, into a 4-slot queue: refused often.
+    Dropping,
+    /// `raise_timeout` of 1 us under the `block` policy, into a 4-slot queue.
+    TimingOut,
+}
+
 #[test]
-fn shutdown_while_producers_raise_counts_exactly_the_events_it_accepted() {
+fn shutdown_while_producers_raise_counts_exactly_what_it_told_them() {
     for backend in backends() {
-        for _ in 0..5 {
-            let udp = Receiver::udp();
-            let d = Dispatcher::start(config(backend)).unwrap();
-            let e = d.publish("E_RACE").unwrap();
-            d.subscribe(e, udp.target.clone(), Expiry::Never).unwrap();
-            let started = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-            let producers: Vec<_> = (0..3)
-                .map(|p| {
-                    let (publisher, started) = (d.publisher(), Arc::clone(&started));
-                    std::thread::spawn(move || {
-                        let mut accepted = 0u64;
-                        loop {
-                            let params = Params::new().int("p", p).unwrap();
-                            match publisher.raise(e, params) {
-                                Ok(()) => accepted += 1,
-                                Err(RaiseError::ShutDown(..)) => return accepted,
-                                Err(err) => panic!("{err:?}"),
-                            }
-                            if accepted == 1 {
-                                started.fetch_add(1, Ordering::Relaxed);
-                            }
-                        }
-                    })
-                })
-                .collect();
-            // Each has raised, and raises on.
-            assert!(wait_until(LIMIT, || started.load(Ordering::Relaxed) == 3));
-            // Closes intake while all three are raising, some halfway through a raise.
-            let stats = d.shutdown();
-            let accepted: u64 = producers
-                .into_iter()
-                .map(|p| join_within(p, LIMIT, "a producer"))
-                .sum();
-            assert!(accepted > 0, "{backend:?}");
-            assert!(stats.is_balanced(), "{backend:?}: {stats:?}");
-            assert_eq!(stats.events.raised, accepted, "{backend:?}: {stats:?}");
-            assert_eq!(stats.events.dispatched, accepted, "{backend:?}: {stats:?}");
-            assert_eq!(stats.events.pending, 0, "{backend:?}: {stats:?}");
-            let c = stats.target(&udp.target).unwrap();
-            assert_eq!((c.raised, c.pending), (accepted, 0), "{backend:?}: {c:?}");
+        for raising in [Raising::Blocking, Raising::Dropping, Raising::TimingOut] {
+            for _ in 0..5 {
+                shutdown_while_producers_raise(backend, raising);
+            }
         }
     }
+}
+
+/// Shuts a dispatcher down while three producers raise; the final stats must hold exactly the
+/// events they were told were accepted, and exactly the drops they were told of (a producer
+/// that found the queue full as it closed is told `ShutDown`, and that is not counted).
+fn shutdown_while_producers_raise(backend: BackendChoice, raising: Raising) {
+    let udp = Receiver::udp();
+    let small_queue = DispatcherConfig {
+        queue_capacity: 4,
+        queue_full: QueuePolicy::Drop,
+        ..config(backend)
+    };
+    let d = Dispatcher::start(match raising {
+        Raising::Blocking => config(backend),
+        Raising::Dropping => small_queue,
+        Raising::TimingOut => DispatcherConfig {
+            queue_full: QueuePolicy::Block,
+            ..small_queue
+        },
+    })
+    .unwrap();
+    let e = d.publish("E_RACE").unwrap();
+    d.subscribe(e, udp.target.clone(), Expiry::Never).unwrap();
+    let started = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let producers: Vec<_> = (0..3)
+        .map(|p| {
+            let (publisher, started) = (d.publisher(), Arc::clone(&started));
+            std::thread::spawn(move || {
+                let (mut accepted, mut refused) = (0u64, 0u64);
+                loop {
+                    let params = Params::new().int("p", p).unwrap();
+                    let raised = match raising {
+                        Raising::TimingOut => {
+                            publisher.raise_timeout(e, params, Duration::from_micros(1))
+                        }
+                        _ => publisher.raise(e, params),
+                    };
+                    match raised {
+                        Ok(()) => accepted += 1,
+                        Err(RaiseError::QueueFull(..)) => refused += 1,
+                        Err(RaiseError::ShutDown(..)) => return (accepted, refused),
+                        Err(err) => panic!("{err:?}"),
+                    }
+                    if accepted + refused == 1 {
+                        started.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    // Each has raised, and raises on.
+    assert!(wait_until(LIMIT, || started.load(Ordering::Relaxed) == 3));
+    // Closes intake while all three are raising, some halfway through a raise.
+    let stats = d.shutdown();
+    let (accepted, refused) = producers
+        .into_iter()
+        .map(|p| join_within(p, LIMIT, "a producer"))
+        .fold((0, 0), |(a, r), (pa, pr)| (a + pa, r + pr));
+    let case = format!("{backend:?}, {raising:?}");
+    assert!(accepted > 0, "{case}");
+    assert!(stats.is_balanced(), "{case}: {stats:?}");
+    assert_eq!(stats.events.dropped_queue_full, refused, "{case}: {stats:?}");
+    assert_eq!(stats.events.raised, accepted + refused, "{case}: {stats:?}");
+    assert_eq!(stats.events.dispatched, accepted, "{case}: {stats:?}");
+    assert_eq!(stats.events.pending, 0, "{case}: {stats:?}");
+    let c = stats.target(&udp.target).unwrap();
+    assert_eq!((c.raised, c.pending), (accepted, 0), "{case}: {c:?}");
 }
 
 #[test]

@@ -877,6 +877,7 @@ impl<B: SendBackend> Reactor<B> {
 
     /// Counts what is still queued after the shutdown deadline as dropped, and reports.
     fn finish(mut self) -> Stats {
+        self.shared.settle_drops();
         for i in 0..self.slots.len() {
             let Some(slot) = self.slots[i].as_mut() else {
                 continue;
