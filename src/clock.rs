@@ -58,14 +58,35 @@ impl ManualClock {
         Self::default()
     }
 
-    /// Moves the clock forward.
+    /// Moves the clock forward; it stops at `u64::MAX` nanoseconds (about 584 years), so that
+    /// advancing "past everything" never wraps it back.
     pub fn advance(&self, by: Duration) {
-        self.nanos.fetch_add(by.as_nanos() as u64, Ordering::SeqCst);
+        let by = u64::try_from(by.as_nanos()).unwrap_or(u64::MAX);
+        let _ = self
+            .nanos
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                Some(n.saturating_add(by))
+            });
     }
 }
 
 impl Clock for ManualClock {
     fn now(&self) -> Duration {
         Duration::from_nanos(self.nanos.load(Ordering::SeqCst))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_manual_clock_advanced_past_everything_stops_at_its_end() {
+        let clock = ManualClock::new();
+        clock.advance(Duration::from_secs(10));
+        clock.advance(Duration::from_secs(u64::MAX));
+        assert_eq!(clock.now(), Duration::from_nanos(u64::MAX));
+        clock.advance(Duration::MAX);
+        assert_eq!(clock.now(), Duration::from_nanos(u64::MAX), "never back");
     }
 }

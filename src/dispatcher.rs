@@ -60,7 +60,8 @@ pub struct Dispatcher {
     registry: Arc<Registry>,
     publisher: Publisher,
     control: Sender<Control>,
-    thread: Option<JoinHandle<Stats>>,
+    /// The reactor; it returns `None` only when it failed to start.
+    thread: Option<JoinHandle<Option<Stats>>>,
     backend: Backend,
     default_format: Format,
 }
@@ -163,13 +164,6 @@ impl Dispatcher {
                 )))
             }
         };
-        let thread = std::thread::spawn(move || {
-            thread
-                .join()
-                .ok()
-                .flatten()
-                .expect("reactor returns its stats")
-        });
         Ok(Dispatcher {
             registry,
             publisher: Publisher { tx, shared },
@@ -317,7 +311,10 @@ impl Dispatcher {
         let _ = self.control.send(Control::Shutdown);
         self.publisher.shared.wake_reactor();
         let thread = self.thread.take().expect("stopped once");
-        thread.join().expect("the reactor thread does not panic")
+        thread
+            .join()
+            .expect("the reactor thread does not panic")
+            .expect("a reactor that started returns its stats")
     }
 }
 

@@ -11,10 +11,11 @@
 //! (a queue handed out the coldest, and the compare bench ran no faster than with malloc).
 //! Each thread keeps a few of its own, so that it takes and gives without a
 //! lock: the reactor, which only gives, hands them to the shared stacks half its [`local_max`]
-//! at a time, and a producer, which only takes, fetches them the same way (a lock per buffer
-//! was 5 % of the sending CPU with 512-byte events). What a thread keeps is bounded in bytes,
-//! so that each of an application's many threads that raised one large event does not sit on
-//! a stack of 64 KB spares. The shared stacks are bounded ([`SPARE_BYTES`] per
+//! at a time, and a producer, which only takes, fetches 1, then 2, 4 and so on up to as many
+//! (a lock per buffer was 5 % of the sending CPU with 512-byte events). What a thread keeps is
+//! bounded in bytes, and what it fetches grows only as it raises: each of an application's
+//! many threads that raised a few large events holds a few spares, not a stack of them. The
+//! shared stacks are bounded ([`SPARE_BYTES`] per
 //! class, enough for the dispatcher's default queue full of 1 400-byte events); beyond that,
 //! and for buffers of no class, the heap has them back.
 
@@ -55,11 +56,17 @@ fn shared(class: usize) -> std::sync::MutexGuard<'static, Stack> {
 
 /// This thread's spares; they go to the shared stacks when the thread ends.
 #[derive(Default)]
-struct Local([Stack; CLASSES.len()]);
+struct Local {
+    spares: [Stack; CLASSES.len()],
+    /// How many spares of each class this thread fetched last from the shared stacks: it
+    /// doubles each time, up to half of [`local_max`], so that a thread that raises a few large
+    /// events holds a few spares, not dozens, while one that raises many locks seldom.
+    fetched: [usize; CLASSES.len()],
+}
 
 impl Drop for Local {
     fn drop(&mut self) {
-        for (class, stack) in self.0.iter_mut().enumerate() {
+        for (class, stack) in self.spares.iter_mut().enumerate() {
             give_shared(class, stack.drain(..));
         }
     }
@@ -81,11 +88,13 @@ pub(crate) fn take(capacity: usize) -> Vec<u8> {
     };
     // `try_with`: on a thread being torn down, go to the shared stack directly.
     let local = LOCAL_SPARES.try_with(|local| {
-        let mut local = local.borrow_mut();
-        let stack = &mut local.0[class];
+        let local = &mut *local.borrow_mut();
+        let stack = &mut local.spares[class];
         if stack.is_empty() {
+            let fetch = (local.fetched[class] * 2).clamp(1, local_max(class) / 2);
+            local.fetched[class] = fetch;
             let mut shared = shared(class);
-            let from = shared.len().saturating_sub(local_max(class) / 2);
+            let from = shared.len().saturating_sub(fetch);
             // Oldest first, so that the hottest ends on top here too.
             stack.extend(shared.drain(from..));
         }
@@ -107,7 +116,7 @@ pub(crate) fn give(mut v: Vec<u8>) {
     let mut v = Some(v);
     let _ = LOCAL_SPARES.try_with(|local| {
         let mut local = local.borrow_mut();
-        let stack = &mut local.0[class];
+        let stack = &mut local.spares[class];
         let max = local_max(class);
         if stack.len() >= max {
             // The last given go, the hottest: a thread that gives this much (the reactor)
@@ -191,9 +200,9 @@ mod tests {
             .expect("giver");
         let (kept, given_back) = std::thread::spawn(|| {
             let one = take(60_000);
-            let kept = LOCAL_SPARES.with(|local| local.borrow().0[3].len());
+            let kept = LOCAL_SPARES.with(|local| local.borrow().spares[3].len());
             (0..10).map(|_| Vec::with_capacity(65_536)).for_each(give);
-            let after = LOCAL_SPARES.with(|local| local.borrow().0[3].len());
+            let after = LOCAL_SPARES.with(|local| local.borrow().spares[3].len());
             drop(one);
             (kept, after)
         })
@@ -210,13 +219,37 @@ mod tests {
     }
 
     #[test]
+    fn a_thread_that_takes_a_few_holds_a_few_spares() {
+        // Plenty of spares of every class in the shared stacks.
+        std::thread::spawn(|| {
+            for size in CLASSES {
+                (0..64).map(|_| take(size)).for_each(give);
+            }
+        })
+        .join()
+        .expect("giver");
+        let held = std::thread::spawn(|| {
+            // Three large events of each class, as a thread of a thread-per-request server
+            // might raise before it ends: it takes and never gives.
+            let taken: Vec<Vec<u8>> = CLASSES.iter().flat_map(|&c| [c, c, c]).map(take).collect();
+            let held = LOCAL_SPARES.with(|local| local.borrow().spares.clone().map(|s| s.len()));
+            drop(taken);
+            held
+        })
+        .join()
+        .expect("taker");
+        // 1 then 2 fetched of each: 3 taken, none left over.
+        assert_eq!(held, [0; CLASSES.len()], "spares held by the taker");
+    }
+
+    #[test]
     fn only_buffers_of_a_class_are_kept() {
         let v = take(100_000);
         assert!(v.capacity() >= 100_000);
         give(v);
         give(Vec::with_capacity(700));
         LOCAL_SPARES.with(|local| {
-            for (stack, &size) in local.borrow().0.iter().zip(&CLASSES) {
+            for (stack, &size) in local.borrow().spares.iter().zip(&CLASSES) {
                 assert!(stack.iter().all(|v| v.capacity() == size && v.is_empty()));
             }
         });

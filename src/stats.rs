@@ -155,14 +155,18 @@ pub struct EventCounters {
 }
 
 impl EventCounters {
-    /// What happened between `earlier` and `self`: every cumulative counter as a difference;
-    /// `pending` as it is now.
+    /// What happened between `earlier` and `self` (two snapshots of one dispatcher, whose
+    /// event counters never go down): every cumulative counter as a difference; `pending` as
+    /// it is now. Snapshots given the wrong way round, or of two dispatchers, give 0 where a
+    /// counter is below its earlier value (not a panic, nor a wrapped count).
     pub fn since(&self, earlier: &EventCounters) -> EventCounters {
         EventCounters {
-            raised: self.raised - earlier.raised,
-            dropped_queue_full: self.dropped_queue_full - earlier.dropped_queue_full,
-            dispatched: self.dispatched - earlier.dispatched,
-            unsubscribed: self.unsubscribed - earlier.unsubscribed,
+            raised: self.raised.saturating_sub(earlier.raised),
+            dropped_queue_full: self
+                .dropped_queue_full
+                .saturating_sub(earlier.dropped_queue_full),
+            dispatched: self.dispatched.saturating_sub(earlier.dispatched),
+            unsubscribed: self.unsubscribed.saturating_sub(earlier.unsubscribed),
             pending: self.pending,
         }
     }
@@ -228,5 +232,29 @@ mod tests {
         let mut before = counters(4, 4);
         before.failed_other = 1;
         assert_eq!(reopened.since(&before), reopened);
+    }
+
+    #[test]
+    fn event_counters_since_in_the_wrong_order_is_zero_not_a_panic() {
+        let later = EventCounters {
+            raised: 10,
+            dispatched: 8,
+            dropped_queue_full: 2,
+            unsubscribed: 1,
+            pending: 0,
+        };
+        let earlier = EventCounters {
+            raised: 4,
+            dispatched: 3,
+            pending: 1,
+            ..Default::default()
+        };
+        let d = later.since(&earlier);
+        assert_eq!((d.raised, d.dispatched, d.dropped_queue_full), (6, 5, 2));
+        let swapped = earlier.since(&later);
+        assert_eq!(
+            (swapped.raised, swapped.dispatched, swapped.pending),
+            (0, 0, 1)
+        );
     }
 }

@@ -1223,7 +1223,10 @@ fn shutdown_while_producers_raise(backend: BackendChoice, raising: Raising) {
     let case = format!("{backend:?}, {raising:?}");
     assert!(accepted > 0, "{case}");
     assert!(stats.is_balanced(), "{case}: {stats:?}");
-    assert_eq!(stats.events.dropped_queue_full, refused, "{case}: {stats:?}");
+    assert_eq!(
+        stats.events.dropped_queue_full, refused,
+        "{case}: {stats:?}"
+    );
     assert_eq!(stats.events.raised, accepted + refused, "{case}: {stats:?}");
     assert_eq!(stats.events.dispatched, accepted, "{case}: {stats:?}");
     assert_eq!(stats.events.pending, 0, "{case}: {stats:?}");
@@ -1420,13 +1423,32 @@ fn targets_past_the_fixed_file_table_get_their_datagrams_too() {
 /// `Duration::MAX` is the obvious way to say "wait as long as it takes": it was an overflow.
 #[test]
 fn raise_timeout_of_duration_max_waits_without_a_deadline() {
-    let d = Dispatcher::start(config(BackendChoice::Syscall)).unwrap();
-    let r = Receiver::udp();
-    let e = d.publish("E_PATIENT").unwrap();
-    d.subscribe(e, r.target.clone(), Expiry::Never).unwrap();
-    d.publisher()
-        .raise_timeout(e, seq(1), Duration::MAX)
-        .unwrap();
-    assert!(r.wait_for(1, LIMIT));
-    assert_eq!(d.shutdown().events.dispatched, 1);
+    let dir = TempDir::new("patient");
+    let cfg = DispatcherConfig {
+        queue_capacity: 16,
+        ..config(BackendChoice::Syscall)
+    };
+    let (d, e, slow) = stalled(&dir, cfg, "E_PATIENT");
+    // The receiver reads nothing: its queue and the target's bound fill, intake pauses,
+    // then the channel fills.
+    let publisher = d.publisher();
+    let mut accepted = 0;
+    while publisher
+        .raise_timeout(e, seq(accepted), Duration::from_millis(200))
+        .is_ok()
+    {
+        accepted += 1;
+        assert!(accepted < 100_000, "the channel never filled");
+    }
+    let patient = std::thread::spawn(move || publisher.raise_timeout(e, seq(-1), Duration::MAX));
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        !patient.is_finished(),
+        "a raise without a deadline gave up while the channel stayed full"
+    );
+    slow.pause(false);
+    join_within(patient, LIMIT, "the patient producer").expect("room once the receiver reads");
+    let stats = d.shutdown();
+    assert_eq!(stats.events.dispatched, accepted as u64 + 1, "{stats:?}");
+    assert_eq!(stats.events.dropped_queue_full, 1, "{stats:?}");
 }
