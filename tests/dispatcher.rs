@@ -1440,7 +1440,11 @@ fn raise_timeout_of_duration_max_waits_without_a_deadline() {
         accepted += 1;
         assert!(accepted < 100_000, "the channel never filled");
     }
-    let patient = std::thread::spawn(move || publisher.raise_timeout(e, seq(-1), Duration::MAX));
+    let patient = std::thread::spawn(move || {
+        publisher
+            .raise_timeout(e, seq(-1), Duration::MAX)
+            .map_err(|err| err.to_string())
+    });
     std::thread::sleep(Duration::from_millis(500));
     assert!(
         !patient.is_finished(),
