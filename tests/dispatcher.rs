@@ -1015,6 +1015,46 @@ fn missing_unix_path_and_closed_udp_port_are_counted_not_fatal() {
     }
 }
 
+/// On loopback a closed port answers every datagram at once, and the next send on the
+/// connected socket meets that refusal (`ECONNREFUSED`). Counted unreachable, the target keeps
+/// going: no datagram is taken for a full receiver's and dropped as retry overflow, and the
+/// target keeps pace with a burst.
+#[test]
+fn a_burst_to_a_closed_udp_port_is_counted_unreachable_and_keeps_going() {
+    const N: i64 = 20_000;
+    for backend in backends() {
+        for udp_gso in [true, false] {
+            let closed = {
+                let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+                Target::Udp(s.local_addr().unwrap())
+            };
+            let live = Receiver::udp();
+            let d = Dispatcher::start(DispatcherConfig {
+                udp_gso,
+                ..config(backend)
+            })
+            .unwrap();
+            let e = d.publish("E_CLOSED").unwrap();
+            for t in [&closed, &live.target] {
+                d.subscribe(e, t.clone(), Expiry::Never).unwrap();
+            }
+            for i in 0..N {
+                d.raise(e, seq(i)).unwrap();
+            }
+            let stats = d.shutdown();
+            let case = format!("{backend:?}, udp_gso {udp_gso}");
+            let c = stats.target(&closed).unwrap();
+            assert_eq!(c.raised, N as u64, "{case}: {c:?}");
+            assert_eq!(c.dropped(), 0, "{case}: {c:?}");
+            assert!(c.failed_unreachable > 0, "{case}: {c:?}");
+            assert_eq!(c.sent + c.failed_unreachable, N as u64, "{case}: {c:?}");
+            let l = stats.target(&live.target).unwrap();
+            assert_eq!((l.sent, l.dropped()), (N as u64, 0), "{case}: {l:?}");
+            assert!(stats.is_balanced(), "{case}");
+        }
+    }
+}
+
 #[test]
 fn oversize_events_are_rejected_and_counted_and_the_largest_datagram_goes_out() {
     for backend in backends() {

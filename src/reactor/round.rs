@@ -3,6 +3,8 @@
 
 use std::os::fd::RawFd;
 
+use super::socket::SendFailure;
+
 /// A datagram in a round, or a GSO run of them: its buffer's index and length.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Item {
@@ -24,6 +26,8 @@ pub(crate) struct RoundTarget {
     pub gso: bool,
     /// The sends must form one chain that stops at the first failure (see `Slot::linked`).
     pub linked: bool,
+    /// A UNIX socket: a refused send means its receiver is gone (see [`goes_on_after`]).
+    pub unix: bool,
 }
 
 /// The outcome of an item that the kernel was never asked to send.
@@ -32,6 +36,26 @@ pub(crate) const NOT_ATTEMPTED: i32 = -libc::ECANCELED;
 /// The outcome of the items of a GSO message that the kernel refused (`EINVAL`, `EIO`): they
 /// are sent again without GSO, which stays off for that socket.
 pub(crate) const GSO_REFUSED: i32 = i32::MIN;
+
+/// Whether a UDP target's sending goes on past a datagram whose send failed with `outcome`:
+/// yes for a failure of that datagram alone (a closed port reported by an earlier one,
+/// `ECONNREFUSED`; too large; any other errno: counted, as DESIGN says, "keep going"), no for a
+/// full socket (kept for a retry, nothing may overtake it) or a GSO refusal (sent again
+/// without GSO, in order). A UNIX target's refusal means its receiver is gone: it stops.
+pub(crate) fn goes_on_after(outcome: i32) -> bool {
+    outcome < 0
+        && outcome != NOT_ATTEMPTED
+        && outcome != GSO_REFUSED
+        && SendFailure::of(-outcome) != SendFailure::WouldBlock
+}
+
+/// Where a UDP target's sends that a pass started at round index `from` go on: the first
+/// item the kernel was not asked to send, if the one before it failed alone (see
+/// [`goes_on_after`]); `None` when it sent everything or stopped for good this round.
+pub(crate) fn resume_at(outcomes: &[i32], from: usize) -> Option<usize> {
+    let next = from + outcomes[from..].iter().position(|&o| o == NOT_ATTEMPTED)?;
+    (next > from && goes_on_after(outcomes[next - 1])).then_some(next)
+}
 
 /// Segments in one GSO message (the kernel's `UDP_MAX_SEGMENTS` is 64 on older kernels).
 pub(super) const GSO_MAX_SEGMENTS: usize = 64;
@@ -136,6 +160,30 @@ mod tests {
         assert_eq!(m(&items(&[(10, 0); 100]), true), (64, 10));
         assert_eq!(m(&items(&[(30_000, 0); 3]), true), (2, 30_000));
         assert_eq!(m(&[], true), (0, 0));
+    }
+
+    #[test]
+    fn a_udp_target_goes_on_after_a_failure_of_one_datagram_alone() {
+        let refused = -libc::ECONNREFUSED;
+        let full = -libc::EAGAIN;
+        // Sent, refused, then the rest of the chain cancelled: go on at the first cancelled.
+        assert_eq!(
+            resume_at(&[10, refused, NOT_ATTEMPTED, NOT_ATTEMPTED], 0),
+            Some(2)
+        );
+        // From where the last pass started.
+        assert_eq!(
+            resume_at(&[10, refused, 10, refused, NOT_ATTEMPTED], 2),
+            Some(4)
+        );
+        // A full socket or a GSO refusal stops the target for this round.
+        assert_eq!(resume_at(&[10, full, NOT_ATTEMPTED], 0), None);
+        assert_eq!(resume_at(&[GSO_REFUSED, NOT_ATTEMPTED], 0), None);
+        // All done, or nothing attempted.
+        assert_eq!(resume_at(&[10, refused, 10], 0), None);
+        assert_eq!(resume_at(&[NOT_ATTEMPTED, NOT_ATTEMPTED], 0), None);
+        assert!(goes_on_after(-libc::EMSGSIZE) && !goes_on_after(-libc::ENOBUFS));
+        assert!(!goes_on_after(0) && !goes_on_after(NOT_ATTEMPTED));
     }
 
     proptest::proptest! {

@@ -38,6 +38,7 @@ impl<B: SendBackend> Reactor<B> {
                 count: count as u32,
                 gso: slot.gso,
                 linked: slot.linked,
+                unix: sock.is_unix(),
             });
             for q in slot.queue.iter().take(count) {
                 self.round.items.push(Item {

@@ -7,7 +7,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
 
 use super::pool::Pool;
-use super::round::{next_message, Round, GSO_REFUSED};
+use super::round::{goes_on_after, next_message, Round, GSO_REFUSED};
 use super::SendBackend;
 
 /// The most messages one `sendmmsg` sends (the kernel's `UIO_MAXIOV`).
@@ -101,28 +101,37 @@ impl SendBackend for SyscallBackend {
                             }
                         }
                         done += sent;
-                        if sent < asked {
-                            // The next message failed and its error is lost: almost always a
-                            // full receiver. Book it as one (it stays first in the queue; the
-                            // next round sends it or gets its error) rather than ask again:
-                            // that would cost a call, and the kernel a refused datagram, in
-                            // every round that fills a UNIX receiver.
+                        if sent < asked && (rt.unix || sent == 0) {
+                            // The next message failed and its error is lost: to a UNIX
+                            // receiver almost always a full one. Book it as one (it stays
+                            // first in the queue; the next round sends it or gets its error)
+                            // rather than ask again: that would cost a call, and the kernel a
+                            // refused datagram, in every round that fills a UNIX receiver.
                             let (start, _, _) = self.runs[done];
                             outcomes[start] = -libc::EAGAIN;
                             break;
                         }
+                        // UDP: ask again from the message that failed. Its error is most often
+                        // a closed port reported by the datagram before it (ECONNREFUSED),
+                        // which that failure consumed: then it goes out now. Else the call
+                        // fails at once, with its own error, booked below.
                     }
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     Err(e) => {
                         let errno = e.raw_os_error().unwrap_or(libc::EIO);
-                        let (start, _, segment) = self.runs[done];
-                        let gso = segment != 0;
-                        outcomes[start] = if gso && matches!(errno, libc::EINVAL | libc::EIO) {
-                            GSO_REFUSED
-                        } else {
-                            -errno
-                        };
-                        break;
+                        let (start, len, segment) = self.runs[done];
+                        if segment != 0 && matches!(errno, libc::EINVAL | libc::EIO) {
+                            outcomes[start] = GSO_REFUSED;
+                            break;
+                        }
+                        if rt.unix || !goes_on_after(-errno) {
+                            outcomes[start] = -errno;
+                            break;
+                        }
+                        // A failure of this message alone: each of its datagrams failed,
+                        // the next messages go on.
+                        outcomes[start..start + len].fill(-errno);
+                        done += 1;
                     }
                 }
             }

@@ -10,9 +10,11 @@
 //! borrow checker forbids releasing or reusing them while the kernel may read them. The other
 //! operations left in flight between rounds (`POLL_ADD`, `POLL_REMOVE`) carry no user memory.
 //!
-//! Each target's sends in a round form one chain (`IOSQE_IO_LINK`): the kernel runs them in
-//! order and cancels the rest of the chain at the first failure, so a datagram that meets a full
-//! receiver (`EAGAIN`) is retried without any later one overtaking it.
+//! A target's sends in a round form one chain (`IOSQE_IO_LINK`) once its receiver has been
+//! full (`Slot::linked`) or when a GSO message may be refused: the kernel runs them in order
+//! and cancels the rest of the chain at the first failure, so a datagram that meets a full
+//! receiver (`EAGAIN`) is retried without any later one overtaking it. A UDP chain cut by a
+//! failure of one datagram alone (a closed port) goes on in another pass of the same round.
 
 #![allow(unsafe_code)]
 
@@ -23,7 +25,7 @@ use std::time::Duration;
 use io_uring::{opcode, squeue, types, IoUring, Probe};
 
 use super::pool::Pool;
-use super::round::{next_message, Round, GSO_REFUSED};
+use super::round::{goes_on_after, next_message, resume_at, Round, GSO_REFUSED};
 use super::SendBackend;
 use crate::stats::Backend;
 use crate::sys::{self, EventFd, GsoControl};
@@ -47,6 +49,8 @@ pub(crate) struct UringBackend {
     iovecs: Vec<libc::iovec>,
     msghdrs: Vec<libc::msghdr>,
     controls: Vec<GsoControl>,
+    /// The targets of a round's pass, each from the item it goes on at (see `send_round`).
+    pass: Vec<(u32, u32)>,
 }
 
 /// A send's `user_data`: the round index of its first item, above `RUN_SHIFT` how many items
@@ -116,6 +120,7 @@ impl UringBackend {
             iovecs: Vec::with_capacity(capacity),
             msghdrs: Vec::with_capacity(capacity),
             controls: Vec::with_capacity(capacity),
+            pass: Vec::with_capacity(capacity),
         })
     }
 
@@ -146,6 +151,148 @@ impl UringBackend {
         unsafe {
             while self.ring.submission().push(&sqe).is_err() {
                 let _ = self.ring.submit();
+            }
+        }
+    }
+
+    /// Pushes, for each `(target, from)` of `pass`, the target's items from round index
+    /// `from` on; returns how many sends it pushed. [`reap`](Self::reap) must wait for them
+    /// all before anything else touches the ring's sends or their memory.
+    fn push_pass(&mut self, pool: &Pool, round: &Round, pass: &[(u32, u32)]) -> usize {
+        // GSO messages point into these; they are not touched again until every operation of
+        // this pass has completed, and never grow past the capacity reserved at start (a pass
+        // has at most one message per SQE, and at most as many datagrams as the ring has
+        // entries: the round's budget), so their elements do not move.
+        self.iovecs.clear();
+        self.msghdrs.clear();
+        self.controls.clear();
+        let mut pushed = 0usize;
+        let fixed_files = self.fixed_files;
+        {
+            let mut sq = self.ring.submission();
+            for &(t, from) in pass {
+                let rt = &round.targets[t as usize];
+                let items = &round.items[from as usize..(rt.first + rt.count) as usize];
+                // A GSO message's refusal must stop the chain like any failure: link rounds
+                // that may hold one (a superset: a run needs a next datagram no longer).
+                let gso = items.iter().any(|i| i.segment != 0)
+                    || rt.gso && items.windows(2).any(|w| w[1].len <= w[0].len);
+                let link = rt.linked || gso;
+                let mut k = 0;
+                while k < items.len() {
+                    let index = from as usize + k;
+                    let fd = Self::fd(fixed_files, rt.slot, rt.fd);
+                    let message = next_message(&items[k..], rt.gso);
+                    let run = message.items;
+                    let sqe = if message.segment == 0 {
+                        let item = items[k];
+                        let data = &pool.get(item.buf)[..item.len as usize];
+                        let send = match fd {
+                            FdRef::Fixed(f) => opcode::Send::new(f, data.as_ptr(), item.len),
+                            FdRef::Raw(f) => opcode::Send::new(f, data.as_ptr(), item.len),
+                        };
+                        send.flags(libc::MSG_DONTWAIT)
+                            .build()
+                            .user_data(index as u64)
+                    } else {
+                        let iov_start = self.iovecs.len();
+                        // Earlier messages of the round point into `iovecs`: it must not grow.
+                        assert!(
+                            iov_start + run <= self.iovecs.capacity(),
+                            "a round holds at most as many datagrams as the ring has entries"
+                        );
+                        for item in &items[k..k + run] {
+                            let data = &pool.get(item.buf)[..item.len as usize];
+                            let iov_base = data.as_ptr() as *mut libc::c_void;
+                            self.iovecs.push(libc::iovec {
+                                iov_base,
+                                iov_len: data.len(),
+                            });
+                        }
+                        self.controls.push(GsoControl::new(message.segment));
+                        let mut msg = sys::empty_msghdr();
+                        msg.msg_iov = &mut self.iovecs[iov_start];
+                        msg.msg_iovlen = run;
+                        msg.msg_control = self
+                            .controls
+                            .last_mut()
+                            .map_or(std::ptr::null_mut(), |c| (c as *mut GsoControl).cast());
+                        msg.msg_controllen = std::mem::size_of::<GsoControl>();
+                        self.msghdrs.push(msg);
+                        let msg: *const libc::msghdr = &self.msghdrs[self.msghdrs.len() - 1];
+                        let send = match fd {
+                            FdRef::Fixed(f) => opcode::SendMsg::new(f, msg),
+                            FdRef::Raw(f) => opcode::SendMsg::new(f, msg),
+                        };
+                        let user_data = index as u64 | ((run as u64) << RUN_SHIFT) | GSO_MESSAGE;
+                        send.flags(libc::MSG_DONTWAIT as u32)
+                            .build()
+                            .user_data(user_data)
+                    };
+                    k += run;
+                    // One chain per target when linked: in order, the first failure cancels the rest.
+                    let sqe = if link && k < items.len() {
+                        sqe.flags(squeue::Flags::IO_LINK)
+                    } else {
+                        sqe
+                    };
+                    // SAFETY: the datagrams borrow from `pool`, which `send_round`, our only
+                    // caller, holds borrowed, unchanged, until it returns; a SENDMSG's msghdr,
+                    // iovecs and control message live in `self`'s vectors, untouched until the
+                    // next pass (see above). `send_round` reaps every operation pushed here
+                    // before it pushes again or returns (the module's lifetime invariant).
+                    // Passes are at most a round, sized to the ring, and start with the queue
+                    // empty, so a chain is never split across submits.
+                    if unsafe { sq.push(&sqe) }.is_err() {
+                        // Not reached (see above). Anything not pushed stays `NOT_ATTEMPTED`.
+                        break;
+                    }
+                    pushed += 1;
+                }
+            }
+        }
+        pushed
+    }
+
+    /// Waits for the `pushed` sends of a pass and books their outcomes in `round`.
+    fn reap(&mut self, round: &mut Round, pushed: usize) {
+        let mut left = pushed;
+        while left > 0 {
+            match self.ring.submit_and_wait(1) {
+                Ok(_) => {}
+                Err(e)
+                    if e.raw_os_error() == Some(libc::EINTR)
+                        || e.raw_os_error() == Some(libc::EBUSY) => {}
+                Err(e) => {
+                    // Should not happen with a healthy ring; back off briefly, keep the invariant.
+                    warn!("io_uring submit failed: {e}");
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+            for cqe in self.ring.completion() {
+                let user_data = cqe.user_data();
+                if user_data & (TAG_WAKE | TAG_WRITABLE | TAG_REMOVE) != 0 {
+                    self.polls.note(user_data);
+                    continue;
+                }
+                left -= 1;
+                let index = (user_data & INDEX_MASK) as usize;
+                let gso = user_data & GSO_MESSAGE != 0;
+                let run = ((user_data & !GSO_MESSAGE) >> RUN_SHIFT) as usize;
+                let res = cqe.result();
+                if res >= 0 && run > 1 {
+                    // A UDP send is all or nothing: every item of the message went out.
+                    for i in index..index + run {
+                        round.outcomes[i] = round.items[i].len as i32;
+                    }
+                } else if gso && (res == -libc::EINVAL || res == -libc::EIO) {
+                    round.outcomes[index] = GSO_REFUSED;
+                } else if goes_on_after(res) {
+                    // Each datagram of the message failed; the next pass goes on after them.
+                    round.outcomes[index..index + run.max(1)].fill(res);
+                } else {
+                    round.outcomes[index] = res;
+                }
             }
         }
     }
@@ -205,132 +352,24 @@ impl SendBackend for UringBackend {
         // Unwinding from here to the end would free what queued sends point to while the
         // kernel may still read it: abort instead (a panic here is a bug of ours).
         let in_flight = crate::AbortOnUnwind("a panic in an io_uring round with sends in flight");
-        // GSO messages point into these; they are not touched again until every operation of
-        // this round has completed, and never grow past the capacity reserved at start (a round
-        // has at most one message per SQE, and at most as many datagrams as the ring has
-        // entries: its budget), so their elements do not move.
-        self.iovecs.clear();
-        self.msghdrs.clear();
-        self.controls.clear();
-        let mut pushed = 0usize;
-        let fixed_files = self.fixed_files;
-        {
-            let mut sq = self.ring.submission();
-            for rt in &round.targets {
-                let items = &round.items[rt.first as usize..(rt.first + rt.count) as usize];
-                // A GSO message's refusal must stop the chain like any failure: link rounds
-                // that may hold one (a superset: a run needs a next datagram no longer).
-                let gso = items.iter().any(|i| i.segment != 0)
-                    || rt.gso && items.windows(2).any(|w| w[1].len <= w[0].len);
-                let link = rt.linked || gso;
-                let mut k = 0;
-                while k < items.len() {
-                    let index = rt.first as usize + k;
-                    let fd = Self::fd(fixed_files, rt.slot, rt.fd);
-                    let message = next_message(&items[k..], rt.gso);
-                    let run = message.items;
-                    let sqe = if message.segment == 0 {
-                        let item = items[k];
-                        let data = &pool.get(item.buf)[..item.len as usize];
-                        let send = match fd {
-                            FdRef::Fixed(f) => opcode::Send::new(f, data.as_ptr(), item.len),
-                            FdRef::Raw(f) => opcode::Send::new(f, data.as_ptr(), item.len),
-                        };
-                        send.flags(libc::MSG_DONTWAIT)
-                            .build()
-                            .user_data(index as u64)
-                    } else {
-                        let iov_start = self.iovecs.len();
-                        // Earlier messages of the round point into `iovecs`: it must not grow.
-                        assert!(
-                            iov_start + run <= self.iovecs.capacity(),
-                            "a round holds at most as many datagrams as the ring has entries"
-                        );
-                        for item in &items[k..k + run] {
-                            let data = &pool.get(item.buf)[..item.len as usize];
-                            let iov_base = data.as_ptr() as *mut libc::c_void;
-                            self.iovecs.push(libc::iovec {
-                                iov_base,
-                                iov_len: data.len(),
-                            });
-                        }
-                        self.controls.push(GsoControl::new(message.segment));
-                        let mut msg = sys::empty_msghdr();
-                        msg.msg_iov = &mut self.iovecs[iov_start];
-                        msg.msg_iovlen = run;
-                        msg.msg_control = self
-                            .controls
-                            .last_mut()
-                            .map_or(std::ptr::null_mut(), |c| (c as *mut GsoControl).cast());
-                        msg.msg_controllen = std::mem::size_of::<GsoControl>();
-                        self.msghdrs.push(msg);
-                        let msg: *const libc::msghdr = &self.msghdrs[self.msghdrs.len() - 1];
-                        let send = match fd {
-                            FdRef::Fixed(f) => opcode::SendMsg::new(f, msg),
-                            FdRef::Raw(f) => opcode::SendMsg::new(f, msg),
-                        };
-                        let user_data = index as u64 | ((run as u64) << RUN_SHIFT) | GSO_MESSAGE;
-                        send.flags(libc::MSG_DONTWAIT as u32)
-                            .build()
-                            .user_data(user_data)
-                    };
-                    k += run;
-                    // One chain per target when linked: in order, the first failure cancels the rest.
-                    let sqe = if link && k < items.len() {
-                        sqe.flags(squeue::Flags::IO_LINK)
-                    } else {
-                        sqe
-                    };
-                    // SAFETY: the datagrams borrow from `pool`, which stays borrowed, unchanged,
-                    // for this whole call; a SENDMSG's msghdr, iovecs and control message live in
-                    // `self`'s vectors, untouched until the end of this call (see above). The
-                    // loop below does not return until every operation pushed here has completed
-                    // (the module's lifetime invariant). Rounds are sized to the ring and start
-                    // with the queue empty, so a chain is never split across submits.
-                    if unsafe { sq.push(&sqe) }.is_err() {
-                        // Not reached (see above). Anything not pushed stays `NOT_ATTEMPTED`.
-                        break;
-                    }
-                    pushed += 1;
-                }
-            }
+        let mut pass = std::mem::take(&mut self.pass);
+        pass.clear();
+        pass.extend((0..round.targets.len() as u32).map(|t| (t, round.targets[t as usize].first)));
+        // A UDP chain cut by a failure of one datagram alone (a closed port) goes on from
+        // there in another pass, as the syscall backend does: each pass sends at least one
+        // datagram more of each target in it. A UNIX target stops (its receiver is gone).
+        while !pass.is_empty() {
+            let pushed = self.push_pass(pool, round, &pass);
+            self.reap(round, pushed);
+            pass.retain_mut(|(t, from)| {
+                let rt = round.targets[*t as usize];
+                let end = (rt.first + rt.count) as usize;
+                let next = resume_at(&round.outcomes[..end], *from as usize);
+                *from = next.unwrap_or(0) as u32;
+                next.is_some() && !rt.unix
+            });
         }
-        let mut left = pushed;
-        while left > 0 {
-            match self.ring.submit_and_wait(1) {
-                Ok(_) => {}
-                Err(e)
-                    if e.raw_os_error() == Some(libc::EINTR)
-                        || e.raw_os_error() == Some(libc::EBUSY) => {}
-                Err(e) => {
-                    // Should not happen with a healthy ring; back off briefly, keep the invariant.
-                    warn!("io_uring submit failed: {e}");
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-            }
-            for cqe in self.ring.completion() {
-                let user_data = cqe.user_data();
-                if user_data & (TAG_WAKE | TAG_WRITABLE | TAG_REMOVE) != 0 {
-                    self.polls.note(user_data);
-                    continue;
-                }
-                left -= 1;
-                let index = (user_data & INDEX_MASK) as usize;
-                let gso = user_data & GSO_MESSAGE != 0;
-                let run = ((user_data & !GSO_MESSAGE) >> RUN_SHIFT) as usize;
-                let res = cqe.result();
-                if res >= 0 && run > 1 {
-                    // A UDP send is all or nothing: every item of the message went out.
-                    for i in index..index + run {
-                        round.outcomes[i] = round.items[i].len as i32;
-                    }
-                } else if gso && (res == -libc::EINVAL || res == -libc::EIO) {
-                    round.outcomes[index] = GSO_REFUSED;
-                } else {
-                    round.outcomes[index] = res;
-                }
-            }
-        }
+        self.pass = pass;
         std::mem::forget(in_flight);
     }
 
