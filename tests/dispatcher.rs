@@ -1055,6 +1055,47 @@ fn a_burst_to_a_closed_udp_port_is_counted_unreachable_and_keeps_going() {
     }
 }
 
+/// A UNIX receiver restarted at its path: the old connected socket is refused, and the
+/// events raised right after the restart reach the new receiver, none counted unreachable.
+#[test]
+fn a_unix_receiver_restarted_at_its_path_gets_the_events_raised_after() {
+    for backend in backends() {
+        let dir = TempDir::new("restart");
+        let path = dir.join("sink");
+        let first = Receiver::unix(&path);
+        let d = Dispatcher::start(config(backend)).unwrap();
+        let e = d.publish("E_RESTART").unwrap();
+        d.subscribe(e, first.target.clone(), Expiry::Never).unwrap();
+        d.raise(e, seq(0)).unwrap();
+        assert!(first.wait_for(1, LIMIT), "{backend:?}");
+        drop(first);
+        std::fs::remove_file(&path).unwrap();
+        let second = Receiver::unix(&path);
+        for i in 1..=10 {
+            d.raise(e, seq(i)).unwrap();
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(
+            second.wait_for(10, LIMIT),
+            "{backend:?}: {} of 10 arrived",
+            second.count()
+        );
+        let stats = d.shutdown();
+        let c = stats.target(&second.target).unwrap();
+        assert_eq!(
+            (c.sent, c.failed_unreachable),
+            (11, 0),
+            "{backend:?}: {c:?}"
+        );
+        assert_eq!(
+            second.datagrams(),
+            (1..=10)
+                .map(|i| encoded(Format::Line, "E_RESTART", &seq(i)))
+                .collect::<Vec<_>>()
+        );
+    }
+}
+
 #[test]
 fn oversize_events_are_rejected_and_counted_and_the_largest_datagram_goes_out() {
     for backend in backends() {

@@ -231,6 +231,9 @@ struct Slot {
     window: u32,
     counters: TargetCounters,
     last_log: Option<Instant>,
+    /// When a refused send last made this UNIX target connect again at once (see
+    /// `Reactor::reconnect_at_once`).
+    reconnected: Option<Instant>,
     /// Whether to retry or wait when the receiver is full (`EAGAIN`).
     full: FullReceiver,
 }
@@ -794,6 +797,7 @@ impl<B: SendBackend> Reactor<B> {
             window: self.max_per_target as u32,
             counters: TargetCounters::default(),
             last_log: None,
+            reconnected: None,
             full: FullReceiver::default(),
         });
         self.next_retry = self.next_reconnect();

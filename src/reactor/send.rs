@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use super::pool::Pool;
 use super::round::{Item, RoundTarget, GSO_REFUSED, NOT_ATTEMPTED};
-use super::socket::SendFailure;
+use super::socket::{SendFailure, Socket};
 use super::{log_limited, Conn, Queued, Reactor, SendBackend, Slot, MIN_WINDOW, RECONNECT_MIN};
 
 impl<B: SendBackend> Reactor<B> {
@@ -126,6 +126,17 @@ impl<B: SendBackend> Reactor<B> {
                 Self::settle_rest(slot, &mut self.pool, rest);
                 break;
             }
+            let unix = matches!(&slot.conn, Conn::Up(s) if s.is_unix());
+            if failure == SendFailure::Unreachable
+                && unix
+                && Self::reconnect_at_once(&mut self.backend, rt.slot, slot)
+            {
+                // The receiver came back at its path (restarted): this datagram and the rest
+                // of the round never reached it; they go out on the new socket next round.
+                let rest = &self.round.outcomes[first + k + 1..first + rt.count as usize];
+                Self::settle_rest(slot, &mut self.pool, rest);
+                break;
+            }
             let q = slot.queue.pop_front().expect("checked above");
             q.count_failed(&mut slot.counters, failure);
             self.pool.release(q.buf);
@@ -135,7 +146,6 @@ impl<B: SendBackend> Reactor<B> {
                 io::Error::from_raw_os_error(-outcome)
             };
             log_limited(&mut slot.last_log, &slot.target, &err);
-            let unix = matches!(&slot.conn, Conn::Up(s) if s.is_unix());
             if failure == SendFailure::Unreachable && unix {
                 // The receiver is gone: a connected UNIX socket stays refused until reconnected.
                 Self::take_down(
@@ -149,6 +159,30 @@ impl<B: SendBackend> Reactor<B> {
                 break;
             }
         }
+    }
+
+    /// A connected UNIX socket is refused once its receiver's socket is gone, even when a new
+    /// receiver is bound at the path by then (a restart): connects again at once, and returns
+    /// true if that worked, the new socket in place of the old. At most once per
+    /// [`RECONNECT_MIN`], so that a receiver that takes a connection and refuses the sends
+    /// does not keep the reactor connecting.
+    fn reconnect_at_once(backend: &mut B, index: u32, slot: &mut Slot) -> bool {
+        let now = Instant::now();
+        if slot
+            .reconnected
+            .is_some_and(|at| now.duration_since(at) < RECONNECT_MIN)
+        {
+            return false;
+        }
+        let Ok(sock) = Socket::connect(&slot.target) else {
+            return false;
+        };
+        backend.remove_socket(index);
+        backend.add_socket(index, sock.as_raw_fd());
+        // The old socket closes here, after the backend let go of it.
+        slot.conn = Conn::Up(sock);
+        slot.reconnected = Some(now);
+        true
     }
 
     /// After a round stopped at the front datagram (kept for a retry), books what the round
@@ -234,6 +268,7 @@ mod tests {
             window: MIN_WINDOW,
             counters: TargetCounters::default(),
             last_log: None,
+            reconnected: None,
             full: FullReceiver::default(),
         };
         for &len in lens {
