@@ -57,9 +57,12 @@ pub(crate) trait SendBackend {
     fn remove_socket(&mut self, slot: u32);
 
     /// Sends every target's datagrams of `round`, in order per target, and fills
-    /// `round.outcomes`. A linked target's sends stop at its first failure (the rest are
-    /// [`NOT_ATTEMPTED`](round::NOT_ATTEMPTED)). Must not return while the kernel may still
-    /// read a datagram's buffer: the buffers are borrowed from `pool` only for this call.
+    /// `round.outcomes`. A target's sends stop at a full socket, a GSO refusal and any
+    /// failure of a UNIX target (the rest are [`NOT_ATTEMPTED`](round::NOT_ATTEMPTED)); a UDP
+    /// target's go on past a failure of one datagram alone ([`round::goes_on_after`]). The
+    /// `syscall` backend stops every target so, the `uring` one only linked targets (see
+    /// `Slot::linked`). Must not return while the kernel may still read a datagram's buffer:
+    /// the buffers are borrowed from `pool` only for this call.
     fn send_round(&mut self, pool: &Pool, round: &mut Round);
 
     /// Tells the backend to report `slot` as ready once its socket is writable again.
@@ -633,7 +636,12 @@ impl<B: SendBackend> Reactor<B> {
                 Ok(sock) => {
                     self.backend.add_socket(i as u32, sock.as_raw_fd());
                     slot.conn = Conn::Up(sock);
-                    slot.blocked = false;
+                    if slot.blocked {
+                        // Not reached today (a target goes down only while sending), but the
+                        // count must follow the flag.
+                        slot.blocked = false;
+                        self.blocked -= 1;
+                    }
                 }
                 Err(e) => {
                     self.connect_log.failed(&slot.target, &e);

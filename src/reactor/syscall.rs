@@ -95,10 +95,26 @@ impl SendBackend for SyscallBackend {
                 let asked = (messages - done).min(MAX_MESSAGES_PER_CALL);
                 match sys::sendmmsg(rt.fd, &mut self.msgs[done..done + asked]) {
                     Ok(sent) => {
-                        for &(start, len, _) in &self.runs[done..done + sent] {
-                            for i in start..start + len {
-                                outcomes[i] = items[i].len as i32;
+                        let mut short = false;
+                        for (msg, &(start, len, _)) in
+                            self.msgs[done..done + sent].iter().zip(&self.runs[done..])
+                        {
+                            let items = &items[start..start + len];
+                            let bytes: u32 = items.iter().map(|i| i.len).sum();
+                            if msg.msg_len != bytes {
+                                // Not seen with datagrams; booked as a failed (short) send.
+                                outcomes[start] = msg.msg_len as i32;
+                                short = true;
+                                break;
                             }
+                            for (outcome, item) in
+                                outcomes[start..start + len].iter_mut().zip(items)
+                            {
+                                *outcome = item.len as i32;
+                            }
+                        }
+                        if short {
+                            break;
                         }
                         done += sent;
                         if sent < asked && (rt.unix || sent == 0) {

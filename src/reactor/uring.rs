@@ -44,6 +44,9 @@ pub(crate) struct UringBackend {
     ring: IoUring,
     /// Slots below this send through the fixed-file table.
     fixed_files: u32,
+    /// Per slot: its socket is in the fixed-file table. A slot whose registration failed
+    /// sends through its plain fd.
+    registered: Vec<bool>,
     polls: Polls,
     /// Scratch for the GSO messages of one round (see `send_round`).
     iovecs: Vec<libc::iovec>,
@@ -116,6 +119,7 @@ impl UringBackend {
         Ok(UringBackend {
             ring,
             fixed_files,
+            registered: Vec::new(),
             polls: Polls::default(),
             iovecs: Vec::with_capacity(capacity),
             msghdrs: Vec::with_capacity(capacity),
@@ -167,7 +171,7 @@ impl UringBackend {
         self.msghdrs.clear();
         self.controls.clear();
         let mut pushed = 0usize;
-        let fixed_files = self.fixed_files;
+        let registered = &self.registered;
         {
             let mut sq = self.ring.submission();
             for &(t, from) in pass {
@@ -181,7 +185,7 @@ impl UringBackend {
                 let mut k = 0;
                 while k < items.len() {
                     let index = from as usize + k;
-                    let fd = Self::fd(fixed_files, rt.slot, rt.fd);
+                    let fd = Self::fd(registered, rt.slot, rt.fd);
                     let message = next_message(&items[k..], rt.gso);
                     let run = message.items;
                     let sqe = if message.segment == 0 {
@@ -280,8 +284,12 @@ impl UringBackend {
                 let gso = user_data & GSO_MESSAGE != 0;
                 let run = ((user_data & !GSO_MESSAGE) >> RUN_SHIFT) as usize;
                 let res = cqe.result();
-                if res >= 0 && run > 1 {
-                    // A UDP send is all or nothing: every item of the message went out.
+                let items = &round.items[index..index + run.max(1)];
+                if res >= 0
+                    && run > 1
+                    && res as usize == items.iter().map(|i| i.len as usize).sum::<usize>()
+                {
+                    // Every datagram of the message went out.
                     for i in index..index + run {
                         round.outcomes[i] = round.items[i].len as i32;
                     }
@@ -297,9 +305,9 @@ impl UringBackend {
         }
     }
 
-    /// How the kernel finds `slot`'s socket: the fixed-file table holds the first slots.
-    fn fd(fixed_files: u32, slot: u32, fd: RawFd) -> FdRef {
-        if slot < fixed_files {
+    /// How the kernel finds `slot`'s socket: through the fixed-file table if it is there.
+    fn fd(registered: &[bool], slot: u32, fd: RawFd) -> FdRef {
+        if registered.get(slot as usize).copied().unwrap_or(false) {
             FdRef::Fixed(types::Fixed(slot))
         } else {
             FdRef::Raw(types::Fd(fd))
@@ -318,11 +326,17 @@ impl SendBackend for UringBackend {
     }
 
     fn add_socket(&mut self, slot: u32, fd: RawFd) {
-        if slot < self.fixed_files {
-            if let Err(e) = self.ring.submitter().register_files_update(slot, &[fd]) {
-                // Not fatal: sends through a fixed slot that failed to register fail, counted.
-                warn!("io_uring: cannot register socket {fd} as fixed file {slot}: {e}");
-            }
+        if slot >= self.fixed_files {
+            return;
+        }
+        let i = slot as usize;
+        if self.registered.len() <= i {
+            self.registered.resize(i + 1, false);
+        }
+        match self.ring.submitter().register_files_update(slot, &[fd]) {
+            Ok(_) => self.registered[i] = true,
+            // Not fatal: the plain fd works too, a little more slowly.
+            Err(e) => warn!("io_uring: cannot register socket {fd} as fixed file {slot}: {e}; sending through the plain fd"),
         }
     }
 
@@ -340,8 +354,10 @@ impl SendBackend for UringBackend {
                 .user_data(TAG_REMOVE);
             self.push(remove);
         }
-        if slot < self.fixed_files {
-            let _ = self.ring.submitter().register_files_update(slot, &[-1]);
+        if let Some(registered) = self.registered.get_mut(slot as usize) {
+            if std::mem::take(registered) {
+                let _ = self.ring.submitter().register_files_update(slot, &[-1]);
+            }
         }
     }
 
@@ -383,7 +399,7 @@ impl SendBackend for UringBackend {
             return;
         }
         watching[i] = true;
-        let poll = match Self::fd(self.fixed_files, slot, fd) {
+        let poll = match Self::fd(&self.registered, slot, fd) {
             FdRef::Fixed(f) => opcode::PollAdd::new(f, libc::POLLOUT as u32),
             FdRef::Raw(f) => opcode::PollAdd::new(f, libc::POLLOUT as u32),
         };
