@@ -99,11 +99,16 @@ fn evdgram(args: &[&str]) -> Run {
 }
 
 /// Runs `command` to completion, bounded by [`DEADLINE`]; without `EVDGRAM_BACKEND`, which
-/// would override the `--backend` the tests ask for.
+/// would choose the backend of the tests that give no `--backend`.
 fn run(mut command: Command) -> Run {
+    command.env_remove(event_datagram::BACKEND_ENV);
+    run_with_env(command)
+}
+
+/// Runs `command` to completion, bounded by [`DEADLINE`], with the environment it was given.
+fn run_with_env(mut command: Command) -> Run {
     let mut child = ChildGuard(Some(
         command
-            .env_remove(event_datagram::BACKEND_ENV)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -1007,7 +1012,7 @@ fn raise_to_a_missing_unix_path_exits_1_and_counts_it_unreachable() {
 #[test]
 fn raise_usage_errors_exit_2_before_sending_anything() {
     let too_large = format!("{{\"v\":\"{}\"}}", "x".repeat(70_000));
-    let cases: [(&[&str], &str); 6] = [
+    let cases: [(&[&str], &str); 7] = [
         (
             &["raise", "--to", "udp:127.0.0.1:70000", "E_X"],
             "evdgram: invalid --to \"udp:127.0.0.1:70000\": ",
@@ -1029,7 +1034,11 @@ fn raise_usage_errors_exit_2_before_sending_anything() {
         ),
         (
             &["raise", "--to", "udp:127.0.0.1:9", "E\nX"],
-            "evdgram: invalid event name: ",
+            "evdgram: invalid event name \"E\\nX\": it contains a line break\n",
+        ),
+        (
+            &["raise", "--to", "udp:127.0.0.1:9", ""],
+            "evdgram: invalid event name: it is empty\n",
         ),
         (&["raise", "E_X"], "--to"),
         (
@@ -1049,5 +1058,149 @@ fn raise_usage_errors_exit_2_before_sending_anything() {
         assert_eq!(run.status.code(), Some(2), "{args:?}: {}", run.stderr);
         assert!(run.stderr.contains(want), "{args:?}: {}", run.stderr);
         assert!(run.stdout.is_empty(), "{args:?}: nothing is printed");
+    }
+}
+
+/// A UNIX receiver that is alive and reads nothing: intake pauses at the target's bound, the
+/// dispatcher's queue fills, and `raise` used to wait for room for ever. Now it gives up after
+/// `--timeout`, counts the events it could not raise, and reports.
+#[test]
+fn raise_to_a_receiver_that_reads_nothing_ends_after_its_timeout() {
+    let dir = TempDir::new();
+    let path = dir.join("stalled.sock");
+    let _stalled = UnixDatagram::bind(&path).unwrap();
+    let spec = format!("unix:{}", path.display());
+    for (backend, count, size) in [("syscall", 20_000u64, 100), ("auto", 2_000, 60_000)] {
+        let params = format!("{{\"v\":\"{}\"}}", "x".repeat(size));
+        let count_arg = count.to_string();
+        let start = Instant::now();
+        let run = evdgram(&[
+            "raise",
+            "--backend",
+            backend,
+            "--to",
+            &spec,
+            "E_X",
+            "--count",
+            &count_arg,
+            "--params",
+            &params,
+            "--timeout",
+            "0.3",
+        ]);
+        let took = start.elapsed();
+        let stdout = String::from_utf8(run.stdout).unwrap();
+        let what = format!("{backend} {count} x {size} B:\n{stdout}{}", run.stderr);
+        assert_eq!(run.status.code(), Some(1), "{what}");
+        // The timeout twice (the queue, then shutdown), and the debug build's work.
+        assert!(took < Duration::from_secs(5), "{took:?}: {what}");
+
+        let events = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("events: "))
+            .unwrap_or_else(|| panic!("no events line: {what}"));
+        let n: Vec<u64> = events
+            .split(|c: char| !c.is_ascii_digit())
+            .filter_map(|w| w.parse().ok())
+            .collect();
+        let [raised, dispatched, queue_full] = n[..] else {
+            panic!("{events}: {what}")
+        };
+        assert_eq!(raised, count, "{what}");
+        assert_eq!(dispatched + queue_full, count, "{what}");
+        assert!(queue_full > 0, "{what}");
+        let (row, causes) = stats_row(&stdout, &spec);
+        let [t_raised, sent, _bytes, dropped, failed, pending] = row[..] else {
+            unreachable!()
+        };
+        assert_eq!(t_raised, dispatched, "{what}");
+        assert_eq!((failed, pending), (0, 0), "{what}");
+        assert_eq!(sent + dropped, t_raised, "{what}");
+        assert_eq!(causes, "-", "{what}");
+        let want = format!(
+            "evdgram: {queue_full} of {count} events were not raised: the dispatcher's queue \
+             stayed full for 300ms (every receiver full; see --timeout); {dropped} of {t_raised} \
+             datagrams were not sent ("
+        );
+        // A line of its own: `auto` may first say that io_uring is unavailable.
+        assert!(
+            run.stderr.lines().any(|l| l.starts_with(&want)),
+            "{want}\n{what}"
+        );
+    }
+}
+
+/// An explicit `--backend` wins over `EVDGRAM_BACKEND`; without the flag the variable decides.
+#[test]
+fn raise_backend_flag_wins_over_the_environment() {
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let spec = format!("udp:{}", udp.local_addr().unwrap());
+    let raise = |env: &str, flag: Option<&str>| {
+        let mut command = Command::new(EVDGRAM);
+        command
+            .env(event_datagram::BACKEND_ENV, env)
+            .args(["raise", "--to", &spec, "E_X"]);
+        if let Some(backend) = flag {
+            command.args(["--backend", backend]);
+        }
+        run_with_env(command)
+    };
+    // `uring` in the variable would be used (or fail to start where io_uring is denied).
+    for env in ["uring", "bogus"] {
+        let run = raise(env, Some("syscall"));
+        let stdout = String::from_utf8(run.stdout).unwrap();
+        assert!(run.status.success(), "{env}: {stdout}{}", run.stderr);
+        assert!(stdout.starts_with("backend: syscall\n"), "{env}: {stdout}");
+    }
+    let run = raise("syscall", None);
+    let stdout = String::from_utf8(run.stdout).unwrap();
+    assert!(run.status.success(), "{stdout}{}", run.stderr);
+    assert!(stdout.starts_with("backend: syscall\n"), "{stdout}");
+    let run = raise("bogus", None);
+    assert_eq!(run.status.code(), Some(1), "{}", run.stderr);
+    assert!(run.stderr.contains("EVDGRAM_BACKEND: "), "{}", run.stderr);
+}
+
+/// `--to` splits on commas and repeats; `--to-one` takes a path with a comma whole.
+#[test]
+fn raise_to_repeated_and_a_path_with_a_comma() {
+    let dir = TempDir::new();
+    let comma = dir.join("a,b.sock");
+    let plain = dir.join("plain.sock");
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    let mut unix = Vec::new();
+    for path in [&comma, &plain] {
+        let sock = UnixDatagram::bind(path).unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        unix.push(sock);
+    }
+    let udp_spec = format!("udp:{}", udp.local_addr().unwrap());
+    let comma_spec = format!("unix:{}", comma.display());
+    let plain_spec = format!("unix:{}", plain.display());
+    let run = evdgram(&[
+        "raise",
+        "--to",
+        &udp_spec,
+        "--to-one",
+        &comma_spec,
+        "--to",
+        &plain_spec,
+        "E_X",
+        "--count",
+        "2",
+    ]);
+    let stdout = String::from_utf8(run.stdout).unwrap();
+    assert!(run.status.success(), "{stdout}{}", run.stderr);
+    for spec in [&udp_spec, &comma_spec, &plain_spec] {
+        let (numbers, _) = stats_row(&stdout, spec);
+        assert_eq!(&numbers[..2], [2, 2], "{spec}:\n{stdout}");
+    }
+    let want = vec![b"E_X\n\n".to_vec(); 2];
+    assert_eq!(receive(2, |b| udp.recv(b)), want);
+    for sock in &unix {
+        assert_eq!(receive(2, |b| sock.recv(b)), want);
     }
 }

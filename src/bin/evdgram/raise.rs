@@ -3,11 +3,12 @@
 
 use std::fmt::Write as _;
 use std::io::Write as _;
+use std::time::Duration;
 
 use anyhow::Context;
 use event_datagram::{
     validate_event_name, BackendChoice, Dispatcher, DispatcherConfig, Expiry, Format, Params,
-    Stats, Target, MAX_DATAGRAM,
+    RaiseError, Stats, Target, BACKEND_ENV, MAX_DATAGRAM,
 };
 
 use crate::params::{parse_params, FormatArg};
@@ -23,14 +24,19 @@ pub struct Args {
     /// The wire format.
     #[arg(long, value_enum, default_value_t = FormatArg::Line)]
     format: FormatArg,
-    /// Where to send, comma-separated: `udp:HOST:PORT`, `unix:/path`, `/path`, `unix:@name`.
+    /// Where to send, comma-separated, and repeatable: `udp:HOST:PORT`, `unix:/path`, `/path`,
+    /// `unix:@name`. A path containing ',' cannot be given here: use --to-one.
     #[arg(
         long,
         value_name = "SPEC[,SPEC...]",
         value_delimiter = ',',
-        required = true
+        required_unless_present = "to_one"
     )]
     to: Vec<String>,
+    /// One more destination, taken whole (not split on commas): for a path containing ','.
+    /// Repeatable.
+    #[arg(long = "to-one", value_name = "SPEC")]
+    to_one: Vec<String>,
     /// The event name (non-empty, no line breaks), e.g. E_PIKE_BLOCKED.
     event: String,
     /// The parameters: a JSON object for named ones (in order, duplicate keys kept), or a JSON
@@ -40,9 +46,26 @@ pub struct Args {
     /// How many times to raise the event.
     #[arg(long, value_name = "N", default_value_t = 1)]
     count: u64,
-    /// The send backend (EVDGRAM_BACKEND overrides it).
-    #[arg(long, value_enum, default_value_t = BackendArg::Auto)]
-    backend: BackendArg,
+    /// The send backend [default: auto]. Without this flag, EVDGRAM_BACKEND=uring|syscall|auto
+    /// chooses it; the flag wins over the variable.
+    #[arg(long, value_enum)]
+    backend: Option<BackendArg>,
+    /// How long to wait for receivers that take nothing (decimal seconds). While every
+    /// receiver is full the dispatcher's queue fills, and an event that finds it full for this
+    /// long is dropped, as is every next one that finds it full, until one finds room again;
+    /// at the end, what the receivers have not taken within this long is dropped. The stats
+    /// count every drop, and the exit status is then 1. A run against stalled receivers thus
+    /// ends after about twice this.
+    #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_secs)]
+    timeout: Duration,
+}
+
+/// `--timeout`: decimal seconds, zero or more.
+fn parse_secs(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s
+        .parse()
+        .map_err(|_| format!("not a number of seconds: {s:?}"))?;
+    Duration::try_from_secs_f64(secs).map_err(|e| format!("{s:?}: {e}"))
 }
 
 /// A backend to run.
@@ -71,14 +94,11 @@ impl From<BackendArg> for BackendChoice {
 #[error("{0:#}")]
 pub struct UsageError(anyhow::Error);
 
-/// Some events were not delivered: exit status [`FAILURE_STATUS`]; the stats are printed.
+/// Some events were not raised or not delivered: exit status [`FAILURE_STATUS`]; the stats are
+/// printed.
 #[derive(Debug, thiserror::Error)]
-#[error("{undelivered} of {routed} datagrams were not sent ({why}); see the stats on stdout")]
-pub struct Undelivered {
-    undelivered: u64,
-    routed: u64,
-    why: String,
-}
+#[error("{0}; see the stats on stdout")]
+pub struct Undelivered(String);
 
 /// The exit status for an error returned by [`run`].
 pub fn failure_status(err: &anyhow::Error) -> u8 {
@@ -91,9 +111,10 @@ pub fn failure_status(err: &anyhow::Error) -> u8 {
 
 /// Checks everything the user gave before anything is started.
 fn prepare(args: &Args) -> anyhow::Result<(Vec<Target>, Params)> {
-    validate_event_name(&args.event).context("invalid event name")?;
+    // Its message already says "invalid event name".
+    validate_event_name(&args.event)?;
     let mut targets: Vec<Target> = Vec::new();
-    for spec in &args.to {
+    for spec in args.to.iter().chain(&args.to_one) {
         let target = Target::parse(spec).with_context(|| format!("invalid --to {spec:?}"))?;
         if !targets.contains(&target) {
             targets.push(target);
@@ -115,8 +136,15 @@ fn prepare(args: &Args) -> anyhow::Result<(Vec<Target>, Params)> {
 pub fn run(args: Args) -> anyhow::Result<()> {
     let (targets, params) = prepare(&args).map_err(UsageError)?;
     let format = Format::from(args.format);
+    if args.backend.is_some() {
+        // The flag wins: the library lets EVDGRAM_BACKEND override the configuration, and reads
+        // it at start. Safe to change: no other thread runs yet.
+        std::env::remove_var(BACKEND_ENV);
+    }
     let config = DispatcherConfig {
-        backend: args.backend.into(),
+        backend: args.backend.unwrap_or(BackendArg::Auto).into(),
+        // Shutdown waits for the receivers as long as a raise does.
+        shutdown_timeout_ms: u64::try_from(args.timeout.as_millis()).unwrap_or(u64::MAX),
         ..Default::default()
     };
     let dispatcher = Dispatcher::start(config).context("cannot start the dispatcher")?;
@@ -129,10 +157,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .with_context(|| format!("cannot subscribe {target}"))?;
     }
     let publisher = dispatcher.publisher();
+    // While every receiver is full the dispatcher stops taking events and its queue fills;
+    // `raise` would then wait for ever for a receiver that never reads. Once one event waited
+    // the whole timeout, the next ones do not wait (20 000 timeouts would be hours), until one
+    // finds room: the receivers move again.
+    let mut wait = args.timeout;
     for _ in 0..args.count {
-        publisher
-            .raise(event, params.clone())
-            .context("cannot raise the event")?;
+        match publisher.raise_timeout(event, params.clone(), wait) {
+            Ok(()) => wait = args.timeout,
+            // Counted by the dispatcher as dropped (queue full).
+            Err(RaiseError::QueueFull(..)) => wait = Duration::ZERO,
+            Err(e) => return Err(e).context("cannot raise the event"),
+        }
     }
     let stats = dispatcher.shutdown();
     let report = render(&stats, format, &targets);
@@ -140,37 +176,46 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     out.write_all(report.as_bytes())
         .and_then(|()| out.flush())
         .context("cannot write to stdout")?;
-    check(&stats)
+    check(&stats, args.timeout)
 }
 
-/// Fails with [`Undelivered`] unless every routed datagram was sent.
-fn check(stats: &Stats) -> anyhow::Result<()> {
+/// Fails with [`Undelivered`] unless every event was raised and every routed datagram sent.
+fn check(stats: &Stats, timeout: Duration) -> anyhow::Result<()> {
     let t = &stats.totals;
     let undelivered = t.raised - t.sent;
     let queue_full = stats.events.dropped_queue_full;
-    if undelivered == 0 && queue_full == 0 {
+    let mut parts = Vec::new();
+    if queue_full > 0 {
+        parts.push(format!(
+            "{queue_full} of {} events were not raised: the dispatcher's queue stayed full for \
+             {timeout:?} (every receiver full; see --timeout)",
+            stats.events.raised
+        ));
+    }
+    if undelivered > 0 {
+        let mut why = Vec::new();
+        for (n, what) in [
+            (t.failed_unreachable, "unreachable"),
+            (t.failed_oversize, "too large"),
+            (t.failed_other, "failed"),
+            (t.dropped_retry_overflow, "dropped: receiver too slow"),
+            (t.dropped_shutdown, "dropped at shutdown"),
+            (t.pending, "pending"),
+        ] {
+            if n > 0 {
+                why.push(format!("{n} {what}"));
+            }
+        }
+        parts.push(format!(
+            "{undelivered} of {} datagrams were not sent ({})",
+            t.raised,
+            why.join(", ")
+        ));
+    }
+    if parts.is_empty() {
         return Ok(());
     }
-    let mut why = Vec::new();
-    for (n, what) in [
-        (t.failed_unreachable, "unreachable"),
-        (t.failed_oversize, "too large"),
-        (t.failed_other, "failed"),
-        (t.dropped_retry_overflow, "dropped: receiver too slow"),
-        (t.dropped_shutdown, "dropped at shutdown"),
-        (t.pending, "pending"),
-        (queue_full, "events dropped: queue full"),
-    ] {
-        if n > 0 {
-            why.push(format!("{n} {what}"));
-        }
-    }
-    Err(Undelivered {
-        undelivered,
-        routed: t.raised,
-        why: why.join(", "),
-    }
-    .into())
+    Err(Undelivered(parts.join("; ")).into())
 }
 
 /// The final stats as a readable table: the dispatcher, then one row per target.
