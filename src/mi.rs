@@ -26,7 +26,7 @@
 //!   when the event has no subscriber, as OpenSIPS prints it), or
 //!   `{"Event":{"name","id","Subscriber":S}}`, where `S` is
 //!   `{"socket":"udp:127.0.0.1:9000","expire":3600,"ttl":3598,"format":"line"}`: `expire` is the
-//!   subscription's lifetime and `ttl` the seconds left (both `"never"` for a subscription that
+//!   subscription's lifetime and `ttl` the seconds left, rounded up (both `"never"` for a subscription that
 //!   does not expire), and `"coalesce":{"max_bytes":N,"max_delay_us":M}` when it is set; `ttl`,
 //!   `format` and `coalesce` are extensions.
 //! - `raise_event`: `params` is a JSON object (named parameters, in order, duplicate keys
@@ -1170,7 +1170,11 @@ impl From<&SubscriptionInfo> for SubEntry {
                 Expiry::Never => Secs::Never("never"),
                 Expiry::After(d) => Secs::Secs(d.as_secs()),
             },
-            ttl: s.remaining.map_or(never, |d| Secs::Secs(d.as_secs())),
+            // Whole seconds left, rounded up as OpenSIPS's whole-second ticks show them: the
+            // expire itself just after subscribing, 0 only in the subscription's last instant.
+            ttl: s.remaining.map_or(never, |d| {
+                Secs::Secs(d.as_secs() + u64::from(d.subsec_nanos() > 0))
+            }),
             format: s.format.as_str(),
             coalesce: s.coalesce.map(|c| CoalesceOut {
                 max_bytes: c.max_bytes(),

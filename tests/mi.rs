@@ -208,6 +208,22 @@ fn event_subscribe_then_list_then_unsubscribe() {
         ),
         json!({"Event": {"name": "E_TEST", "id": 0, "Subscriber": sub}})
     );
+    // Part of a second gone: the seconds left round up (OpenSIPS counts whole-second ticks).
+    m.clock.advance(Duration::from_millis(500));
+    let listed = m.ok(
+        "subscribers_list",
+        json!({"event": "E_TEST", "socket": spec}),
+    );
+    assert_eq!(listed["Event"]["Subscriber"]["ttl"], 45, "{listed}");
+    m.clock.advance(Duration::from_millis(44_499));
+    let listed = m.ok(
+        "subscribers_list",
+        json!({"event": "E_TEST", "socket": spec}),
+    );
+    assert_eq!(
+        listed["Event"]["Subscriber"]["ttl"], 1,
+        "1 ms left: {listed}"
+    );
     // An event without subscribers: `{"Event":{}}`, as OpenSIPS prints it.
     assert_eq!(
         m.ok("subscribers_list", json!(["E_OTHER"])),
