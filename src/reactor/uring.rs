@@ -380,9 +380,11 @@ impl SendBackend for UringBackend {
             pass.retain_mut(|(t, from)| {
                 let rt = round.targets[*t as usize];
                 let end = (rt.first + rt.count) as usize;
-                let next = resume_at(&round.outcomes[..end], *from as usize);
-                *from = next.unwrap_or(0) as u32;
-                next.is_some() && !rt.unix
+                let next = (!rt.unix)
+                    .then(|| resume_at(&round.outcomes[..end], *from as usize))
+                    .flatten();
+                *from = next.unwrap_or(*from as usize) as u32;
+                next.is_some()
             });
         }
         self.pass = pass;
