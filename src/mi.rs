@@ -26,9 +26,9 @@
 //!   when the event has no subscriber, as OpenSIPS prints it), or
 //!   `{"Event":{"name","id","Subscriber":S}}`, where `S` is
 //!   `{"socket":"udp:127.0.0.1:9000","expire":3600,"ttl":3598,"format":"line"}`: `expire` is the
-//!   subscription's lifetime and `ttl` the seconds left, rounded up (both `"never"` for a subscription that
-//!   does not expire), and `"coalesce":{"max_bytes":N,"max_delay_us":M}` when it is set; `ttl`,
-//!   `format` and `coalesce` are extensions.
+//!   subscription's lifetime and `ttl` the seconds left, rounded up (both `"never"` for a
+//!   subscription that does not expire), and `"coalesce":{"max_bytes":N,"max_delay_us":M}` when
+//!   it is set; `ttl`, `format` and `coalesce` are extensions.
 //! - `raise_event`: `params` is a JSON object (named parameters, in order, duplicate keys
 //!   kept), an array (unnamed), or a string holding either (the OpenSIPS form); values are
 //!   strings or integers in the i64 range. `"OK"` also when the event has no subscriber
