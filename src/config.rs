@@ -1,9 +1,13 @@
-//! Configuration: YAML (serde-saphyr) with unknown keys refused. Errors in what is read (a key,
-//! a type, an event name, a socket spec, a coalescing setting) name the line; a value out of
-//! range for the dispatcher or MI names its key.
+//! Configuration: YAML (serde-saphyr) with unknown keys refused. Every value is checked as it
+//! is read (a key, a type, a range, an event name, a socket spec, an allowlist rule, a
+//! coalescing setting), so that an error names the key and its line; the one check of two keys
+//! together (a remote MI listener needs `allow_remote_control`) names the key, after parsing.
+//! A section or list left empty (nothing after its colon, or only comments) means its default,
+//! as if it were left out.
 //!
 //! See `config/event-datagram.yaml` for a commented example with every key.
 
+use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
@@ -64,25 +68,31 @@ pub struct DispatcherConfig {
     pub backend: BackendChoice,
     /// Events the channel between producers and the reactor holds (a few milliseconds' worth:
     /// deeper only moves the events in flight out of the CPU's caches).
+    #[serde(deserialize_with = "read_queue_capacity")]
     pub queue_capacity: usize,
     /// Bytes of large events' params (those kept on the heap, beyond
     /// [`Params::INLINE_BYTES`](crate::Params::INLINE_BYTES)) the channel holds: it is full
     /// when either bound is reached. An event larger than this still goes, once the channel
     /// holds at most half of it.
+    #[serde(deserialize_with = "read_queue_bytes")]
     pub queue_bytes: usize,
     /// What `raise` does when the channel is full.
     pub queue_full: QueuePolicy,
     /// Events the reactor takes from the channel per round (and sends per target per round).
+    #[serde(deserialize_with = "read_batch")]
     pub batch: usize,
     /// io_uring submission queue entries.
+    #[serde(deserialize_with = "read_ring_entries")]
     pub ring_entries: u32,
     /// Bytes of encode buffers kept for reuse after load peaks; beyond this, buffers left
     /// unused for a second go back to the heap.
     pub buffer_pool_bytes: usize,
     /// Datagrams each target may hold while its receiver is slow; more are dropped, counted.
+    #[serde(deserialize_with = "read_retry_queue")]
     pub retry_queue: usize,
     /// Bytes of datagrams each target may hold while its receiver is slow (plus one round's
     /// worth); more are dropped, counted. Whichever of the two bounds comes first applies.
+    #[serde(deserialize_with = "read_retry_queue_bytes")]
     pub retry_queue_bytes: usize,
     /// Format of subscriptions that do not choose one.
     pub default_format: Format,
@@ -122,30 +132,177 @@ impl DispatcherConfig {
         Duration::from_millis(self.shutdown_timeout_ms)
     }
 
-    /// Checks the values; the message names the key.
+    /// Checks the values of a configuration built in code (a file's are checked as it is read,
+    /// where the error also names the line); the message names the key.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let bad =
-            |key: &str, why: &str| Err(ConfigError::Invalid(format!("dispatcher.{key}: {why}")));
-        if self.queue_capacity == 0 || self.queue_capacity > Self::MAX_QUEUE_CAPACITY {
-            let range = format!("must be 1 to {}", Self::MAX_QUEUE_CAPACITY);
-            return bad("queue_capacity", &range);
+        check_bounds([
+            (&QUEUE_CAPACITY, self.queue_capacity as u64),
+            (&QUEUE_BYTES, self.queue_bytes as u64),
+            (&BATCH, self.batch as u64),
+            (&RING_ENTRIES, self.ring_entries.into()),
+            (&RETRY_QUEUE, self.retry_queue as u64),
+            (&RETRY_QUEUE_BYTES, self.retry_queue_bytes as u64),
+        ])
+    }
+}
+
+/// The values a numeric key takes, inclusive: one definition for the check as a file is read
+/// and for `validate`.
+struct Bounds {
+    /// The key, with its section.
+    key: &'static str,
+    min: u64,
+    max: u64,
+}
+
+impl Bounds {
+    const fn range(key: &'static str, min: u64, max: u64) -> Bounds {
+        Bounds { key, min, max }
+    }
+
+    const fn at_least(key: &'static str, min: u64) -> Bounds {
+        Bounds::range(key, min, u64::MAX)
+    }
+
+    /// `Err` names the key and the range.
+    fn check(&self, value: u64) -> Result<(), String> {
+        if (self.min..=self.max).contains(&value) {
+            Ok(())
+        } else if self.max == u64::MAX {
+            Err(format!("{}: must be at least {}", self.key, self.min))
+        } else {
+            Err(format!(
+                "{}: must be {} to {}",
+                self.key, self.min, self.max
+            ))
         }
-        if self.queue_bytes == 0 {
-            return bad("queue_bytes", "must be at least 1");
+    }
+
+    /// Reads the value and checks it there, where serde-saphyr adds the line to the error.
+    fn read<'de, D: Deserializer<'de>, T: TryFrom<u64>>(&self, d: D) -> Result<T, D::Error> {
+        let value = u64::deserialize(d)?;
+        self.check(value).map_err(de::Error::custom)?;
+        // Fails only where `usize` is narrower than 64 bits.
+        T::try_from(value)
+            .map_err(|_| de::Error::custom(format_args!("{}: {value} is too large here", self.key)))
+    }
+}
+
+/// The first value out of its bounds, as [`ConfigError::Invalid`].
+fn check_bounds<const N: usize>(values: [(&Bounds, u64); N]) -> Result<(), ConfigError> {
+    values
+        .into_iter()
+        .try_for_each(|(bounds, value)| bounds.check(value).map_err(ConfigError::Invalid))
+}
+
+const QUEUE_CAPACITY: Bounds = Bounds::range(
+    "dispatcher.queue_capacity",
+    1,
+    DispatcherConfig::MAX_QUEUE_CAPACITY as u64,
+);
+const QUEUE_BYTES: Bounds = Bounds::at_least("dispatcher.queue_bytes", 1);
+const BATCH: Bounds = Bounds::range("dispatcher.batch", 1, 4096);
+const RING_ENTRIES: Bounds = Bounds::range("dispatcher.ring_entries", 8, 32_768);
+const RETRY_QUEUE: Bounds = Bounds::at_least("dispatcher.retry_queue", 1);
+const RETRY_QUEUE_BYTES: Bounds = Bounds::at_least("dispatcher.retry_queue_bytes", 1);
+const MAX_SUBSCRIBERS_PER_EVENT: Bounds = Bounds::at_least("mi.max_subscribers_per_event", 1);
+const MAX_SUBSCRIBERS: Bounds = Bounds::at_least("mi.max_subscribers", 1);
+const MAX_EVENTS: Bounds = Bounds::at_least("mi.max_events", 1);
+const MAX_REQUEST_BYTES: Bounds = Bounds::at_least("mi.max_request_bytes", 512);
+
+/// Defines the `deserialize_with` function of each bounded key.
+macro_rules! read_bounded {
+    ($($name:ident: $ty:ty = $bounds:ident;)*) => {$(
+        fn $name<'de, D: Deserializer<'de>>(d: D) -> Result<$ty, D::Error> {
+            $bounds.read(d)
         }
-        if self.batch == 0 || self.batch > 4096 {
-            return bad("batch", "must be 1 to 4096");
+    )*};
+}
+
+read_bounded! {
+    read_queue_capacity: usize = QUEUE_CAPACITY;
+    read_queue_bytes: usize = QUEUE_BYTES;
+    read_batch: usize = BATCH;
+    read_ring_entries: u32 = RING_ENTRIES;
+    read_retry_queue: usize = RETRY_QUEUE;
+    read_retry_queue_bytes: usize = RETRY_QUEUE_BYTES;
+    read_max_subscribers_per_event: usize = MAX_SUBSCRIBERS_PER_EVENT;
+    read_max_subscribers: usize = MAX_SUBSCRIBERS;
+    read_max_events: usize = MAX_EVENTS;
+    read_max_request_bytes: usize = MAX_REQUEST_BYTES;
+}
+
+/// A section or list left empty (`key:` followed by nothing or only comments: YAML null) is
+/// its default, as if the key were left out: the example file invites commenting values out.
+fn or_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+/// A list of strings, each checked as it is read (so that serde-saphyr names its own line, not
+/// the list's) and named by its index; `None` for null.
+#[derive(Clone, Copy)]
+struct CheckedList {
+    /// The key, with its section.
+    key: &'static str,
+    check: fn(&str) -> Result<(), String>,
+}
+
+impl CheckedList {
+    fn read<'de, D: Deserializer<'de>>(self, d: D) -> Result<Option<Vec<String>>, D::Error> {
+        d.deserialize_option(self)
+    }
+}
+
+impl<'de> de::Visitor<'de> for CheckedList {
+    type Value = Option<Vec<String>>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "a list of strings for {}", self.key)
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_seq(self)
+    }
+
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
+        while let Some(item) = seq.next_element_seed(CheckedItem {
+            list: self,
+            index: items.len(),
+        })? {
+            items.push(item);
         }
-        if !(8..=32_768).contains(&self.ring_entries) {
-            return bad("ring_entries", "must be 8 to 32768");
-        }
-        if self.retry_queue == 0 {
-            return bad("retry_queue", "must be at least 1");
-        }
-        if self.retry_queue_bytes == 0 {
-            return bad("retry_queue_bytes", "must be at least 1");
-        }
-        Ok(())
+        Ok(Some(items))
+    }
+}
+
+/// One item of a [`CheckedList`].
+struct CheckedItem {
+    list: CheckedList,
+    index: usize,
+}
+
+impl<'de> de::DeserializeSeed<'de> for CheckedItem {
+    type Value = String;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<String, D::Error> {
+        let item = String::deserialize(d)?;
+        (self.list.check)(&item).map_err(|why| {
+            de::Error::custom(format_args!("{}[{}]: {why}", self.list.key, self.index))
+        })?;
+        Ok(item)
     }
 }
 
@@ -205,13 +362,40 @@ fn event_name<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     Ok(name)
 }
 
-/// Event names, each checked.
+/// Event names, each checked; null is none.
 fn event_names<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
-    let names = Vec::<String>::deserialize(d)?;
-    names
-        .iter()
-        .try_for_each(|name| validate_event_name(name).map_err(de::Error::custom))?;
-    Ok(names)
+    let list = CheckedList {
+        key: "events",
+        check: |name| validate_event_name(name).map_err(|e| e.to_string()),
+    };
+    Ok(list.read(d)?.unwrap_or_default())
+}
+
+/// MI listen specs, each checked; null is the default.
+fn listen_specs<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    let list = CheckedList {
+        key: "mi.listen",
+        check: |spec| {
+            Target::parse_bind(spec)
+                .map(drop)
+                .map_err(|e| e.to_string())
+        },
+    };
+    Ok(list.read(d)?.unwrap_or_else(default_listen))
+}
+
+/// Allowlist rules, each checked; null is the default.
+fn allow_targets<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    let list = CheckedList {
+        key: "mi.allow_targets",
+        check: |rule| {
+            // Parsed alone, the rule is `[0]`: `CheckedList` names its real index.
+            Allowlist::parse(&[rule])
+                .map(drop)
+                .map_err(|e| e.strip_prefix("[0] ").unwrap_or(&e).to_owned())
+        },
+    };
+    Ok(list.read(d)?.unwrap_or_else(default_allow_targets))
 }
 
 /// A coalescing setting, checked.
@@ -250,13 +434,16 @@ impl CoalesceSetting {
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Dispatcher settings.
+    #[serde(deserialize_with = "or_default")]
     pub dispatcher: DispatcherConfig,
     /// Events published at start.
     #[serde(deserialize_with = "event_names")]
     pub events: Vec<String>,
     /// Subscriptions made at start.
+    #[serde(deserialize_with = "or_default")]
     pub subscriptions: Vec<StaticSubscription>,
     /// The MI control endpoint of `evdgram serve` (and of [`MiHandler`](crate::MiHandler)).
+    #[serde(deserialize_with = "or_default")]
     pub mi: MiConfig,
 }
 
@@ -265,33 +452,37 @@ pub struct Config {
 #[serde(default, deny_unknown_fields)]
 pub struct MiConfig {
     /// Sockets to serve MI on: `udp:HOST:PORT` or UNIX paths (`unix:/path`, `/path`, `unix:@name`).
+    #[serde(deserialize_with = "listen_specs")]
     pub listen: Vec<String>,
     /// Allow MI listeners on addresses other than loopback (anyone who reaches them can
     /// subscribe and raise events).
     pub allow_remote_control: bool,
     /// Where subscribers may receive events: networks (`127.0.0.0/8`, `::1/128`, or one
     /// address) and the word `unix` for UNIX sockets.
+    #[serde(deserialize_with = "allow_targets")]
     pub allow_targets: Vec<String>,
     /// Subscriptions per event.
+    #[serde(deserialize_with = "read_max_subscribers_per_event")]
     pub max_subscribers_per_event: usize,
     /// Subscriptions in all.
+    #[serde(deserialize_with = "read_max_subscribers")]
     pub max_subscribers: usize,
     /// Let `raise_event` publish an event that is not published yet.
     pub publish_on_demand: bool,
     /// `publish_on_demand` publishes while fewer events than this are published.
+    #[serde(deserialize_with = "read_max_events")]
     pub max_events: usize,
     /// Larger requests are refused.
+    #[serde(deserialize_with = "read_max_request_bytes")]
     pub max_request_bytes: usize,
 }
 
 impl Default for MiConfig {
     fn default() -> Self {
         MiConfig {
-            listen: vec![DEFAULT_MI_LISTEN.to_owned()],
+            listen: default_listen(),
             allow_remote_control: false,
-            allow_targets: ["127.0.0.0/8", "::1/128", "unix"]
-                .map(str::to_owned)
-                .to_vec(),
+            allow_targets: default_allow_targets(),
             max_subscribers_per_event: Limits::default().per_event,
             max_subscribers: Limits::default().total,
             publish_on_demand: false,
@@ -299,6 +490,16 @@ impl Default for MiConfig {
             max_request_bytes: 65_536,
         }
     }
+}
+
+fn default_listen() -> Vec<String> {
+    vec![DEFAULT_MI_LISTEN.to_owned()]
+}
+
+fn default_allow_targets() -> Vec<String> {
+    ["127.0.0.0/8", "::1/128", "unix"]
+        .map(str::to_owned)
+        .to_vec()
 }
 
 /// Where `evdgram serve` listens for MI requests by default (the port OpenSIPS tools assume).
@@ -319,22 +520,26 @@ impl MiConfig {
             .map_err(|e| ConfigError::Invalid(format!("mi.allow_targets: {e}")))
     }
 
-    /// Checks the values; the message names the key.
+    /// Checks the values of a configuration built in code or changed after reading (a file's
+    /// are checked as it is read, where the error also names the line); the message names the
+    /// key.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let bad = |key: &str, why: &str| Err(ConfigError::Invalid(format!("mi.{key}: {why}")));
         self.allowlist()?;
-        if self.max_subscribers_per_event == 0 {
-            return bad("max_subscribers_per_event", "must be at least 1");
-        }
-        if self.max_subscribers == 0 {
-            return bad("max_subscribers", "must be at least 1");
-        }
-        if self.max_events == 0 {
-            return bad("max_events", "must be at least 1");
-        }
-        if self.max_request_bytes < 512 {
-            return bad("max_request_bytes", "must be at least 512");
-        }
+        check_bounds([
+            (
+                &MAX_SUBSCRIBERS_PER_EVENT,
+                self.max_subscribers_per_event as u64,
+            ),
+            (&MAX_SUBSCRIBERS, self.max_subscribers as u64),
+            (&MAX_EVENTS, self.max_events as u64),
+            (&MAX_REQUEST_BYTES, self.max_request_bytes as u64),
+        ])?;
+        self.check_listen()
+    }
+
+    /// Checks `listen` with `allow_remote_control`: the one check of two keys together, made
+    /// once both are read.
+    fn check_listen(&self) -> Result<(), ConfigError> {
         for (i, spec) in self.listen.iter().enumerate() {
             let target = Target::parse_bind(spec)
                 .map_err(|e| ConfigError::Invalid(format!("mi.listen[{i}]: {e}")))?;
@@ -361,10 +566,12 @@ pub enum ConfigError {
         /// Why.
         source: std::io::Error,
     },
-    /// The YAML does not parse or does not fit the schema (the message names key and line).
+    /// The YAML does not parse, does not fit the schema or holds a value out of range (the
+    /// message names the key and line; read from a file, it starts with the file's path).
     #[error("{0}")]
     Parse(String),
-    /// A value is out of range.
+    /// A value is out of range in a configuration built in code, or two keys do not fit
+    /// together (the message names the key; read from a file, it starts with the file's path).
     #[error("{0}")]
     Invalid(String),
 }
@@ -372,10 +579,14 @@ pub enum ConfigError {
 impl Config {
     /// Parses YAML text.
     pub fn from_yaml(text: &str) -> Result<Self, ConfigError> {
-        let config: Config =
-            serde_saphyr::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
-        config.dispatcher.validate()?;
-        config.mi.validate()?;
+        // Comments are not read: kept, the parser buffers those after a section left empty
+        // while it looks for the section's value, and refuses more than 32 (a section of the
+        // example file commented out).
+        let options = serde_saphyr::options! { emit_comments: false };
+        // Every value is checked as it is read; what is left needs two keys.
+        let config: Config = serde_saphyr::from_str_with_options(text, options)
+            .map_err(|e| ConfigError::Parse(e.to_string()))?;
+        config.mi.check_listen()?;
         Ok(config)
     }
 
@@ -387,6 +598,7 @@ impl Config {
         })?;
         Self::from_yaml(&text).map_err(|e| match e {
             ConfigError::Parse(m) => ConfigError::Parse(format!("{}: {m}", path.display())),
+            ConfigError::Invalid(m) => ConfigError::Invalid(format!("{}: {m}", path.display())),
             other => other,
         })
     }
@@ -480,6 +692,36 @@ mod tests {
             let line = yaml.lines().count();
             assert!(err.contains(&format!("line {line}")), "{yaml}: {err}");
         }
+    }
+
+    #[test]
+    fn validate_checks_configurations_built_in_code() {
+        let d = DispatcherConfig {
+            batch: 0,
+            ..DispatcherConfig::default()
+        };
+        let err = d.validate().unwrap_err().to_string();
+        assert_eq!(err, "dispatcher.batch: must be 1 to 4096");
+        let d = DispatcherConfig {
+            ring_entries: 32_769,
+            ..DispatcherConfig::default()
+        };
+        let err = d.validate().unwrap_err().to_string();
+        assert_eq!(err, "dispatcher.ring_entries: must be 8 to 32768");
+        let mi = MiConfig {
+            max_request_bytes: 511,
+            ..MiConfig::default()
+        };
+        let err = mi.validate().unwrap_err().to_string();
+        assert_eq!(err, "mi.max_request_bytes: must be at least 512");
+        let mi = MiConfig {
+            listen: vec!["tcp:1".into()],
+            ..MiConfig::default()
+        };
+        let err = mi.validate().unwrap_err().to_string();
+        assert!(err.starts_with("mi.listen[0]: "), "{err}");
+        assert!(DispatcherConfig::default().validate().is_ok());
+        assert!(MiConfig::default().validate().is_ok());
     }
 
     #[test]

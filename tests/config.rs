@@ -8,6 +8,8 @@ use event_datagram::{
     MiConfig, NeverWord, QueuePolicy, StaticSubscription,
 };
 
+use crate::support::TempDir;
+
 const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/config/event-datagram.yaml");
 
 #[test]
@@ -168,4 +170,179 @@ fn a_file_error_names_the_file() {
         err.to_string().contains("/nonexistent/evdgram.yaml"),
         "{err}"
     );
+}
+
+/// The 1-based column where the value of `line` (a `key: value` or `- item` line) starts.
+fn value_column(line: &str) -> usize {
+    let at = line.find(": ").or_else(|| line.find("- ")).unwrap();
+    at + 3
+}
+
+#[test]
+fn an_out_of_range_value_names_the_key_and_its_line() {
+    for (from, to, message) in [
+        (
+            "  queue_capacity: 4096",
+            "  queue_capacity: 1048577",
+            "dispatcher.queue_capacity: must be 1 to 1048576",
+        ),
+        (
+            "  queue_bytes: 33554432",
+            "  queue_bytes: 0",
+            "dispatcher.queue_bytes: must be at least 1",
+        ),
+        (
+            "  batch: 256",
+            "  batch: 0",
+            "dispatcher.batch: must be 1 to 4096",
+        ),
+        (
+            "  batch: 256",
+            "  batch: 4097",
+            "dispatcher.batch: must be 1 to 4096",
+        ),
+        (
+            "  ring_entries: 1024",
+            "  ring_entries: 7",
+            "dispatcher.ring_entries: must be 8 to 32768",
+        ),
+        (
+            "  retry_queue: 1024",
+            "  retry_queue: 0",
+            "dispatcher.retry_queue: must be at least 1",
+        ),
+        (
+            "  retry_queue_bytes: 16777216",
+            "  retry_queue_bytes: 0",
+            "dispatcher.retry_queue_bytes: must be at least 1",
+        ),
+        (
+            "  max_subscribers_per_event: 256",
+            "  max_subscribers_per_event: 0",
+            "mi.max_subscribers_per_event: must be at least 1",
+        ),
+        (
+            "  max_subscribers: 4096",
+            "  max_subscribers: 0",
+            "mi.max_subscribers: must be at least 1",
+        ),
+        (
+            "  max_events: 1024",
+            "  max_events: 0",
+            "mi.max_events: must be at least 1",
+        ),
+        (
+            "  max_request_bytes: 65536",
+            "  max_request_bytes: 511",
+            "mi.max_request_bytes: must be at least 512",
+        ),
+        // A list names the item, by its index and its own line.
+        (
+            "    - ::1/128",
+            "    - ::1/129",
+            "mi.allow_targets[1]: \"::1/129\": the prefix length must be 0 to 128",
+        ),
+        (
+            "    - udp:127.0.0.1:8080",
+            "    - tcp:127.0.0.1:8080",
+            "mi.listen[0]: invalid socket spec \"tcp:127.0.0.1:8080\"",
+        ),
+        (
+            "  - E_UL_CONTACT_INSERT\n",
+            "  - \"E_UL\\nCONTACT\"\n",
+            "events[1]: invalid event name",
+        ),
+    ] {
+        let line = line_of(from.trim_end());
+        let to = to.trim_end();
+        let err = parse_error(&example_with(from, to));
+        let column = value_column(to);
+        assert!(
+            err.contains(&format!("line {line} column {column}: {message}")),
+            "{to}: {err}"
+        );
+        assert!(err.contains(&format!("{line} | {to}")), "{to}: {err}");
+    }
+}
+
+#[test]
+fn a_check_of_two_keys_together_names_the_file_and_the_key() {
+    let dir = TempDir::new("config-remote");
+    let path = dir.join("remote.yaml");
+    std::fs::write(&path, "mi:\n  listen: ['udp:10.0.0.1:8080']\n").unwrap();
+    let err = Config::from_file(&path).unwrap_err();
+    assert!(matches!(err, ConfigError::Invalid(_)), "{err:?}");
+    let err = err.to_string();
+    assert!(
+        err.starts_with(&format!("{}: mi.listen[0]: ", path.display())),
+        "{err}"
+    );
+    assert!(err.contains("mi.allow_remote_control: true"), "{err}");
+}
+
+/// The example with the value lines of the section starting at `section` (up to the next
+/// top-level line) commented out.
+fn example_with_section_commented_out(section: &str) -> String {
+    let text = std::fs::read_to_string(EXAMPLE).unwrap();
+    let mut inside = false;
+    let mut out = String::new();
+    for line in text.lines() {
+        if !line.starts_with([' ', '#']) && !line.is_empty() {
+            inside = line == section;
+        }
+        if inside && line.starts_with(' ') && !line.trim_start().starts_with('#') {
+            out.push('#');
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    assert!(out != text, "{section} found");
+    out
+}
+
+#[test]
+fn a_section_or_list_left_empty_is_its_default() {
+    let example = Config::from_file(Path::new(EXAMPLE)).unwrap();
+    // Every section of the example with its values commented out.
+    for section in ["dispatcher:", "events:", "subscriptions:", "mi:"] {
+        let config = Config::from_yaml(&example_with_section_commented_out(section))
+            .unwrap_or_else(|e| panic!("{section} commented out: {e}"));
+        let default = Config::default();
+        let expected = match section {
+            "dispatcher:" => Config {
+                dispatcher: default.dispatcher,
+                ..example.clone()
+            },
+            "events:" => Config {
+                events: default.events,
+                ..example.clone()
+            },
+            "subscriptions:" => Config {
+                subscriptions: default.subscriptions,
+                ..example.clone()
+            },
+            _ => Config {
+                mi: default.mi,
+                ..example.clone()
+            },
+        };
+        assert_eq!(config, expected, "{section} commented out");
+    }
+    for yaml in [
+        "dispatcher:\n",
+        "dispatcher: ~\n",
+        "dispatcher:\n  # batch: 64\n",
+        "events:\n  # - E_A\n",
+        "subscriptions:\n  # - {event: E_A, socket: 'unix:/tmp/a'}\n",
+        "mi:\n  # max_events: 3\n",
+        // A list in a section: its default, not an empty list.
+        "mi:\n  listen:\n    # - unix:/tmp/mi.sock\n  allow_targets:\n    # - unix\n",
+        "dispatcher:\nevents:\nsubscriptions:\nmi:\n",
+    ] {
+        let config = Config::from_yaml(yaml).unwrap_or_else(|e| panic!("{yaml}: {e}"));
+        assert_eq!(config, Config::default(), "{yaml}");
+    }
+    // An empty list is still empty.
+    let config = Config::from_yaml("mi:\n  allow_targets: []\n").unwrap();
+    assert!(config.mi.allow_targets.is_empty());
 }
