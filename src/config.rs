@@ -307,8 +307,7 @@ impl<'de> de::DeserializeSeed<'de> for CheckedItem {
 }
 
 /// A subscription's lifetime in configuration: seconds, or `never`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
-#[serde(untagged)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ExpireSetting {
     /// Seconds (0 means never).
     Secs(u64),
@@ -322,6 +321,102 @@ pub enum ExpireSetting {
 pub enum NeverWord {
     /// No expiry.
     Never,
+}
+
+/// What `expire` takes, for error messages.
+const EXPIRE_EXPECTED: &str = "seconds (a whole number, 0 = never) or `never`";
+
+// By hand rather than `untagged`, whose error says only that no variant matched.
+impl<'de> Deserialize<'de> for ExpireSetting {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ExpireVisitor)
+    }
+}
+
+/// Reads `expire`.
+struct ExpireVisitor;
+
+/// The error for a value `expire` does not take: what it takes, and what it found.
+fn bad_expire<E: de::Error>(found: de::Unexpected<'_>, hint: &str) -> E {
+    E::custom(format_args!(
+        "expire: expected {EXPIRE_EXPECTED}, found {found}{hint}"
+    ))
+}
+
+/// The error for whole seconds past `u64` (the float they read as is rounded: not shown).
+fn too_many_seconds<E: de::Error>() -> E {
+    E::custom(format_args!(
+        "expire: too many seconds (at most {}; 0 or `never` for no expiry)",
+        u64::MAX
+    ))
+}
+
+impl<'de> de::Visitor<'de> for ExpireVisitor {
+    type Value = ExpireSetting;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(EXPIRE_EXPECTED)
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<ExpireSetting, E> {
+        Ok(ExpireSetting::Secs(v))
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<ExpireSetting, E> {
+        // `-0` reads as a signed zero.
+        u64::try_from(v)
+            .map(ExpireSetting::Secs)
+            .map_err(|_| bad_expire(de::Unexpected::Signed(v), ""))
+    }
+
+    fn visit_u128<E: de::Error>(self, v: u128) -> Result<ExpireSetting, E> {
+        u64::try_from(v)
+            .map(ExpireSetting::Secs)
+            .map_err(|_| too_many_seconds())
+    }
+
+    fn visit_i128<E: de::Error>(self, v: i128) -> Result<ExpireSetting, E> {
+        match u128::try_from(v) {
+            Ok(v) => self.visit_u128(v),
+            Err(_) => Err(E::custom(format_args!(
+                "expire: expected {EXPIRE_EXPECTED}, found integer `{v}`"
+            ))),
+        }
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<ExpireSetting, E> {
+        // A whole number past u64 reads as a float.
+        if v.fract() == 0.0 && v > u64::MAX as f64 {
+            return Err(too_many_seconds());
+        }
+        Err(bad_expire(de::Unexpected::Float(v), ""))
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<ExpireSetting, E> {
+        Err(bad_expire(de::Unexpected::Bool(v), ""))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<ExpireSetting, E> {
+        if v == "never" {
+            return Ok(ExpireSetting::Word(NeverWord::Never));
+        }
+        let hint = if v.trim().parse::<u64>().is_ok() {
+            " (write the seconds without quotes)"
+        } else if v.eq_ignore_ascii_case("never") {
+            " (write never in lower case)"
+        } else {
+            ""
+        };
+        Err(bad_expire(de::Unexpected::Str(v), hint))
+    }
+
+    fn visit_seq<A: de::SeqAccess<'de>>(self, _: A) -> Result<ExpireSetting, A::Error> {
+        Err(bad_expire(de::Unexpected::Seq, ""))
+    }
+
+    fn visit_map<A: de::MapAccess<'de>>(self, _: A) -> Result<ExpireSetting, A::Error> {
+        Err(bad_expire(de::Unexpected::Map, ""))
+    }
 }
 
 impl ExpireSetting {

@@ -346,3 +346,58 @@ fn a_section_or_list_left_empty_is_its_default() {
     let config = Config::from_yaml("mi:\n  allow_targets: []\n").unwrap();
     assert!(config.mi.allow_targets.is_empty());
 }
+
+#[test]
+fn expire_takes_seconds_or_never_in_every_form_it_took() {
+    for (value, expected) in [
+        ("0", ExpireSetting::Secs(0)),
+        ("3600", ExpireSetting::Secs(3600)),
+        ("+60", ExpireSetting::Secs(60)),
+        ("-0", ExpireSetting::Secs(0)),
+        ("0x3c", ExpireSetting::Secs(60)),
+        ("1_000", ExpireSetting::Secs(1000)),
+        ("18446744073709551615", ExpireSetting::Secs(u64::MAX)),
+        ("never", ExpireSetting::Word(NeverWord::Never)),
+        ("'never'", ExpireSetting::Word(NeverWord::Never)),
+        ("\"never\"", ExpireSetting::Word(NeverWord::Never)),
+    ] {
+        let config = Config::from_yaml(&example_with(
+            "    expire: 3600",
+            &format!("    expire: {value}"),
+        ))
+        .unwrap_or_else(|e| panic!("{value}: {e}"));
+        assert_eq!(config.subscriptions[1].expire, Some(expected), "{value}");
+    }
+}
+
+#[test]
+fn a_bad_expire_says_what_is_accepted() {
+    let line = line_of("    expire: 3600");
+    let expected = "expire: expected seconds (a whole number, 0 = never) or `never`, found";
+    for (value, found) in [
+        ("-1", "integer `-1`"),
+        ("1.5", "floating point `1.5`"),
+        ("Never", "string \"Never\" (write never in lower case)"),
+        ("\"60\"", "string \"60\" (write the seconds without quotes)"),
+        ("[60]", "sequence"),
+    ] {
+        let err = parse_error(&example_with(
+            "    expire: 3600",
+            &format!("    expire: {value}"),
+        ));
+        assert!(
+            err.contains(&format!("line {line} column 13: {expected} {found}")),
+            "{value}: {err}"
+        );
+    }
+    let err = parse_error(&example_with(
+        "    expire: 3600",
+        "    expire: 99999999999999999999",
+    ));
+    assert!(
+        err.contains(&format!(
+            "line {line} column 13: expire: too many seconds (at most 18446744073709551615; 0 or `never` for no expiry)"
+        )),
+        "{err}"
+    );
+}
