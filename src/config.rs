@@ -653,8 +653,9 @@ impl MiConfig {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
-    /// The file cannot be read.
-    #[error("cannot read {path}: {source}")]
+    /// The file cannot be read. The OS error is the [`source`](std::error::Error::source), left
+    /// out of the message so that a printed chain (anyhow's `{:#}`) shows it once.
+    #[error("cannot read {path}")]
     Read {
         /// The file.
         path: String,

@@ -2,15 +2,18 @@
 //! errors name the key and the line.
 
 use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use event_datagram::{
     BackendChoice, CoalesceSetting, Config, ConfigError, DispatcherConfig, ExpireSetting, Format,
     MiConfig, NeverWord, QueuePolicy, StaticSubscription,
 };
 
-use crate::support::TempDir;
+use crate::support::{wait_until, TempDir};
 
 const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/config/event-datagram.yaml");
+const EVDGRAM: &str = env!("CARGO_BIN_EXE_evdgram");
 
 #[test]
 fn the_example_config_parses_to_its_documented_values() {
@@ -397,6 +400,54 @@ fn a_bad_expire_says_what_is_accepted() {
     assert!(
         err.contains(&format!(
             "line {line} column 13: expire: too many seconds (at most 18446744073709551615; 0 or `never` for no expiry)"
+        )),
+        "{err}"
+    );
+}
+
+/// Runs `evdgram serve args...`, which is to fail at start; returns its stderr.
+fn serve_failing(args: &[&str]) -> String {
+    let mut child = Command::new(EVDGRAM)
+        .arg("serve")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let exited = wait_until(Duration::from_secs(10), || {
+        child.try_wait().unwrap().is_some()
+    });
+    if !exited {
+        let _ = child.kill();
+    }
+    let output = child.wait_with_output().unwrap();
+    assert!(exited, "serve {args:?} still running");
+    assert_eq!(output.status.code(), Some(1), "serve {args:?}");
+    String::from_utf8(output.stderr).unwrap()
+}
+
+#[test]
+fn serve_reports_a_config_error_once_with_file_line_and_key() {
+    let missing = "/nonexistent/evdgram.yaml";
+    let os_error = std::fs::read(missing).unwrap_err().to_string();
+    let err = serve_failing(&["--config", missing]);
+    assert_eq!(err, format!("evdgram: cannot read {missing}: {os_error}\n"));
+    // anyhow's chain as the library's callers may print it: the OS error once.
+    let chain = format!(
+        "{:#}",
+        anyhow::Error::new(Config::from_file(Path::new(missing)).unwrap_err())
+    );
+    assert_eq!(chain, format!("cannot read {missing}: {os_error}"));
+
+    let dir = TempDir::new("config-serve");
+    let path = dir.join("bad.yaml");
+    std::fs::write(&path, "dispatcher:\n  batch: 0\n").unwrap();
+    let err = serve_failing(&["--config", path.to_str().unwrap()]);
+    assert!(
+        err.starts_with(&format!(
+            "evdgram: {}: error: line 2 column 10: dispatcher.batch: must be 1 to 4096",
+            path.display()
         )),
         "{err}"
     );
