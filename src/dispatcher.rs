@@ -37,9 +37,16 @@ pub enum StartError {
     /// A configured event or subscription is invalid.
     #[error("{0}")]
     Subscription(String),
-    /// The operating system refused a resource (eventfd, thread).
-    #[error("cannot start the dispatcher: {0}")]
-    Io(#[from] io::Error),
+    /// The operating system refused a resource (eventfd, thread). The message holds the OS
+    /// error, which is therefore not also given as the error's source (printed twice).
+    #[error("the operating system refused a resource: {0}")]
+    Io(io::Error),
+}
+
+impl From<io::Error> for StartError {
+    fn from(e: io::Error) -> Self {
+        StartError::Io(e)
+    }
 }
 
 /// Sends raised events to every subscribed target from one reactor thread.
@@ -382,4 +389,16 @@ fn run<B: SendBackend>(
     // The channel's receiver is gone now: producers still waiting for room find it closed.
     shared.room.wake_all();
     stats
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_os_error_at_start_is_told_once() {
+        let err = StartError::from(io::Error::from_raw_os_error(libc::EMFILE));
+        let chain = format!("{:#}", anyhow::Error::from(err));
+        assert_eq!(chain.matches("Too many open files").count(), 1, "{chain}");
+    }
 }
