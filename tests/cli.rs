@@ -562,9 +562,10 @@ fn script() -> Vec<(Vec<u8>, Want)> {
         ),
         // Undecodable: no closing empty line.
         (b"E_TEST\nv::x\n".to_vec(), Want::Undecodable),
-        // A packed datagram whose second event is malformed: the first is printed.
+        // A packed datagram whose second event is malformed (its name holds `\r`): the first
+        // is printed.
         (
-            b"E_GOOD\n\nE_BAD\nv::\"x\n\n".to_vec(),
+            b"E_GOOD\n\nE_BAD\r\nv::x\n\n".to_vec(),
             Want::Partly(vec![r#"{"event":"E_GOOD","params":[]}"#]),
         ),
         (

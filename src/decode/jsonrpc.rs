@@ -36,17 +36,23 @@ use crate::event::{Event, EventName, Params, Value, ValueRef};
 
 /// Decodes every notification in a `jsonrpc` datagram.
 pub fn decode(datagram: &[u8]) -> Result<Vec<Event>, DecodeError> {
+    decode_counting(datagram).map_err(|(_, e)| e)
+}
+
+/// [`decode`], whose error also says how many notifications were read whole before it:
+/// [`DecodeFormat::Auto`](super::DecodeFormat::Auto) tries the line decoder only when none was.
+pub(super) fn decode_counting(datagram: &[u8]) -> Result<Vec<Event>, (usize, DecodeError)> {
     if datagram.iter().all(|&b| is_json_space(b)) {
-        return Err(DecodeError::new(0, Kind::Empty));
+        return Err((0, DecodeError::new(0, Kind::Empty)));
     }
     std::str::from_utf8(datagram)
-        .map_err(|e| DecodeError::new(e.valid_up_to(), Kind::InvalidUtf8))?;
+        .map_err(|e| (0, DecodeError::new(e.valid_up_to(), Kind::InvalidUtf8)))?;
     PENDING.with(|p| p.borrow_mut().take());
     let mut events = Vec::new();
     for item in serde_json::Deserializer::from_slice(datagram).into_iter::<Notification>() {
         match item {
             Ok(Notification(event)) => events.push(event),
-            Err(e) => return Err(convert(datagram, &e)),
+            Err(e) => return Err((events.len(), convert(datagram, &e))),
         }
     }
     Ok(events)
@@ -522,9 +528,12 @@ impl<'de> Visitor<'de> for ValueSeed {
     }
 
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
-        // serde_json reads integers beyond u64 as floats too.
+        // serde_json gives a float for a fraction or an exponent, but also for `-0` and for
+        // integers beyond u64; which it was, the float cannot tell (`-0` and `-0.0` are both
+        // -0.0), so the message names every case and `{:?}` keeps the float looking like one.
         unsupported(format!(
-            "number {v} is a float or an integer outside the i64 range"
+            "number {v:?}, read as a float: it has a fraction or an exponent, is -0, or is \
+             outside the i64 range"
         ))
     }
 
@@ -606,6 +615,23 @@ mod tests {
             kind(r#"{"jsonrpc":"2.0","method":"E","x":1}"#),
             Kind::InvalidNotification(m) if m.contains("\"x\"")
         ));
+    }
+
+    #[test]
+    fn float_messages_say_what_was_refused() {
+        let message = |v: &str| {
+            let d = format!(r#"{{"jsonrpc":"2.0","method":"E","params":[{v}]}}"#);
+            match kind(&d) {
+                Kind::UnsupportedValue(m) => m,
+                k => panic!("{v}: {k:?}"),
+            }
+        };
+        let rule = "read as a float: it has a fraction or an exponent, is -0, or is outside \
+                    the i64 range";
+        assert_eq!(message("1.0"), format!("number 1.0, {rule}"));
+        assert_eq!(message("-0"), format!("number -0.0, {rule}"));
+        assert_eq!(message("1e3"), format!("number 1000.0, {rule}"));
+        assert_eq!(message("1.5"), format!("number 1.5, {rule}"));
     }
 
     /// What `Decoder::decode_each` passes on, as events, or its error.

@@ -9,11 +9,13 @@
 //! It reads our encoder's output and what OpenSIPS 3.0.5 sent:
 //!
 //! - A line starting with `"` is an unnamed quoted value. Otherwise the text before the first
-//!   `::` is the name, unless it holds `"` or `'` (then the whole line is an unnamed value). An
-//!   empty name is no name.
+//!   `::` is the name, unless it cannot be one (it holds `"`, `'` or `\r`: then the whole line
+//!   is an unnamed value). An empty name is no name.
 //! - Inside quotes `\"` is `"` and `\\` is `\`; any other `\` is literal. Quoted values may span
 //!   line breaks. When a quoted value read that way does not end with `"` right before its line
 //!   feed, it is re-read with 3.0.5's rule (only `\"` is an escape; 3.0.5 never escaped `\`).
+//! - When neither reading finds such a closing `"`, the value is the rest of its line, raw:
+//!   3.0.5 quoted only values holding a line feed, so it sent `from::"Alice" <sip:a@b>` as is.
 //! - Every value is a [`Value::Str`](crate::Value::Str): the format carries no types.
 //! - Several events may follow each other in one datagram (coalescing).
 //!
@@ -129,7 +131,7 @@ impl Decoder {
                         .ok_or_else(|| DecodeError::new(b.len(), Kind::Truncated))?;
                     let line = &text[pos..eol];
                     let (name, value_at) = match colons {
-                        Some(i) if !line[..i].bytes().any(|c| c == b'"' || c == b'\'') => {
+                        Some(i) if can_be_name(&line[..i]) => {
                             (Some(&line[..i]).filter(|n| !n.is_empty()), pos + i + 2)
                         }
                         _ => (None, pos),
@@ -154,10 +156,18 @@ impl Decoder {
         line: usize,
         quote: usize,
     ) -> Result<usize, DecodeError> {
-        let (close, escaped) = match scan_quoted(text, quote, false, &mut self.scratch) {
-            Ok(found) => found,
-            // 3.0.5 did not escape `\`: its `"a\\"b<LF>c"` means `a\"b<LF>c`.
-            Err(ours) => scan_quoted(text, quote, true, &mut self.scratch).map_err(|_| ours)?,
+        // 3.0.5 did not escape `\`: its `"a\\"b<LF>c"` means `a\"b<LF>c`.
+        let found = scan_quoted(text, quote, false, &mut self.scratch)
+            .or_else(|| scan_quoted(text, quote, true, &mut self.scratch));
+        let Some((close, escaped)) = found else {
+            // 3.0.5 quoted only values holding a line feed: this one is a raw value that
+            // starts with `"`, to the end of its line. (Each scan stopped at the first
+            // unescaped `"`, at the latest the next value's opening one: still linear time.)
+            let b = text.as_bytes();
+            let eol =
+                find_lf(b, quote).ok_or_else(|| DecodeError::new(b.len(), Kind::Truncated))?;
+            push(&mut self.params, name, &text[quote..eol], line)?;
+            return Ok(eol + 1);
         };
         let value = if escaped {
             self.scratch.as_str()
@@ -167,6 +177,15 @@ impl Decoder {
         push(&mut self.params, name, value, line)?;
         Ok(close + 2)
     }
+}
+
+/// True when `prefix`, the text before a line's first `::`, can be a parameter name. Of the
+/// model's rules (`validate_param_name`) only its bytes can fail here: it is part of one line,
+/// cannot end with `:` (it ends at the first `::`) and is shorter than a datagram. Checked
+/// byte by byte, not by `validate_param_name`, whose error would allocate: the decoder must
+/// not, and 3.0.5 sent such lines as unnamed values (`it's::x`).
+fn can_be_name(prefix: &str) -> bool {
+    !prefix.bytes().any(|c| matches!(c, b'"' | b'\'' | b'\r'))
 }
 
 fn push(
@@ -235,14 +254,15 @@ fn find_byte(b: &[u8], from: usize, needle: u8) -> Option<usize> {
 }
 
 /// Finds the closing quote of the value opening at `quote`, which must be followed by `\n`.
-/// Returns its index and whether the value had escapes (then it is unescaped in `scratch`).
+/// Returns its index and whether the value had escapes (then it is unescaped in `scratch`), or
+/// `None` when the first unescaped `"` is not followed by `\n`, or there is none.
 /// `legacy` is 3.0.5's rule: only `\"` is an escape.
 fn scan_quoted(
     text: &str,
     quote: usize,
     legacy: bool,
     scratch: &mut String,
-) -> Result<(usize, bool), DecodeError> {
+) -> Option<(usize, bool)> {
     let b = text.as_bytes();
     scratch.clear();
     let mut escaped = false;
@@ -255,11 +275,7 @@ fn scan_quoted(
                 if escaped {
                     scratch.push_str(&text[run..i]);
                 }
-                return match b.get(i + 1) {
-                    Some(b'\n') => Ok((i, escaped)),
-                    None => Err(DecodeError::new(i + 1, Kind::Truncated)),
-                    Some(_) => Err(DecodeError::new(i + 1, Kind::AfterClosingQuote)),
-                };
+                return (b.get(i + 1) == Some(&b'\n')).then_some((i, escaped));
             }
             b'\\'
                 if matches!(b.get(i + 1), Some(b'"'))
@@ -274,7 +290,7 @@ fn scan_quoted(
             _ => i += 1,
         }
     }
-    Err(DecodeError::new(quote, Kind::UnterminatedQuote))
+    None
 }
 
 #[cfg(test)]
@@ -342,12 +358,46 @@ mod tests {
         assert_eq!(kind(b"E\nx\n"), (4, Kind::Truncated));
         assert_eq!(kind(b"\n\n"), (0, Kind::EmptyEventName));
         assert_eq!(kind(b"E\n\n\n"), (3, Kind::EmptyEventName));
-        assert_eq!(kind(b"E\nv::\"abc\n\n"), (5, Kind::UnterminatedQuote));
-        assert_eq!(kind(b"E\nv::\"a\"b\n\n"), (8, Kind::AfterClosingQuote));
         assert_eq!(kind(b"E\nv::\"a\""), (8, Kind::Truncated));
+        assert_eq!(kind(b"E\nv::\"abc"), (9, Kind::Truncated));
+        assert_eq!(kind(b"E\n\"a\nb"), (6, Kind::Truncated));
         assert_eq!(kind(b"E\nv::\xff\n\n"), (5, Kind::InvalidUtf8));
         assert!(matches!(kind(b"E\r\n\n"), (0, Kind::InvalidName(_))));
-        assert!(matches!(kind(b"E\na\rb::c\n\n"), (2, Kind::InvalidName(_))));
+    }
+
+    /// 3.0.5 quoted only values holding a line feed: others went raw, even those starting
+    /// with `"`, and the text before `::` was whatever the module gave.
+    #[test]
+    fn opensips_305_raw_values_starting_with_a_quote_or_holding_cr() {
+        assert_eq!(
+            one(b"E_ACC\nfrom::\"Alice\" <sip:alice@x>\nx::1\n\n"),
+            [
+                s(Some("from"), "\"Alice\" <sip:alice@x>"),
+                s(Some("x"), "1")
+            ]
+        );
+        assert_eq!(
+            one(b"E\n\"Alice\" <sip:a@b>\nv::\"a\" \nv::\"ab\n\"a\"::b\n\n"),
+            [
+                s(None, "\"Alice\" <sip:a@b>"),
+                s(Some("v"), "\"a\" "),
+                s(Some("v"), "\"ab"),
+                s(None, "\"a\"::b"),
+            ]
+        );
+        // Our quoted values read as before, also next to such a raw one.
+        assert_eq!(
+            one(b"E\nv::\"a\nb\"\nw::\"c\nx::\"d\\\"\"\n\n"),
+            [
+                s(Some("v"), "a\nb"),
+                s(Some("w"), "\"c"),
+                s(Some("x"), "d\"")
+            ]
+        );
+        assert_eq!(
+            one(b"E\nx\r::y\na\rb::c\n\n"),
+            [s(None, "x\r::y"), s(None, "a\rb::c")]
+        );
     }
 
     #[test]

@@ -34,9 +34,16 @@ use crate::event::Event;
 )]
 #[serde(rename_all = "lowercase")]
 pub enum DecodeFormat {
-    /// A datagram whose first non-whitespace byte is `{` is `jsonrpc`, anything else `line`;
-    /// but one that is not JSON at all and reads as `line` events is `line` (an event may be
-    /// named `{X`).
+    /// A datagram whose first non-whitespace byte is `{` is `jsonrpc`, anything else `line`.
+    ///
+    /// But event names may look like JSON (`{X`, `{}`, `{"a":1}`): a datagram starting with `{`
+    /// is `line` all the same when its `jsonrpc` reading fails before any notification was
+    /// read whole, at a byte of its first line (line feed included), and the whole datagram
+    /// reads as `line` events. Otherwise the `jsonrpc` error stands. The one datagram this
+    /// misreads is a malformed notification alone on its first line followed by an empty
+    /// line, such as `{"jsonrpc":"2.0","method":"E","params":[true]}\n\n`: a `line` event
+    /// named by that text (OpenSIPS' and our notifications do not end with an empty line;
+    /// every `line` datagram does).
     #[default]
     Auto,
     /// The line format ([`line`](mod@line)).
@@ -55,7 +62,10 @@ impl DecodeFormat {
         }
     }
 
-    /// The concrete format `datagram` is decoded with (resolves [`DecodeFormat::Auto`]).
+    /// The format [`decode`] reads `datagram` in first: [`DecodeFormat::Auto`]'s guess from
+    /// its first non-whitespace byte. When decoding fails, the error is this format's; when it
+    /// succeeds, [`decode_reporting_format`] says which format was used (`Auto` may read a
+    /// datagram starting with `{` as `line`).
     pub fn resolve(self, datagram: &[u8]) -> Format {
         match self {
             DecodeFormat::Line => Format::Line,
@@ -103,18 +113,47 @@ impl FromStr for DecodeFormat {
 
 /// Decodes every event in `datagram` with the decoder `format` selects.
 pub fn decode(datagram: &[u8], format: DecodeFormat) -> Result<Vec<Event>, DecodeError> {
+    decode_reporting_format(datagram, format).map(|(events, _)| events)
+}
+
+/// [`decode`], also saying which format the events were read in: with
+/// [`DecodeFormat::Auto`], not always what [`resolve`](DecodeFormat::resolve) guessed.
+///
+/// ```
+/// use event_datagram::decode::{decode_reporting_format, DecodeFormat};
+/// use event_datagram::Format;
+///
+/// let (events, format) = decode_reporting_format(b"{X\na::1\n\n", DecodeFormat::Auto)?;
+/// assert_eq!((events[0].name().as_str(), format), ("{X", Format::Line));
+/// # Ok::<(), event_datagram::DecodeError>(())
+/// ```
+pub fn decode_reporting_format(
+    datagram: &[u8],
+    format: DecodeFormat,
+) -> Result<(Vec<Event>, Format), DecodeError> {
+    let as_line = |datagram| line::decode(datagram).map(|events| (events, Format::Line));
     match format.resolve(datagram) {
-        Format::Line => line::decode(datagram),
+        Format::Line => as_line(datagram),
         Format::Jsonrpc if format == DecodeFormat::Auto => {
-            jsonrpc::decode(datagram).or_else(|json| match json.kind() {
-                // Errors of JSON that is not an event stay what they are; the line decoder's
-                // error would say less about a datagram that is not lines.
-                DecodeErrorKind::InvalidJson(_) => line::decode(datagram).map_err(|_| json),
-                _ => Err(json),
-            })
+            match jsonrpc::decode_counting(datagram) {
+                Ok(events) => Ok((events, Format::Jsonrpc)),
+                // Nothing was JSON-RPC, and the first line already failed: maybe an event name.
+                Err((0, json)) if on_first_line(datagram, json.offset()) => {
+                    as_line(datagram).map_err(|_| json)
+                }
+                Err((_, json)) => Err(json),
+            }
         }
-        Format::Jsonrpc => jsonrpc::decode(datagram),
+        Format::Jsonrpc => jsonrpc::decode(datagram).map(|events| (events, Format::Jsonrpc)),
     }
+}
+
+/// True when byte `offset` of `datagram` is on its first line, its line feed included.
+fn on_first_line(datagram: &[u8], offset: usize) -> bool {
+    datagram
+        .iter()
+        .position(|&b| b == b'\n')
+        .is_some_and(|lf| offset <= lf)
 }
 
 /// A datagram that cannot be decoded: what is wrong ([`kind`](Self::kind)) and at which byte
@@ -156,10 +195,13 @@ pub enum DecodeErrorKind {
     /// An event name line is empty.
     #[error("empty event name")]
     EmptyEventName,
-    /// A quoted value has no closing `"`.
+    /// A quoted value has no closing `"`. Not returned by this crate's decoders any more: the
+    /// line decoder reads such a value raw, as OpenSIPS 3.0.5 wrote it.
     #[error("quoted value has no closing quote")]
     UnterminatedQuote,
-    /// A quoted value's closing `"` is followed by something other than a line feed.
+    /// A quoted value's closing `"` is followed by something other than a line feed. Not
+    /// returned by this crate's decoders any more: the line decoder reads such a value raw, as
+    /// OpenSIPS 3.0.5 wrote it.
     #[error("unexpected byte after a closing quote (expected a line feed)")]
     AfterClosingQuote,
     /// The bytes are not UTF-8.
@@ -216,11 +258,68 @@ mod tests {
             matches!(err.kind(), DecodeErrorKind::InvalidJson(_)),
             "{err}"
         );
-        // JSON, not an event: that error, even where the bytes would read as lines.
-        let err = decode(b"{\"a\":1}\n\n", DecodeFormat::Auto).unwrap_err();
+        // JSON, not an event, and not lines either: the JSON error.
+        let err = decode(b"{\"a\":1}\n", DecodeFormat::Auto).unwrap_err();
         assert!(
             matches!(err.kind(), DecodeErrorKind::InvalidNotification(_)),
             "{err}"
         );
+    }
+
+    #[test]
+    fn auto_reads_line_events_named_like_json_objects_as_lines() {
+        for (d, name) in [
+            (&b"{}\n\n"[..], "{}"),
+            (b"{\"a\":1}\n\n", "{\"a\":1}"),
+            (b"{\"a\":1}\nv::x\n\n", "{\"a\":1}"),
+        ] {
+            let (events, format) = decode_reporting_format(d, DecodeFormat::Auto).unwrap();
+            assert_eq!(format, Format::Line);
+            assert_eq!(events[0].name().as_str(), name);
+            assert_eq!(events, line::decode(d).unwrap());
+        }
+    }
+
+    #[test]
+    fn auto_keeps_the_json_error_once_a_notification_was_read_or_past_the_first_line() {
+        for d in [
+            &b"{\"jsonrpc\":\"2.0\",\"method\":\"E\",\"params\":[1]}\n{\"jsonrpc\":\n\n"[..],
+            b"{\"jsonrpc\":\"2.0\",\"method\":\"E\"}x\n\n",
+            b"{\"jsonrpc\":\nx\n\n",
+        ] {
+            assert!(line::decode(d).is_ok(), "the bytes do read as lines");
+            let err = decode(d, DecodeFormat::Auto).unwrap_err();
+            assert_eq!(err, jsonrpc::decode(d).unwrap_err());
+            assert!(
+                matches!(err.kind(), DecodeErrorKind::InvalidJson(_)),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn decode_reporting_format_names_the_format_it_read() {
+        let d = b"{X\nx\na::1\n\n";
+        assert_eq!(
+            DecodeFormat::Auto.resolve(d),
+            Format::Jsonrpc,
+            "the first guess"
+        );
+        assert_eq!(
+            decode_reporting_format(d, DecodeFormat::Auto).unwrap().1,
+            Format::Line
+        );
+        let d = br#"{"jsonrpc":"2.0","method":"E_X"}"#;
+        assert_eq!(
+            decode_reporting_format(d, DecodeFormat::Auto).unwrap().1,
+            Format::Jsonrpc
+        );
+        for f in Format::ALL {
+            let d: &[u8] = match f {
+                Format::Line => b"E\n\n",
+                Format::Jsonrpc => br#"{"jsonrpc":"2.0","method":"E"}"#,
+            };
+            assert_eq!(decode_reporting_format(d, f.into()).unwrap().1, f);
+        }
     }
 }

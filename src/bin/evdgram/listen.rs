@@ -174,8 +174,8 @@ fn subscription_spec(bound: &Target) -> String {
 /// A decoder choice.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 enum FormatArg {
-    /// jsonrpc for a datagram whose first non-blank byte is `{` (unless it is not JSON and reads
-    /// as lines: an event may be named `{X`), else line.
+    /// jsonrpc for a datagram whose first non-blank byte is `{` (unless its JSON fails on its
+    /// first line and it reads whole as lines: an event may be named `{X` or `{}`), else line.
     Auto,
     /// The OpenSIPS event_datagram line format (ours and OpenSIPS 3.0.5's).
     Line,
