@@ -8,13 +8,18 @@ pub enum EventError {
     #[error("invalid event name: it is empty")]
     EmptyEventName,
     /// The event name holds `\n` or `\r`.
-    #[error("invalid event name {name:?}: it contains a line break")]
+    #[error("invalid event name {}: it contains a line break", Shortened(.name))]
     EventNameLineBreak {
         /// The name as given.
         name: String,
     },
-    /// A parameter name holds `\n`, `\r`, `"`, `'` or `::`.
-    #[error("invalid parameter name {name:?}: it {reason} (names may not contain \\n, \\r, \", ' or ::, nor end with :)")]
+    /// A parameter name holds `\n`, `\r`, `"`, `'` or `::`, ends with `:`, or is longer than
+    /// 65 535 bytes.
+    #[error(
+        "invalid parameter name {}: it {reason}{}",
+        Shortened(.name),
+        naming_rules_after(reason)
+    )]
     InvalidParamName {
         /// The name as given.
         name: String,
@@ -27,6 +32,35 @@ pub enum EventError {
         /// Its length in bytes.
         len: usize,
     },
+}
+
+/// [`EventError::InvalidParamName`]'s reason for a name too long for the packed length.
+pub(crate) const PARAM_NAME_TOO_LONG: &str = "is longer than 65535 bytes";
+
+/// The naming rules, after a reason that is about the name's characters.
+fn naming_rules_after(reason: &str) -> &'static str {
+    if reason == PARAM_NAME_TOO_LONG {
+        ""
+    } else {
+        " (names may not contain \\n, \\r, \", ' or ::, nor end with :)"
+    }
+}
+
+/// A name in a message: quoted, and cut after [`Shortened::MAX_CHARS`] characters with its
+/// length in bytes, so that a hostile 70 000-byte key does not make a 70 KB message.
+struct Shortened<'a>(&'a str);
+
+impl Shortened<'_> {
+    const MAX_CHARS: usize = 64;
+}
+
+impl std::fmt::Display for Shortened<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.char_indices().nth(Self::MAX_CHARS) {
+            None => write!(f, "{:?}", self.0),
+            Some((cut, _)) => write!(f, "{:?}… ({} bytes)", &self.0[..cut], self.0.len()),
+        }
+    }
 }
 
 /// An event that cannot be encoded.
@@ -49,4 +83,12 @@ pub enum EncodeError {
          break or '::', or ends with ':'); the jsonrpc format can carry it"
     )]
     ParamNameNotLine,
+    /// The event name given to a public encoder is not a valid
+    /// [`EventName`](crate::EventName): empty, or with a line break (the line format would
+    /// frame it as several events; decoders refuse it).
+    #[error("invalid event name: {reason}")]
+    InvalidEventName {
+        /// What is wrong with it.
+        reason: &'static str,
+    },
 }

@@ -215,8 +215,12 @@ pub struct Params {
 }
 
 impl Params {
-    /// How many bytes of packed parameters are stored without a heap allocation
-    /// (each parameter takes its name and value plus 3 to 7 bytes of framing).
+    /// How many bytes of packed parameters are stored without a heap allocation.
+    ///
+    /// Each parameter takes a tag byte, then, if named, 2 bytes of name length and the name;
+    /// then a string takes 4 bytes of length and its bytes, an integer 8 bytes. So a named
+    /// string takes its name and value plus 7 bytes, an unnamed one its value plus 5; a named
+    /// integer its name plus 11 bytes, an unnamed one 9 bytes.
     pub const INLINE_BYTES: usize = INLINE;
 
     /// No parameters.
@@ -311,7 +315,7 @@ impl Params {
             if name.len() > u16::MAX as usize {
                 return Err(EventError::InvalidParamName {
                     name: name.to_owned(),
-                    reason: "is longer than 65535 bytes",
+                    reason: crate::error::PARAM_NAME_TOO_LONG,
                 });
             }
         }
@@ -760,6 +764,60 @@ mod tests {
         for good in ["", "a:b", ":a", "a: :b", "ip", "a b", "é"] {
             Params::new().str(good, "v").unwrap();
         }
+    }
+
+    /// The sizes [`Params::INLINE_BYTES`]' doc gives, to the byte.
+    #[test]
+    fn inline_bytes_hold_parameters_of_the_documented_sizes() {
+        assert_eq!(Params::new().unnamed_int(1).unwrap().packed_len(), 9);
+        assert_eq!(Params::new().int("ab", 1).unwrap().packed_len(), 2 + 11);
+        assert_eq!(Params::new().str("ab", "xyz").unwrap().packed_len(), 5 + 7);
+        assert_eq!(
+            Params::new().unnamed_str("xyz").unwrap().packed_len(),
+            3 + 5
+        );
+        // Ints, then a string that fills the rest exactly: inline; one byte more is not.
+        let mut ints = Params::new();
+        for i in 0..9 {
+            ints = ints.unnamed_int(i).unwrap().int("i", i).unwrap();
+        }
+        let rest = Params::INLINE_BYTES - ints.packed_len();
+        for full in [
+            ints.clone().str("n", &"v".repeat(rest - 1 - 7)).unwrap(),
+            ints.clone().unnamed_str(&"v".repeat(rest - 5)).unwrap(),
+        ] {
+            assert_eq!(full.packed_len(), Params::INLINE_BYTES);
+            assert!(full.is_inline());
+            assert!(!full.unnamed_str("").unwrap().is_inline());
+        }
+    }
+
+    #[test]
+    fn param_name_errors_state_the_rules_only_for_characters_and_stay_short() {
+        let err = Params::new().str("it's", "v").unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "invalid parameter name \"it's\": it contains a single quote (names may not \
+             contain \\n, \\r, \", ' or ::, nor end with :)"
+        );
+        let long = "k".repeat(70_000);
+        let err = Params::new().str(&long, "v").unwrap_err().to_string();
+        assert_eq!(
+            err,
+            format!(
+                "invalid parameter name \"{}\"… (70000 bytes): it is longer than 65535 bytes",
+                "k".repeat(64)
+            )
+        );
+        let long = format!("{}'", "é".repeat(40_000));
+        let err = Params::new().str(&long, "v").unwrap_err().to_string();
+        assert!(err.len() < 300, "{err}");
+        assert!(
+            err.contains("… (80001 bytes): it contains a single quote (names"),
+            "{err}"
+        );
+        let err = EventName::new(&format!("{}\n", "E".repeat(70_000))).unwrap_err();
+        assert!(err.to_string().len() < 300, "{err}");
     }
 
     #[test]

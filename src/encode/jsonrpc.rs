@@ -21,7 +21,22 @@ use crate::error::EncodeError;
 use crate::event::{Params, RawValue};
 
 /// Encodes `name` and `params` as one JSON-RPC notification into `out`; returns its length.
+///
+/// Errors: [`EncodeError::InvalidEventName`] for a name that is not a valid
+/// [`EventName`](crate::EventName) (empty, or with a line break: decoders refuse it), or
+/// [`EncodeError::TooLarge`].
+#[inline]
 pub fn encode(name: &str, params: &Params, out: &mut [u8]) -> Result<usize, EncodeError> {
+    super::check_event_name(name)?;
+    encode_unchecked(name, params, out)
+}
+
+/// [`encode`] for a name known to be valid (an [`EventName`](crate::EventName)'s).
+pub(crate) fn encode_unchecked(
+    name: &str,
+    params: &Params,
+    out: &mut [u8],
+) -> Result<usize, EncodeError> {
     let mut w = Cursor::new(out);
     w.put(br#"{"jsonrpc":"2.0","method":"#);
     put_string(&mut w, name.as_bytes());

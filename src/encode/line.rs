@@ -30,11 +30,22 @@ use crate::event::{Params, RawValue};
 
 /// Encodes `name` and `params` as one line-format datagram into `out`; returns its length.
 ///
-/// `name` must be a valid event name (see [`EventName`](crate::EventName)); [`Params`] are
-/// validated when built. Errors: [`EncodeError::TooLarge`], or
-/// [`EncodeError::ParamNameNotLine`] for params decoded from `jsonrpc` with a name this format
-/// cannot carry.
+/// [`Params`] are validated when built. Errors: [`EncodeError::InvalidEventName`] for a name
+/// that is not a valid [`EventName`](crate::EventName) (empty, or with a line break that would
+/// frame as several events), [`EncodeError::TooLarge`], or [`EncodeError::ParamNameNotLine`]
+/// for params decoded from `jsonrpc` with a name this format cannot carry.
+#[inline]
 pub fn encode(name: &str, params: &Params, out: &mut [u8]) -> Result<usize, EncodeError> {
+    super::check_event_name(name)?;
+    encode_unchecked(name, params, out)
+}
+
+/// [`encode`] for a name known to be valid (an [`EventName`](crate::EventName)'s).
+pub(crate) fn encode_unchecked(
+    name: &str,
+    params: &Params,
+    out: &mut [u8],
+) -> Result<usize, EncodeError> {
     if !params.line_names() {
         return Err(EncodeError::ParamNameNotLine);
     }

@@ -13,7 +13,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use crate::error::EncodeError;
-use crate::event::Params;
+use crate::event::{EventName, Params};
 
 /// The largest datagram we send: 65 535 minus the IPv4 (20) and UDP (8) headers, minus
 /// 50 bytes of headroom, as OpenSIPS' event interface defines it.
@@ -45,11 +45,38 @@ impl Format {
     }
 
     /// Encodes `name` and `params` in this format into `out`; returns the datagram's length.
+    ///
+    /// `name` is checked: one that is not a valid [`EventName`] (empty, or with a line break)
+    /// is [`EncodeError::InvalidEventName`], never a datagram that decodes as something else.
+    /// [`encode_validated`](Self::encode_validated) skips the check for an [`EventName`].
     #[inline]
     pub fn encode(self, name: &str, params: &Params, out: &mut [u8]) -> Result<usize, EncodeError> {
+        check_event_name(name)?;
+        self.encode_validated_str(name, params, out)
+    }
+
+    /// [`encode`](Self::encode) for a name validated when the [`EventName`] was built: no
+    /// check, as on the dispatcher's path.
+    #[inline]
+    pub fn encode_validated(
+        self,
+        name: &EventName,
+        params: &Params,
+        out: &mut [u8],
+    ) -> Result<usize, EncodeError> {
+        self.encode_validated_str(name.as_str(), params, out)
+    }
+
+    #[inline]
+    fn encode_validated_str(
+        self,
+        name: &str,
+        params: &Params,
+        out: &mut [u8],
+    ) -> Result<usize, EncodeError> {
         match self {
-            Format::Line => line::encode(name, params, out),
-            Format::Jsonrpc => jsonrpc::encode(name, params, out),
+            Format::Line => line::encode_unchecked(name, params, out),
+            Format::Jsonrpc => jsonrpc::encode_unchecked(name, params, out),
         }
     }
 }
@@ -75,6 +102,24 @@ impl FromStr for Format {
             _ => Err(UnknownFormat(s.to_owned())),
         }
     }
+}
+
+/// Refuses an event name the decoders would not read back as one event of that name: empty,
+/// or with a line break (as [`validate_event_name`](crate::validate_event_name), without its
+/// allocation, and with the block compares of [`any_byte`]).
+#[inline]
+pub(crate) fn check_event_name(name: &str) -> Result<(), EncodeError> {
+    if name.is_empty() {
+        return Err(EncodeError::InvalidEventName {
+            reason: "it is empty",
+        });
+    }
+    if any_byte(name.as_bytes(), |c| (c == b'\n') | (c == b'\r')) {
+        return Err(EncodeError::InvalidEventName {
+            reason: "it contains a line break",
+        });
+    }
+    Ok(())
 }
 
 /// What a string value may need in each format. Found once, when the value is added to
@@ -271,6 +316,38 @@ mod tests {
             2 => any::<u8>(),
         ];
         proptest::collection::vec(byte, 0..200)
+    }
+
+    /// A name with a line break would frame as several line events, an empty one as a
+    /// datagram no decoder reads: the public encoders refuse both.
+    #[test]
+    fn public_encoders_refuse_invalid_event_names() {
+        let params = Params::new().str("v", "1").unwrap();
+        let mut buf = vec![0; 1024];
+        for name in ["A\n\nB", "", "A\rB", "A\n"] {
+            for format in Format::ALL {
+                let refused = format.encode(name, &params, &mut buf);
+                assert!(
+                    matches!(refused, Err(EncodeError::InvalidEventName { .. })),
+                    "{format} {name:?}: {refused:?}"
+                );
+            }
+            assert!(line::encode(name, &params, &mut buf).is_err(), "{name:?}");
+            assert!(
+                jsonrpc::encode(name, &params, &mut buf).is_err(),
+                "{name:?}"
+            );
+        }
+        let err = Format::Line.encode("", &params, &mut buf).unwrap_err();
+        assert_eq!(err.to_string(), "invalid event name: it is empty");
+        // A validated name: the same bytes, with or without the check.
+        let name = EventName::new("E_X").unwrap();
+        for format in Format::ALL {
+            let n = format.encode("E_X", &params, &mut buf).unwrap();
+            let checked = buf[..n].to_vec();
+            let n = format.encode_validated(&name, &params, &mut buf).unwrap();
+            assert_eq!(buf[..n], checked[..], "{format}");
+        }
     }
 
     proptest! {

@@ -191,7 +191,7 @@ impl<B: SendBackend> Reactor<B> {
                 let at = open.len as usize;
                 // In the buffer: `max_events` were fitted to it.
                 let room = &mut self.pool.bytes_mut(&open.buf)[at..at + segment as usize];
-                if let Ok(n) = format.encode(name.as_str(), &msg.params, room) {
+                if let Ok(n) = format.encode_validated(name, &msg.params, room) {
                     self.batch_bytes += n;
                     open.len += n as u32;
                     open.events += 1;
@@ -261,7 +261,7 @@ impl<B: SendBackend> Reactor<B> {
             return false;
         }
         let room = &mut self.pool.bytes_mut(&open.buf)[open.len as usize..limit as usize];
-        match format.encode(name.as_str(), &msg.params, room) {
+        match format.encode_validated(name, &msg.params, room) {
             Ok(n) => {
                 self.batch_bytes += n;
                 open.len += n as u32;
@@ -377,13 +377,13 @@ impl<B: SendBackend> Reactor<B> {
             .pool
             .alloc((estimate * copies).min(GSO_MAX_BYTES).max(estimate));
         let (buf, encoded) =
-            match format.encode(name.as_str(), &msg.params, self.pool.bytes_mut(&buf)) {
+            match format.encode_validated(name, &msg.params, self.pool.bytes_mut(&buf)) {
                 Err(EncodeError::TooLarge { len, .. }) if len <= MAX_DATAGRAM => {
                     // Larger than the estimate, not than a datagram: again, in its own size.
                     self.pool.release(buf);
                     let buf = self.pool.alloc(len);
                     let encoded =
-                        format.encode(name.as_str(), &msg.params, self.pool.bytes_mut(&buf));
+                        format.encode_validated(name, &msg.params, self.pool.bytes_mut(&buf));
                     (buf, encoded)
                 }
                 encoded => (buf, encoded),
