@@ -108,6 +108,10 @@ use crate::target::Target;
 /// hang while every receiver is stalled (it could not even serve the unsubscribe that fixes it).
 const RAISE_WAIT: Duration = Duration::from_secs(1);
 
+/// How long a request waits for a host name in a socket spec to resolve: the MI answers its
+/// clients one at a time, and a silent name server would hold them all (10 s and more).
+const LOOKUP_WAIT: Duration = Duration::from_secs(1);
+
 /// The methods served, in the order `which` lists them.
 pub const METHODS: [&str; 6] = [
     "event_subscribe",
@@ -348,7 +352,8 @@ impl MiHandler {
             .registry
             .lookup(event)
             .ok_or_else(|| MiError::bad_value(format!("event {event:?} is not published")))?;
-        let target = Target::parse(socket).map_err(|e| MiError::bad_value(e.to_string()))?;
+        let target = Target::parse_within(socket, LOOKUP_WAIT)
+            .map_err(|e| MiError::bad_value(e.to_string()))?;
         if expire == 0 {
             return match self.registry.unsubscribe(id, &target) {
                 Ok(()) | Err(RegistryError::NotSubscribed { .. }) => Ok(Reply::Ok),
@@ -441,7 +446,7 @@ impl MiHandler {
         };
         let socket = string_param("socket", Some(socket))?;
         let no_such = || MiError::new(404, "Subscriber does not exist", None);
-        let target = Target::parse(socket).map_err(|_| no_such())?;
+        let target = Target::parse_within(socket, LOOKUP_WAIT).map_err(|_| no_such())?;
         let sub = subs
             .iter()
             .find(|s| s.target == target)

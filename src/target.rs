@@ -45,6 +45,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::SocketAddr as UnixSocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 /// The accepted forms, quoted by every [`TargetError`] message.
 const FORMS: &str = "expected udp:HOST:PORT, udp:[IPv6]:PORT, unix:/path, unix:@name or /path";
@@ -187,16 +189,25 @@ impl Target {
     /// Parses a socket spec (see the [module docs](self)). Host names are resolved now, to
     /// their lowest IPv4 address, else their lowest IPv6 one.
     pub fn parse(spec: &str) -> Result<Target, TargetError> {
-        Self::parse_as(spec, Port::NonZero)
+        Self::parse_as(spec, Port::NonZero, None)
+    }
+
+    /// Parses a destination as [`parse`](Self::parse) does, but waits at most `wait` for a
+    /// host name to resolve: for a server that must keep answering its other clients while a
+    /// name server is slow or silent (the lookup goes on in the background, and its answer is
+    /// dropped). At most [`MAX_LOOKUPS`] lookups go on at once; more are refused at once.
+    pub fn parse_within(spec: &str, wait: Duration) -> Result<Target, TargetError> {
+        Self::parse_as(spec, Port::NonZero, Some(wait))
     }
 
     /// Parses the spec of a socket to bind, not to send to: as [`parse`](Self::parse), but UDP
     /// port 0 is allowed, meaning any free port (the bound socket's address tells which).
     pub fn parse_bind(spec: &str) -> Result<Target, TargetError> {
-        Self::parse_as(spec, Port::AnyFree)
+        Self::parse_as(spec, Port::AnyFree, None)
     }
 
-    fn parse_as(spec: &str, port: Port) -> Result<Target, TargetError> {
+    /// `wait`: how long a host name's lookup may take (`None`: as long as it takes).
+    fn parse_as(spec: &str, port: Port, wait: Option<Duration>) -> Result<Target, TargetError> {
         if spec.trim() != spec {
             return Err(unknown(spec, "it has surrounding whitespace"));
         }
@@ -217,7 +228,7 @@ impl Target {
             ));
         };
         match scheme {
-            "udp" => parse_udp(spec, rest, port),
+            "udp" => parse_udp(spec, rest, port, wait),
             "unix" => parse_unix(spec, rest),
             "" => Err(unknown(spec, "no scheme")),
             _ => Err(TargetError::UnknownScheme {
@@ -345,7 +356,12 @@ fn parse_unix(spec: &str, rest: &str) -> Result<Target, TargetError> {
 }
 
 /// `rest` is what follows `udp:`.
-fn parse_udp(spec: &str, rest: &str, allowed: Port) -> Result<Target, TargetError> {
+fn parse_udp(
+    spec: &str,
+    rest: &str,
+    allowed: Port,
+    wait: Option<Duration>,
+) -> Result<Target, TargetError> {
     let empty = || TargetError::EmptyAddress {
         spec: spec.to_owned(),
     };
@@ -411,7 +427,18 @@ fn parse_udp(spec: &str, rest: &str, allowed: Port) -> Result<Target, TargetErro
         return Ok(Target::Udp(SocketAddr::new(IpAddr::V4(ip), port)));
     }
     check_host_name(spec, host)?;
-    resolve(spec, host, port)
+    let addrs = match wait {
+        None => lookup(host, port),
+        Some(wait) => lookup_within(host, port, wait, lookup),
+    };
+    let err = |reason: String| TargetError::Resolve {
+        spec: spec.to_owned(),
+        host: host.to_owned(),
+        reason,
+    };
+    pick_address(addrs.map_err(err)?)
+        .map(Target::Udp)
+        .ok_or_else(|| err("it has no address".to_owned()))
 }
 
 /// Which UDP ports a spec may name.
@@ -484,18 +511,46 @@ fn looks_numeric(host: &str) -> bool {
         || (host.split('.').count() <= 4 && host.split('.').all(number))
 }
 
-fn resolve(spec: &str, host: &str, port: u16) -> Result<Target, TargetError> {
-    let err = |reason: String| TargetError::Resolve {
-        spec: spec.to_owned(),
-        host: host.to_owned(),
-        reason,
-    };
-    let addrs = (host, port)
+/// Host name lookups [`Target::parse_within`] lets go on at once in the background.
+pub const MAX_LOOKUPS: usize = 8;
+
+/// The resolver's addresses for `host`.
+fn lookup(host: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
+    (host, port)
         .to_socket_addrs()
-        .map_err(|e| err(e.to_string()))?;
-    pick_address(addrs)
-        .map(Target::Udp)
-        .ok_or_else(|| err("it has no address".to_owned()))
+        .map(Iterator::collect)
+        .map_err(|e| e.to_string())
+}
+
+/// `lookup` on a thread of its own, waited for at most `wait`. The C resolver cannot be
+/// interrupted: a lookup that takes longer goes on, and ends, on its own.
+fn lookup_within(
+    host: &str,
+    port: u16,
+    wait: Duration,
+    lookup: fn(&str, u16) -> Result<Vec<SocketAddr>, String>,
+) -> Result<Vec<SocketAddr>, String> {
+    static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+    if IN_FLIGHT.fetch_add(1, Ordering::SeqCst) >= MAX_LOOKUPS {
+        IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
+        return Err(format!(
+            "{MAX_LOOKUPS} host name lookups are still going on (is the name server answering?)"
+        ));
+    }
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    let host_owned = host.to_owned();
+    let spawned = std::thread::Builder::new()
+        .name("evdgram-lookup".into())
+        .spawn(move || {
+            let _ = tx.send(lookup(&host_owned, port));
+            IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
+        });
+    if let Err(e) = spawned {
+        IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
+        return Err(format!("cannot start a lookup: {e}"));
+    }
+    rx.recv_timeout(wait)
+        .unwrap_or_else(|_| Err(format!("no answer within {wait:?}")))
 }
 
 /// The address a host name stands for: its lowest IPv4 address, or its lowest IPv6 one when
@@ -610,6 +665,40 @@ impl<'de> serde::Deserialize<'de> for Target {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A name server that does not answer for 3 s.
+    fn silent(_: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
+        std::thread::sleep(Duration::from_secs(3));
+        Ok(vec![SocketAddr::from(([127, 0, 0, 1], port))])
+    }
+
+    fn quick(_: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
+        Ok(vec![SocketAddr::from(([127, 0, 0, 2], port))])
+    }
+
+    #[test]
+    fn a_lookup_is_waited_for_at_most_its_bound_and_so_many_at_once() {
+        let start = std::time::Instant::now();
+        let got = lookup_within("slow.example", 9, Duration::from_millis(100), silent);
+        assert_eq!(got, Err("no answer within 100ms".to_owned()));
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            start.elapsed()
+        );
+        assert_eq!(
+            lookup_within("fast.example", 9, Duration::from_secs(5), quick),
+            Ok(vec![addr("127.0.0.2:9")])
+        );
+        // Silent lookups pile up to the bound; then a lookup is refused at once.
+        let refused = (0..MAX_LOOKUPS + 1)
+            .map(|_| lookup_within("slow.example", 9, Duration::from_millis(1), silent))
+            .find(|r| {
+                r.as_ref()
+                    .is_err_and(|e| e.contains("lookups are still going on"))
+            });
+        assert!(refused.is_some(), "no lookup was refused");
+    }
 
     fn addr(s: &str) -> SocketAddr {
         s.parse().unwrap()
