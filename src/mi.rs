@@ -67,8 +67,9 @@
 //! `format: jsonrpc`, which its refreshes keep.
 //!
 //! A request without `id` is a notification: it is carried out, and not answered. The `id` is
-//! echoed back as given (string or number), but in a -32000 reply that would not fit in a
-//! datagram with it: that one carries `null`.
+//! echoed back: a string or an integer within 64 bits as given; any other number as the
+//! nearest 64-bit float (`1e2` comes back as `100.0`; JSON-RPC advises integer ids); `null` in
+//! a -32000 reply that would not fit in a datagram with the id.
 //!
 //! ```
 //! use event_datagram::{Dispatcher, DispatcherConfig, MiConfig, MiHandler};
