@@ -293,13 +293,6 @@ pub(crate) struct Created {
 
 pub(crate) struct Cleanup(pub(crate) Mutex<Option<Created>>);
 
-impl Created {
-    /// The socket file.
-    pub(crate) fn path(&self) -> &Path {
-        &self.path
-    }
-}
-
 impl Cleanup {
     pub(crate) fn run(&self) {
         let created = self.0.lock().unwrap_or_else(PoisonError::into_inner).take();

@@ -6,11 +6,9 @@
 //! reply to the requester's address. On SIGINT, SIGTERM or SIGHUP: stop answering, remove the
 //! UNIX socket files created, flush the dispatcher and print its final counters; exit status 0.
 
-use std::fs;
 use std::io;
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::io::AsRawFd;
 use std::os::unix::net::{SocketAddr as UnixAddr, UnixDatagram};
 use std::path::PathBuf;
@@ -79,18 +77,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut listeners = Vec::new();
     // Removes the socket files it holds when dropped: on every early return below, too.
     let cleanup = Cleanups::default();
+    // UNIX sockets are created 0660 (umask 0117 while binding): set after bind, the mode would
+    // leave a moment in which the process's umask lets others connect.
+    let umask = Umask::set(0o117);
     for spec in &config.mi.listen {
         let target = Target::parse_bind(spec)?;
         let (socket, bound, created) = listen::bind(&target).context("cannot serve MI")?;
-        let mode = created
-            .as_ref()
-            .map(|c| fs::set_permissions(c.path(), fs::Permissions::from_mode(0o660)));
         cleanup.add(created);
-        if let Some(Err(e)) = mode {
-            return Err(e).with_context(|| format!("cannot set the mode of {bound} to 0660"));
-        }
         listeners.push((socket, bound));
     }
+    drop(umask);
 
     let dispatcher = Dispatcher::from_config(&config)?;
     let handler = Arc::new(MiHandler::for_dispatcher(&dispatcher, &config.mi)?);
@@ -269,5 +265,23 @@ impl std::fmt::Display for Peer {
                 (None, None) => f.write_str("an unnamed UNIX socket"),
             },
         }
+    }
+}
+
+/// The process's file mode mask, set for a while: the old one is back when this is dropped.
+/// Only while no other thread runs: the mask is the process's.
+struct Umask(libc::mode_t);
+
+impl Umask {
+    fn set(mask: libc::mode_t) -> Umask {
+        // SAFETY: umask only swaps the process's mask; it cannot fail.
+        Umask(unsafe { libc::umask(mask) })
+    }
+}
+
+impl Drop for Umask {
+    fn drop(&mut self) {
+        // SAFETY: as in `set`.
+        unsafe { libc::umask(self.0) };
     }
 }
