@@ -87,6 +87,7 @@
 
 use std::fmt;
 use std::net::IpAddr;
+use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -103,7 +104,7 @@ use crate::registry::{
     Coalesce, Expiry, Limits, Registry, RegistryError, SubscriptionInfo, SubscriptionOptions,
 };
 use crate::stats::{Stats, TargetCounters};
-use crate::target::Target;
+use crate::target::{Target, UnixAddr};
 
 /// How long `raise_event` waits for room under the `block` policy: a listener thread must not
 /// hang while every receiver is stalled (it could not even serve the unsubscribe that fixes it).
@@ -135,25 +136,41 @@ pub const MAX_EXPIRE: u64 = u32::MAX as u64;
 /// Where subscribers may receive events: networks and, optionally, UNIX sockets.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Allowlist {
+    /// Every UNIX socket (`unix`).
     unix: bool,
+    /// UNIX sockets under these directories (`unix:/dir`).
+    unix_dirs: Vec<PathBuf>,
     nets: Vec<(IpAddr, u8)>,
 }
 
 impl Allowlist {
-    /// Parses rules: `unix`, an address (`10.0.0.7`, `::1`) or a network (`10.0.0.0/8`,
-    /// `fd00::/8`). The error names the rule.
+    /// Parses rules: `unix` (every UNIX socket the server may write to, `/dev/log` too),
+    /// `unix:/dir` (UNIX socket files under that directory), an address (`10.0.0.7`, `::1`)
+    /// or a network (`10.0.0.0/8`, `fd00::/8`). The error names the rule.
     pub fn parse<S: AsRef<str>>(rules: &[S]) -> Result<Allowlist, String> {
         let mut list = Allowlist {
             unix: false,
+            unix_dirs: Vec::new(),
             nets: Vec::new(),
         };
         for (i, rule) in rules.iter().enumerate() {
             let rule = rule.as_ref();
             let bad = |why: &str| {
-                format!("[{i}] {rule:?}: {why} (expected `unix`, an IP address or ADDRESS/PREFIX)")
+                format!(
+                    "[{i}] {rule:?}: {why} (expected `unix`, `unix:/DIR`, an IP address or \
+                     ADDRESS/PREFIX)"
+                )
             };
             if rule == "unix" {
                 list.unix = true;
+                continue;
+            }
+            if let Some(dir) = rule.strip_prefix("unix:") {
+                let dir = Path::new(dir);
+                if !dir.is_absolute() || dir.components().any(|c| c == Component::ParentDir) {
+                    return Err(bad("a directory must be an absolute path without `..`"));
+                }
+                list.unix_dirs.push(dir.to_path_buf());
                 continue;
             }
             let (addr, prefix) = match rule.split_once('/') {
@@ -177,7 +194,13 @@ impl Allowlist {
     /// True if events may be sent to `target`. IPv4-mapped IPv6 addresses match IPv4 rules.
     pub fn allows(&self, target: &Target) -> bool {
         match target {
-            Target::Unix(_) => self.unix,
+            Target::Unix(UnixAddr::Path(path)) => {
+                // `..` could climb out of an allowed directory.
+                self.unix
+                    || (!path.components().any(|c| c == Component::ParentDir)
+                        && self.unix_dirs.iter().any(|dir| path.starts_with(dir)))
+            }
+            Target::Unix(UnixAddr::Abstract(_)) => self.unix,
             Target::Udp(addr) => {
                 let ip = match addr.ip() {
                     IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
@@ -1270,6 +1293,29 @@ mod tests {
         for bad in ["10.0.0.0/33", "::/129", "localhost", "10.0.0.0/x", ""] {
             let err = Allowlist::parse(&[bad]).unwrap_err();
             assert!(err.contains("expected `unix`"), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_unix_directory_rule_allows_the_sockets_under_it_only() {
+        let a = Allowlist::parse(&["unix:/run/evdgram"]).unwrap();
+        let t = |s: &str| Target::parse(s).unwrap();
+        assert!(a.allows(&t("unix:/run/evdgram/listen.sock")));
+        assert!(a.allows(&t("/run/evdgram/deeper/x")));
+        assert!(!a.allows(&t("unix:/dev/log")));
+        assert!(
+            !a.allows(&t("unix:/run/evdgram-other/x")),
+            "a prefix of names, not of paths"
+        );
+        assert!(!a.allows(&t("unix:/run/evdgram/../../dev/log")));
+        assert!(
+            !a.allows(&t("unix:@evdgram")),
+            "abstract names only with `unix`"
+        );
+        assert!(!a.allows(&t("udp:127.0.0.1:9")));
+        for bad in ["unix:run/evdgram", "unix:/run/../dev", "unix:"] {
+            let err = Allowlist::parse(&[bad]).unwrap_err();
+            assert!(err.contains("absolute path without `..`"), "{bad}: {err}");
         }
     }
 
