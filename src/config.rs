@@ -553,7 +553,8 @@ pub struct MiConfig {
     /// subscribe and raise events).
     pub allow_remote_control: bool,
     /// Where subscribers may receive events: networks (`127.0.0.0/8`, `::1/128`, or one
-    /// address) and the word `unix` for UNIX sockets.
+    /// address), the word `unix` for every UNIX socket, or `unix:/DIR` for the UNIX sockets
+    /// under one directory (see [`Allowlist::parse`](crate::mi::Allowlist::parse)).
     #[serde(deserialize_with = "allow_targets")]
     pub allow_targets: Vec<String>,
     /// Subscriptions per event.
