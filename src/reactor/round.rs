@@ -49,6 +49,25 @@ pub(crate) fn goes_on_after(outcome: i32) -> bool {
         && SendFailure::of(-outcome) != SendFailure::WouldBlock
 }
 
+/// Books the items of a message the kernel took, `bytes` bytes of it: each sent, or, should
+/// it have taken part of a message (never seen with datagrams), the first failed as a short
+/// send and the others as failed, so that none is sent again.
+pub(crate) fn book_sent(outcomes: &mut [i32], items: &[Item], bytes: u32) {
+    if bytes == items.iter().map(|i| i.len).sum::<u32>() {
+        for (outcome, item) in outcomes.iter_mut().zip(items) {
+            *outcome = item.len as i32;
+        }
+    } else {
+        outcomes[0] = if bytes == items[0].len {
+            // One byte short of it would still read as sent: keep it a failure.
+            -libc::EIO
+        } else {
+            bytes as i32
+        };
+        outcomes[1..].fill(-libc::EIO);
+    }
+}
+
 /// Where a UDP target's sends that a pass started at round index `from` go on: the first
 /// item the kernel was not asked to send, if the one before it failed alone (see
 /// [`goes_on_after`]); `None` when it sent everything or stopped for good this round.
@@ -160,6 +179,21 @@ mod tests {
         assert_eq!(m(&items(&[(10, 0); 100]), true), (64, 10));
         assert_eq!(m(&items(&[(30_000, 0); 3]), true), (2, 30_000));
         assert_eq!(m(&[], true), (0, 0));
+    }
+
+    #[test]
+    fn a_message_taken_in_part_leaves_none_of_its_datagrams_to_send_again() {
+        let round = items(&[(10, 0), (10, 0), (7, 0)]);
+        let mut outcomes = [NOT_ATTEMPTED; 3];
+        book_sent(&mut outcomes, &round, 27);
+        assert_eq!(outcomes, [10, 10, 7]);
+        for bytes in [0, 10, 20] {
+            book_sent(&mut outcomes, &round, bytes);
+            assert!(
+                outcomes[0] != 10 && outcomes[1..] == [-libc::EIO; 2],
+                "{bytes}: {outcomes:?}"
+            );
+        }
     }
 
     #[test]

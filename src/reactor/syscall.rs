@@ -7,7 +7,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
 
 use super::pool::Pool;
-use super::round::{goes_on_after, next_message, Round, GSO_REFUSED};
+use super::round::{book_sent, goes_on_after, next_message, Round, GSO_REFUSED};
 use super::SendBackend;
 
 /// The most messages one `sendmmsg` sends (the kernel's `UIO_MAXIOV`).
@@ -95,26 +95,11 @@ impl SendBackend for SyscallBackend {
                 let asked = (messages - done).min(MAX_MESSAGES_PER_CALL);
                 match sys::sendmmsg(rt.fd, &mut self.msgs[done..done + asked]) {
                     Ok(sent) => {
-                        let mut short = false;
                         for (msg, &(start, len, _)) in
                             self.msgs[done..done + sent].iter().zip(&self.runs[done..])
                         {
-                            let items = &items[start..start + len];
-                            let bytes: u32 = items.iter().map(|i| i.len).sum();
-                            if msg.msg_len != bytes {
-                                // Not seen with datagrams; booked as a failed (short) send.
-                                outcomes[start] = msg.msg_len as i32;
-                                short = true;
-                                break;
-                            }
-                            for (outcome, item) in
-                                outcomes[start..start + len].iter_mut().zip(items)
-                            {
-                                *outcome = item.len as i32;
-                            }
-                        }
-                        if short {
-                            break;
+                            let outcomes = &mut outcomes[start..start + len];
+                            book_sent(outcomes, &items[start..start + len], msg.msg_len);
                         }
                         done += sent;
                         if sent < asked && (rt.unix || sent == 0) {

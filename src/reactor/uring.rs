@@ -25,7 +25,7 @@ use std::time::Duration;
 use io_uring::{opcode, squeue, types, IoUring, Probe};
 
 use super::pool::Pool;
-use super::round::{goes_on_after, next_message, resume_at, Round, GSO_REFUSED};
+use super::round::{book_sent, goes_on_after, next_message, resume_at, Round, GSO_REFUSED};
 use super::SendBackend;
 use crate::stats::Backend;
 use crate::sys::{self, EventFd, GsoControl};
@@ -284,20 +284,18 @@ impl UringBackend {
                 let gso = user_data & GSO_MESSAGE != 0;
                 let run = ((user_data & !GSO_MESSAGE) >> RUN_SHIFT) as usize;
                 let res = cqe.result();
-                let items = &round.items[index..index + run.max(1)];
-                if res >= 0
-                    && run > 1
-                    && res as usize == items.iter().map(|i| i.len as usize).sum::<usize>()
-                {
-                    // Every datagram of the message went out.
-                    for i in index..index + run {
-                        round.outcomes[i] = round.items[i].len as i32;
-                    }
+                let items = index..index + run.max(1);
+                if res >= 0 && run > 1 {
+                    book_sent(
+                        &mut round.outcomes[items.clone()],
+                        &round.items[items],
+                        res as u32,
+                    );
                 } else if gso && (res == -libc::EINVAL || res == -libc::EIO) {
                     round.outcomes[index] = GSO_REFUSED;
                 } else if goes_on_after(res) {
                     // Each datagram of the message failed; the next pass goes on after them.
-                    round.outcomes[index..index + run.max(1)].fill(res);
+                    round.outcomes[items].fill(res);
                 } else {
                     round.outcomes[index] = res;
                 }
