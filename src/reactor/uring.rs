@@ -74,12 +74,14 @@ struct Polls {
 }
 
 impl Polls {
-    /// Books a completion that is not a send.
-    fn note(&mut self, user_data: u64) {
+    /// Books a completion that is not a send (`res`: its result).
+    fn note(&mut self, user_data: u64, res: i32) {
         if user_data == TAG_WAKE {
             self.wake_armed = false;
             self.woken = true;
-        } else if user_data & TAG_WRITABLE != 0 {
+        } else if user_data & TAG_WRITABLE != 0 && res != -libc::ECANCELED {
+            // A cancelled poll was removed with its socket (`remove_socket` cleared its flag):
+            // its slot may hold another target by now, whose own poll must not be taken for it.
             let slot = (user_data & !TAG_WRITABLE) as u32;
             if let Some(w) = self.watching.get_mut(slot as usize) {
                 *w = false;
@@ -144,7 +146,7 @@ impl UringBackend {
                 }
             }
             for cqe in self.ring.completion() {
-                self.polls.note(cqe.user_data());
+                self.polls.note(cqe.user_data(), cqe.result());
             }
         }
     }
@@ -276,7 +278,7 @@ impl UringBackend {
             for cqe in self.ring.completion() {
                 let user_data = cqe.user_data();
                 if user_data & (TAG_WAKE | TAG_WRITABLE | TAG_REMOVE) != 0 {
-                    self.polls.note(user_data);
+                    self.polls.note(user_data, cqe.result());
                     continue;
                 }
                 left -= 1;
@@ -443,12 +445,34 @@ impl SendBackend for UringBackend {
             _ => {}
         }
         for cqe in self.ring.completion() {
-            self.polls.note(cqe.user_data());
+            self.polls.note(cqe.user_data(), cqe.result());
         }
         if std::mem::take(&mut self.polls.woken) {
             wake.drain();
         }
         ready.append(&mut self.polls.ready);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_poll_cancelled_with_its_socket_does_not_stand_for_the_slot_s_next_one() {
+        // Slot 3's socket was removed with its poll in flight; a new target took the slot and
+        // is waiting for its own poll.
+        let mut polls = Polls {
+            watching: vec![false, false, false, true],
+            ..Polls::default()
+        };
+        polls.note(TAG_WRITABLE | 3, -libc::ECANCELED);
+        assert_eq!((polls.watching[3], polls.ready.len()), (true, 0));
+        polls.note(TAG_WRITABLE | 3, libc::POLLOUT as i32);
+        assert_eq!(
+            (polls.watching[3], polls.ready.as_slice()),
+            (false, &[3][..])
+        );
     }
 }
