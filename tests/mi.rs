@@ -11,14 +11,15 @@ use std::net::UdpSocket;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::UnixDatagram;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver as Lines};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use event_datagram::mi::MAX_REPLY;
 use event_datagram::{
     BackendChoice, Config, Dispatcher, DispatcherConfig, Format, ManualClock, MiConfig, MiHandler,
-    QueuePolicy,
+    QueuePolicy, Target,
 };
 use proptest::prelude::*;
 use serde_json::{json, Value};
@@ -1452,4 +1453,195 @@ fn listen_subscribes_itself_renews_and_unsubscribes_on_exit() {
     check_error(&listed, 404, "Subscriber does not exist", "");
     server.signal(libc::SIGTERM);
     assert!(server.wait().success());
+}
+
+// ---------------------------------------------------------------------------------------------
+// `evdgram listen` against a fake MI endpoint
+
+/// A fake MI endpoint on UDP: records each request with when it came, and answers the n-th
+/// (from 0) with what `answer` gives (`result` or `error` members), or not at all for None.
+struct FakeMi {
+    spec: String,
+    requests: Arc<Mutex<Vec<(Instant, Value)>>>,
+    stop: Arc<AtomicBool>,
+}
+
+type Answer = Option<Value>;
+
+fn ok() -> Answer {
+    Some(json!({"result": "OK"}))
+}
+
+impl FakeMi {
+    fn start(ip: &str, answer: impl Fn(usize, &Value) -> Answer + Send + 'static) -> FakeMi {
+        let s = UdpSocket::bind((ip, 0)).unwrap();
+        // Short, so that the thread sees `stop` soon.
+        s.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+        let spec = Target::Udp(s.local_addr().unwrap()).to_string();
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (seen, stopped) = (Arc::clone(&requests), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 70_000];
+            while !stopped.load(Ordering::Relaxed) {
+                let Ok((n, from)) = s.recv_from(&mut buf) else {
+                    continue;
+                };
+                let request: Value = serde_json::from_slice(&buf[..n]).unwrap();
+                let i = {
+                    let mut seen = seen.lock().unwrap();
+                    seen.push((Instant::now(), request.clone()));
+                    seen.len() - 1
+                };
+                if let Some(Value::Object(mut reply)) = answer(i, &request) {
+                    reply.insert("jsonrpc".into(), json!("2.0"));
+                    reply.insert("id".into(), request["id"].clone());
+                    let _ = s.send_to(&serde_json::to_vec(&reply).unwrap(), from);
+                }
+            }
+        });
+        FakeMi {
+            spec,
+            requests,
+            stop,
+        }
+    }
+
+    fn requests(&self) -> Vec<(Instant, Value)> {
+        self.requests.lock().unwrap().clone()
+    }
+
+    /// The `event_subscribe` requests for `event`, with when they came.
+    fn subscribes(&self, event: &str) -> Vec<(Instant, Value)> {
+        self.requests()
+            .into_iter()
+            .filter(|(_, r)| r["method"] == "event_subscribe" && r["params"][0] == event)
+            .collect()
+    }
+}
+
+impl Drop for FakeMi {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Starts `evdgram listen SPEC --mi MI ARGS...` and returns it with its bound spec, once it has
+/// said it subscribed.
+fn listen(spec: &str, mi: &FakeMi, args: &[&str]) -> (Proc, String) {
+    let mut all = vec!["listen", spec, "--mi", &mi.spec];
+    all.extend(args);
+    let l = Proc::spawn(&all);
+    let bound = l.line_starting("listening on ")["listening on ".len()..].to_owned();
+    l.line_starting("subscribed ");
+    (l, bound)
+}
+
+/// A renewal that gets no reply is retried soon enough that the subscription does not end:
+/// the second request (the renewal due at 2 s) is dropped, the third must come before the
+/// first one's 4 s are up (it came at 9.4 s: after the full 5 s timeout and another 2 s).
+#[test]
+fn listen_retries_a_failed_renewal_before_the_subscription_ends() {
+    let mi = FakeMi::start("127.0.0.1", |i, _| if i == 1 { None } else { ok() });
+    let (mut l, _) = listen(
+        "udp:127.0.0.1:0",
+        &mi,
+        &["--subscribe", "E_TEST", "--expire", "4"],
+    );
+    assert!(wait_until(DEADLINE, || mi.subscribes("E_TEST").len() >= 3));
+    let subs = mi.subscribes("E_TEST");
+    let late = subs[2].0 - subs[0].0;
+    assert!(
+        late < Duration::from_secs(4),
+        "re-subscribed after {late:?}"
+    );
+    assert!(subs.iter().all(|(_, r)| r["params"][2] == 4), "{subs:?}");
+    let err = l.line_starting("evdgram: cannot subscribe");
+    assert!(err.contains("retrying in"), "{err}");
+    l.signal(libc::SIGTERM);
+    assert!(l.wait().success());
+}
+
+/// An event whose renewals fail does not stop the others' (the first failure ended the round,
+/// and every later event went unrenewed), and its error is said.
+#[test]
+fn listen_renews_each_event_on_its_own() {
+    let mi = FakeMi::start("127.0.0.1", |i, r| {
+        if i > 0 && r["params"][0] == "E_A" {
+            Some(json!({"error": {"code": 500, "message": "Nope"}}))
+        } else {
+            ok()
+        }
+    });
+    let (mut l, _) = listen(
+        "udp:127.0.0.1:0",
+        &mi,
+        &[
+            "--subscribe",
+            "E_A",
+            "--subscribe",
+            "E_B",
+            "--subscribe",
+            "E_C",
+            "--expire",
+            "2",
+        ],
+    );
+    let renewed = wait_until(Duration::from_secs(5), || {
+        mi.subscribes("E_B").len() >= 2 && mi.subscribes("E_C").len() >= 2
+    });
+    assert!(renewed, "{:#?}", mi.requests());
+    let err = l.line_starting("evdgram: cannot subscribe");
+    assert!(err.contains("E_A") && err.contains("500 Nope"), "{err}");
+    l.signal(libc::SIGTERM);
+    assert!(l.wait().success());
+}
+
+/// SIGTERM while renewals wait for an MI endpoint that stopped answering: the socket file goes
+/// at once and the process ends within the one exit deadline (it waited for the renewal's 5 s
+/// timeout, then 1 s per event to unsubscribe).
+#[test]
+fn listen_exits_promptly_on_a_signal_while_the_mi_does_not_answer() {
+    let dir = TempDir::new("listen-exit");
+    let sock = dir.join("events.sock");
+    // The three subscriptions at start are answered, nothing after.
+    let mi = FakeMi::start("127.0.0.1", |i, _| if i < 3 { ok() } else { None });
+    let (mut l, _) = listen(
+        &format!("unix:{}", sock.display()),
+        &mi,
+        &[
+            "--subscribe",
+            "E_A",
+            "--subscribe",
+            "E_B",
+            "--subscribe",
+            "E_C",
+            "--expire",
+            "2",
+        ],
+    );
+    assert!(sock.exists());
+    // A renewal is out, waiting for its reply.
+    assert!(wait_until(DEADLINE, || mi.requests().len() > 3));
+    let start = Instant::now();
+    l.signal(libc::SIGTERM);
+    assert!(
+        wait_until(Duration::from_millis(500), || !sock.exists()),
+        "the socket file is removed first"
+    );
+    let bound = Duration::from_millis(2_500);
+    assert!(
+        wait_until(bound, || l.child.try_wait().unwrap().is_some()),
+        "no exit within {bound:?} of SIGTERM"
+    );
+    assert!(l.wait().success(), "exited after {:?}", start.elapsed());
+    // Every event was unsubscribed (expire 0), unanswered as they were.
+    let unsubscribed = |e: &str| mi.subscribes(e).last().unwrap().1["params"][2] == 0;
+    assert!(
+        wait_until(DEADLINE, || ["E_A", "E_B", "E_C"]
+            .iter()
+            .all(|e| unsubscribed(e))),
+        "{:#?}",
+        mi.requests()
+    );
 }

@@ -9,6 +9,10 @@
 //! and SIGHUP (then the exit status is 0). If the path already exists, `listen` replaces it only
 //! when it is a stale socket: a socket file that refuses connections (its owner is gone). A
 //! socket somebody listens on, or any other kind of file, is left alone and is an error.
+//!
+//! With `--subscribe`, each event is renewed on its own schedule. On a signal the socket file
+//! goes first, then all subscriptions are ended at once: the exit takes at most about 1.5 s,
+//! whatever the MI endpoint does.
 
 use std::fs;
 use std::io::{self, Write};
@@ -16,7 +20,8 @@ use std::net::UdpSocket;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError, TryLockError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex, PoisonError, TryLockError};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -32,9 +37,6 @@ pub const FAILURE_STATUS: u8 = 1;
 
 /// The receive buffer: larger than any datagram we send (65 457 bytes) or UDP can carry.
 const RECV_BUFFER: usize = 65_536;
-
-/// How long an exit on SIGINT/SIGTERM/SIGHUP waits for the datagram being printed.
-const EXIT_WRITE_GRACE: Duration = Duration::from_secs(1);
 
 /// Held while a datagram's lines are written and flushed.
 static WRITING: Mutex<()> = Mutex::new(());
@@ -59,41 +61,60 @@ pub struct Args {
     /// socket.
     #[arg(long, value_name = "SPEC", default_value = event_datagram::DEFAULT_MI_LISTEN)]
     mi: Target,
-    /// The subscription's lifetime in seconds; it is renewed at about half of it.
+    /// The subscription's lifetime in seconds; it is renewed at about half of it, and a failed
+    /// renewal is retried (after 1 s, doubling, sooner near the end).
     #[arg(long, value_name = "SECONDS", default_value_t = 3600,
           value_parser = clap::value_parser!(u64).range(1..=4_294_967_295))]
     expire: u64,
 }
 
-/// How long an MI request waits for its reply.
+/// How long an MI request waits for its reply (at most: a renewal waits less near the end).
 const MI_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// How long unsubscribing at exit waits for each reply.
+/// How long unsubscribing at exit waits, for all events together.
 const MI_EXIT_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// This socket's subscriptions through MI; changes are serialized by the lock.
+/// The whole exit on a signal: unsubscribing, then the datagram being printed.
+const EXIT_DEADLINE: Duration = Duration::from_millis(1_500);
+
+/// The first wait before retrying a failed renewal; it doubles up to `RETRY_MAX`, but stays
+/// under half the time left, so that attempts keep coming before the subscription ends.
+const RETRY_MIN: Duration = Duration::from_secs(1);
+const RETRY_MAX: Duration = Duration::from_secs(60);
+/// The shortest wait or reply timeout of a renewal (near the end).
+const RETRY_FLOOR: Duration = Duration::from_millis(100);
+
+/// This socket's subscriptions through MI.
 struct Subscriptions {
     mi: Target,
     socket: String,
     events: Vec<String>,
     expire: u64,
     format: Option<&'static str>,
-    /// True once unsubscribed: no more renewals.
-    done: Mutex<bool>,
+    /// Set once unsubscribing starts: no renewal is sent after. A flag, not a lock held
+    /// during MI calls, so that an exit never waits for a renewal's reply.
+    done: AtomicBool,
 }
 
 impl Subscriptions {
-    /// Subscribes (or renews) every event, in order. On a failure, returns how many were
-    /// subscribed before it, with the error.
-    fn subscribe_all(&self, timeout: Duration) -> Result<(), (usize, anyhow::Error)> {
-        let done = self.done.lock().unwrap_or_else(PoisonError::into_inner);
-        if *done {
-            return Ok(());
-        }
+    fn is_done(&self) -> bool {
+        self.done.load(Ordering::SeqCst)
+    }
+
+    /// Subscribes every event, in order, and returns when each call started (its lifetime
+    /// counts from no earlier). On a failure, returns how many were subscribed before it,
+    /// with the error.
+    fn subscribe_all(&self) -> Result<Vec<Instant>, (usize, anyhow::Error)> {
+        let mut started = Vec::with_capacity(self.events.len());
         for (i, event) in self.events.iter().enumerate() {
-            self.subscribe(event, timeout).map_err(|e| (i, e))?;
+            if self.is_done() {
+                break;
+            }
+            let start = Instant::now();
+            self.subscribe(event, MI_TIMEOUT).map_err(|e| (i, e))?;
+            started.push(start);
         }
-        Ok(())
+        Ok(started)
     }
 
     fn subscribe(&self, event: &str, timeout: Duration) -> anyhow::Result<()> {
@@ -119,16 +140,86 @@ impl Subscriptions {
         Ok(())
     }
 
-    /// Ends the subscriptions to the first `made` events (expire 0), once; no renewal after
-    /// it. Errors are reported, not returned.
-    fn unsubscribe(&self, made: usize) {
-        let mut done = self.done.lock().unwrap_or_else(PoisonError::into_inner);
-        if std::mem::replace(&mut *done, true) {
+    /// Renews `event` until done, on its own schedule (one event failing delays no other):
+    /// half the lifetime after the start of the last subscribe that succeeded; after a
+    /// failure, again after a backoff bounded by the time left before the end.
+    fn renew(&self, event: &str, mut last_ok: Instant) {
+        let lifetime = Duration::from_secs(self.expire);
+        let mut next = last_ok + self.renewal_interval();
+        let mut backoff = RETRY_MIN;
+        let mut failing = false;
+        loop {
+            thread::sleep(next.saturating_duration_since(Instant::now()));
+            if self.is_done() {
+                return;
+            }
+            let start = Instant::now();
+            // A reply after the end is of no use: leave time for retries before it.
+            let left = (last_ok + lifetime).saturating_duration_since(start);
+            let timeout = MI_TIMEOUT.min(left / 4).max(RETRY_FLOOR);
+            let result = self.subscribe(event, timeout);
+            if self.is_done() {
+                return;
+            }
+            match result {
+                Ok(()) => {
+                    if failing {
+                        eprintln!("renewed the subscription of {} to {event}", self.socket);
+                    }
+                    (last_ok, next, backoff, failing) =
+                        (start, start + self.renewal_interval(), RETRY_MIN, false);
+                }
+                Err(e) => {
+                    let now = Instant::now();
+                    let left = (last_ok + lifetime).saturating_duration_since(now);
+                    let wait = if left.is_zero() {
+                        backoff
+                    } else {
+                        backoff.min(left / 2).max(RETRY_FLOOR)
+                    };
+                    eprintln!("evdgram: {e:#}; retrying in {:.1}s", wait.as_secs_f64());
+                    (next, backoff, failing) = (now + wait, (backoff * 2).min(RETRY_MAX), true);
+                }
+            }
+        }
+    }
+
+    /// Ends the subscriptions to the first `made` events (expire 0), once; no renewal is sent
+    /// after it starts. The calls go out together and are waited for `MI_EXIT_TIMEOUT` in
+    /// all. Errors are reported, not returned.
+    fn unsubscribe(self: &Arc<Self>, made: usize) {
+        if self.done.swap(true, Ordering::SeqCst) || made == 0 {
             return;
         }
-        for event in &self.events[..made] {
-            let params = serde_json::json!([event, self.socket, 0]);
-            match crate::mi_client::call(&self.mi, "event_subscribe", params, MI_EXIT_TIMEOUT) {
+        let deadline = Instant::now() + MI_EXIT_TIMEOUT;
+        let (tx, rx) = mpsc::channel();
+        for i in 0..made {
+            let (subs, thread_tx) = (Arc::clone(self), tx.clone());
+            let spawned = thread::Builder::new()
+                .name("unsubscribe".to_owned())
+                .spawn(move || {
+                    let params = serde_json::json!([subs.events[i], subs.socket, 0]);
+                    let timeout = deadline.saturating_duration_since(Instant::now());
+                    let r = crate::mi_client::call(
+                        &subs.mi,
+                        "event_subscribe",
+                        params,
+                        timeout.max(RETRY_FLOOR),
+                    );
+                    let _ = thread_tx.send((i, r));
+                });
+            if let Err(e) = spawned {
+                let _ = tx.send((i, Err(anyhow::Error::from(e).context("no thread"))));
+            }
+        }
+        drop(tx);
+        let mut answered = vec![false; made];
+        // A little past the calls' own timeout: they end by then, unless stuck in a send.
+        let end = deadline + RETRY_FLOOR;
+        while let Ok((i, result)) = rx.recv_timeout(end.saturating_duration_since(Instant::now())) {
+            answered[i] = true;
+            let event = &self.events[i];
+            match result {
                 Ok(result) if result == "OK" => {
                     eprintln!("unsubscribed {} from {event}", self.socket)
                 }
@@ -142,10 +233,16 @@ impl Subscriptions {
                 ),
             }
         }
+        for (i, _) in answered.iter().enumerate().filter(|(_, a)| !**a) {
+            eprintln!(
+                "evdgram: cannot unsubscribe {} from {}: no answer within {MI_EXIT_TIMEOUT:?}",
+                self.socket, self.events[i]
+            );
+        }
     }
 
     /// Ends every subscription (see [`unsubscribe`](Self::unsubscribe)).
-    fn unsubscribe_all(&self) {
+    fn unsubscribe_all(self: &Arc<Self>) {
         self.unsubscribe(self.events.len());
     }
 
@@ -209,18 +306,19 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             FormatArg::Line => Some("line"),
             FormatArg::Jsonrpc => Some("jsonrpc"),
         },
-        done: Mutex::new(false),
+        done: AtomicBool::new(false),
     });
     let on_signal = Arc::clone(&cleanup);
     let subs_on_signal = Arc::clone(&subs);
     blocked
         .spawn_waiter(move |_sig| {
-            subs_on_signal.unsubscribe_all();
+            let deadline = Instant::now() + EXIT_DEADLINE;
+            // The socket file first: it goes even if what follows is cut short.
             on_signal.run();
+            subs_on_signal.unsubscribe_all();
             // Let a datagram's lines being written finish, so output ends on a whole line, but
             // do not hang on a reader that stopped reading. Holding the lock, no more output
             // starts; `exit` flushes stdout if it can.
-            let deadline = Instant::now() + EXIT_WRITE_GRACE;
             let _writing = loop {
                 match WRITING.try_lock() {
                     Ok(guard) => break Some(guard),
@@ -236,12 +334,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .context("cannot start the signal thread")?;
     eprintln!("listening on {bound}");
     if !subs.events.is_empty() {
-        if let Err((made, e)) = subs.subscribe_all(MI_TIMEOUT) {
-            // Those made before the failure are not left to send to a socket about to go.
-            subs.unsubscribe(made);
-            cleanup.run();
-            return Err(e);
-        }
+        let started = match subs.subscribe_all() {
+            Ok(started) => started,
+            Err((made, e)) => {
+                cleanup.run();
+                // Those made before the failure are not left to send to a socket that is gone.
+                subs.unsubscribe(made);
+                return Err(e);
+            }
+        };
         eprintln!(
             "subscribed {} to {} through {} for {}s",
             subs.socket,
@@ -249,23 +350,21 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             subs.mi,
             subs.expire
         );
-        let renew = Arc::clone(&subs);
-        thread::Builder::new()
-            .name("resubscribe".to_owned())
-            .spawn(move || loop {
-                thread::sleep(renew.renewal_interval());
-                if *renew.done.lock().unwrap_or_else(PoisonError::into_inner) {
-                    return;
-                }
-                if let Err((_, e)) = renew.subscribe_all(MI_TIMEOUT) {
-                    eprintln!("evdgram: {e:#}; retrying later");
-                }
-            })
-            .context("cannot start the resubscribe thread")?;
+        for (i, start) in started.into_iter().enumerate() {
+            let renew = Arc::clone(&subs);
+            let spawned = thread::Builder::new()
+                .name("resubscribe".to_owned())
+                .spawn(move || renew.renew(&renew.events[i], start));
+            if let Err(e) = spawned {
+                cleanup.run();
+                subs.unsubscribe_all();
+                return Err(e).context("cannot start a resubscribe thread");
+            }
+        }
     }
     let result = receive(&socket, args.format.into());
-    subs.unsubscribe_all();
     cleanup.run();
+    subs.unsubscribe_all();
     result
 }
 

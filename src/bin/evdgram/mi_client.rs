@@ -44,6 +44,8 @@ pub fn call(mi: &Target, method: &str, params: Value, timeout: Duration) -> anyh
             let addr = mi.unix_socket_addr().expect("a UNIX target")?;
             s.connect_addr(&addr)?;
             s.set_read_timeout(Some(timeout))?;
+            // A UNIX peer with a full queue blocks sends: bounded too.
+            s.set_write_timeout(Some(timeout))?;
             s.send(&request)?;
             s.recv(&mut buf)
         }
