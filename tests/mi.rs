@@ -1645,3 +1645,41 @@ fn listen_exits_promptly_on_a_signal_while_the_mi_does_not_answer() {
         mi.requests()
     );
 }
+
+/// A listener on an unspecified address is subscribed at the local address the kernel picks
+/// toward the MI endpoint, in the endpoint's family, with the bound port (always 127.0.0.1 or
+/// ::1 before: an IPv4 endpoint was given `udp:[::1]:P`, which it cannot send to).
+#[test]
+fn listen_on_an_unspecified_address_subscribes_the_address_toward_the_mi() {
+    let toward = |mi: &FakeMi| {
+        let addr = mi.spec.trim_start_matches("udp:");
+        let any = if addr.starts_with('[') {
+            "[::]:0"
+        } else {
+            "0.0.0.0:0"
+        };
+        let s = UdpSocket::bind(any).unwrap();
+        s.connect(addr).unwrap();
+        s.local_addr().unwrap().ip()
+    };
+    let v4 = FakeMi::start("127.0.0.2", |_, _| ok());
+    let v6 = FakeMi::start("::1", |_, _| ok());
+    for (spec, mi) in [
+        ("udp:0.0.0.0:0", &v4),
+        ("udp:[::]:0", &v4),
+        ("udp:[::]:0", &v6),
+    ] {
+        let before = mi.subscribes("E_TEST").len();
+        let (mut l, bound) = listen(spec, mi, &["--subscribe", "E_TEST"]);
+        let port = bound.rsplit(':').next().unwrap().parse::<u16>().unwrap();
+        let expected = Target::Udp((toward(mi), port).into()).to_string();
+        let subs = mi.subscribes("E_TEST");
+        assert_eq!(
+            subs[before].1["params"][1], expected,
+            "{spec} --mi {}",
+            mi.spec
+        );
+        l.signal(libc::SIGTERM);
+        assert!(l.wait().success());
+    }
+}

@@ -16,7 +16,7 @@
 
 use std::fs;
 use std::io::{self, Write};
-use std::net::UdpSocket;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
@@ -54,7 +54,8 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = FormatArg::Auto)]
     format: FormatArg,
     /// Subscribe this socket to EVENT through the MI endpoint (repeatable), re-subscribe before
-    /// the subscription expires, and unsubscribe on exit (as opensips-event does).
+    /// the subscription expires, and unsubscribe on exit (as opensips-event does). A listener
+    /// on 0.0.0.0 or [::] is subscribed at the local address that routes to the MI endpoint.
     #[arg(long, value_name = "EVENT")]
     subscribe: Vec<String>,
     /// The MI endpoint of `evdgram serve` or OpenSIPS' mi_datagram: udp:HOST:PORT or a UNIX
@@ -253,19 +254,40 @@ impl Subscriptions {
     }
 }
 
-/// The spec subscribers are given: the bound address, with an unspecified IP made loopback.
-fn subscription_spec(bound: &Target) -> String {
+/// The spec subscribers are given: the bound address, with an unspecified IP replaced by the
+/// one the MI endpoint's host reaches us at.
+fn subscription_spec(bound: &Target, mi: &Target) -> String {
     match bound {
         Target::Udp(addr) if addr.ip().is_unspecified() => {
-            let ip: std::net::IpAddr = if addr.is_ipv4() {
-                std::net::Ipv4Addr::LOCALHOST.into()
-            } else {
-                std::net::Ipv6Addr::LOCALHOST.into()
+            let ip = match local_ip_toward(mi) {
+                // An IPv4-only socket cannot take IPv6 datagrams; a dual-stack one takes both.
+                Some(ip) if addr.is_ipv6() || ip.is_ipv4() => ip,
+                // A UNIX endpoint is on this host.
+                _ if addr.is_ipv4() => Ipv4Addr::LOCALHOST.into(),
+                _ => Ipv6Addr::LOCALHOST.into(),
             };
             Target::Udp((ip, addr.port()).into()).to_string()
         }
         other => other.to_string(),
     }
+}
+
+/// The source address the kernel picks toward a UDP MI endpoint (connecting a UDP socket
+/// sends nothing): loopback for an endpoint on loopback, else an address that host can reach.
+fn local_ip_toward(mi: &Target) -> Option<IpAddr> {
+    let Target::Udp(mi) = mi else {
+        return None;
+    };
+    let any: SocketAddr = if mi.is_ipv4() {
+        (Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let s = UdpSocket::bind(any).ok()?;
+    s.connect(mi).ok()?;
+    let ip = s.local_addr().ok()?.ip();
+    // An IPv4-mapped IPv6 endpoint: its IPv4 address.
+    Some(ip.to_canonical())
 }
 
 /// A decoder choice.
@@ -297,8 +319,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let (socket, bound, created) = bind(&args.spec)?;
     let cleanup = Arc::new(Cleanup(Mutex::new(created)));
     let subs = Arc::new(Subscriptions {
+        socket: subscription_spec(&bound, &args.mi),
         mi: args.mi.clone(),
-        socket: subscription_spec(&bound),
         events: args.subscribe.clone(),
         expire: args.expire,
         format: match args.format {
