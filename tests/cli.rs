@@ -809,6 +809,16 @@ fn listen_replaces_a_stale_socket_but_nothing_else() {
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep");
 }
 
+/// The MI client's UNIX reply socket gets the process umask; --help says so, as a server
+/// running as another user may not be able to answer.
+#[test]
+fn listen_help_says_the_unix_reply_socket_takes_the_umask() {
+    let r = evdgram(&["listen", "--help"]);
+    assert!(r.status.success(), "{}", r.stderr);
+    let help = String::from_utf8(r.stdout).unwrap();
+    assert!(help.contains("umask"), "{help}");
+}
+
 #[test]
 fn listen_rejects_bad_specs_and_busy_ports() {
     let run = evdgram(&["listen", "tcp:127.0.0.1:9000"]);

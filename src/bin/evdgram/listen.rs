@@ -59,7 +59,8 @@ pub struct Args {
     #[arg(long, value_name = "EVENT")]
     subscribe: Vec<String>,
     /// The MI endpoint of `evdgram serve` or OpenSIPS' mi_datagram: udp:HOST:PORT or a UNIX
-    /// socket.
+    /// socket. With a UNIX socket, replies come to a socket created in the temp dir ($TMPDIR)
+    /// with this process' umask: a server running as another user must be allowed to write it.
     #[arg(long, value_name = "SPEC", default_value = event_datagram::DEFAULT_MI_LISTEN)]
     mi: Target,
     /// The subscription's lifetime in seconds; it is renewed at about half of it, and a failed
