@@ -568,6 +568,17 @@ fn script() -> Vec<(Vec<u8>, Want)> {
             b"E_GOOD\n\nE_BAD\r\nv::x\n\n".to_vec(),
             Want::Partly(vec![r#"{"event":"E_GOOD","params":[]}"#]),
         ),
+        // A packed datagram with a byte that is not UTF-8 in its second event: the first is
+        // printed (the decoders refuse the whole datagram).
+        (
+            b"E_GOOD
+
+E_LATIN
+v::caf\xe9
+
+".to_vec(),
+            Want::Partly(vec![r#"{"event":"E_GOOD","params":[]}"#]),
+        ),
         (
             ours(Format::Line, "E_AFTER", &Params::new()),
             Want::Lines(vec![r#"{"event":"E_AFTER","params":[]}"#]),

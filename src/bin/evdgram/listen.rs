@@ -551,6 +551,12 @@ fn events_before_error(
                 .map(|()| lines.push(b'\n'));
         }
     };
+    // The decoders check UTF-8 over the whole datagram first: read the valid part, so that
+    // the events before a bad byte are printed too.
+    let datagram = match std::str::from_utf8(datagram) {
+        Ok(_) => datagram,
+        Err(e) => &datagram[..e.valid_up_to()],
+    };
     // The error is the one `decode` gave already.
     let _ = match format.resolve(datagram) {
         Format::Line => line::Decoder::new().decode_each(datagram, &mut print),
