@@ -14,6 +14,16 @@ use crate::Usage;
 /// The default sweep: sizes up to the datagram ceiling.
 pub const DEFAULT_SIZES: [usize; 5] = [64, 512, 1400, 8192, 65_457];
 
+/// The default sweep in `format`: a size below the format's smallest event becomes that
+/// smallest event (64 is 107 in jsonrpc), once. Sizes given explicitly are not changed: one
+/// too small for the format is an error.
+pub fn default_sizes(format: Format) -> Vec<usize> {
+    let min = Template::min_size(format);
+    let mut sizes: Vec<usize> = DEFAULT_SIZES.iter().map(|&s| s.max(min)).collect();
+    sizes.dedup();
+    sizes
+}
+
 /// `--coalesce`'s datagram size limit: the largest datagram.
 pub const DEFAULT_COALESCE_BYTES: usize = event_datagram::MAX_DATAGRAM;
 /// `--coalesce`'s delay limit: well under the 5 ms p99 a coalesced 1M/s run is held to.
@@ -105,6 +115,7 @@ impl Plan {
         } else {
             None
         };
+        let format = flags.format.or(file.format).unwrap_or_default();
         let plan = Plan {
             rate: flags.rate.or(file.rate).unwrap_or(Rate::per_sec(20_000)),
             duration: flags
@@ -116,7 +127,7 @@ impl Plan {
                 .sizes
                 .clone()
                 .or_else(|| file.sizes.clone())
-                .unwrap_or_else(|| DEFAULT_SIZES.to_vec()),
+                .unwrap_or_else(|| default_sizes(format)),
             transports: match transport {
                 TransportChoice::Udp => vec![Transport::Udp],
                 TransportChoice::Unix => vec![Transport::Unix],
@@ -124,7 +135,7 @@ impl Plan {
             },
             targets: flags.targets.or(file.targets).unwrap_or(1),
             producers: flags.producers.or(file.producers).unwrap_or(1),
-            format: flags.format.or(file.format).unwrap_or_default(),
+            format,
             backend: flags.backend.or(file.backend).unwrap_or_default(),
             tick: flags.tick.or(file.tick).unwrap_or(Nanos(100_000)),
             catchup: flags.catchup.or(file.catchup).unwrap_or(Nanos(10_000_000)),
@@ -199,5 +210,33 @@ impl Plan {
             ));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resolve(flags: Common) -> Result<Plan, Usage> {
+        Plan::resolve(&flags, &FileConfig::default(), None)
+    }
+
+    /// `loadgen --format jsonrpc` ran the default sweep from 64 bytes and exited 2 on it: the
+    /// default starts at the format's smallest event; an explicit 64 is still refused.
+    #[test]
+    fn the_default_sweep_starts_at_the_formats_smallest_event() {
+        let jsonrpc = Common {
+            format: Some(Format::Jsonrpc),
+            ..Common::default()
+        };
+        let plan = resolve(jsonrpc.clone()).unwrap();
+        assert_eq!(plan.sizes, [107, 512, 1400, 8192, 65_457]);
+        assert_eq!(resolve(Common::default()).unwrap().sizes, DEFAULT_SIZES);
+        let explicit = Common {
+            sizes: Some(vec![64]),
+            ..jsonrpc
+        };
+        let e = resolve(explicit).unwrap_err();
+        assert!(e.0.contains("107"), "{e}");
     }
 }
