@@ -20,8 +20,9 @@ pub fn mono_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-/// Sleeps until `deadline_ns` on [`mono_ns`]: an absolute sleep, then a short yield-spin
-/// (Linux oversleeps by the 50 us timer slack, so we wake that much early).
+/// Sleeps until `deadline_ns` on [`mono_ns`]: a relative `thread::sleep` for the time left to
+/// 60 us before it, then a yield-spin (Linux oversleeps by the 50 us timer slack, so we wake
+/// that much early).
 pub fn sleep_until(deadline_ns: u64) {
     const SLACK_NS: u64 = 60_000;
     let now = mono_ns();

@@ -213,6 +213,8 @@ struct Live {
     shed: AtomicU64,
     published: AtomicU64,
     channel_full: AtomicU64,
+    /// When the last producer had handed out (raised or shed) its last event.
+    finished: AtomicU64,
     running: AtomicUsize,
 }
 
@@ -273,6 +275,7 @@ impl<'a> Generator<'a> {
             shed: live.shed.load(Ordering::Relaxed),
             published: live.published.load(Ordering::Relaxed),
             channel_full: live.channel_full.load(Ordering::Relaxed),
+            span_ns: live.finished.load(Ordering::Relaxed).saturating_sub(start),
         };
         (counts, lag)
     }
@@ -304,14 +307,22 @@ impl<'a> Generator<'a> {
             let tick = pacer.poll(now);
             let (mut published, mut full) = (0, 0);
             let mut clock = now;
+            // Set when the batch fell behind the catch-up window: the rest goes back to the
+            // pacer, which sheds what is late, and the producer polls again without sleeping.
+            let mut behind = false;
             for (n, i) in tick.due.clone().enumerate() {
                 let intended = pacer.intended(i);
-                let params = self.template.params(self.run, k as u32, i, intended);
                 // The clock is read once per 32 events: reading it per event cost more than
                 // building the event.
                 if n % 32 == 31 {
                     clock = mono_ns();
+                    if pacer.too_late(i, clock) {
+                        pacer.hand_back(i);
+                        behind = true;
+                        break;
+                    }
                 }
+                let params = self.template.params(self.run, k as u32, i, intended);
                 lag.saturating_record(clock.saturating_sub(intended).max(1));
                 match publisher.raise(self.event, params) {
                     Ok(()) => published += 1,
@@ -326,11 +337,14 @@ impl<'a> Generator<'a> {
             live.scheduled
                 .fetch_add(shed + published + full, Ordering::Relaxed);
             match pacer.next_intended() {
+                _ if behind => continue,
                 Some(next) if precise => sleep_until(next.max(now + plan.tick.0)),
                 Some(next) => sleep_coarse(next.max(now + plan.tick.0)),
                 None => break,
             }
         }
+        // When this producer had handed out its last event: late, when it could not keep up.
+        live.finished.fetch_max(mono_ns(), Ordering::Relaxed);
         lag
     }
 

@@ -82,6 +82,9 @@ pub struct GeneratorCounts {
     pub published: u64,
     /// Refused by `raise`: channel full.
     pub channel_full: u64,
+    /// From the window's start to when the last producer had handed out its last event, ns
+    /// (0: not measured). Longer than the window when the producers fell behind.
+    pub span_ns: u64,
 }
 
 /// Kernel-side losses after the send was accepted.
@@ -336,11 +339,22 @@ impl RunResult {
         let lost = (!external).then(|| loss.kernel_rx_drops + loss.unexplained);
         let secs = shape.duration_ns as f64 / 1e9;
         let delivered = received.unwrap_or(sent);
+        // The time the scheduled events stand for: `scheduled / rate`, the window itself unless
+        // the rate is too low for the window to hold a whole number of events (30/min for 1 s
+        // schedules one event, which stands for 2 s); and longer when the producers finished
+        // late, so the rate is what was delivered over the time it really took.
+        let nominal_s = if shape.rate_per_s > 0.0 && n > 0 {
+            (scheduled / n) as f64 / shape.rate_per_s
+        } else {
+            secs
+        };
+        let span_s = gen.span_ns as f64 / 1e9;
+        let over_s = nominal_s.max(span_s);
         let per_target_s = |count: u64| {
-            if n == 0 || secs == 0.0 {
+            if n == 0 || over_s == 0.0 {
                 0.0
             } else {
-                count as f64 / n as f64 / secs
+                count as f64 / n as f64 / over_s
             }
         };
         let achieved = per_target_s(delivered);
@@ -350,6 +364,14 @@ impl RunResult {
         } else {
             delivered as f64 / scheduled as f64
         };
+        // Producers that finished more than 1 % after the window sent at a lower rate than the
+        // window says: the rate is over their real span, and the report says so.
+        if span_s > nominal_s * 1.01 {
+            warnings.push(format!(
+                "the producers took {span_s:.3} s for a {secs:.3} s window (the generator fell \
+                 behind): achieved/s is the events received over the {span_s:.3} s"
+            ));
+        }
         let result = RunResult {
             size_bytes: shape.size,
             transport: shape.transport,
@@ -373,11 +395,8 @@ impl RunResult {
             reordered: all.reordered,
             malformed,
             achieved_rate_per_s: (achieved * 10.0).round() / 10.0,
-            achieved_ratio: if shape.rate_per_s > 0.0 {
-                achieved / shape.rate_per_s
-            } else {
-                0.0
-            },
+            // Of the events scheduled, per target: what arrived (sent, for external targets).
+            achieved_ratio: measured,
             achieved_datagrams_per_s: (achieved_datagrams * 10.0).round() / 10.0,
             loss_ratio: received.map(|_| 1.0 - measured),
             latency_ns: if external {
@@ -519,6 +538,7 @@ pub(crate) mod tests {
             shed: 60,
             published: 900,
             channel_full: 40,
+            span_ns: 1_000_000_000,
         };
         let shape = shape(64, Transport::Udp, 1000.0);
         let r = RunResult::account(
@@ -570,6 +590,69 @@ pub(crate) mod tests {
             .warnings
             .iter()
             .any(|w| w.contains("1173 sent or dropped")));
+    }
+
+    /// One UDP target of a one-second run at `rate_per_s` whose generator scheduled
+    /// `scheduled` events, all sent, `received` of them arrived, and whose producers took
+    /// `span_ns`.
+    fn run_of(rate_per_s: f64, scheduled: u64, received: u64, span_ns: u64) -> RunResult {
+        let mut c = TargetCounters::default();
+        (c.raised, c.sent, c.datagrams) = (scheduled, scheduled, scheduled);
+        let mut rec = Recorder::new();
+        (rec.received, rec.datagrams) = (received, received);
+        let outcome = TargetOutcome {
+            target: Target::parse("udp:127.0.0.1:9").unwrap(),
+            counters: c,
+            recorder: Some(rec),
+            kernel_rx_drops: 0,
+        };
+        let gen = GeneratorCounts {
+            scheduled,
+            published: scheduled,
+            span_ns,
+            ..Default::default()
+        };
+        let shape = shape(64, Transport::Udp, rate_per_s);
+        RunResult::account(&shape, &gen, &histogram(), vec![outcome], 0)
+    }
+
+    /// 30/min for 1 s schedules one event (ceil(0.5)), which stands for 2 s of the rate: its
+    /// arrival is 100 % of the target at 0.5/s. It read 1/s and 200 %, and so passed
+    /// `--min-achieved 99%` however few arrived.
+    #[test]
+    fn a_window_shorter_than_the_event_interval_does_not_double_the_rate() {
+        let r = run_of(0.5, 1, 1, 10_000);
+        assert_eq!(
+            (r.achieved_ratio, r.achieved_rate_per_s),
+            (1.0, 0.5),
+            "{r:?}"
+        );
+        // 2 events per 3 s for 1 s: one scheduled, none arrived.
+        let r = run_of(2.0 / 3.0, 1, 0, 10_000);
+        assert_eq!((r.achieved_ratio, r.achieved_rate_per_s), (0.0, 0.0));
+        // The ratio is of the scheduled events: 999 of 1 000 is 99.9 %, at 999/s.
+        let r = run_of(1_000.0, 1_000, 999, 999_990_000);
+        assert_eq!((r.achieved_ratio, r.achieved_rate_per_s), (0.999, 999.0));
+        assert!(r.warnings.iter().all(|w| !w.contains("producers took")));
+    }
+
+    /// Producers that finished 12.9 s into a 1 s window sent what arrived over 12.9 s: the
+    /// rate is over that span, not the window (it read 2.62M/s at 1G/s), and a warning says so.
+    #[test]
+    fn producers_that_finish_late_report_the_rate_over_their_span() {
+        let r = run_of(1e9, 1_000_000_000, 2_620_000, 12_900_000_000);
+        assert!(
+            (r.achieved_rate_per_s - 2_620_000.0 / 12.9).abs() < 1.0,
+            "{}",
+            r.achieved_rate_per_s
+        );
+        assert!(
+            r.warnings
+                .iter()
+                .any(|w| w.contains("producers took 12.900 s for a 1.000 s window")),
+            "{:?}",
+            r.warnings
+        );
     }
 
     #[test]

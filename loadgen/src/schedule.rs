@@ -113,6 +113,24 @@ impl Pacer {
         tick
     }
 
+    /// Takes back the events from `i` on that the last [`poll`](Self::poll) handed out but were
+    /// not raised, so the next poll sheds those that are by then too late: a batch that takes
+    /// longer to raise than the catch-up window must not send its tail later than the bound.
+    pub fn hand_back(&mut self, i: u64) {
+        assert!(
+            i <= self.next,
+            "only events already handed out can be handed back"
+        );
+        self.next = i;
+    }
+
+    /// Whether the event `i` is later than the catch-up window at `now_ns` (the rule
+    /// [`poll`](Self::poll) sheds by).
+    #[inline]
+    pub fn too_late(&self, i: u64, now_ns: u64) -> bool {
+        now_ns.saturating_sub(self.intended(i)) > self.catchup_ns
+    }
+
     /// The intended time of the next event not yet handed out, or `None` when the run is over.
     pub fn next_intended(&self) -> Option<u64> {
         (self.next < self.total).then(|| self.intended(self.next))
@@ -197,6 +215,26 @@ mod tests {
                 due: 100_000..100_000
             }
         );
+    }
+
+    /// A batch that takes longer to raise than the catch-up window: the producer checks the
+    /// clock as it goes, hands the rest back, and the next poll sheds what is too late by then.
+    #[test]
+    fn a_slow_batch_hands_back_its_tail_and_the_late_part_is_shed() {
+        let rate = Rate::per_sec(1_000_000); // one event per us
+        let start = 1_000_000;
+        let mut p = Pacer::new(start, 1_000_000_000, rate, 0, 1, 2_000_000);
+        let t = p.poll(start + 1_000_000);
+        assert_eq!(t.due, 0..1_001);
+        // 50 ms later, 500 events in: event 500 is 49.5 ms late, far past 2 ms.
+        let now = start + 50_000_000;
+        assert!(p.too_late(500, now));
+        assert!(!p.too_late(48_500, now));
+        p.hand_back(500);
+        let t = p.poll(now);
+        // Shed: intended before now - 2 ms; raised: the last 2 ms, up to now.
+        assert_eq!(t.shed, 500..48_000);
+        assert_eq!(t.due, 48_000..50_001);
     }
 
     #[test]

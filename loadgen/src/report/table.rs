@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use crate::result::RunResult;
+use crate::result::{cause, RunResult};
 use crate::units::{human_count, human_ns};
 
 /// Column headers (the JSON field each comes from is in the README).
@@ -93,13 +93,73 @@ pub fn render(runs: &[RunResult], backend: &str) -> String {
             human_ns(c.max_delay_ns as f64)
         );
     }
+    for r in runs {
+        let _ = writeln!(out, "{}", drop_line(r));
+    }
     out
+}
+
+/// The drop taxonomy the `drops` and `lost` columns sum, in the order of the spec's list.
+const CAUSES: [(&str, &str); 8] = [
+    (cause::SHED, "shed"),
+    (cause::CHANNEL_FULL, "channel full"),
+    (cause::OVERSIZE, "oversize"),
+    (cause::RECEIVER_SLOW, "receiver slow (EAGAIN)"),
+    (cause::NO_RECEIVER, "no receiver"),
+    (cause::SHUTDOWN, "shutdown timeout"),
+    (cause::SEND_ERROR, "send error"),
+    (cause::UNACCOUNTED, "unaccounted"),
+];
+
+/// One run's non-zero drop and loss causes, e.g. `64 B udp: drops: shed 115, kernel
+/// receive-buffer drops 3`, or `none`: the table's sums alone do not say why.
+pub fn drop_line(r: &RunResult) -> String {
+    let mut causes: Vec<String> = CAUSES
+        .iter()
+        .filter_map(|(key, name)| {
+            let n = r.drops.get(key).copied().unwrap_or(0);
+            (n != 0).then(|| format!("{name} {n}"))
+        })
+        .collect();
+    if let Some(loss) = &r.loss {
+        for (name, n) in [
+            ("kernel receive-buffer drops", loss.kernel_rx_drops),
+            ("unexplained", loss.unexplained),
+        ] {
+            if n != 0 {
+                causes.push(format!("{name} {n}"));
+            }
+        }
+    }
+    let list = if causes.is_empty() {
+        "none".to_owned()
+    } else {
+        causes.join(", ")
+    };
+    format!("{} B {}: drops: {list}", r.size_bytes, r.transport)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::measure::Percentiles;
+
+    /// Every run gets a line naming its non-zero causes, drops and losses alike, or `none`.
+    #[test]
+    fn each_run_has_a_line_with_its_drop_causes() {
+        let mut r = crate::result::tests::dummy_of_a_thousand();
+        let text = render(std::slice::from_ref(&r), "test");
+        assert!(text.ends_with("\n64 B udp: drops: none\n"), "{text}");
+        r.drops.insert(cause::SHED, 115);
+        r.drops.insert(cause::RECEIVER_SLOW, 7);
+        r.drops.insert(cause::UNACCOUNTED, -3);
+        r.loss.as_mut().unwrap().kernel_rx_drops = 5;
+        assert_eq!(
+            drop_line(&r),
+            "64 B udp: drops: shed 115, receiver slow (EAGAIN) 7, unaccounted -3, \
+             kernel receive-buffer drops 5"
+        );
+    }
 
     /// With events missing, the max of the received is no more the run's max than the
     /// percentiles above the measured share are: both read `n/m`.
