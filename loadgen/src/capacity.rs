@@ -3,7 +3,8 @@
 //!
 //! The search doubles the rate from `--rate` until a step fails (or `--max-rate` passes), then
 //! bisects geometrically between the best passing and the lowest failing rate until they are
-//! within 10 % or `--steps` runs were made.
+//! within 10 % or `--steps` runs were made. Each result says which of these ended it
+//! ([`Bound`]): only a converged search measured a limit.
 
 use std::io::Write;
 
@@ -101,6 +102,22 @@ pub struct Step {
     pub p99_ns: Option<u64>,
 }
 
+/// How a search ended: whether its rate is a measured limit or only a lower bound.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Bound {
+    /// The best passing and the lowest failing rate are within 10 % (or no whole rate lies
+    /// between them): the rate is the limit.
+    Converged,
+    /// Every step passed up to `--max-rate`: the limit is at least that, and not measured.
+    MaxRate,
+    /// `--steps` ran out first, still doubling or with passing and failing rates over 10 %
+    /// apart: the limit lies between them.
+    StepsRanOut,
+    /// No step met the SLO: no capacity was measured.
+    NonePassed,
+}
+
 /// The capacity of one size and transport.
 #[derive(Clone, Debug, Serialize)]
 pub struct Capacity {
@@ -108,16 +125,21 @@ pub struct Capacity {
     pub size_bytes: usize,
     /// Transport.
     pub transport: Transport,
-    /// The highest passing rate (0 when none passed).
+    /// The highest passing rate (0 when none passed): a limit only when `bound` is
+    /// `converged`.
     pub rate_per_s: f64,
+    /// How the search ended.
+    pub bound: Bound,
+    /// The lowest rate that failed (`None`: none failed).
+    pub failed_rate_per_s: Option<f64>,
     /// Latency at that rate.
     pub latency_ns: Option<crate::measure::Percentiles>,
     /// Every step, in order.
     pub steps: Vec<Step>,
 }
 
-/// A search's outcome: the best passing rate and its run, and every step.
-pub type Searched = (Option<(Rate, RunResult)>, Vec<Step>);
+/// A search's outcome: the best passing rate and its run, every step, and how it ended.
+pub type Searched = (Option<(Rate, RunResult)>, Vec<Step>, Bound);
 
 /// Searches the capacity of one size and transport; `run` makes one step's run.
 pub fn search(
@@ -135,6 +157,8 @@ pub fn search(
         start
     };
     let mut log = Vec::new();
+    // Whatever ends the loop early says why; running out of steps is the rest.
+    let mut bound = None;
     for _ in 0..steps {
         let r = run(rate)?;
         let verdict = meets(&r, slo);
@@ -150,22 +174,46 @@ pub fn search(
             fail = Some(rate);
         }
         let lo = best.as_ref().map(|(r, _)| r.per_s());
-        rate = match (lo, fail.map(Rate::per_s)) {
-            (Some(lo), None) if lo >= max.per_s() => break,
-            (Some(lo), None) if lo * 2.0 >= max.per_s() => max,
-            (Some(lo), None) => step_rate(lo * 2.0),
-            (None, Some(hi)) if hi <= 1.0 => break,
-            (None, Some(hi)) => step_rate((hi / 4.0).max(1.0)),
-            (Some(lo), Some(hi)) if hi / lo < 1.1 => break,
+        let (next, ended) = match (lo, fail.map(Rate::per_s)) {
+            (Some(lo), None) if lo >= max.per_s() => (rate, Some(Bound::MaxRate)),
+            (Some(lo), None) if lo * 2.0 >= max.per_s() => (max, None),
+            (Some(lo), None) => (step_rate(lo * 2.0), None),
+            (None, Some(hi)) if hi <= 1.0 => (rate, Some(Bound::NonePassed)),
+            (None, Some(hi)) => (step_rate((hi / 4.0).max(1.0)), None),
+            (Some(lo), Some(hi)) if hi / lo < 1.1 => (rate, Some(Bound::Converged)),
             // Whole rates: at a few events a second the middle may round down to `lo`.
             (Some(lo), Some(hi)) => match step_rate((lo * hi).sqrt()) {
-                mid if mid.per_s() <= lo => break,
-                mid => mid,
+                mid if mid.per_s() <= lo => (rate, Some(Bound::Converged)),
+                mid => (mid, None),
             },
             (None, None) => unreachable!("a step was made"),
         };
+        if ended.is_some() {
+            bound = ended;
+            break;
+        }
+        rate = next;
     }
-    Ok((best, log))
+    let bound = bound.unwrap_or(if best.is_none() {
+        Bound::NonePassed
+    } else {
+        Bound::StepsRanOut
+    });
+    Ok((best, log, bound))
+}
+
+/// A search's bound for the table: `converged`, `reached --max-rate`, `steps ran out
+/// (hi/lo=1.52)` or `(still doubling)`, `none passed`.
+pub fn describe(c: &Capacity) -> String {
+    match (c.bound, c.failed_rate_per_s) {
+        (Bound::Converged, _) => "converged".into(),
+        (Bound::MaxRate, _) => "reached --max-rate".into(),
+        (Bound::StepsRanOut, Some(hi)) if c.rate_per_s > 0.0 => {
+            format!("steps ran out (hi/lo={:.2})", hi / c.rate_per_s)
+        }
+        (Bound::StepsRanOut, _) => "steps ran out (still doubling)".into(),
+        (Bound::NonePassed, _) => "none passed".into(),
+    }
 }
 
 /// A rate the search steps to: whole events per second from 1/s up, as it always stepped, and
@@ -177,6 +225,10 @@ fn step_rate(per_s: f64) -> Rate {
         Rate::from_per_s(per_s)
     }
 }
+
+/// The JSON report's schema: 2 added each result's `bound` and `failed_rate_per_s`, without
+/// which `rate_per_s` read as a limit when the search had not found one.
+pub const SCHEMA: &str = "loadgen-capacity/2";
 
 #[derive(Serialize)]
 struct Report<'a> {
@@ -206,7 +258,7 @@ pub fn run(args: &CapacityArgs) -> anyhow::Result<Outcome> {
     let mut table = Vec::new();
     for &size in &plan.sizes {
         for &t in &plan.transports {
-            let (best, steps) = search(start, args.max_rate, args.steps, &slo, |rate| {
+            let (best, steps, bound) = search(start, args.max_rate, args.steps, &slo, |rate| {
                 let mut p = plan.clone();
                 p.rate = rate;
                 let r = run_phase(&p, size, t)?;
@@ -223,14 +275,20 @@ pub fn run(args: &CapacityArgs) -> anyhow::Result<Outcome> {
                 transport: t,
                 rate_per_s: best.as_ref().map_or(0.0, |(r, _)| r.per_s()),
                 latency_ns: best.map(|(_, r)| r.latency_ns),
+                bound,
+                failed_rate_per_s: steps
+                    .iter()
+                    .filter(|s| !s.ok)
+                    .map(|s| s.rate_per_s)
+                    .reduce(f64::min),
                 steps,
             });
         }
     }
     let backend = crate::backend_name(&plan);
     let mut out = format!(
-        "{:<8}  {:<9}  {:>12}  {:>9}  {:>9}  {:>9}  steps (SLO {} and no loss)\n",
-        "size", "transport", "capacity/s", "p50", "p99", "max", args.slo
+        "{:<8}  {:<9}  {:>12}  {:>9}  {:>9}  {:>9}  {:>5}  bound\n",
+        "size", "transport", "capacity/s", "p50", "p99", "max", "steps"
     );
     for c in &table {
         let q = |f: fn(&crate::measure::Percentiles) -> Option<u64>| {
@@ -240,19 +298,24 @@ pub fn run(args: &CapacityArgs) -> anyhow::Result<Outcome> {
                 .map_or("n/a".into(), |v| human_ns(v as f64))
         };
         out += &format!(
-            "{:<8}  {:<9}  {:>12}  {:>9}  {:>9}  {:>9}  {}\n",
+            "{:<8}  {:<9}  {:>12}  {:>9}  {:>9}  {:>9}  {:>5}  {}\n",
             format!("{} B", c.size_bytes),
             c.transport.as_str(),
             human_count(c.rate_per_s),
             q(|p| p.p50),
             q(|p| p.p99),
             q(|p| p.max),
-            c.steps.len()
+            c.steps.len(),
+            describe(c)
         );
     }
-    out += &format!("backend {backend}\n");
+    out += &format!(
+        "SLO {} with nothing dropped or lost; backend {backend}; capacity/s is a measured \
+         limit only where the search converged\n",
+        args.slo
+    );
     let json = serde_json::to_string_pretty(&Report {
-        schema: "loadgen-capacity/1",
+        schema: SCHEMA,
         backend: &backend,
         slo: &args.slo,
         capacity: &table,
@@ -269,6 +332,26 @@ pub fn run(args: &CapacityArgs) -> anyhow::Result<Outcome> {
         None => print!("{out}"),
     }
     let _ = std::io::stdout().flush();
+    // No rate met the SLO: the planner has no answer to give, a failure (exit 1) rather than
+    // a capacity of 0 (exit 0); exit 3 belongs to `run`'s threshold flags.
+    let none: Vec<String> = table
+        .iter()
+        .filter(|c| c.bound == Bound::NonePassed)
+        .map(|c| {
+            format!(
+                "{} B {} (down to {}/s)",
+                c.size_bytes,
+                c.transport,
+                human_count(c.failed_rate_per_s.unwrap_or(0.0))
+            )
+        })
+        .collect();
+    anyhow::ensure!(
+        none.is_empty(),
+        "capacity: no rate tried met the SLO with nothing dropped or lost for {}: no capacity \
+         was measured (see each step's reason above; try a lower --rate or a looser --slo)",
+        none.join(", ")
+    );
     Ok(Outcome {
         runs: Vec::new(),
         failed: Vec::new(),
@@ -321,7 +404,7 @@ mod tests {
             r.latency_ns = crate::measure::Percentiles::of(&r.latency, 1.0);
             Ok(r)
         };
-        let (best, steps) = search(
+        let (best, steps, _) = search(
             Rate::per_sec(10_000),
             Rate::per_sec(2_000_000),
             12,
@@ -337,15 +420,73 @@ mod tests {
         assert!(steps.len() <= 12);
 
         // A knee at 1/s: no step between 1 and 2, and a start above the ceiling starts at it.
-        let (best, steps) = search(Rate::per_sec(1), Rate::per_sec(2), 12, &slo, |rate| {
+        let (best, steps, _) = search(Rate::per_sec(1), Rate::per_sec(2), 12, &slo, |rate| {
             fake(Rate::per_sec(if rate.per_s() <= 1.0 { 1 } else { 50_000 }))
         })
         .unwrap();
         assert_eq!(best.unwrap().0.per_s(), 1.0, "{steps:?}");
         assert_eq!(steps.len(), 2, "{steps:?}");
-        let (best, steps) =
+        let (best, steps, _) =
             search(Rate::per_sec(9_000), Rate::per_sec(5_000), 12, &slo, fake).unwrap();
         assert_eq!(best.unwrap().0.per_s(), 5_000.0, "{steps:?}");
+    }
+
+    /// A fake run at `rate` whose p99 meets a 1 ms SLO up to `knee`/s.
+    fn knee_at(knee: f64) -> impl FnMut(Rate) -> anyhow::Result<RunResult> {
+        move |rate: Rate| {
+            let mut h = crate::measure::histogram();
+            h.record(if rate.per_s() <= knee {
+                500_000
+            } else {
+                5_000_000
+            })
+            .unwrap();
+            let mut r = crate::result::tests::dummy(64, vec![h], 0);
+            r.latency_ns = crate::measure::Percentiles::of(&r.latency, 1.0);
+            Ok(r)
+        }
+    }
+
+    /// A search that passed every step up to --max-rate, or ran out of steps, printed its last
+    /// passing rate like a measured limit: each says how it ended.
+    #[test]
+    fn the_search_says_whether_it_found_the_limit() {
+        let slo = parse_slo("p99=1ms").unwrap();
+        let k = Rate::per_sec;
+        let bound = |start, max, steps, knee| search(start, max, steps, &slo, knee_at(knee));
+        // 10k, 20k, 40k pass: the ceiling, not a limit.
+        let (best, steps, b) = bound(k(10_000), k(40_000), 3, 1e9).unwrap();
+        assert_eq!(
+            (best.unwrap().0.per_s(), steps.len(), b),
+            (40_000.0, 3, Bound::MaxRate)
+        );
+        // Still doubling when the steps ran out.
+        let (_, _, b) = bound(k(10_000), k(2_000_000), 3, 1e9).unwrap();
+        assert_eq!(b, Bound::StepsRanOut);
+        // 10k, 20k pass, 40k fails, 28.2k passes: 40k/28.2k = 1.41 when the steps ran out.
+        let (best, steps, b) = bound(k(10_000), k(2_000_000), 4, 30_000.0).unwrap();
+        assert_eq!(
+            (best.as_ref().unwrap().0.per_s(), b),
+            (28_284.0, Bound::StepsRanOut)
+        );
+        let c = Capacity {
+            size_bytes: 64,
+            transport: Transport::Udp,
+            rate_per_s: 28_284.0,
+            latency_ns: None,
+            bound: b,
+            failed_rate_per_s: Some(40_000.0),
+            steps,
+        };
+        assert_eq!(describe(&c), "steps ran out (hi/lo=1.41)");
+        // Within 10 %.
+        let (_, _, b) = bound(k(10_000), k(2_000_000), 12, 30_000.0).unwrap();
+        assert_eq!(b, Bound::Converged);
+        // Nothing passes: down to 1/s, or until the steps run out.
+        let (best, _, b) = bound(k(10_000), k(2_000_000), 12, 0.5).unwrap();
+        assert_eq!((best.is_none(), b), (true, Bound::NonePassed));
+        let (_, _, b) = bound(k(10_000), k(2_000_000), 2, 0.5).unwrap();
+        assert_eq!(b, Bound::NonePassed);
     }
 
     /// From under 1 event per second the search doubles exactly (it cast 0.5/s to 0/s, which
@@ -354,7 +495,7 @@ mod tests {
     fn the_search_steps_below_one_per_second_without_reaching_zero() {
         let slo = parse_slo("p99=1ms").unwrap();
         let mut tried = Vec::new();
-        let (best, _) = search(
+        let (best, _, _) = search(
             "0.25/s".parse().unwrap(),
             Rate::per_sec(2_000_000),
             12,
@@ -379,7 +520,7 @@ mod tests {
         // Between 2 and 4 the search steps in whole rates: sqrt(8) rounds down to 2.
         assert_eq!(best.unwrap().0.per_s(), 2.0, "{tried:?}");
         // A ceiling under 1/s is a rate too (it was cast to 0/s).
-        let (best, _) = search(
+        let (best, _, _) = search(
             "0.25/s".parse().unwrap(),
             "0.4/s".parse().unwrap(),
             3,

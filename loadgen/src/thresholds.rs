@@ -103,8 +103,10 @@ mod tests {
         };
         assert_eq!(
             check(&t, &[shed_a_tenth()]),
-            ["--max-loss 2%: 64 B udp did not receive 10% of scheduled (drops 100, lost 0; \
-              5.00x over)"]
+            [
+                "--max-loss 2%: 64 B udp did not receive 10% of scheduled (drops 100, lost 0; \
+              5.00x over)"
+            ]
         );
         let none = Thresholds {
             max_loss: Some(Fraction(0.0)),

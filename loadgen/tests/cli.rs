@@ -1016,11 +1016,58 @@ fn a_capacity_search_below_one_event_per_second_doubles_exactly() {
         // the SLO and end the search.
         "--catchup",
         "1s",
+        "--json",
+        "-",
     ]);
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{err}");
     assert!(err.contains("64 B udp at 0.25/s: meets the SLO"), "{err}");
     assert!(err.contains("64 B udp at 0.5/s: meets the SLO"), "{err}");
+    // Both steps passed and the search was still doubling: 0.5/s is not a measured limit, and
+    // the table and the JSON say so (it printed capacity 0.5 like a converged search).
+    let row = err
+        .lines()
+        .find(|l| l.starts_with("64 B"))
+        .unwrap_or_else(|| panic!("no capacity row in:\n{err}"));
+    assert!(row.ends_with("steps ran out (still doubling)"), "{row}");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["schema"], "loadgen-capacity/2");
+    let c = &report["capacity"][0];
+    assert_eq!(c["bound"], "steps_ran_out", "{c}");
+    assert_eq!(c["rate_per_s"], 0.5, "{c}");
+    assert!(c["failed_rate_per_s"].is_null(), "{c}");
+}
+
+/// A search in which no step meets the SLO has measured no capacity: it exits 1 saying so,
+/// after its table (it exited 0 with a capacity of 0).
+#[test]
+fn a_capacity_search_that_nothing_passes_fails() {
+    let out = loadgen(&[
+        "capacity",
+        "--rate",
+        "1k",
+        "--steps",
+        "1",
+        "--slo",
+        "p99=1ns",
+        "--duration",
+        "100ms",
+        "--warmup",
+        "0s",
+        "--sizes",
+        "64",
+        "--transport",
+        "udp",
+        "--catchup",
+        "1s",
+    ]);
+    let (stdout, err) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{err}");
+    assert!(stdout.contains("none passed"), "{stdout}");
+    assert!(
+        err.contains("no rate tried met the SLO") && err.contains("64 B udp (down to 1000/s)"),
+        "{err}"
+    );
 }
 
 /// One foreign datagram with a producer or a sequence number no run can have is counted, not
