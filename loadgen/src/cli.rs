@@ -43,7 +43,7 @@ pub struct Common {
     /// Events per second (1M, 250k, 1.5k, 500/s, 30/min).
     #[arg(long)]
     pub rate: Option<Rate>,
-    /// Measured window per run (10s, 500ms).
+    /// Measured window per run (10s, 500ms; at most a week, 10080m).
     #[arg(long)]
     pub duration: Option<Nanos>,
     /// Unmeasured warm-up per run.
@@ -159,7 +159,7 @@ pub struct SinkArgs {
     /// listens), nothing else; the file is removed at exit if it is still ours.
     #[arg(long, value_delimiter = ',', required = true, value_name = "SPEC")]
     pub listen: Vec<String>,
-    /// Exit after this long (default: run until killed).
+    /// Exit after this long (default: run until killed; at most a week, 10080m).
     #[arg(long)]
     pub duration: Option<Nanos>,
     /// A run is reported once nothing arrived for it for this long (and let go: a sink holds

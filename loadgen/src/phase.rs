@@ -350,7 +350,8 @@ impl<'a> Generator<'a> {
 
     /// Waits for the producers; prints a progress line every second when asked: the last
     /// second's published and received events (per target), and this run's drops and losses
-    /// (datagrams the receivers' kernel dropped) so far.
+    /// (datagrams the receivers' kernel dropped) so far, and the p99 of the events received so
+    /// far (labelled so: unlike the report's, it does not count the missing as the slowest).
     fn watch(&self, start: u64, sinks: &[Sink], live: &Live, progress: Option<&str>) {
         let mut next_line = start + 1_000_000_000;
         let (mut last_pub, mut last_recv) = (0u64, 0u64);
@@ -387,7 +388,7 @@ impl<'a> Generator<'a> {
             let _ =
                 writeln!(
                 err,
-                "[{label}] {:>4.1}s  target {}/s  published {}/s  received {}/s  lost {}  drops {}  p99 {}",
+                "[{label}] {:>4.1}s  target {}/s  published {}/s  received {}/s  lost {}  drops {}  p99(received) {}",
                 (now - start) as f64 / 1e9,
                 human_count(self.plan.rate.per_s()),
                 human_count((published - last_pub) as f64),

@@ -8,7 +8,7 @@ use crate::cli::Common;
 use crate::config::{FileConfig, Thresholds, TransportChoice};
 use crate::payload::{Template, MAX_PRODUCERS};
 use crate::result::Transport;
-use crate::units::{human_ns, Nanos, Rate};
+use crate::units::{human_ns, Nanos, Rate, MAX_DURATION, MAX_DURATION_TEXT};
 use crate::Usage;
 
 /// The default sweep: sizes up to the datagram ceiling.
@@ -189,6 +189,13 @@ impl Plan {
         }
         if self.duration.0 == 0 {
             return bad("--duration: must be above 0".into());
+        }
+        for (flag, d) in [("--duration", self.duration), ("--warmup", self.warmup)] {
+            if d > MAX_DURATION {
+                return bad(format!(
+                    "{flag} {d} is too long: at most {MAX_DURATION_TEXT}"
+                ));
+            }
         }
         if self.tick.0 == 0 || self.tick.0 > 1_000_000_000 {
             return bad("--tick: above 0 and at most 1s".into());

@@ -16,7 +16,7 @@ use crate::cli::SinkArgs;
 use crate::clock::mono_ns;
 use crate::measure::{Limits, Percentiles, Recorder};
 use crate::sink::{Sink, MAX_RUNS};
-use crate::units::human_ns;
+use crate::units::{human_ns, MAX_DURATION, MAX_DURATION_TEXT};
 use crate::Usage;
 
 /// Binds every `--listen` socket and reports runs until `--duration` passes (or forever).
@@ -26,6 +26,20 @@ pub fn run(args: &SinkArgs) -> anyhow::Result<()> {
         .iter()
         .map(|s| Target::parse_bind(s).map_err(|e| Usage(format!("--listen: {e}"))))
         .collect::<Result<Vec<_>, _>>()?;
+    // Checked: a huge --duration wrapped the end to the past, and the sink exited at once.
+    let end = match args.duration {
+        Some(d) => Some(
+            mono_ns()
+                .checked_add(d.0)
+                .filter(|_| d <= MAX_DURATION)
+                .ok_or_else(|| {
+                    Usage(format!(
+                        "--duration {d} is too long: at most {MAX_DURATION_TEXT}"
+                    ))
+                })?,
+        ),
+        None => None,
+    };
     let sinks = targets
         .iter()
         .map(|t| Sink::bind(t, Limits::STANDALONE).with_context(|| format!("cannot listen on {t}")))
@@ -33,7 +47,6 @@ pub fn run(args: &SinkArgs) -> anyhow::Result<()> {
     for s in &sinks {
         eprintln!("loadgen sink: listening on {}", s.target());
     }
-    let end = args.duration.map(|d| mono_ns() + d.0);
     let mut reported = HashSet::new();
     // Each socket's kernel drops at its last report: a report gives those since (the kernel
     // counts from the bind, across runs).

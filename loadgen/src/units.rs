@@ -168,6 +168,12 @@ impl fmt::Display for Nanos {
     }
 }
 
+/// The longest `--duration` or `--warmup` loadgen takes (a week): far past any run, and far
+/// from where CLOCK_MONOTONIC + duration overflows (`307445734m` wrapped and ended at once).
+pub const MAX_DURATION: Nanos = Nanos(7 * 86_400 * 1_000_000_000);
+/// [`MAX_DURATION`] for messages.
+pub const MAX_DURATION_TEXT: &str = "a week (10080m)";
+
 /// A fraction written as a percentage (`0.01%`, `99%`) or a plain ratio (`0.0001`).
 #[derive(Clone, Copy, Debug, PartialEq, Deserialize)]
 #[serde(try_from = "String")]
@@ -217,6 +223,10 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
         .and_then(|n| n.checked_mul(unit));
     match n {
         Some(n) if (MIN_SIZE..=MAX_DATAGRAM).contains(&n) => Ok(n),
+        Some(n) if n < MIN_SIZE => Err(format!(
+            "size {n} is too small: at least {MIN_SIZE} byte (and a whole loadgen event: 59 \
+             bytes in line, 107 in jsonrpc)"
+        )),
         Some(n) => Err(format!(
             "size {n} is out of range: a datagram is at most {MAX_DATAGRAM} bytes"
         )),
@@ -300,6 +310,16 @@ mod tests {
         assert!(parse_size("99999999999999999999")
             .unwrap_err()
             .contains("65457"));
+    }
+
+    /// `--sizes 0` said "out of range: a datagram is at most 65457 bytes".
+    #[test]
+    fn a_size_of_zero_is_too_small() {
+        for zero in ["0", "0k", "000"] {
+            let e = parse_size(zero).unwrap_err();
+            assert!(e.contains("size 0 is too small"), "{e}");
+            assert!(!e.contains("at most"), "{e}");
+        }
     }
 
     #[test]
