@@ -571,12 +571,7 @@ fn script() -> Vec<(Vec<u8>, Want)> {
         // A packed datagram with a byte that is not UTF-8 in its second event: the first is
         // printed (the decoders refuse the whole datagram).
         (
-            b"E_GOOD
-
-E_LATIN
-v::caf\xe9
-
-".to_vec(),
+            b"E_GOOD\n\nE_LATIN\nv::caf\xe9\n\n".to_vec(),
             Want::Partly(vec![r#"{"event":"E_GOOD","params":[]}"#]),
         ),
         (
