@@ -1135,9 +1135,9 @@ fn raise_to_a_receiver_that_reads_nothing_ends_after_its_timeout() {
         assert_eq!(sent + dropped, t_raised, "{what}");
         assert_eq!(causes, "-", "{what}");
         let want = format!(
-            "evdgram: {queue_full} of {count} events were not raised: the dispatcher's queue \
-             stayed full for 300ms (every receiver full; see --timeout); {dropped} of {t_raised} \
-             datagrams were not sent ("
+            "evdgram: {queue_full} of {count} events were not raised: they found the \
+             dispatcher's queue full (every receiver full) once an event had waited 300ms for \
+             room (see --timeout); {dropped} of {t_raised} datagrams were not sent ("
         );
         // A line of its own: `auto` may first say that io_uring is unavailable.
         assert!(

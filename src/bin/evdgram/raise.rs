@@ -187,8 +187,8 @@ fn check(stats: &Stats, timeout: Duration) -> anyhow::Result<()> {
     let mut parts = Vec::new();
     if queue_full > 0 {
         parts.push(format!(
-            "{queue_full} of {} events were not raised: the dispatcher's queue stayed full for \
-             {timeout:?} (every receiver full; see --timeout)",
+            "{queue_full} of {} events were not raised: they found the dispatcher's queue full \
+             (every receiver full) once an event had waited {timeout:?} for room (see --timeout)",
             stats.events.raised
         ));
     }
