@@ -1562,6 +1562,28 @@ fn listen_retries_a_failed_renewal_before_the_subscription_ends() {
     assert!(l.wait().success());
 }
 
+/// An MI endpoint that answers in 300 ms: renewals near the end wait less than that and fail,
+/// and the subscription lapses; then a renewal waits its whole timeout and succeeds (every
+/// try after the lapse waited 100 ms, and the subscription never came back).
+#[test]
+fn listen_subscribes_again_after_a_lapse_through_a_slow_mi() {
+    let mi = FakeMi::start("127.0.0.1", |i, _| {
+        if i > 0 {
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        ok()
+    });
+    let (mut l, _) = listen(
+        "udp:127.0.0.1:0",
+        &mi,
+        &["--subscribe", "E_TEST", "--expire", "2"],
+    );
+    let back = l.line_starting("renewed the subscription");
+    assert!(back.contains("E_TEST"), "{back}");
+    l.signal(libc::SIGTERM);
+    assert!(l.wait().success());
+}
+
 /// An event whose renewals fail does not stop the others' (the first failure ended the round,
 /// and every later event went unrenewed), and its error is said.
 #[test]

@@ -93,9 +93,13 @@ struct Subscriptions {
     events: Vec<String>,
     expire: u64,
     format: Option<&'static str>,
-    /// Set once unsubscribing starts: no renewal is sent after. A flag, not a lock held
-    /// during MI calls, so that an exit never waits for a renewal's reply.
+    /// Set once unsubscribing starts: renewals stop. A flag, not a lock held during MI calls,
+    /// so that an exit never waits for a renewal's reply.
     done: AtomicBool,
+    /// True until unsubscribing starts: a subscribe is sent only under this lock while it
+    /// holds true, so that none goes out after an unsubscribe and outlives it at the server
+    /// (the lock is held for the send, not for the reply).
+    may_subscribe: Mutex<bool>,
 }
 
 impl Subscriptions {
@@ -134,8 +138,14 @@ impl Subscriptions {
                 self.socket, self.mi
             )
         };
-        let result = crate::mi_client::call(&self.mi, "event_subscribe", params.into(), timeout)
-            .with_context(what)?;
+        let result = crate::mi_client::call_gated(
+            &self.mi,
+            "event_subscribe",
+            params.into(),
+            timeout,
+            Some(&self.may_subscribe),
+        )
+        .with_context(what)?;
         if result != "OK" {
             bail!("{}: the reply is {result}", what());
         }
@@ -158,7 +168,12 @@ impl Subscriptions {
             let start = Instant::now();
             // A reply after the end is of no use: leave time for retries before it.
             let left = (last_ok + lifetime).saturating_duration_since(start);
-            let timeout = MI_TIMEOUT.min(left / 4).max(RETRY_FLOOR);
+            // Lapsed: nothing to keep before, the whole timeout (a slow MI still answers).
+            let timeout = if left.is_zero() {
+                MI_TIMEOUT
+            } else {
+                MI_TIMEOUT.min(left / 4).max(RETRY_FLOOR)
+            };
             let result = self.subscribe(event, timeout);
             if self.is_done() {
                 return;
@@ -180,7 +195,12 @@ impl Subscriptions {
                         backoff.min(left / 2).max(RETRY_FLOOR)
                     };
                     eprintln!("evdgram: {e:#}; retrying in {:.1}s", wait.as_secs_f64());
-                    (next, backoff, failing) = (now + wait, (backoff * 2).min(RETRY_MAX), true);
+                    // Doubled only when waited in full: near the end the waits are shorter,
+                    // and a subscription that lapsed starts again from there.
+                    if wait == backoff {
+                        backoff = (backoff * 2).min(RETRY_MAX);
+                    }
+                    (next, failing) = (now + wait, true);
                 }
             }
         }
@@ -193,6 +213,8 @@ impl Subscriptions {
         if self.done.swap(true, Ordering::SeqCst) || made == 0 {
             return;
         }
+        // From here no subscribe is sent; one being sent is out before the unsubscribes.
+        *self.may_subscribe.lock().unwrap_or_else(PoisonError::into_inner) = false;
         let deadline = Instant::now() + MI_EXIT_TIMEOUT;
         let (tx, rx) = mpsc::channel();
         for i in 0..made {
@@ -330,6 +352,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             FormatArg::Jsonrpc => Some("jsonrpc"),
         },
         done: AtomicBool::new(false),
+        may_subscribe: Mutex::new(true),
     });
     let on_signal = Arc::clone(&cleanup);
     let subs_on_signal = Arc::clone(&subs);

@@ -6,6 +6,7 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
@@ -18,6 +19,18 @@ const REPLY_BUFFER: usize = 65_536;
 /// Calls `method` with `params` on the MI endpoint at `mi`; returns the `result`, or an error
 /// with the endpoint's error code, message and data. Waits at most `timeout` for the reply.
 pub fn call(mi: &Target, method: &str, params: Value, timeout: Duration) -> anyhow::Result<Value> {
+    call_gated(mi, method, params, timeout, None)
+}
+
+/// [`call`], but the request is sent only while `gate` holds true, and under its lock: whoever
+/// sets it false (taking the lock) knows that no request passed it can be sent after.
+pub fn call_gated(
+    mi: &Target,
+    method: &str,
+    params: Value,
+    timeout: Duration,
+    gate: Option<&Mutex<bool>>,
+) -> anyhow::Result<Value> {
     static ID: AtomicU64 = AtomicU64::new(1);
     let id = ID.fetch_add(1, Ordering::Relaxed);
     let request = json!({"jsonrpc": "2.0", "method": method, "params": params, "id": id});
@@ -32,7 +45,7 @@ pub fn call(mi: &Target, method: &str, params: Value, timeout: Duration) -> anyh
             let s = UdpSocket::bind(local)?;
             s.connect(addr)?;
             s.set_read_timeout(Some(timeout))?;
-            s.send(&request)?;
+            send_gated(gate, || s.send(&request))?;
             s.recv(&mut buf)
         }
         Target::Unix(_) => {
@@ -46,7 +59,7 @@ pub fn call(mi: &Target, method: &str, params: Value, timeout: Duration) -> anyh
             s.set_read_timeout(Some(timeout))?;
             // A UNIX peer with a full queue blocks sends: bounded too.
             s.set_write_timeout(Some(timeout))?;
-            s.send(&request)?;
+            send_gated(gate, || s.send(&request))?;
             s.recv(&mut buf)
         }
     };
@@ -70,6 +83,19 @@ pub fn call(mi: &Target, method: &str, params: Value, timeout: Duration) -> anyh
         .get("result")
         .cloned()
         .ok_or_else(|| anyhow!("{method}: the reply has neither result nor error"))
+}
+
+/// Runs `send` under `gate`'s lock if it holds true (or without a gate); else refuses.
+fn send_gated(
+    gate: Option<&Mutex<bool>>,
+    send: impl FnOnce() -> std::io::Result<usize>,
+) -> anyhow::Result<()> {
+    let open = gate.map(|g| g.lock().unwrap_or_else(PoisonError::into_inner));
+    if open.as_deref() == Some(&false) {
+        bail!("not sent: the gate is closed");
+    }
+    send()?;
+    Ok(())
 }
 
 /// A fresh path for a UNIX client socket.
