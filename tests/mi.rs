@@ -1685,12 +1685,18 @@ fn listen_on_an_unspecified_address_subscribes_the_address_toward_the_mi() {
         s.local_addr().unwrap().ip()
     };
     let v4 = FakeMi::start("127.0.0.2", |_, _| ok());
-    let v6 = FakeMi::start("::1", |_, _| ok());
-    for (spec, mi) in [
-        ("udp:0.0.0.0:0", &v4),
-        ("udp:[::]:0", &v4),
-        ("udp:[::]:0", &v6),
-    ] {
+    // Where there is no IPv6 loopback (Docker's default), the IPv4 case only.
+    let v6 = UdpSocket::bind("[::1]:0")
+        .is_ok()
+        .then(|| FakeMi::start("::1", |_, _| ok()));
+    if v6.is_none() {
+        eprintln!("SKIPPED: no IPv6 loopback here; the IPv4 listener only");
+    }
+    let mut cases = vec![("udp:0.0.0.0:0", &v4)];
+    if let Some(v6) = &v6 {
+        cases.extend([("udp:[::]:0", &v4), ("udp:[::]:0", v6)]);
+    }
+    for (spec, mi) in cases {
         let before = mi.subscribes("E_TEST").len();
         let (mut l, bound) = listen(spec, mi, &["--subscribe", "E_TEST"]);
         let port = bound.rsplit(':').next().unwrap().parse::<u16>().unwrap();
