@@ -145,7 +145,8 @@ pub struct Allowlist {
 
 impl Allowlist {
     /// Parses rules: `unix` (every UNIX socket the server may write to, `/dev/log` too),
-    /// `unix:/dir` (UNIX socket files under that directory), an address (`10.0.0.7`, `::1`)
+    /// `unix:/dir` (UNIX socket files under that directory, symbolic links followed),
+    /// an address (`10.0.0.7`, `::1`)
     /// or a network (`10.0.0.0/8`, `fd00::/8`). The error names the rule.
     pub fn parse<S: AsRef<str>>(rules: &[S]) -> Result<Allowlist, String> {
         let mut list = Allowlist {
@@ -195,10 +196,7 @@ impl Allowlist {
     pub fn allows(&self, target: &Target) -> bool {
         match target {
             Target::Unix(UnixAddr::Path(path)) => {
-                // `..` could climb out of an allowed directory.
-                self.unix
-                    || (!path.components().any(|c| c == Component::ParentDir)
-                        && self.unix_dirs.iter().any(|dir| path.starts_with(dir)))
+                self.unix || self.unix_dirs.iter().any(|dir| within(path, dir))
             }
             Target::Unix(UnixAddr::Abstract(_)) => self.unix,
             Target::Udp(addr) => {
@@ -211,6 +209,26 @@ impl Allowlist {
                     .any(|&(net, prefix)| in_net(ip, net, prefix))
             }
         }
+    }
+}
+
+/// True when the socket file `path` is under `dir`, by its name and where the file system
+/// leads it: `..` could climb out, and so could a symbolic link in the directory (a client that
+/// may create sockets there may create links too). The file, or where it will be, must be
+/// under the directory's real path; a path whose directory does not exist is refused. A link
+/// put in place of the file after this check is not seen: give `unix:/DIR` only for
+/// directories whose entries untrusted clients cannot replace.
+fn within(path: &Path, dir: &Path) -> bool {
+    if path.components().any(|c| c == Component::ParentDir) || !path.starts_with(dir) {
+        return false;
+    }
+    let real = std::fs::canonicalize(path).or_else(|_| match (path.parent(), path.file_name()) {
+        (Some(parent), Some(_)) => std::fs::canonicalize(parent),
+        _ => Err(std::io::ErrorKind::NotFound.into()),
+    });
+    match (real, std::fs::canonicalize(dir)) {
+        (Ok(real), Ok(dir)) => real.starts_with(dir),
+        _ => false,
     }
 }
 
@@ -1298,16 +1316,38 @@ mod tests {
 
     #[test]
     fn a_unix_directory_rule_allows_the_sockets_under_it_only() {
-        let a = Allowlist::parse(&["unix:/run/evdgram"]).unwrap();
-        let t = |s: &str| Target::parse(s).unwrap();
-        assert!(a.allows(&t("unix:/run/evdgram/listen.sock")));
-        assert!(a.allows(&t("/run/evdgram/deeper/x")));
-        assert!(!a.allows(&t("unix:/dev/log")));
+        let tmp = std::env::temp_dir().join(format!("evdgram-allow-{}", std::process::id()));
+        let dir = tmp.join("allowed");
+        std::fs::create_dir_all(dir.join("deeper")).unwrap();
+        std::fs::create_dir_all(tmp.join("allowed-other")).unwrap();
+        std::fs::write(tmp.join("outside.sock"), b"").unwrap();
+        std::os::unix::fs::symlink(tmp.join("outside.sock"), dir.join("link")).unwrap();
+        let rule = format!("unix:{}", dir.display());
+        let a = Allowlist::parse(&[rule.as_str()]).unwrap();
+        let allows =
+            |rel: &str| a.allows(&Target::parse(&format!("unix:{}/{rel}", tmp.display())).unwrap());
         assert!(
-            !a.allows(&t("unix:/run/evdgram-other/x")),
+            allows("allowed/listen.sock"),
+            "not there yet: its directory is"
+        );
+        assert!(allows("allowed/deeper/x"));
+        assert!(
+            !allows("allowed/missing/x"),
+            "a directory that does not exist"
+        );
+        assert!(!allows("outside.sock"));
+        assert!(
+            !allows("allowed-other/x"),
             "a prefix of names, not of paths"
         );
-        assert!(!a.allows(&t("unix:/run/evdgram/../../dev/log")));
+        assert!(!allows("allowed/../outside.sock"));
+        assert!(
+            !allows("allowed/link"),
+            "a link that leads out of the directory"
+        );
+        std::fs::remove_dir_all(&tmp).unwrap();
+        let t = |s: &str| Target::parse(s).unwrap();
+        assert!(!a.allows(&t("unix:/dev/log")));
         assert!(
             !a.allows(&t("unix:@evdgram")),
             "abstract names only with `unix`"

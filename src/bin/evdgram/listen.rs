@@ -55,7 +55,7 @@ pub struct Args {
     format: FormatArg,
     /// Subscribe this socket to EVENT through the MI endpoint (repeatable), re-subscribe before
     /// the subscription expires, and unsubscribe on exit (as opensips-event does). A listener
-    /// on 0.0.0.0 or [::] is subscribed at the local address that routes to the MI endpoint.
+    /// on `0.0.0.0` or `[::]` is subscribed at the local address that routes to the MI endpoint.
     #[arg(long, value_name = "EVENT")]
     subscribe: Vec<String>,
     /// The MI endpoint of `evdgram serve` or OpenSIPS' mi_datagram: udp:HOST:PORT or a UNIX
@@ -214,7 +214,10 @@ impl Subscriptions {
             return;
         }
         // From here no subscribe is sent; one being sent is out before the unsubscribes.
-        *self.may_subscribe.lock().unwrap_or_else(PoisonError::into_inner) = false;
+        *self
+            .may_subscribe
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = false;
         let deadline = Instant::now() + MI_EXIT_TIMEOUT;
         let (tx, rx) = mpsc::channel();
         for i in 0..made {
