@@ -57,9 +57,12 @@ pub fn call_gated(
             let addr = mi.unix_socket_addr().expect("a UNIX target")?;
             s.connect_addr(&addr)?;
             s.set_read_timeout(Some(timeout))?;
-            // A UNIX peer with a full queue blocks sends: bounded too.
+            // A UNIX peer with a full queue blocks sends: bounded too, and not at all under a
+            // gate, whose lock the send holds (a full queue is then a failure, retried later).
             s.set_write_timeout(Some(timeout))?;
+            s.set_nonblocking(gate.is_some())?;
             send_gated(gate, || s.send(&request))?;
+            s.set_nonblocking(false)?;
             s.recv(&mut buf)
         }
     };
