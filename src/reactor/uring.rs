@@ -62,27 +62,53 @@ const RUN_SHIFT: u32 = 32;
 const INDEX_MASK: u64 = (1 << RUN_SHIFT) - 1;
 const GSO_MESSAGE: u64 = 1 << 60;
 
+/// A writability poll's `user_data`: [`TAG_WRITABLE`], its socket's generation above
+/// `RUN_SHIFT`, the slot below.
+const GENERATION_MASK: u64 = (1 << 28) - 1;
+
 /// The state of the polls that stay in flight between rounds.
 #[derive(Default)]
 struct Polls {
     wake_armed: bool,
     /// Per slot: a writability poll is in flight.
     watching: Vec<bool>,
+    /// Per slot: how many sockets it has had. A poll of an earlier socket (cancelled with it,
+    /// or completed before it went and reaped after) is not the slot's current one.
+    generation: Vec<u32>,
     /// Slots found writable, reported by the next `wait`.
     ready: Vec<u32>,
     woken: bool,
 }
 
 impl Polls {
-    /// Books a completion that is not a send (`res`: its result).
-    fn note(&mut self, user_data: u64, res: i32) {
+    /// The `user_data` of `slot`'s writability poll.
+    fn writable_tag(&self, slot: u32) -> u64 {
+        let generation = self.generation.get(slot as usize).copied().unwrap_or(0);
+        TAG_WRITABLE | ((u64::from(generation) & GENERATION_MASK) << RUN_SHIFT) | u64::from(slot)
+    }
+
+    /// `slot`'s socket is gone: polls of it, in flight or not yet reaped, are not its next's.
+    fn forget(&mut self, slot: u32) {
+        let i = slot as usize;
+        if self.generation.len() <= i {
+            self.generation.resize(i + 1, 0);
+        }
+        self.generation[i] = self.generation[i].wrapping_add(1);
+        if let Some(w) = self.watching.get_mut(i) {
+            *w = false;
+        }
+    }
+
+    /// Books a completion that is not a send.
+    fn note(&mut self, user_data: u64) {
         if user_data == TAG_WAKE {
             self.wake_armed = false;
             self.woken = true;
-        } else if user_data & TAG_WRITABLE != 0 && res != -libc::ECANCELED {
-            // A cancelled poll was removed with its socket (`remove_socket` cleared its flag):
-            // its slot may hold another target by now, whose own poll must not be taken for it.
-            let slot = (user_data & !TAG_WRITABLE) as u32;
+        } else if user_data & TAG_WRITABLE != 0 {
+            let slot = (user_data & INDEX_MASK) as u32;
+            if user_data != self.writable_tag(slot) {
+                return;
+            }
             if let Some(w) = self.watching.get_mut(slot as usize) {
                 *w = false;
             }
@@ -146,7 +172,7 @@ impl UringBackend {
                 }
             }
             for cqe in self.ring.completion() {
-                self.polls.note(cqe.user_data(), cqe.result());
+                self.polls.note(cqe.user_data());
             }
         }
     }
@@ -278,7 +304,7 @@ impl UringBackend {
             for cqe in self.ring.completion() {
                 let user_data = cqe.user_data();
                 if user_data & (TAG_WAKE | TAG_WRITABLE | TAG_REMOVE) != 0 {
-                    self.polls.note(user_data, cqe.result());
+                    self.polls.note(user_data);
                     continue;
                 }
                 left -= 1;
@@ -348,12 +374,12 @@ impl SendBackend for UringBackend {
             .copied()
             .unwrap_or(false)
         {
-            self.polls.watching[slot as usize] = false;
-            let remove = opcode::PollRemove::new(TAG_WRITABLE | u64::from(slot))
+            let remove = opcode::PollRemove::new(self.polls.writable_tag(slot))
                 .build()
                 .user_data(TAG_REMOVE);
             self.push(remove);
         }
+        self.polls.forget(slot);
         if let Some(registered) = self.registered.get_mut(slot as usize) {
             if std::mem::take(registered) {
                 let _ = self.ring.submitter().register_files_update(slot, &[-1]);
@@ -405,7 +431,8 @@ impl SendBackend for UringBackend {
             FdRef::Fixed(f) => opcode::PollAdd::new(f, libc::POLLOUT as u32),
             FdRef::Raw(f) => opcode::PollAdd::new(f, libc::POLLOUT as u32),
         };
-        self.push(poll.build().user_data(TAG_WRITABLE | u64::from(slot)));
+        let tag = self.polls.writable_tag(slot);
+        self.push(poll.build().user_data(tag));
     }
 
     fn wait(
@@ -445,7 +472,7 @@ impl SendBackend for UringBackend {
             _ => {}
         }
         for cqe in self.ring.completion() {
-            self.polls.note(cqe.user_data(), cqe.result());
+            self.polls.note(cqe.user_data());
         }
         if std::mem::take(&mut self.polls.woken) {
             wake.drain();
@@ -460,16 +487,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_poll_cancelled_with_its_socket_does_not_stand_for_the_slot_s_next_one() {
-        // Slot 3's socket was removed with its poll in flight; a new target took the slot and
-        // is waiting for its own poll.
-        let mut polls = Polls {
-            watching: vec![false, false, false, true],
-            ..Polls::default()
-        };
-        polls.note(TAG_WRITABLE | 3, -libc::ECANCELED);
+    fn a_poll_of_a_slot_s_earlier_socket_does_not_stand_for_its_next_one() {
+        // Slot 3's socket waits for writability; it is removed, and a new target takes the
+        // slot and waits for its own poll.
+        let mut polls = Polls::default();
+        let old = polls.writable_tag(3);
+        polls.forget(3);
+        let new = polls.writable_tag(3);
+        assert_ne!(old, new);
+        polls.watching = vec![false, false, false, true];
+        // The old poll's completion (cancelled, or done before the removal) comes in.
+        polls.note(old);
         assert_eq!((polls.watching[3], polls.ready.len()), (true, 0));
-        polls.note(TAG_WRITABLE | 3, libc::POLLOUT as i32);
+        polls.note(new);
         assert_eq!(
             (polls.watching[3], polls.ready.as_slice()),
             (false, &[3][..])
