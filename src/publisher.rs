@@ -356,7 +356,7 @@ impl Publisher {
             Err(TrySendError::Full(m)) if shared.count_full(&self.tx) => {
                 Err(RaiseError::QueueFull(m.event, m.params))
             }
-            // Shutting down: the queue is closed.
+            // Found full as the queue closed: not raised, and not counted.
             Err(TrySendError::Full(m)) => Err(RaiseError::ShutDown(m.event, m.params)),
             // Shutting down: the queue is closed.
             Err(TrySendError::Disconnected(m)) => Err(RaiseError::ShutDown(m.event, m.params)),
