@@ -3,7 +3,8 @@
 //!
 //! The search doubles the rate from `--rate` until a step fails (or `--max-rate` passes), then
 //! bisects geometrically between the best passing and the lowest failing rate until they are
-//! within 10 % or `--steps` runs were made. Each result says which of these ended it
+//! within 10 % or `--steps` runs were made; while no step has passed, it steps down by 4x
+//! (down to 1/s). Each result says which of these ended it
 //! ([`Bound`]): only a converged search measured a limit.
 
 use std::io::Write;

@@ -2,8 +2,10 @@
 //!
 //! Both encoders write into a caller-provided buffer and return the length, or
 //! [`EncodeError::TooLarge`] with the exact length the datagram would have had: never a truncated
-//! datagram. Pass a buffer of [`MAX_DATAGRAM`] bytes to be limited by the protocol only. The line
-//! encoder also refuses params decoded from `jsonrpc` whose names it cannot carry
+//! datagram. Pass a buffer of [`MAX_DATAGRAM`] bytes to be limited by the protocol only. Both
+//! refuse an event name that is empty or holds a line break ([`EncodeError::InvalidEventName`]);
+//! [`Format::encode_validated`] skips that check for an [`EventName`]. The
+//! line encoder also refuses params decoded from `jsonrpc` whose names it cannot carry
 //! ([`EncodeError::ParamNameNotLine`]).
 
 pub mod jsonrpc;

@@ -10,8 +10,9 @@
 //! borrow checker forbids releasing or reusing them while the kernel may read them. The other
 //! operations left in flight between rounds (`POLL_ADD`, `POLL_REMOVE`) carry no user memory.
 //!
-//! A target's sends in a round form one chain (`IOSQE_IO_LINK`) once its receiver has been
-//! full (`Slot::linked`) or when a GSO message may be refused: the kernel runs them in order
+//! A target's sends in a round form one chain (`IOSQE_IO_LINK`) always for a UNIX target, for a
+//! UDP target once its receiver has been full (`Slot::linked`) and when a GSO message may be
+//! refused: the kernel runs them in order
 //! and cancels the rest of the chain at the first failure, so a datagram that meets a full
 //! receiver (`EAGAIN`) is retried without any later one overtaking it. A UDP chain cut by a
 //! failure of one datagram alone (a closed port) goes on in another pass of the same round.

@@ -5,7 +5,7 @@ use std::fmt::Write;
 use crate::result::{cause, RunResult};
 use crate::units::{human_count, human_ns};
 
-/// Column headers (the JSON field each comes from is in the README).
+/// Column headers (the JSON field each comes from is in docs/loadgen.md).
 pub const HEADERS: [&str; 16] = [
     "size",
     "transport",

@@ -5,8 +5,8 @@
 //! - `evdgram listen SPEC [--format auto|line|jsonrpc]` receives datagrams on a UDP or UNIX
 //!   socket and prints every event as one JSON object per line; with `--subscribe EVENT` it
 //!   subscribes itself through an MI endpoint, and unsubscribes on exit.
-//! - `evdgram raise [--format F] --to SPEC[,SPEC...] EVENT [--params JSON] [--count N]
-//!   [--timeout SECS]` sends an event through a dispatcher and prints the final counters; it
+//! - `evdgram raise [--format F] --to SPEC[,SPEC...] [--to-one SPEC] EVENT [--params JSON]
+//!   [--count N] [--timeout SECS] [--backend B]` sends an event through a dispatcher and prints the final counters; it
 //!   ends in bounded time whatever the receivers do (stalled ones: drops, counted).
 //! - `evdgram serve [--config FILE] [--mi SPEC]... [--publish E_A,E_B] [--format F]` runs a
 //!   dispatcher with an MI control endpoint (JSON-RPC 2.0 over datagrams, as OpenSIPS).
