@@ -12,10 +12,10 @@
 //!
 //! A target's sends in a round form one chain (`IOSQE_IO_LINK`) always for a UNIX target, for a
 //! UDP target once its receiver has been full (`Slot::linked`) and when a GSO message may be
-//! refused: the kernel runs them in order
-//! and cancels the rest of the chain at the first failure, so a datagram that meets a full
-//! receiver (`EAGAIN`) is retried without any later one overtaking it. A UDP chain cut by a
-//! failure of one datagram alone (a closed port) goes on in another pass of the same round.
+//! refused: the kernel runs them in order and cancels the rest of the chain at the first
+//! failure, so a datagram that meets a full receiver (`EAGAIN`) is retried without any later
+//! one overtaking it. A UDP chain cut by a failure of one datagram alone (a closed port) goes
+//! on in another pass of the same round.
 
 #![allow(unsafe_code)]
 
