@@ -196,6 +196,15 @@ impl Plan {
                     "{flag} {d} is too long: at most {MAX_DURATION_TEXT}"
                 ));
             }
+            // Each producer's sequence numbers would wrap, and read as duplicates.
+            let per_producer = self.rate.per_s() / self.producers as f64 * d.0 as f64 / 1e9;
+            if per_producer >= crate::payload::MAX_EVENTS_PER_PRODUCER as f64 {
+                return bad(format!(
+                    "--rate x {flag} {d}: {per_producer:.3e} events per producer, more than \
+                     its {:.0e} sequence numbers (give more --producers or a shorter window)",
+                    crate::payload::MAX_EVENTS_PER_PRODUCER as f64
+                ));
+            }
         }
         if self.tick.0 == 0 || self.tick.0 > 1_000_000_000 {
             return bad("--tick: above 0 and at most 1s".into());

@@ -421,6 +421,11 @@ fn usage_errors_exit_2_with_a_message() {
             "--duration 18446744040.00s is too long: at most a week",
         ),
         (&["--warmup", "10081m"], "--warmup 604860.00s is too long"),
+        // 10^12 sequence numbers per producer: 2G/s for a week is more.
+        (
+            &["--rate", "2000M", "--duration", "10080m"],
+            "more than its 1e12 sequence numbers",
+        ),
         (
             &[
                 "sink",
