@@ -17,7 +17,7 @@ pub const MAX_PRODUCERS: usize = 999;
 
 const SEQ_DIGITS: usize = 12;
 
-/// Events one producer may raise in one run: its sequence number has [`SEQ_DIGITS`] digits.
+/// Events one producer may raise in one run: its sequence number has 12 digits.
 pub const MAX_EVENTS_PER_PRODUCER: u64 = 10u64.pow(SEQ_DIGITS as u32);
 const NS_DIGITS: usize = 19;
 
