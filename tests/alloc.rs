@@ -809,3 +809,50 @@ fn a_stalled_receiver_of_large_events_holds_a_bounded_heap() {
     assert_eq!(c.sent + c.dropped(), accepted, "{c:?}");
     assert!(stats.is_balanced());
 }
+
+/// Small coalesced datagrams waiting for a receiver that reads none hold buffers of their own
+/// size: each held the 64 KiB buffer made for the most its datagram could take, so 1 000 of
+/// 30 bytes took 64 MiB while the queue counted 30 KB.
+#[test]
+fn small_coalesced_datagrams_waiting_for_a_stalled_receiver_hold_small_buffers() {
+    let _serial = serial();
+    const MIB: usize = 1 << 20;
+    let config = DispatcherConfig {
+        backend: BackendChoice::Syscall,
+        buffer_pool_bytes: MIB,
+        shutdown_timeout_ms: 100,
+        ..Default::default()
+    };
+    let dir = TempDir::new();
+    let d = Dispatcher::start(config).unwrap();
+    let (_rx, target) = unread_receiver(&dir, "coalesced.sock");
+    let event = d.publish("E_SMALL").unwrap();
+    let options = SubscriptionOptions {
+        format: Format::Line,
+        // Each event alone in its datagram: sealed at once.
+        coalesce: Some(Coalesce::new(MAX_DATAGRAM, Duration::ZERO).unwrap()),
+    };
+    d.subscribe_with(event, target.clone(), Expiry::Never, options)
+        .unwrap();
+    let before = LIVE_BYTES.load(Ordering::SeqCst);
+    PEAK_BYTES.store(before, Ordering::SeqCst);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut raised = 0u64;
+    // Until the target holds 1 000 datagrams (a UNIX receiver takes 10; the rest wait).
+    while d.stats().target(&target).map_or(0, |c| c.pending) < 1_000 {
+        assert!(Instant::now() < deadline, "only {raised} raised in 20 s");
+        d.raise(event, Params::new().int("seq", raised as i64).unwrap())
+            .unwrap();
+        raised += 1;
+        // One event per datagram: the reactor seals each before the next comes.
+        std::thread::sleep(Duration::from_micros(300));
+    }
+    let peak = PEAK_BYTES.load(Ordering::SeqCst) - before;
+    assert!(
+        peak < 8 * MIB,
+        "{peak} bytes more at the peak for {raised} small coalesced datagrams"
+    );
+    let stats = d.shutdown();
+    let c = stats.target(&target).unwrap();
+    assert_eq!(c.sent + c.dropped(), raised, "{c:?}");
+}

@@ -73,10 +73,7 @@ impl Pool {
     /// A buffer of at least `len` bytes (at most [`MAX_DATAGRAM`](crate::MAX_DATAGRAM)),
     /// holding one reference.
     pub fn alloc(&mut self, len: usize) -> BufRef {
-        let class = CLASSES
-            .iter()
-            .position(|&c| len <= c)
-            .unwrap_or(CLASSES.len() - 1);
+        let class = class_for(len);
         if self.free[class].is_empty() {
             // Double the class, by MIN_GROWTH at least (at least one buffer, the one asked for,
             // even beyond keep_bytes).
@@ -188,10 +185,30 @@ impl Pool {
         dst[at..at + len].copy_from_slice(&src[from..from + len]);
     }
 
+    /// `buf`, or a copy of its first `len` bytes in a buffer of the smallest class that holds
+    /// them when that is a smaller class than `buf`'s (which goes back to the pool).
+    pub fn fit(&mut self, buf: BufRef, len: usize) -> BufRef {
+        if class_for(len) >= usize::from(self.slots[buf.0 as usize].class) {
+            return buf;
+        }
+        let fitted = self.alloc(len);
+        self.copy(&fitted, 0, &buf, 0, len);
+        self.release(buf);
+        fitted
+    }
+
     /// The buffer behind an index held by a queued datagram.
     pub fn get(&self, index: u32) -> &[u8] {
         &self.slots[index as usize].data
     }
+}
+
+/// The smallest class whose buffers hold `len` bytes (the largest for anything larger).
+fn class_for(len: usize) -> usize {
+    CLASSES
+        .iter()
+        .position(|&size| len <= size)
+        .unwrap_or(CLASSES.len() - 1)
 }
 
 #[cfg(test)]
@@ -211,6 +228,22 @@ mod tests {
         assert_eq!(b.index(), ai, "a free buffer of the class is reused");
         let big = pool.alloc(crate::MAX_DATAGRAM);
         assert_eq!(pool.get(big.index()).len(), crate::MAX_DATAGRAM);
+    }
+
+    #[test]
+    fn a_datagram_is_fitted_into_the_smallest_class_that_holds_it() {
+        let mut pool = Pool::new(1 << 20, 0);
+        let big = pool.alloc(crate::MAX_DATAGRAM);
+        pool.bytes_mut(&big)[..5].copy_from_slice(b"E_X\n\n");
+        let free_large = pool.free[CLASSES.len() - 1].len();
+        let fitted = pool.fit(big, 5);
+        assert_eq!(pool.get(fitted.index()).len(), 512);
+        assert_eq!(&pool.get(fitted.index())[..5], b"E_X\n\n");
+        let back = pool.free[CLASSES.len() - 1].len() - free_large;
+        assert_eq!(back, 1, "the large buffer went back");
+        let same = pool.fit(fitted, 5);
+        assert_eq!(pool.get(same.index()).len(), 512, "already snug: kept");
+        pool.release(same);
     }
 
     #[test]

@@ -298,7 +298,14 @@ impl<B: SendBackend> Reactor<B> {
     /// Queues a slot's open coalesced datagram or GSO run.
     fn seal(slot: &mut Slot, index: u32, pool: &mut Pool, active: &mut Vec<u32>, bound: Bound) {
         if let Some(o) = slot.open.take() {
-            Self::enqueue(slot, index, o.into(), pool, active, bound);
+            let mut q = Queued::from(o);
+            if !slot.queue.is_empty() || slot.blocked {
+                // It will wait behind others: in a buffer of its size, not the one made for
+                // the most it could have held (64 KB for a coalesced datagram of 15 bytes), so
+                // that what a slow receiver holds is bounded by the queue's bytes.
+                q.buf = pool.fit(q.buf, q.len as usize);
+            }
+            Self::enqueue(slot, index, q, pool, active, bound);
         }
     }
 
