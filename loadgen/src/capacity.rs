@@ -504,16 +504,7 @@ mod tests {
             |rate: Rate| {
                 assert!(rate.events > 0 && rate.per_ns > 0, "{rate:?}");
                 tried.push(rate.per_s());
-                let mut h = crate::measure::histogram();
-                h.record(if rate.per_s() <= 3.0 {
-                    500_000
-                } else {
-                    5_000_000
-                })
-                .unwrap();
-                let mut r = crate::result::tests::dummy(64, vec![h], 0);
-                r.latency_ns = crate::measure::Percentiles::of(&r.latency, 1.0);
-                Ok(r)
+                knee_at(3.0)(rate)
             },
         )
         .unwrap();

@@ -14,10 +14,10 @@ pub fn check(t: &Thresholds, runs: &[RunResult]) -> Vec<String> {
             match v {
                 Some(v) if v <= limit.0 => {}
                 Some(v) => failed.push(format!(
-                    "{flag} {}: {run} measured {} ({:.1}x over)",
+                    "{flag} {}: {run} measured {} ({})",
                     human_ns(limit.0 as f64),
                     human_ns(v as f64),
-                    v as f64 / limit.0.max(1) as f64
+                    factor(v as f64, limit.0 as f64, "over")
                 )),
                 None => failed.push(format!(
                     "{flag} {}: {run} not measured (loss too high to know the percentile)",
@@ -64,7 +64,7 @@ fn percent(fraction: f64) -> String {
     s.trim_end_matches('0').trim_end_matches('.').to_owned()
 }
 
-/// How far a value is past its limit, as the latency thresholds say it: `(250.00x over)`.
+/// How far a value is past its limit, for every threshold: `250.00x over`.
 fn factor(bigger: f64, smaller: f64, side: &str) -> String {
     if smaller > 0.0 {
         format!("{:.2}x {side}", bigger / smaller)

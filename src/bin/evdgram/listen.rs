@@ -20,7 +20,6 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex, PoisonError, TryLockError};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -93,18 +92,19 @@ struct Subscriptions {
     events: Vec<String>,
     expire: u64,
     format: Option<&'static str>,
-    /// Set once unsubscribing starts: renewals stop. A flag, not a lock held during MI calls,
-    /// so that an exit never waits for a renewal's reply.
-    done: AtomicBool,
-    /// True until unsubscribing starts: a subscribe is sent only under this lock while it
-    /// holds true, so that none goes out after an unsubscribe and outlives it at the server
-    /// (the lock is held for the send, not for the reply).
+    /// True until unsubscribing starts; then renewals stop. A subscribe is sent only under
+    /// this lock while it holds true, so that none goes out after an unsubscribe and outlives
+    /// it at the server. The lock is held for the (non-blocking) send, never for a reply, so
+    /// an exit does not wait for a renewal's.
     may_subscribe: Mutex<bool>,
 }
 
 impl Subscriptions {
     fn is_done(&self) -> bool {
-        self.done.load(Ordering::SeqCst)
+        !*self
+            .may_subscribe
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Subscribes every event, in order, and returns when each call started (its lifetime
@@ -210,14 +210,17 @@ impl Subscriptions {
     /// after it starts. The calls go out together and are waited for `MI_EXIT_TIMEOUT` in
     /// all. Errors are reported, not returned.
     fn unsubscribe(self: &Arc<Self>, made: usize) {
-        if self.done.swap(true, Ordering::SeqCst) || made == 0 {
+        // From here no subscribe is sent; one being sent is out before the unsubscribes.
+        let was_open = std::mem::replace(
+            &mut *self
+                .may_subscribe
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+            false,
+        );
+        if !was_open || made == 0 {
             return;
         }
-        // From here no subscribe is sent; one being sent is out before the unsubscribes.
-        *self
-            .may_subscribe
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = false;
         let deadline = Instant::now() + MI_EXIT_TIMEOUT;
         let (tx, rx) = mpsc::channel();
         for i in 0..made {
@@ -354,7 +357,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             FormatArg::Line => Some("line"),
             FormatArg::Jsonrpc => Some("jsonrpc"),
         },
-        done: AtomicBool::new(false),
         may_subscribe: Mutex::new(true),
     });
     let on_signal = Arc::clone(&cleanup);
