@@ -17,6 +17,7 @@
 use std::fs;
 use std::io::{self, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
@@ -284,14 +285,15 @@ impl Subscriptions {
 }
 
 /// The spec subscribers are given: the bound address, with an unspecified IP replaced by the
-/// one the MI endpoint's host reaches us at.
-fn subscription_spec(bound: &Target, mi: &Target) -> String {
+/// one the MI endpoint's host reaches us at. `takes_ipv4` says whether a socket bound to `[::]`
+/// also takes IPv4 datagrams (see [`takes_ipv4`]).
+fn subscription_spec(bound: &Target, mi: &Target, takes_ipv4: bool) -> String {
     match bound {
         Target::Udp(addr) if addr.ip().is_unspecified() => {
             let ip = match local_ip_toward(mi) {
-                // An IPv4-only socket cannot take IPv6 datagrams; a dual-stack one takes both.
-                Some(ip) if addr.is_ipv6() || ip.is_ipv4() => ip,
-                // A UNIX endpoint is on this host.
+                // An IPv4 socket takes only IPv4; an IPv6 one IPv4 too unless it is IPv6-only.
+                Some(ip) if ip.is_ipv4() == addr.is_ipv4() || (ip.is_ipv4() && takes_ipv4) => ip,
+                // A UNIX endpoint, or one of the other family: it is on this host.
                 _ if addr.is_ipv4() => Ipv4Addr::LOCALHOST.into(),
                 _ => Ipv6Addr::LOCALHOST.into(),
             };
@@ -299,6 +301,31 @@ fn subscription_spec(bound: &Target, mi: &Target) -> String {
         }
         other => other.to_string(),
     }
+}
+
+/// Whether a UDP socket takes IPv4 datagrams: an IPv4 one does; an IPv6 one unless it is
+/// IPv6-only (`IPV6_V6ONLY`, which `net.ipv6.bindv6only` sets by default on some systems).
+fn takes_ipv4(s: &UdpSocket) -> bool {
+    let Ok(local) = s.local_addr() else {
+        return false;
+    };
+    if local.is_ipv4() {
+        return true;
+    }
+    let mut v6only: libc::c_int = 1;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `v6only` is a live c_int and `len` its exact size; the kernel writes at most
+    // `len` bytes into it and the new length into `len`.
+    let rc = unsafe {
+        libc::getsockopt(
+            s.as_raw_fd(),
+            libc::IPPROTO_IPV6,
+            libc::IPV6_V6ONLY,
+            (&mut v6only as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    rc == 0 && v6only == 0
 }
 
 /// The source address the kernel picks toward a UDP MI endpoint (connecting a UDP socket
@@ -348,7 +375,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let (socket, bound, created) = bind(&args.spec)?;
     let cleanup = Arc::new(Cleanup(Mutex::new(created)));
     let subs = Arc::new(Subscriptions {
-        socket: subscription_spec(&bound, &args.mi),
+        socket: subscription_spec(&bound, &args.mi, socket.takes_ipv4()),
         mi: args.mi.clone(),
         events: args.subscribe.clone(),
         expire: args.expire,
@@ -430,6 +457,14 @@ impl Socket {
         match self {
             Socket::Udp(s) => s.recv(buf),
             Socket::Unix(s) => s.recv(buf),
+        }
+    }
+
+    /// Whether it takes IPv4 datagrams (a UNIX socket: no).
+    fn takes_ipv4(&self) -> bool {
+        match self {
+            Socket::Udp(s) => takes_ipv4(s),
+            Socket::Unix(_) => false,
         }
     }
 }
@@ -636,5 +671,50 @@ impl<'a> JsonEvent<'a> {
                 })
                 .collect(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn udp(spec: &str) -> Target {
+        Target::parse(spec).expect("valid spec")
+    }
+
+    #[test]
+    fn an_ipv6_only_listener_on_all_addresses_subscribes_an_ipv6_address() {
+        let (any6, mi4) = (udp("udp:[::]:9"), udp("udp:127.0.0.1:8080"));
+        assert_eq!(subscription_spec(&any6, &mi4, true), "udp:127.0.0.1:9");
+        assert_eq!(subscription_spec(&any6, &mi4, false), "udp:[::1]:9");
+        let mi6 = udp("udp:[::1]:8080");
+        assert_eq!(subscription_spec(&any6, &mi6, false), "udp:[::1]:9");
+        let any4 = udp("udp:0.0.0.0:9");
+        assert_eq!(subscription_spec(&any4, &mi6, false), "udp:127.0.0.1:9");
+        assert_eq!(subscription_spec(&any4, &mi4, false), "udp:127.0.0.1:9");
+    }
+
+    #[test]
+    fn a_socket_says_whether_it_takes_ipv4() {
+        use std::os::fd::{FromRawFd, OwnedFd};
+        let v4 = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        assert!(takes_ipv4(&v4));
+        // SAFETY: plain socket(2); its fd is owned by the `OwnedFd` at once.
+        let fd = unsafe { libc::socket(libc::AF_INET6, libc::SOCK_DGRAM, 0) };
+        if fd < 0 {
+            return; // No IPv6 here.
+        }
+        // SAFETY: `fd` is a fresh, open socket that nothing else owns.
+        let unbound = UdpSocket::from(unsafe { OwnedFd::from_raw_fd(fd) });
+        // Not bound yet (as `[::]` would be, which a test may not bind), its IPV6_V6ONLY is the
+        // system's default.
+        let v6only_default = fs::read_to_string("/proc/sys/net/ipv6/bindv6only")
+            .expect("an IPv6 host has this sysctl")
+            .trim()
+            == "1";
+        assert_eq!(takes_ipv4(&unbound), !v6only_default);
+        // Bound to one IPv6 address, the kernel makes it IPv6-only.
+        let v6 = UdpSocket::bind("[::1]:0").expect("bind ::1");
+        assert!(!takes_ipv4(&v6));
     }
 }
