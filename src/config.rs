@@ -636,6 +636,14 @@ impl MiConfig {
     /// Checks `listen` with `allow_remote_control`: the one check of two keys together, made
     /// once both are read.
     fn check_listen(&self) -> Result<(), ConfigError> {
+        self.listen_targets().map(drop)
+    }
+
+    /// The MI sockets to serve: `listen` parsed, each checked against `allow_remote_control`.
+    /// Bind these, not `listen` parsed again: a host name may resolve differently the second
+    /// time, past the check.
+    pub fn listen_targets(&self) -> Result<Vec<Target>, ConfigError> {
+        let mut targets = Vec::with_capacity(self.listen.len());
         for (i, spec) in self.listen.iter().enumerate() {
             let target = Target::parse_bind(spec)
                 .map_err(|e| ConfigError::Invalid(format!("mi.listen[{i}]: {e}")))?;
@@ -645,8 +653,9 @@ impl MiConfig {
                      set mi.allow_remote_control: true to serve MI to other hosts"
                 )));
             }
+            targets.push(target);
         }
-        Ok(())
+        Ok(targets)
     }
 }
 

@@ -452,3 +452,21 @@ fn serve_reports_a_config_error_once_with_file_line_and_key() {
         "{err}"
     );
 }
+
+#[test]
+fn the_mi_sockets_to_bind_are_the_ones_checked() {
+    let mut mi = Config::default().mi;
+    mi.listen = vec!["udp:127.0.0.1:0".into(), "unix:/tmp/x.sock".into()];
+    let targets: Vec<String> = mi
+        .listen_targets()
+        .expect("loopback and UNIX")
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(targets, ["udp:127.0.0.1:0", "unix:/tmp/x.sock"]);
+    mi.listen.push("udp:10.0.0.1:8080".into());
+    let err = mi.listen_targets().unwrap_err().to_string();
+    assert!(err.starts_with("mi.listen[2]: "), "{err}");
+    mi.allow_remote_control = true;
+    assert_eq!(mi.listen_targets().expect("allowed").len(), 3);
+}

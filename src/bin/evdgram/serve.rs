@@ -69,7 +69,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         config.dispatcher.default_format = format.into();
     }
     config.mi.validate()?;
-    if config.mi.listen.is_empty() {
+    let mi_targets = config.mi.listen_targets()?;
+    if mi_targets.is_empty() {
         bail!("no MI socket to serve: give --mi SPEC or set mi.listen");
     }
 
@@ -80,9 +81,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     // UNIX sockets are created 0660 (umask 0117 while binding): set after bind, the mode would
     // leave a moment in which the process's umask lets others connect.
     let umask = Umask::set(0o117);
-    for spec in &config.mi.listen {
-        let target = Target::parse_bind(spec)?;
-        let (socket, bound, created) = listen::bind(&target).context("cannot serve MI")?;
+    for target in &mi_targets {
+        let (socket, bound, created) = listen::bind(target).context("cannot serve MI")?;
         cleanup.add(created);
         listeners.push((socket, bound));
     }
