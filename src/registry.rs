@@ -4,7 +4,8 @@
 //! generation number; the reactor checks that number for each event it reads and, when it
 //! changed, takes an immutable [`Snapshot`] of the subscriptions, built then. A change is
 //! therefore visible to every event raised after the change returns: that event is read by the
-//! reactor after the generation was bumped. Building the snapshot when it is read, not at each
+//! reactor after the generation was bumped. (An event raised before, still queued, is routed
+//! by the subscriptions of when it is read.) Building the snapshot when it is read, not at each
 //! change, keeps a burst of changes (thousands of static subscriptions at start) linear: one
 //! snapshot for the burst, not one of every size up to it.
 
