@@ -7,6 +7,7 @@
 //!
 //! See `config/event-datagram.yaml` for a commented example with every key.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
@@ -682,16 +683,145 @@ pub enum ConfigError {
     Invalid(String),
 }
 
+/// A parse error's message: where it is, the key it is at (the parser names it only for a
+/// value out of range, which our checks report), what is wrong, and the snippet, headed by
+/// `source`.
+fn parse_error_message(e: &serde_saphyr::Error, text: &str, source: &str) -> String {
+    let key = e
+        .location()
+        .and_then(|at| key_path_at(text, usize::try_from(at.line()).ok()?));
+    let formatter = NamingKey {
+        key: key.as_deref(),
+    };
+    let mut options = serde_saphyr::RenderOptions::new(&formatter);
+    options.source_name = Some(source);
+    e.render_with_options(options)
+}
+
+/// Words a parse error for whoever wrote the file (the parser's default adds advice to its
+/// caller), with its key first, as our range checks do.
+struct NamingKey<'a> {
+    key: Option<&'a str>,
+}
+
+impl serde_saphyr::MessageFormatter for NamingKey<'_> {
+    fn format_message<'e>(&self, err: &'e serde_saphyr::Error) -> Cow<'e, str> {
+        let message = serde_saphyr::UserMessageFormatter.format_message(err);
+        let Some(key) = self.key else {
+            return message;
+        };
+        if message.starts_with(key) {
+            return message;
+        }
+        // Our own checks name the key alone (`expire: ...`): the whole path replaces it.
+        let last = key.rsplit(['.', ']']).next().unwrap_or(key);
+        let rest = message
+            .strip_prefix(last)
+            .and_then(|m| m.strip_prefix(": "))
+            .unwrap_or(&message);
+        Cow::Owned(format!("{key}: {rest}"))
+    }
+}
+
+/// The key of the entry on 1-based `line` of block-style YAML `text`, with the keys and
+/// sequence indices above it: `dispatcher.queue_capacity`, `subscriptions[1].socket`. `None`
+/// where the line starts no entry (flow style inside, a value's continuation).
+fn key_path_at(text: &str, line: usize) -> Option<String> {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut at = line.checked_sub(1)?;
+    let mut here = YamlLine::read(lines.get(at)?)?;
+    // Innermost first.
+    let mut path = vec![here.key?.to_owned()];
+    // Each turn finds what holds the mapping `here` is an entry of.
+    while here.key_column > 0 || here.dash_column.is_some() {
+        // The mapping is a sequence item if an entry of it starts one (`- key: ...`).
+        let mut item = here.dash_column;
+        let mut index = 0;
+        let parent = loop {
+            at = at.checked_sub(1)?;
+            let Some(l) = YamlLine::read(lines[at]) else {
+                continue;
+            };
+            match item {
+                Some(dash) if l.dash_column == Some(dash) => index += 1,
+                Some(dash) if l.key.is_some() && l.key_column <= dash => break l,
+                // The first dash above us left of our keys starts the item our mapping is.
+                None if l.dash_column.is_some_and(|d| d < here.key_column) => {
+                    item = l.dash_column;
+                }
+                None if l.key.is_some() && l.key_column < here.key_column => break l,
+                _ => {}
+            }
+        };
+        if item.is_some() {
+            path.push(format!("[{index}]"));
+        }
+        path.push(parent.key?.to_owned());
+        here = parent;
+    }
+    let mut joined = String::new();
+    for part in path.iter().rev() {
+        if !joined.is_empty() && !part.starts_with('[') {
+            joined.push('.');
+        }
+        joined.push_str(part);
+    }
+    Some(joined)
+}
+
+/// One line of block-style YAML, as [`key_path_at`] reads it.
+struct YamlLine<'a> {
+    /// The column of its `- `, if it starts a sequence item.
+    dash_column: Option<usize>,
+    /// The column its key (or value) starts at.
+    key_column: usize,
+    /// The key it starts, if any.
+    key: Option<&'a str>,
+}
+
+impl<'a> YamlLine<'a> {
+    /// `None` for a blank or comment line.
+    fn read(line: &'a str) -> Option<Self> {
+        let indent = line.len() - line.trim_start_matches(' ').len();
+        let mut rest = &line[indent..];
+        if rest.is_empty() || rest.starts_with('#') {
+            return None;
+        }
+        let mut dash_column = None;
+        let mut key_column = indent;
+        if rest == "-" || rest.starts_with("- ") {
+            dash_column = Some(indent);
+            let after = rest[1..].trim_start_matches(' ');
+            key_column = line.len() - after.len();
+            rest = after;
+        }
+        let key = rest.split_once(':').and_then(|(k, v)| {
+            let plain = !k.is_empty() && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+            (plain && (v.is_empty() || v.starts_with([' ', '#']))).then_some(k)
+        });
+        Some(YamlLine {
+            dash_column,
+            key_column,
+            key,
+        })
+    }
+}
+
 impl Config {
     /// Parses YAML text.
     pub fn from_yaml(text: &str) -> Result<Self, ConfigError> {
+        Self::parse(text, "config")
+    }
+
+    /// Parses YAML text read from `source` (a file's path, or a name for the messages).
+    fn parse(text: &str, source: &str) -> Result<Self, ConfigError> {
         // Comments are not read: kept, the parser buffers those after a section left empty
         // while it looks for the section's value, and refuses more than 32 (a section of the
         // example file commented out).
         let options = serde_saphyr::options! { emit_comments: false };
         // Every value is checked as it is read; what is left needs two keys.
         let config: Config = serde_saphyr::from_str_with_options(text, options)
-            .map_err(|e| ConfigError::Parse(e.to_string()))?;
+            .map_err(|e| ConfigError::Parse(parse_error_message(&e, text, source)))?;
         config.mi.check_listen()?;
         Ok(config)
     }
@@ -702,7 +832,7 @@ impl Config {
             path: path.display().to_string(),
             source,
         })?;
-        Self::from_yaml(&text).map_err(|e| match e {
+        Self::parse(&text, &path.display().to_string()).map_err(|e| match e {
             ConfigError::Parse(m) => ConfigError::Parse(format!("{}: {m}", path.display())),
             ConfigError::Invalid(m) => ConfigError::Invalid(format!("{}: {m}", path.display())),
             other => other,
@@ -713,6 +843,60 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_key_at_a_line_is_named_with_its_parents() {
+        let text = "\
+# comment
+dispatcher:
+  batch: 3
+
+  queue_capacity: lots   # why
+subscriptions:
+  - event: E_A
+    socket: x
+  -
+    event: E_B
+    coalesce:
+      max_bytes: 9
+- event: E_C
+mi:
+  listen: [a, b]
+  allow_targets:
+    - udp:x
+    - unix:/y
+";
+        let at = |line| key_path_at(text, line);
+        assert_eq!(at(1), None);
+        assert_eq!(at(2).as_deref(), Some("dispatcher"));
+        assert_eq!(at(5).as_deref(), Some("dispatcher.queue_capacity"));
+        assert_eq!(at(7).as_deref(), Some("subscriptions[0].event"));
+        assert_eq!(at(8).as_deref(), Some("subscriptions[0].socket"));
+        assert_eq!(at(10).as_deref(), Some("subscriptions[1].event"));
+        assert_eq!(
+            at(12).as_deref(),
+            Some("subscriptions[1].coalesce.max_bytes")
+        );
+        assert_eq!(at(15).as_deref(), Some("mi.listen"));
+        // A sequence item that is a value, not a key: nothing to name.
+        assert_eq!(at(17), None);
+        assert_eq!(at(99), None);
+    }
+
+    #[test]
+    fn a_wrong_type_or_a_duplicate_names_its_key_and_source() {
+        let err = Config::parse("dispatcher:\n  queue_capacity: lots\n", "x.yaml").unwrap_err();
+        let err = err.to_string();
+        assert!(
+            err.contains("dispatcher.queue_capacity: invalid u64"),
+            "{err}"
+        );
+        assert!(err.contains("--> x.yaml:2:19"), "{err}");
+        let err = Config::from_yaml("dispatcher:\n  batch: 3\n  batch: 4\n").unwrap_err();
+        let err = err.to_string();
+        assert!(err.contains("dispatcher.batch: duplicate"), "{err}");
+        assert!(!err.contains("DuplicateKeyPolicy"), "{err}");
+    }
 
     #[test]
     fn empty_yaml_is_the_defaults() {

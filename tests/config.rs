@@ -108,7 +108,7 @@ fn a_typo_in_a_key_names_the_key_and_its_line() {
     let err = parse_error(&example_with("  queue_full: block", "  queue_ful: block"));
     assert!(
         err.contains(&format!(
-            "line {line} column 3: unknown field `queue_ful`, expected one of backend, queue_capacity, queue_bytes, queue_full,"
+            "line {line} column 3: dispatcher.queue_ful: unknown field `queue_ful`, expected one of backend, queue_capacity, queue_bytes, queue_full,"
         )),
         "{err}"
     );
@@ -121,7 +121,7 @@ fn a_typo_in_a_key_names_the_key_and_its_line() {
     let err = parse_error(&example_with("    expire: 3600", "    expires: 3600"));
     assert!(
         err.contains(&format!(
-            "line {line} column 5: unknown field `expires`, expected one of event, socket, expire, format"
+            "line {line} column 5: subscriptions[1].expires: unknown field `expires`, expected one of event, socket, expire, format"
         )),
         "{err}"
     );
@@ -135,7 +135,7 @@ fn a_typo_in_a_key_names_the_key_and_its_line() {
     let _ = std::fs::remove_dir_all(&dir);
     assert!(err.starts_with(&format!("{}: ", path.display())), "{err}");
     assert!(
-        err.contains("line 3 column 3: unknown field `bacth`"),
+        err.contains("line 3 column 3: dispatcher.bacth: unknown field `bacth`"),
         "{err}"
     );
 }
@@ -145,7 +145,9 @@ fn a_wrong_type_names_the_key_and_its_line() {
     let line = line_of("  batch: 256");
     let err = parse_error(&example_with("  batch: 256", "  batch: lots"));
     assert!(
-        err.contains(&format!("line {line} column 10: invalid u64")),
+        err.contains(&format!(
+            "line {line} column 10: dispatcher.batch: invalid u64"
+        )),
         "{err}"
     );
     assert!(err.contains(&format!("{line} |   batch: lots")), "{err}");
@@ -156,7 +158,9 @@ fn a_wrong_type_names_the_key_and_its_line() {
         "  allow_remote_control: 3",
     ));
     assert!(
-        err.contains(&format!("line {line} column 25: invalid boolean")),
+        err.contains(&format!(
+            "line {line} column 25: mi.allow_remote_control: invalid boolean"
+        )),
         "{err}"
     );
     assert!(
@@ -376,7 +380,8 @@ fn expire_takes_seconds_or_never_in_every_form_it_took() {
 #[test]
 fn a_bad_expire_says_what_is_accepted() {
     let line = line_of("    expire: 3600");
-    let expected = "expire: expected seconds (a whole number, 0 = never) or `never`, found";
+    let expected =
+        "subscriptions[1].expire: expected seconds (a whole number, 0 = never) or `never`, found";
     for (value, found) in [
         ("-1", "integer `-1`"),
         ("1.5", "floating point `1.5`"),
@@ -399,7 +404,7 @@ fn a_bad_expire_says_what_is_accepted() {
     ));
     assert!(
         err.contains(&format!(
-            "line {line} column 13: expire: too many seconds (at most 18446744073709551615; 0 or `never` for no expiry)"
+            "line {line} column 13: subscriptions[1].expire: too many seconds (at most 18446744073709551615; 0 or `never` for no expiry)"
         )),
         "{err}"
     );
