@@ -46,7 +46,9 @@
 //! | -32601 | `Method not found`      | unknown method                                           |
 //! | -32602 | `Invalid params`        | wrong number, names or types of params; negative expire;  |
 //! |        |                         | floats, booleans, null or nested values in `raise_event`; |
-//! |        |                         | an event too large for a datagram in a subscriber's format |
+//! |        |                         | an event too large for a datagram in every subscriber's   |
+//! |        |                         | format (too large in some only: raised, and counted       |
+//! |        |                         | `failed_oversize` for those subscribers)                  |
 //! | 400    | `Bad parameter value`   | bad socket spec; unknown event on `event_subscribe`;      |
 //! |        |                         | an invalid name `publish_on_demand` would publish         |
 //! | 403    | `Destination not allowed` | the socket is outside `mi.allow_targets`               |
@@ -544,21 +546,29 @@ impl MiHandler {
         Ok(Reply::Ok)
     }
 
-    /// Refuses an event that would not fit in a datagram in one of `formats`.
+    /// Refuses an event that would fit in a datagram in none of `formats` (if any): nobody
+    /// could get it. One that fits in some is raised; the reactor counts it `failed_oversize`
+    /// for the subscribers of the others, as for any raise.
     fn check_size(&self, name: &str, params: &Params, formats: &[Format]) -> Result<(), MiError> {
-        let mut buf = Vec::new();
-        for format in Format::ALL {
-            if !formats.contains(&format) {
-                continue;
-            }
-            buf.resize(MAX_DATAGRAM, 0);
-            if let Err(EncodeError::TooLarge { len, max }) = format.encode(name, params, &mut buf) {
-                return Err(MiError::invalid_params(format!(
-                    "the event is {len} bytes in the {format} format, more than the {max}-byte datagram limit"
-                )));
+        let mut buf = vec![0; MAX_DATAGRAM];
+        let mut too_large = Vec::new();
+        for format in Format::ALL.into_iter().filter(|f| formats.contains(f)) {
+            match format.encode(name, params, &mut buf) {
+                Err(EncodeError::TooLarge { len, max }) => too_large.push((format, len, max)),
+                _ => return Ok(()),
             }
         }
-        Ok(())
+        let Some(&(_, _, max)) = too_large.first() else {
+            return Ok(());
+        };
+        let sizes: Vec<String> = too_large
+            .iter()
+            .map(|(format, len, _)| format!("{len} bytes in the {format} format"))
+            .collect();
+        Err(MiError::invalid_params(format!(
+            "the event is {}, more than the {max}-byte datagram limit",
+            sizes.join(" and ")
+        )))
     }
 
     fn stats(&self, params: Args<'_>) -> Result<Reply, MiError> {

@@ -857,6 +857,38 @@ fn raise_event_too_large_for_a_datagram_is_refused() {
     );
 }
 
+/// One subscriber's format too large does not keep the event from another's, where it fits:
+/// raised, sent there and counted oversize for the other, as a raise through the library is.
+#[test]
+fn raise_event_too_large_in_one_format_reaches_the_subscribers_of_the_other() {
+    let m = mi_with(
+        MiConfig {
+            max_request_bytes: 200_000,
+            ..Default::default()
+        },
+        Format::Line,
+    );
+    let line = Receiver::udp();
+    let jsonrpc = Receiver::udp();
+    m.ok(
+        "event_subscribe",
+        json!(["E_TEST", line.target.to_string(), 60, "line"]),
+    );
+    m.ok(
+        "event_subscribe",
+        json!(["E_TEST", jsonrpc.target.to_string(), 60, "jsonrpc"]),
+    );
+    // `E_TEST\nv::` and `\n\n` around it: 65 432 bytes as a line event; over 65 457 in jsonrpc.
+    let v = "x".repeat(65_420);
+    assert_eq!(m.ok("raise_event", json!(["E_TEST", {"v": v}])), "OK");
+    assert!(line.wait_for(1, DEADLINE));
+    assert_eq!(line.datagrams()[0].len(), 65_432);
+    let stats = m.dispatcher.stats();
+    let counters = stats.target(&jsonrpc.target).expect("a jsonrpc target");
+    assert_eq!((counters.raised, counters.failed_oversize), (1, 1));
+    assert!(jsonrpc.datagrams().is_empty());
+}
+
 #[test]
 fn publish_on_demand_publishes_only_valid_raises() {
     let m = mi_with(
