@@ -176,7 +176,7 @@ pub enum RegistryError {
         target: Target,
     },
     /// The event has as many subscribers as allowed.
-    #[error("{event} already has {limit} subscribers, the most allowed")]
+    #[error("{event} already has as many subscribers as allowed ({limit})")]
     TooManyForEvent {
         /// The event.
         event: EventName,
@@ -184,7 +184,7 @@ pub enum RegistryError {
         limit: usize,
     },
     /// All events together have as many subscribers as allowed.
-    #[error("there are already {limit} subscriptions, the most allowed")]
+    #[error("there are already as many subscriptions as allowed ({limit})")]
     TooMany {
         /// The limit.
         limit: usize,
