@@ -5,6 +5,7 @@
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -389,6 +390,42 @@ fn encode_errors_exit_2_with_nothing_on_stdout() {
     let run = evdgram(&["encode", "E", "--params", &just_fits]);
     assert!(run.status.success(), "{}", run.stderr);
     assert_eq!(run.stdout.len(), MAX_DATAGRAM);
+}
+
+/// A pipe's write end whose read end is closed: every write to it fails (`EPIPE`).
+fn broken_pipe() -> OwnedFd {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 writes two fds into `fds`, valid for writes of two c_ints.
+    let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) };
+    assert_eq!(rc, 0, "pipe2: {}", std::io::Error::last_os_error());
+    // SAFETY: both fds are fresh and open, and nothing else owns them.
+    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    drop(read);
+    write
+}
+
+/// `evdgram encode '' 2>&1 | true`: writing the error to a stderr nobody reads made it panic
+/// (`eprintln!`) and exit 101; it exits with its documented status all the same.
+#[test]
+fn a_broken_stderr_keeps_the_documented_exit_status() {
+    let dir = TempDir::new();
+    let missing = format!("unix:{}", dir.join("nobody.sock").display());
+    let cases: [(&[&str], i32); 2] = [
+        (&["encode", ""], 2),
+        // The library's line on the unreachable target, then ours on what was not sent.
+        (&["raise", "--to", &missing, "E_T"], 1),
+    ];
+    for (args, want) in cases {
+        let mut command = Command::new(EVDGRAM);
+        command
+            .args(args)
+            .env_remove(event_datagram::BACKEND_ENV)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(broken_pipe()));
+        let mut child = ChildGuard(Some(command.spawn().unwrap()));
+        assert_eq!(child.wait().code(), Some(want), "{args:?}");
+    }
 }
 
 #[test]

@@ -182,7 +182,7 @@ impl Subscriptions {
             match result {
                 Ok(()) => {
                     if failing {
-                        eprintln!("renewed the subscription of {} to {event}", self.socket);
+                        say!("renewed the subscription of {} to {event}", self.socket);
                     }
                     (last_ok, next, backoff, failing) =
                         (start, start + self.renewal_interval(), RETRY_MIN, false);
@@ -195,7 +195,7 @@ impl Subscriptions {
                     } else {
                         backoff.min(left / 2).max(RETRY_FLOOR)
                     };
-                    eprintln!("evdgram: {e:#}; retrying in {:.1}s", wait.as_secs_f64());
+                    say!("evdgram: {e:#}; retrying in {:.1}s", wait.as_secs_f64());
                     // Doubled only when waited in full: near the end the waits are shorter,
                     // and a subscription that lapsed starts again from there.
                     if wait == backoff {
@@ -252,22 +252,23 @@ impl Subscriptions {
             let event = &self.events[i];
             match result {
                 Ok(result) if result == "OK" => {
-                    eprintln!("unsubscribed {} from {event}", self.socket)
+                    say!("unsubscribed {} from {event}", self.socket)
                 }
-                Ok(result) => eprintln!(
+                Ok(result) => say!(
                     "evdgram: cannot unsubscribe {} from {event}: the reply is {result}",
                     self.socket
                 ),
-                Err(e) => eprintln!(
+                Err(e) => say!(
                     "evdgram: cannot unsubscribe {} from {event}: {e:#}",
                     self.socket
                 ),
             }
         }
         for (i, _) in answered.iter().enumerate().filter(|(_, a)| !**a) {
-            eprintln!(
+            say!(
                 "evdgram: cannot unsubscribe {} from {}: no answer within {MI_EXIT_TIMEOUT:?}",
-                self.socket, self.events[i]
+                self.socket,
+                self.events[i]
             );
         }
     }
@@ -410,7 +411,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             std::process::exit(0);
         })
         .context("cannot start the signal thread")?;
-    eprintln!("listening on {bound}");
+    say!("listening on {bound}");
     if !subs.events.is_empty() {
         let started = match subs.subscribe_all() {
             Ok(started) => started,
@@ -421,7 +422,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 return Err(e);
             }
         };
-        eprintln!(
+        say!(
             "subscribed {} to {} through {} for {}s",
             subs.socket,
             subs.events.join(", "),
@@ -486,7 +487,7 @@ impl Cleanup {
                 fs::symlink_metadata(&c.path).is_ok_and(|m| m.dev() == c.dev && m.ino() == c.ino);
             if ours {
                 if let Err(e) = fs::remove_file(&c.path) {
-                    eprintln!("evdgram: cannot remove {}: {e}", c.path.display());
+                    say!("evdgram: cannot remove {}: {e}", c.path.display());
                 }
             }
         }
@@ -560,7 +561,7 @@ fn receive(socket: &Socket, format: DecodeFormat) -> anyhow::Result<()> {
             Err(e) => return Err(e).context("cannot receive"),
         };
         if n > RECV_BUFFER {
-            eprintln!(
+            say!(
                 "evdgram: undecodable datagram (more than {RECV_BUFFER} bytes): longer than the receive buffer"
             );
             continue;
@@ -591,8 +592,8 @@ fn receive(socket: &Socket, format: DecodeFormat) -> anyhow::Result<()> {
         }
         match printed {
             Ok(()) => {}
-            Err((e, 0)) => eprintln!("evdgram: undecodable datagram ({n} bytes): {e}"),
-            Err((e, k)) => eprintln!(
+            Err((e, 0)) => say!("evdgram: undecodable datagram ({n} bytes): {e}"),
+            Err((e, k)) => say!(
                 "evdgram: undecodable datagram ({n} bytes) after its first {k} event(s), printed: {e}"
             ),
         }

@@ -16,6 +16,19 @@
 //! `serve` fails (for `serve` also a bad `--config` or `--publish`) or `raise` did not raise
 //! every event or send every datagram.
 
+// Every line to stderr goes through `say!`: `eprintln!` panics when stderr cannot be written.
+#![warn(clippy::print_stderr)]
+
+/// Writes a line to stderr, as `eprintln!` does, but ignores a failure to write: a closed or
+/// broken stderr (`evdgram ... 2>&1 | head -1`) must not turn into a panic and exit status 101
+/// instead of the documented one.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 mod encode;
 mod listen;
 mod mi_client;
@@ -64,7 +77,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("evdgram: {err:#}");
+            say!("evdgram: {err:#}");
             ExitCode::from(failure)
         }
     }

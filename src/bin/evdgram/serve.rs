@@ -90,7 +90,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 
     let dispatcher = Dispatcher::from_config(&config)?;
     let handler = Arc::new(MiHandler::for_dispatcher(&dispatcher, &config.mi)?);
-    eprintln!(
+    say!(
         "evdgram: dispatcher running on the {} backend; default format {}; {} event(s) published",
         dispatcher.backend(),
         dispatcher.default_format(),
@@ -100,7 +100,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = bounded::<Stop>(listeners.len() + 1);
     let stopping = Arc::new(AtomicBool::new(false));
     for (socket, bound) in listeners {
-        eprintln!("evdgram: MI listening on {bound}");
+        say!("evdgram: MI listening on {bound}");
         let (handler, stop_tx, stopping) = (handler.clone(), stop_tx.clone(), stopping.clone());
         thread::Builder::new()
             .name(format!("mi {bound}"))
@@ -129,7 +129,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Stop::Signal(n) => format!("signal {n}"),
         Stop::Failed(_) => "an error".to_owned(),
     };
-    eprintln!(
+    say!(
         "evdgram: stopped by {why}; final stats: {}",
         stats_json(&stats)
     );
@@ -197,7 +197,7 @@ fn serve(socket: &Socket, handler: &MiHandler, stopping: &AtomicBool) -> anyhow:
             _ => Ok(()),
         };
         if let Err(e) = sent {
-            eprintln!("evdgram: cannot send an MI reply to {}: {e}", peer);
+            say!("evdgram: cannot send an MI reply to {}: {e}", peer);
         }
     }
 }
