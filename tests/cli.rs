@@ -780,6 +780,55 @@ fn listen_on_udp_ipv6_loopback() {
     l.stop_with(libc::SIGTERM);
 }
 
+/// A UDP listener that falls behind loses datagrams in the kernel; it says how many, so that
+/// what it printed and what it says was dropped add up to what was sent.
+#[test]
+fn listen_on_udp_tells_how_many_datagrams_the_kernel_dropped() {
+    // More than the largest receive buffer it may get holds (8 MiB where rmem_max is 4 MiB).
+    const SENT: usize = 100_000;
+    let (mut l, tx) = udp_listener(Ipv4Addr::LOCALHOST.into());
+    let datagram = ours(
+        Format::Line,
+        "E_TEST",
+        &Params::new().str("n", "1").unwrap(),
+    );
+    // Stopped, it reads nothing: its receive buffer fills and the kernel drops the rest.
+    l.child.signal(libc::SIGSTOP);
+    for _ in 0..SENT {
+        tx.send(&datagram).unwrap();
+    }
+    l.child.signal(libc::SIGCONT);
+    let deadline = Instant::now() + DEADLINE;
+    let (mut printed, mut dropped) = (0, 0);
+    while printed + dropped < SENT {
+        assert!(
+            Instant::now() < deadline,
+            "{printed} printed and {dropped} told dropped of {SENT}"
+        );
+        while l.stdout.try_recv().is_ok() {
+            printed += 1;
+        }
+        match l.stderr.recv_timeout(Duration::from_millis(20)) {
+            Ok(line) => {
+                let told = line
+                    .strip_prefix("evdgram: the kernel dropped ")
+                    .and_then(|rest| rest.split(' ').next())
+                    .and_then(|n| n.parse::<usize>().ok())
+                    .unwrap_or_else(|| panic!("unexpected stderr line: {line}"));
+                dropped += told;
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => panic!("stderr closed"),
+        }
+    }
+    assert!(
+        dropped > 0 && printed > 0,
+        "{printed} printed, {dropped} dropped"
+    );
+    assert_eq!(printed + dropped, SENT);
+    l.stop_with(libc::SIGTERM);
+}
+
 #[test]
 fn listen_decodes_every_vector() {
     let (l, tx) = udp_listener(Ipv4Addr::LOCALHOST.into());

@@ -3,7 +3,9 @@
 //! Every event is one compact JSON object on its own stdout line, flushed per datagram:
 //! `{"event":"E_TEST","params":[{"name":"ip","value":"1.2.3.4"},{"value":"abc"}]}` (no `name`
 //! for unnamed parameters; line-format values are strings, `jsonrpc` integers stay integers).
-//! A datagram that does not decode is reported on stderr, and listening goes on.
+//! A datagram that does not decode is reported on stderr, and listening goes on. So are, once a
+//! second at most, the datagrams the kernel dropped at a UDP socket whose buffer a burst filled
+//! (a UDP sender does not wait; a UNIX one does).
 //!
 //! A UNIX socket file that `listen` creates is removed when it exits, also on SIGINT, SIGTERM
 //! and SIGHUP (then the exit status is 0). If the path already exists, `listen` replaces it only
@@ -441,6 +443,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             }
         }
     }
+    if let Socket::Udp(udp) = &socket {
+        watch_drops(udp).context("cannot start the thread that reports dropped datagrams")?;
+    }
     let result = receive(&socket, args.format.into());
     cleanup.run();
     subs.unsubscribe_all();
@@ -468,6 +473,74 @@ impl Socket {
             Socket::Unix(_) => false,
         }
     }
+}
+
+/// The receive buffer a UDP listener asks for: bursts (GSO sends dozens of datagrams at once)
+/// outrun a listener that prints each. The kernel gives at most `net.core.rmem_max` (twice it).
+const UDP_RECEIVE_BUFFER: libc::c_int = 4 << 20;
+
+/// How often the datagrams the kernel dropped at a UDP listener are looked for and told.
+const DROPS_EVERY: Duration = Duration::from_secs(1);
+
+/// Tells on stderr, at most once per [`DROPS_EVERY`], how many datagrams the kernel dropped at
+/// `socket` because its receive buffer was full: a UDP sender does not wait for a slow
+/// listener, and nothing else would say that events were lost.
+fn watch_drops(socket: &UdpSocket) -> io::Result<()> {
+    let socket = socket.try_clone()?;
+    let mut told = kernel_drops(&socket).unwrap_or(0);
+    thread::Builder::new()
+        .name("drops".to_owned())
+        .spawn(move || loop {
+            thread::sleep(DROPS_EVERY);
+            let Some(drops) = kernel_drops(&socket) else {
+                return;
+            };
+            if drops != told {
+                say!(
+                    "evdgram: the kernel dropped {} datagram(s) at this socket: its receive \
+                     buffer was full (events arrived faster than they were printed)",
+                    drops.wrapping_sub(told)
+                );
+                told = drops;
+            }
+        })
+        .map(drop)
+}
+
+/// Asks for a receive buffer of `bytes` (best effort: the kernel caps it, and an error leaves
+/// the default).
+fn ask_receive_buffer(socket: &UdpSocket, bytes: libc::c_int) {
+    // SAFETY: `bytes` is a live c_int and its exact size is passed; the kernel only reads it.
+    unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&bytes as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+}
+
+/// Datagrams the kernel has dropped at `socket` so far (`SK_MEMINFO_DROPS` of `SO_MEMINFO`),
+/// or `None` if it does not say.
+fn kernel_drops(socket: &UdpSocket) -> Option<u32> {
+    // The kernel fills as many of its counters as fit; there are 9 today.
+    let mut info = [0u32; 16];
+    let mut len = std::mem::size_of_val(&info) as libc::socklen_t;
+    // SAFETY: `info` is live and `len` its size in bytes; the kernel writes at most `len`
+    // bytes into it and the length it wrote into `len`.
+    let rc = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_MEMINFO,
+            info.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    let drops = libc::SK_MEMINFO_DROPS as usize;
+    (rc == 0 && len as usize >= (drops + 1) * 4).then(|| info[drops])
 }
 
 /// A socket file this process created: removed once, if it is still the one we bound.
@@ -499,6 +572,8 @@ pub(crate) fn bind(target: &Target) -> anyhow::Result<(Socket, Target, Option<Cr
     match target {
         Target::Udp(addr) => {
             let s = UdpSocket::bind(addr).with_context(|| format!("cannot bind {target}"))?;
+            // Best effort: the default still works, and drops are told (`watch_drops`).
+            ask_receive_buffer(&s, UDP_RECEIVE_BUFFER);
             let bound = Target::Udp(s.local_addr().with_context(|| format!("{target}"))?);
             Ok((Socket::Udp(s), bound, None))
         }
