@@ -316,19 +316,30 @@ fn takes_ipv4(s: &UdpSocket) -> bool {
         return true;
     }
     let mut v6only: libc::c_int = 1;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: `v6only` is a live c_int and `len` its exact size; the kernel writes at most
-    // `len` bytes into it and the new length into `len`.
+    get_option(s, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, &mut v6only).is_some() && v6only == 0
+}
+
+/// `getsockopt(socket, level, name)` into `value`; the bytes the kernel wrote, or `None` on
+/// an error. `T` is plain data (integers) for which any bytes are a value.
+fn get_option<T: Copy>(
+    socket: &impl AsRawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: &mut T,
+) -> Option<usize> {
+    let mut len = std::mem::size_of::<T>() as libc::socklen_t;
+    // SAFETY: `value` is live and `len` its size in bytes; the kernel writes at most `len`
+    // bytes into it (any bytes are a `T`: plain integers) and the length it wrote into `len`.
     let rc = unsafe {
         libc::getsockopt(
-            s.as_raw_fd(),
-            libc::IPPROTO_IPV6,
-            libc::IPV6_V6ONLY,
-            (&mut v6only as *mut libc::c_int).cast(),
+            socket.as_raw_fd(),
+            level,
+            name,
+            (value as *mut T).cast(),
             &mut len,
         )
     };
-    rc == 0 && v6only == 0
+    (rc == 0).then_some(len as usize)
 }
 
 /// The source address the kernel picks toward a UDP MI endpoint (connecting a UDP socket
@@ -487,7 +498,8 @@ const DROPS_EVERY: Duration = Duration::from_secs(1);
 /// listener, and nothing else would say that events were lost.
 fn watch_drops(socket: &UdpSocket) -> io::Result<()> {
     let socket = socket.try_clone()?;
-    let mut told = kernel_drops(&socket).unwrap_or(0);
+    // From 0, not from a first reading: datagrams dropped since the bind count too.
+    let mut told = 0;
     thread::Builder::new()
         .name("drops".to_owned())
         .spawn(move || loop {
@@ -527,20 +539,9 @@ fn ask_receive_buffer(socket: &UdpSocket, bytes: libc::c_int) {
 fn kernel_drops(socket: &UdpSocket) -> Option<u32> {
     // The kernel fills as many of its counters as fit; there are 9 today.
     let mut info = [0u32; 16];
-    let mut len = std::mem::size_of_val(&info) as libc::socklen_t;
-    // SAFETY: `info` is live and `len` its size in bytes; the kernel writes at most `len`
-    // bytes into it and the length it wrote into `len`.
-    let rc = unsafe {
-        libc::getsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_MEMINFO,
-            info.as_mut_ptr().cast(),
-            &mut len,
-        )
-    };
     let drops = libc::SK_MEMINFO_DROPS as usize;
-    (rc == 0 && len as usize >= (drops + 1) * 4).then(|| info[drops])
+    let written = get_option(socket, libc::SOL_SOCKET, libc::SO_MEMINFO, &mut info)?;
+    (written >= (drops + 1) * std::mem::size_of::<u32>()).then(|| info[drops])
 }
 
 /// A socket file this process created: removed once, if it is still the one we bound.
