@@ -1307,3 +1307,56 @@ fn raise_to_repeated_and_a_path_with_a_comma() {
         assert_eq!(receive(2, |b| sock.recv(b)), want);
     }
 }
+
+/// SIGINT or SIGTERM during a long `raise` used to kill it with nothing printed; it stops
+/// raising, prints the final stats of what it raised, and exits 128 + the signal's number.
+#[test]
+fn raise_stopped_by_a_signal_prints_the_stats_and_says_so() {
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.set_read_timeout(Some(DEADLINE)).unwrap();
+    let spec = format!("udp:{}", udp.local_addr().unwrap());
+    for (sig, name, status) in [
+        (libc::SIGINT, "SIGINT", 130),
+        (libc::SIGTERM, "SIGTERM", 143),
+    ] {
+        let count = 1_000_000_000u64;
+        let mut child = ChildGuard(Some(
+            Command::new(EVDGRAM)
+                .args(["raise", "--to", &spec, "E_X", "--count", &count.to_string()])
+                .env_remove(event_datagram::BACKEND_ENV)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        ));
+        let stdout = lines_of(child.child().stdout.take().unwrap());
+        let stderr = lines_of(child.child().stderr.take().unwrap());
+        // Raising has started: the receiver has a datagram.
+        let mut buf = [0u8; 64];
+        let n = udp.recv(&mut buf).expect("a datagram from raise");
+        assert_eq!(&buf[..n], b"E_X\n\n");
+        child.signal(sig);
+        assert_eq!(child.wait().code(), Some(status), "{name}");
+        let stdout: Vec<String> = stdout.iter().collect();
+        let stdout = stdout.join("\n");
+        let stderr: Vec<String> = stderr.iter().collect();
+        let events = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("events: raised "))
+            .unwrap_or_else(|| panic!("{name}: no stats:\n{stdout}\n{stderr:?}"));
+        let raised: u64 = events.split(',').next().unwrap().parse().unwrap();
+        assert!(raised > 0 && raised < count, "{name}: {events}");
+        let (row, _) = stats_row(&stdout, &spec);
+        assert_eq!(&row[..2], [raised, raised], "{name}: all sent\n{stdout}");
+        let want = format!("evdgram: stopped by {name}: {raised} of {count} events raised; ");
+        assert!(
+            stderr.iter().any(|l| l.starts_with(&want)),
+            "{want}\n{stderr:?}"
+        );
+        // Drain what it sent, for the next run's first datagram to be its own.
+        udp.set_nonblocking(true).unwrap();
+        while udp.recv(&mut buf).is_ok() {}
+        udp.set_nonblocking(false).unwrap();
+    }
+}

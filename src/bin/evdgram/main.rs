@@ -7,14 +7,16 @@
 //!   subscribes itself through an MI endpoint, and unsubscribes on exit.
 //! - `evdgram raise [--format F] --to SPEC[,SPEC...] [--to-one SPEC] EVENT [--params JSON]
 //!   [--count N] [--timeout SECS] [--backend B]` sends an event through a dispatcher and prints the final counters; it
-//!   ends in bounded time whatever the receivers do (stalled ones: drops, counted).
+//!   ends in bounded time whatever the receivers do (stalled ones: drops, counted), and on
+//!   SIGINT, SIGTERM or SIGHUP stops raising and prints them all the same.
 //! - `evdgram serve [--config FILE] [--mi SPEC]... [--publish E_A,E_B] [--format F]` runs a
 //!   dispatcher with an MI control endpoint (JSON-RPC 2.0 over datagrams, as OpenSIPS).
 //!
 //! Errors are printed as `evdgram: ...` on stderr, with their causes. Exit status: 0 on success,
 //! 2 for a command-line or input error (including every `encode` error), 1 when `listen` or
 //! `serve` fails (for `serve` also a bad `--config` or `--publish`) or `raise` did not raise
-//! every event or send every datagram.
+//! every event or send every datagram, 128 + the signal's number (130 for SIGINT) when a signal
+//! stopped `raise`.
 
 // Every line to stderr goes through `say!`: `eprintln!` panics when stderr cannot be written.
 #![warn(clippy::print_stderr)]

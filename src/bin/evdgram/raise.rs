@@ -1,8 +1,13 @@
 //! `evdgram raise`: send one event N times to sockets through a real dispatcher, then print what
 //! happened to every datagram.
+//!
+//! SIGINT, SIGTERM or SIGHUP stops the raising: the dispatcher is shut down as at the end of a
+//! run, the final stats are printed, and the exit status is 128 + the signal's number (130 for
+//! SIGINT). A second signal ends the process at once.
 
 use std::fmt::Write as _;
 use std::io::Write as _;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -12,6 +17,7 @@ use event_datagram::{
 };
 
 use crate::params::{parse_params, FormatArg};
+use crate::signal;
 
 /// Exit status when the command line or its input is wrong (nothing was sent).
 pub const USAGE_STATUS: u8 = 2;
@@ -20,6 +26,13 @@ pub const FAILURE_STATUS: u8 = 1;
 
 /// Arguments of `evdgram raise`.
 #[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Exit status: 0 when every event was raised and every datagram sent; 1 \
+    when some were not (the stats say which) or the dispatcher failed; 2 for a command-line or \
+    input error (nothing is sent); 128 + the signal's number (130 for SIGINT, 143 for SIGTERM, \
+    129 for SIGHUP) when a signal stopped it: it stops raising, shuts the dispatcher down and \
+    prints the final stats (a second signal ends it at once)."
+)]
 pub struct Args {
     /// The wire format.
     #[arg(long, value_enum, default_value_t = FormatArg::Line)]
@@ -100,10 +113,25 @@ pub struct UsageError(anyhow::Error);
 #[error("{0}; see the stats on stdout")]
 pub struct Undelivered(String);
 
+/// A signal stopped the raising: exit status 128 + the signal's number; the stats are printed.
+#[derive(Debug, thiserror::Error)]
+#[error("stopped by {}: {raised} of {count} events raised{}; see the stats on stdout",
+    signal::name(*.signal),
+    .undelivered.as_ref().map_or_else(String::new, |u| format!("; {u}")))]
+pub struct Interrupted {
+    signal: i32,
+    raised: u64,
+    count: u64,
+    /// What was not raised or sent of what was, as [`Undelivered`] says it.
+    undelivered: Option<String>,
+}
+
 /// The exit status for an error returned by [`run`].
 pub fn failure_status(err: &anyhow::Error) -> u8 {
     if err.is::<UsageError>() {
         USAGE_STATUS
+    } else if let Some(i) = err.downcast_ref::<Interrupted>() {
+        u8::try_from(128 + i.signal).unwrap_or(FAILURE_STATUS)
     } else {
         FAILURE_STATUS
     }
@@ -141,6 +169,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         // it at start. Safe to change: no other thread runs yet.
         std::env::remove_var(BACKEND_ENV);
     }
+    // Before any thread exists, so that only the signal thread ever takes these signals.
+    let interrupted = signal::block_termination()
+        .and_then(signal::Blocked::spawn_flag)
+        .context("cannot take SIGINT, SIGTERM and SIGHUP")?;
     let config = DispatcherConfig {
         backend: args.backend.unwrap_or(BackendArg::Auto).into(),
         // Shutdown waits for the receivers as long as a raise does.
@@ -163,6 +195,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     // finds room: the receivers move again.
     let mut wait = args.timeout;
     for _ in 0..args.count {
+        if interrupted.load(Ordering::SeqCst) != 0 {
+            break;
+        }
         match publisher.raise_timeout(event, params.clone(), wait) {
             Ok(()) => wait = args.timeout,
             // Counted by the dispatcher as dropped (queue full).
@@ -176,11 +211,21 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     out.write_all(report.as_bytes())
         .and_then(|()| out.flush())
         .context("cannot write to stdout")?;
-    check(&stats, args.timeout)
+    let checked = check(&stats, args.timeout);
+    match interrupted.load(Ordering::SeqCst) {
+        0 => Ok(checked?),
+        signal => Err(Interrupted {
+            signal,
+            raised: stats.events.raised,
+            count: args.count,
+            undelivered: checked.err().map(|u| u.0),
+        }
+        .into()),
+    }
 }
 
 /// Fails with [`Undelivered`] unless every event was raised and every routed datagram sent.
-fn check(stats: &Stats, timeout: Duration) -> anyhow::Result<()> {
+fn check(stats: &Stats, timeout: Duration) -> Result<(), Undelivered> {
     let t = &stats.totals;
     let undelivered = t.raised - t.sent;
     let queue_full = stats.events.dropped_queue_full;
@@ -215,7 +260,7 @@ fn check(stats: &Stats, timeout: Duration) -> anyhow::Result<()> {
     if parts.is_empty() {
         return Ok(());
     }
-    Err(Undelivered(parts.join("; ")).into())
+    Err(Undelivered(parts.join("; ")))
 }
 
 /// The final stats as a readable table: the dispatcher, then one row per target.

@@ -123,10 +123,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     drop(handler);
     let stats = dispatcher.shutdown();
     let why = match &stop {
-        Stop::Signal(libc::SIGINT) => "SIGINT".to_owned(),
-        Stop::Signal(libc::SIGTERM) => "SIGTERM".to_owned(),
-        Stop::Signal(libc::SIGHUP) => "SIGHUP".to_owned(),
-        Stop::Signal(n) => format!("signal {n}"),
+        Stop::Signal(sig) => signal::name(*sig),
         Stop::Failed(_) => "an error".to_owned(),
     };
     say!(

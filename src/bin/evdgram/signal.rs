@@ -5,6 +5,8 @@
 use std::io;
 use std::mem::MaybeUninit;
 use std::ptr;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::Arc;
 use std::thread;
 
 /// SIGINT, SIGTERM and SIGHUP, blocked in the calling thread (and so in every thread it spawns
@@ -48,6 +50,19 @@ fn hangup_ignored() -> bool {
 }
 
 impl Blocked {
+    /// Waits for one of the signals; returns its number.
+    fn wait(&self) -> i32 {
+        let mut sig = 0;
+        loop {
+            // SAFETY: `self.set` is an initialised signal set whose signals are blocked in
+            // this thread (inherited mask); `sig` is valid for writes.
+            let rc = unsafe { libc::sigwait(&self.set, &mut sig) };
+            if rc == 0 {
+                return sig;
+            }
+        }
+    }
+
     /// Spawns a thread that waits for one of the signals and then calls `on_signal` with the
     /// signal number (which is expected to end the process).
     pub fn spawn_waiter<F>(self, on_signal: F) -> io::Result<()>
@@ -56,18 +71,33 @@ impl Blocked {
     {
         thread::Builder::new()
             .name("signals".to_owned())
-            .spawn(move || {
-                let mut sig = 0;
-                loop {
-                    // SAFETY: `self.set` is an initialised signal set whose signals are blocked
-                    // in this thread (inherited mask); `sig` is valid for writes.
-                    let rc = unsafe { libc::sigwait(&self.set, &mut sig) };
-                    if rc == 0 {
-                        break;
-                    }
-                }
-                on_signal(sig);
-            })
+            .spawn(move || on_signal(self.wait()))
             .map(drop)
+    }
+
+    /// Spawns a thread that stores the number of the first signal taken in the returned flag
+    /// (0 until then), for the main thread to check and wind down; a second signal ends the
+    /// process at once, with status 128 + its number (what a shell reports for a process the
+    /// signal killed).
+    pub fn spawn_flag(self) -> io::Result<Arc<AtomicI32>> {
+        let flag = Arc::new(AtomicI32::new(0));
+        let set = Arc::clone(&flag);
+        thread::Builder::new()
+            .name("signals".to_owned())
+            .spawn(move || {
+                set.store(self.wait(), Ordering::SeqCst);
+                std::process::exit(128 + self.wait());
+            })
+            .map(|_| flag)
+    }
+}
+
+/// A signal's name for messages: `SIGINT`, `SIGTERM`, `SIGHUP`, else `signal N`.
+pub fn name(sig: i32) -> String {
+    match sig {
+        libc::SIGINT => "SIGINT".to_owned(),
+        libc::SIGTERM => "SIGTERM".to_owned(),
+        libc::SIGHUP => "SIGHUP".to_owned(),
+        n => format!("signal {n}"),
     }
 }
