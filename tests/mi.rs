@@ -1392,6 +1392,20 @@ fn serve_keeps_answering_while_a_unix_client_does_not_read_its_replies() {
     assert!((1..=30).contains(&queued), "{queued}");
     p.signal(libc::SIGTERM);
     assert!(p.wait().success());
+    // Its refused replies are said once (it was one line each).
+    let said: Vec<String> = p.stderr.iter().collect();
+    let refused: Vec<&String> = said
+        .iter()
+        .filter(|l| l.starts_with("evdgram: cannot send an MI reply to "))
+        .collect();
+    assert_eq!(refused.len(), (sent - queued).min(1), "{said:#?}");
+    if let Some(line) = refused.first() {
+        assert!(
+            line.contains("greedy.sock: Resource temporarily unavailable")
+                && line.ends_with("(next report for this listener in 60 s at the earliest)"),
+            "{line}"
+        );
+    }
 }
 
 /// Refused before anything is bound. (That `allow_remote_control` lets a remote listener

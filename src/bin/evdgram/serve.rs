@@ -15,6 +15,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use crossbeam_channel::bounded;
@@ -27,6 +28,10 @@ use crate::signal;
 
 /// The exit status when `serve` fails (bad configuration, cannot bind, ...).
 pub const FAILURE_STATUS: u8 = 1;
+
+/// A listener says that replies cannot be sent at most once per this long, as the library says
+/// a target's send errors.
+const REPLY_ERROR_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Arguments of `evdgram serve`. Flags override the configuration file.
 #[derive(Debug, clap::Args)]
@@ -171,6 +176,7 @@ impl Drop for Cleanups {
 fn serve(socket: &Socket, handler: &MiHandler, stopping: &AtomicBool) -> anyhow::Result<()> {
     // One byte more than allowed, to see that a request is too large.
     let mut buf = vec![0u8; handler.max_request_bytes() + 1];
+    let mut reply_errors = ReplyErrors::default();
     loop {
         let received = match socket {
             Socket::Udp(s) => s.recv_from(&mut buf).map(|(n, a)| (n, Peer::Udp(a))),
@@ -194,15 +200,50 @@ fn serve(socket: &Socket, handler: &MiHandler, stopping: &AtomicBool) -> anyhow:
             _ => Ok(()),
         };
         if let Err(e) = sent {
-            say!("evdgram: cannot send an MI reply to {}: {e}", peer);
+            match reply_errors.failed(Instant::now()) {
+                None => {}
+                Some(0) => say!(
+                    "evdgram: cannot send an MI reply to {peer}: {e} (next report for this \
+                     listener in 60 s at the earliest)"
+                ),
+                Some(n) => say!(
+                    "evdgram: cannot send an MI reply to {peer}: {e} ({n} more failed since \
+                     the last report; next report for this listener in 60 s at the earliest)"
+                ),
+            }
         }
+    }
+}
+
+/// A listener's failures to send a reply: a client that sends requests and reads no replies
+/// makes one per request. The first is said, then at most one per [`REPLY_ERROR_INTERVAL`],
+/// with how many were not said since.
+#[derive(Default)]
+struct ReplyErrors {
+    last: Option<Instant>,
+    unsaid: u64,
+}
+
+impl ReplyErrors {
+    /// Counts a failure at `now`: if it is to be said, returns how many were not since the
+    /// last one said.
+    fn failed(&mut self, now: Instant) -> Option<u64> {
+        if self
+            .last
+            .is_some_and(|at| now.duration_since(at) < REPLY_ERROR_INTERVAL)
+        {
+            self.unsaid += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.unsaid))
     }
 }
 
 /// Sends `reply` to the UNIX client at `to` without waiting. A client that sends requests and
 /// does not read the replies fills its queue (10 datagrams by default); a blocking send would
 /// then park this listener, and every other client of it, until that client reads. Its next
-/// replies are refused instead (`EAGAIN`, logged). Replies waiting in its queue still count
+/// replies are refused instead (`EAGAIN`, logged once a minute at most). Replies waiting in its queue still count
 /// against this socket's send buffer, so one that holds several large replies (a long
 /// `subscribers_list`) can get the other clients' replies refused too, until it reads or
 /// closes: they are logged, and the clients time out and may ask again.
@@ -280,5 +321,24 @@ impl Drop for Umask {
     fn drop(&mut self) {
         // SAFETY: as in `set`.
         unsafe { libc::umask(self.0) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reply_errors_are_said_once_a_minute_with_the_count_of_the_others() {
+        let mut errors = ReplyErrors::default();
+        let t0 = Instant::now();
+        assert_eq!(errors.failed(t0), Some(0), "the first is said");
+        for i in 1..=1820 {
+            assert_eq!(errors.failed(t0 + Duration::from_millis(i * 30)), None);
+        }
+        let minute = t0 + REPLY_ERROR_INTERVAL;
+        assert_eq!(errors.failed(minute), Some(1820));
+        assert_eq!(errors.failed(minute + Duration::from_secs(59)), None);
+        assert_eq!(errors.failed(minute + REPLY_ERROR_INTERVAL), Some(1));
     }
 }
