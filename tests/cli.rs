@@ -1260,7 +1260,7 @@ fn raise_backend_flag_wins_over_the_environment() {
     assert!(run.status.success(), "{stdout}{}", run.stderr);
     assert!(stdout.starts_with("backend: syscall\n"), "{stdout}");
     let run = raise("bogus", None);
-    assert_eq!(run.status.code(), Some(1), "{}", run.stderr);
+    assert_eq!(run.status.code(), Some(2), "an input error: {}", run.stderr);
     assert!(run.stderr.contains("EVDGRAM_BACKEND: "), "{}", run.stderr);
 }
 

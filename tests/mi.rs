@@ -1137,8 +1137,14 @@ struct Proc {
 
 impl Proc {
     fn spawn(args: &[&str]) -> Proc {
-        let mut child = Command::new(EVDGRAM)
-            .args(args)
+        let mut command = Command::new(EVDGRAM);
+        command.args(args);
+        Proc::spawn_command(command)
+    }
+
+    /// `command` (`evdgram` with its arguments and environment) started.
+    fn spawn_command(mut command: Command) -> Proc {
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -1415,7 +1421,49 @@ fn serve_refuses_remote_listeners_unless_allowed() {
     let mut p = Proc::spawn(&["serve", "--mi", "udp:0.0.0.0:0"]);
     let err = p.line_starting("evdgram: ");
     assert!(err.contains("allow_remote_control"), "{err}");
-    assert_eq!(p.wait().code(), Some(1));
+    assert_eq!(p.wait().code(), Some(2), "a configuration error");
+}
+
+/// What was given is wrong (the configuration, `EVDGRAM_BACKEND`): exit status 2, as for a bad
+/// command line (it was 1); a failure at run time (a port in use): 1.
+#[test]
+fn serve_exits_2_for_a_bad_configuration_and_1_when_it_fails() {
+    let dir = TempDir::new("serve-status");
+    let missing = dir.join("missing.yaml");
+    let bad = dir.join("bad.yaml");
+    std::fs::write(&bad, "mi:\n  max_subscribers: -1\n").unwrap();
+    let busy = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let busy = format!("udp:{}", busy.local_addr().unwrap());
+    let (missing, bad) = (missing.to_str().unwrap(), bad.to_str().unwrap());
+    let cases: [(&[&str], Option<&str>, i32, &str); 5] = [
+        (&["--config", missing], None, 2, "cannot read"),
+        (&["--config", bad], None, 2, "line 2"),
+        (
+            &["--mi", "udp:127.0.0.1:0"],
+            Some("bogus"),
+            2,
+            "EVDGRAM_BACKEND",
+        ),
+        (
+            &["--mi", "udp:127.0.0.1:0", "--publish", ""],
+            None,
+            2,
+            "invalid event name",
+        ),
+        (&["--mi", &busy], None, 1, "Address already in use"),
+    ];
+    for (args, backend, status, said) in cases {
+        let mut command = Command::new(EVDGRAM);
+        command.arg("serve").args(args);
+        match backend {
+            Some(b) => command.env(event_datagram::BACKEND_ENV, b),
+            None => command.env_remove(event_datagram::BACKEND_ENV),
+        };
+        let mut p = Proc::spawn_command(command);
+        let err = p.line_starting("");
+        assert!(err.contains(said), "{args:?}: {err}");
+        assert_eq!(p.wait().code(), Some(status), "{args:?}: {err}");
+    }
 }
 
 #[test]

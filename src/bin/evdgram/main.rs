@@ -12,11 +12,12 @@
 //! - `evdgram serve [--config FILE] [--mi SPEC]... [--publish E_A,E_B] [--format F]` runs a
 //!   dispatcher with an MI control endpoint (JSON-RPC 2.0 over datagrams, as OpenSIPS).
 //!
-//! Errors are printed as `evdgram: ...` on stderr, with their causes. Exit status: 0 on success,
-//! 2 for a command-line or input error (including every `encode` error), 1 when `listen` or
-//! `serve` fails (for `serve` also a bad `--config` or `--publish`) or `raise` did not raise
-//! every event or send every datagram, 128 + the signal's number (130 for SIGINT) when a signal
-//! stopped `raise`.
+//! Errors are printed as `evdgram: ...` on stderr, with their causes. Exit status, for every
+//! subcommand alike: 0 on success; 2 for an error in what was given, before anything is sent:
+//! the command line, the input (every `encode` error), a `--config` file that cannot be read or
+//! is invalid, `EVDGRAM_BACKEND` naming no backend; 1 when `listen` or `serve` fails at run time
+//! (a socket cannot be bound, ...) or `raise` did not raise every event or send every
+//! datagram; 128 + the signal's number (130 for SIGINT) when a signal stopped `raise`.
 
 // Every line to stderr goes through `say!`: `eprintln!` panics when stderr cannot be written.
 #![warn(clippy::print_stderr)]
@@ -42,10 +43,56 @@ mod signal;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use event_datagram::StartError;
+
+/// The exit status of an error in the command line (clap's too), a configuration or the input.
+const USAGE_STATUS: u8 = 2;
+
+/// An error in the command line, a configuration or the input, in any subcommand: exit status
+/// [`USAGE_STATUS`].
+#[derive(Debug, thiserror::Error)]
+#[error("{0:#}")]
+struct UsageError(anyhow::Error);
+
+/// `err` as a [`UsageError`].
+fn usage(err: impl Into<anyhow::Error>) -> anyhow::Error {
+    UsageError(err.into()).into()
+}
+
+/// A dispatcher that did not start: a [`UsageError`] when what was given is wrong (the
+/// configuration, `EVDGRAM_BACKEND`), else a run-time failure.
+fn start_error(err: StartError) -> anyhow::Error {
+    match err {
+        StartError::BadBackendEnv(_) | StartError::Config(_) | StartError::Subscription(_) => {
+            usage(err)
+        }
+        _ => err.into(),
+    }
+}
+
+/// The exit status for `err`, from a subcommand whose run-time failures exit `failure`.
+fn exit_status(err: &anyhow::Error, failure: u8) -> u8 {
+    if err.is::<UsageError>() {
+        USAGE_STATUS
+    } else if let Some(interrupted) = err.downcast_ref::<raise::Interrupted>() {
+        interrupted.status()
+    } else {
+        failure
+    }
+}
 
 /// Send, encode and receive OpenSIPS event_datagram events.
 #[derive(Debug, Parser)]
-#[command(name = "evdgram", version, about, propagate_version = true)]
+#[command(
+    name = "evdgram",
+    version,
+    about,
+    propagate_version = true,
+    after_help = "Exit status: 0 on success; 2 for an error in what was given (the command \
+        line, the input, a --config file, EVDGRAM_BACKEND), before anything is sent; 1 when a \
+        command fails at run time, or raise did not send everything; 128 + the signal's number \
+        when a signal stopped raise (130 for SIGINT)."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -69,18 +116,14 @@ fn main() -> ExitCode {
     let (result, failure) = match cli.command {
         Command::Encode(args) => (encode::run(args), encode::FAILURE_STATUS),
         Command::Listen(args) => (listen::run(args), listen::FAILURE_STATUS),
-        Command::Raise(args) => {
-            let result = raise::run(args);
-            let status = result.as_ref().err().map_or(0, raise::failure_status);
-            (result, status)
-        }
+        Command::Raise(args) => (raise::run(args), raise::FAILURE_STATUS),
         Command::Serve(args) => (serve::run(args), serve::FAILURE_STATUS),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             say!("evdgram: {err:#}");
-            ExitCode::from(failure)
+            ExitCode::from(exit_status(&err, failure))
         }
     }
 }

@@ -17,10 +17,8 @@ use event_datagram::{
 };
 
 use crate::params::{parse_params, FormatArg};
-use crate::signal;
+use crate::{signal, start_error, usage};
 
-/// Exit status when the command line or its input is wrong (nothing was sent).
-pub const USAGE_STATUS: u8 = 2;
 /// Exit status when something was not delivered (failed or dropped), or the dispatcher failed.
 pub const FAILURE_STATUS: u8 = 1;
 
@@ -102,11 +100,6 @@ impl From<BackendArg> for BackendChoice {
     }
 }
 
-/// An error in the command line or its input: exit status [`USAGE_STATUS`].
-#[derive(Debug, thiserror::Error)]
-#[error("{0:#}")]
-pub struct UsageError(anyhow::Error);
-
 /// Some events were not raised or not delivered: exit status [`FAILURE_STATUS`]; the stats are
 /// printed.
 #[derive(Debug, thiserror::Error)]
@@ -126,14 +119,10 @@ pub struct Interrupted {
     undelivered: Option<String>,
 }
 
-/// The exit status for an error returned by [`run`].
-pub fn failure_status(err: &anyhow::Error) -> u8 {
-    if err.is::<UsageError>() {
-        USAGE_STATUS
-    } else if let Some(i) = err.downcast_ref::<Interrupted>() {
-        u8::try_from(128 + i.signal).unwrap_or(FAILURE_STATUS)
-    } else {
-        FAILURE_STATUS
+impl Interrupted {
+    /// The exit status: 128 + the signal's number.
+    pub fn status(&self) -> u8 {
+        u8::try_from(128 + self.signal).unwrap_or(FAILURE_STATUS)
     }
 }
 
@@ -162,7 +151,7 @@ fn prepare(args: &Args) -> anyhow::Result<(Vec<Target>, Params)> {
 
 /// Raises the event, shuts the dispatcher down and prints its final stats to stdout.
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let (targets, params) = prepare(&args).map_err(UsageError)?;
+    let (targets, params) = prepare(&args).map_err(usage)?;
     let format = Format::from(args.format);
     if args.backend.is_some() {
         // The flag wins: the library lets EVDGRAM_BACKEND override the configuration, and reads
@@ -179,10 +168,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         shutdown_timeout_ms: u64::try_from(args.timeout.as_millis()).unwrap_or(u64::MAX),
         ..Default::default()
     };
-    let dispatcher = Dispatcher::start(config).context("cannot start the dispatcher")?;
-    let event = dispatcher
-        .publish(&args.event)
-        .map_err(|e| UsageError(e.into()))?;
+    let dispatcher = Dispatcher::start(config)
+        .map_err(start_error)
+        .context("cannot start the dispatcher")?;
+    let event = dispatcher.publish(&args.event).map_err(usage)?;
     for target in &targets {
         dispatcher
             .subscribe_with_format(event, target.clone(), Expiry::Never, format)

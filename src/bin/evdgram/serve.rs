@@ -17,16 +17,17 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::{anyhow, Context};
 use crossbeam_channel::bounded;
 use event_datagram::mi::stats_json;
 use event_datagram::{Config, Dispatcher, MiHandler, Target, TargetError};
 
 use crate::listen::{self, Cleanup, Socket};
 use crate::params::FormatArg;
-use crate::signal;
+use crate::{signal, start_error, usage};
 
-/// The exit status when `serve` fails (bad configuration, cannot bind, ...).
+/// The exit status when `serve` fails at run time (cannot bind, a listener fails, ...); a bad
+/// configuration is a usage error.
 pub const FAILURE_STATUS: u8 = 1;
 
 /// A listener says that replies cannot be sent at most once per this long, as the library says
@@ -63,7 +64,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     // Before any thread exists, so that only the waiter thread ever takes these signals.
     let blocked = signal::block_termination().context("cannot block SIGINT, SIGTERM and SIGHUP")?;
     let mut config = match &args.config {
-        Some(path) => Config::from_file(path)?,
+        Some(path) => Config::from_file(path).map_err(usage)?,
         None => Config::default(),
     };
     if !args.mi.is_empty() {
@@ -73,10 +74,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if let Some(format) = args.format {
         config.dispatcher.default_format = format.into();
     }
-    config.mi.validate()?;
-    let mi_targets = config.mi.listen_targets()?;
+    config.mi.validate().map_err(usage)?;
+    let mi_targets = config.mi.listen_targets().map_err(usage)?;
     if mi_targets.is_empty() {
-        bail!("no MI socket to serve: give --mi SPEC or set mi.listen");
+        return Err(usage(anyhow!(
+            "no MI socket to serve: give --mi SPEC or set mi.listen"
+        )));
     }
 
     // Bind first: a port in use fails before anything starts.
@@ -93,8 +96,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     drop(umask);
 
-    let dispatcher = Dispatcher::from_config(&config)?;
-    let handler = Arc::new(MiHandler::for_dispatcher(&dispatcher, &config.mi)?);
+    let dispatcher = Dispatcher::from_config(&config).map_err(start_error)?;
+    let handler = Arc::new(MiHandler::for_dispatcher(&dispatcher, &config.mi).map_err(usage)?);
     say!(
         "evdgram: dispatcher running on the {} backend; default format {}; {} event(s) published",
         dispatcher.backend(),
