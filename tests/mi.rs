@@ -1420,8 +1420,71 @@ fn serve_keeps_answering_while_a_unix_client_does_not_read_its_replies() {
 fn serve_refuses_remote_listeners_unless_allowed() {
     let mut p = Proc::spawn(&["serve", "--mi", "udp:0.0.0.0:0"]);
     let err = p.line_starting("evdgram: ");
-    assert!(err.contains("allow_remote_control"), "{err}");
+    // It names the flag, and where to allow it (there is no flag for it).
+    assert_eq!(
+        err,
+        "evdgram: --mi udp:0.0.0.0:0 is not a loopback address or UNIX socket; to serve MI to \
+         other hosts, set mi.allow_remote_control: true in the --config file"
+    );
     assert_eq!(p.wait().code(), Some(2), "a configuration error");
+}
+
+/// Errors in what serve was given name it: `--publish` (it was `events: ...`), and an MI
+/// socket given twice (its second bind said "another process is listening on this socket").
+#[test]
+fn serve_names_the_flag_or_key_at_fault() {
+    let dir = TempDir::new("serve-names");
+    let sock = format!("unix:{}", dir.join("mi.sock").display());
+    let bare = dir.join("mi.sock").display().to_string();
+    let twice = dir.join("twice.yaml");
+    std::fs::write(
+        &twice,
+        format!(
+            "mi:\n  listen: [\"udp:127.0.0.1:0\", \"{sock}\", \"udp:127.0.0.1:0\", \"{bare}\"]\n"
+        ),
+    )
+    .unwrap();
+    let twice = twice.to_str().unwrap();
+    let cases: [(&[&str], String); 5] = [
+        (
+            &["--publish", ""],
+            "error: invalid value '' for '--publish <E_A,E_B>': invalid event name: it is empty"
+                .to_owned(),
+        ),
+        (
+            &["--publish", "E_A,E\rB"],
+            "error: invalid value 'E\rB' for '--publish <E_A,E_B>': invalid event name \
+             \"E\\rB\": it contains a line break"
+                .to_owned(),
+        ),
+        (
+            &["--mi", &sock, "--mi", &sock],
+            format!("evdgram: --mi {sock} is given twice: give each MI socket once"),
+        ),
+        (
+            &["--mi", &sock, "--mi", &bare],
+            format!(
+                "evdgram: --mi {sock} and --mi {bare} are the same socket ({sock}): give each MI \
+                 socket once"
+            ),
+        ),
+        // Port 0 twice is two ports.
+        (
+            &["--config", twice],
+            format!(
+                "evdgram: mi.listen[1] and mi.listen[3] are the same socket ({sock}): give each \
+                 MI socket once"
+            ),
+        ),
+    ];
+    for (args, want) in cases {
+        let mut all = vec!["serve"];
+        all.extend(args);
+        let mut p = Proc::spawn(&all);
+        assert_eq!(p.line_starting(""), want, "{args:?}");
+        assert_eq!(p.wait().code(), Some(2), "{args:?}");
+        assert!(!dir.join("mi.sock").exists(), "{args:?}: nothing bound");
+    }
 }
 
 /// What was given is wrong (the configuration, `EVDGRAM_BACKEND`): exit status 2, as for a bad
@@ -1448,7 +1511,7 @@ fn serve_exits_2_for_a_bad_configuration_and_1_when_it_fails() {
             &["--mi", "udp:127.0.0.1:0", "--publish", ""],
             None,
             2,
-            "invalid event name",
+            "--publish",
         ),
         (&["--mi", &busy], None, 1, "Address already in use"),
     ];

@@ -1,6 +1,13 @@
-//! What `encode`, `raise` and `serve` read alike: `--params JSON` and `--format line|jsonrpc`.
+//! What `encode`, `raise` and `serve` read alike: `--params JSON` and `--format line|jsonrpc`,
+//! and the event names `serve --publish` and `listen --subscribe` take.
 
-use event_datagram::{Format, Params};
+use event_datagram::{validate_event_name, EventError, Format, Params};
+
+/// An event name, checked as the command line is read (non-empty, no line breaks): a bad one
+/// is a usage error that names its flag.
+pub fn event_name(name: &str) -> Result<String, EventError> {
+    validate_event_name(name).map(|()| name.to_owned())
+}
 
 /// Parses `--params`: a JSON object (named parameters, in order, duplicate keys kept) or array
 /// (unnamed); values are strings or integers in the i64 range. The same rules and messages as

@@ -17,13 +17,13 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, Context};
+use anyhow::{anyhow, bail, Context};
 use crossbeam_channel::bounded;
 use event_datagram::mi::stats_json;
 use event_datagram::{Config, Dispatcher, MiHandler, Target, TargetError};
 
 use crate::listen::{self, Cleanup, Socket};
-use crate::params::FormatArg;
+use crate::params::{event_name, FormatArg};
 use crate::{signal, start_error, usage};
 
 /// The exit status when `serve` fails at run time (cannot bind, a listener fails, ...); a bad
@@ -44,9 +44,9 @@ pub struct Args {
     /// unix:/path, /path or unix:@name. Default: mi.listen from --config, else
     /// udp:127.0.0.1:8080.
     #[arg(long = "mi", value_name = "SPEC", value_parser = mi_spec)]
-    mi: Vec<String>,
+    mi: Vec<MiArg>,
     /// Events to publish at start, comma-separated (added to the configuration's events).
-    #[arg(long, value_name = "E_A,E_B", value_delimiter = ',')]
+    #[arg(long, value_name = "E_A,E_B", value_delimiter = ',', value_parser = event_name)]
     publish: Vec<String>,
     /// The wire format of subscriptions that do not choose one (dispatcher.default_format).
     #[arg(long, value_enum)]
@@ -68,7 +68,22 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         None => Config::default(),
     };
     if !args.mi.is_empty() {
-        config.mi.listen = args.mi.clone();
+        // Said here, naming the flag: the configuration's own check names mi.listen.
+        let remote = args.mi.iter().find(|m| !m.target.is_loopback());
+        if let (Some(m), false) = (remote, config.mi.allow_remote_control) {
+            let resolved = m.target.to_string();
+            let resolved = if resolved == m.spec {
+                String::new()
+            } else {
+                format!(" ({resolved})")
+            };
+            return Err(usage(anyhow!(
+                "--mi {}{resolved} is not a loopback address or UNIX socket; to serve MI to \
+                 other hosts, set mi.allow_remote_control: true in the --config file",
+                m.spec,
+            )));
+        }
+        config.mi.listen = args.mi.iter().map(|m| m.spec.clone()).collect();
     }
     config.events.extend(args.publish.iter().cloned());
     if let Some(format) = args.format {
@@ -81,6 +96,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "no MI socket to serve: give --mi SPEC or set mi.listen"
         )));
     }
+    let named = |i: usize| match args.mi.get(i) {
+        Some(m) => format!("--mi {}", m.spec),
+        None => format!("mi.listen[{i}]"),
+    };
+    refuse_duplicates(&mi_targets, named).map_err(usage)?;
 
     // Bind first: a port in use fails before anything starts.
     let mut listeners = Vec::new();
@@ -144,9 +164,38 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
 }
 
+/// A `--mi` spec as given, and parsed.
+#[derive(Debug, Clone)]
+struct MiArg {
+    spec: String,
+    target: Target,
+}
+
 /// A `--mi` spec, checked as the command line is read (a bad one is a usage error).
-fn mi_spec(spec: &str) -> Result<String, TargetError> {
-    Target::parse_bind(spec).map(|_| spec.to_owned())
+fn mi_spec(spec: &str) -> Result<MiArg, TargetError> {
+    Target::parse_bind(spec).map(|target| MiArg {
+        spec: spec.to_owned(),
+        target,
+    })
+}
+
+/// Refuses an MI socket given twice: binding it again would fail on the first one, with a
+/// message that blames another process ("another process is listening on this socket", "address
+/// in use"). `named` says where the `i`th one was given. UDP port 0 is a new port each time.
+fn refuse_duplicates(targets: &[Target], named: impl Fn(usize) -> String) -> anyhow::Result<()> {
+    for (j, target) in targets.iter().enumerate() {
+        if matches!(target, Target::Udp(addr) if addr.port() == 0) {
+            continue;
+        }
+        if let Some(i) = targets[..j].iter().position(|t| t == target) {
+            let (first, second) = (named(i), named(j));
+            if first == second {
+                bail!("{first} is given twice: give each MI socket once");
+            }
+            bail!("{first} and {second} are the same socket ({target}): give each MI socket once");
+        }
+    }
+    Ok(())
 }
 
 /// The UNIX socket files to remove at exit.
