@@ -934,6 +934,45 @@ fn listen_rejects_bad_specs_and_busy_ports() {
     assert!(run.stdout.is_empty());
 }
 
+/// `--expire` and `--mi` without `--subscribe` were silently ignored, and an empty
+/// `--subscribe` went to the MI endpoint to be refused there (exit 1): all are usage errors
+/// now, found before anything is bound or sent.
+#[test]
+fn listen_subscription_flags_are_checked_as_the_command_line_is_read() {
+    // An MI endpoint that must hear nothing.
+    let mi = UdpSocket::bind("127.0.0.1:0").unwrap();
+    mi.set_nonblocking(true).unwrap();
+    let mi_spec = format!("udp:{}", mi.local_addr().unwrap());
+    let cases: [(&[&str], &str); 4] = [
+        (&["--expire", "5"], "--subscribe <EVENT>"),
+        (&["--mi", &mi_spec], "--subscribe <EVENT>"),
+        (
+            &["--mi", &mi_spec, "--subscribe", ""],
+            "invalid value '' for '--subscribe <EVENT>': invalid event name: it is empty",
+        ),
+        (
+            &[
+                "--mi",
+                &mi_spec,
+                "--subscribe",
+                "E_A",
+                "--subscribe",
+                "E\nB",
+            ],
+            "'--subscribe <EVENT>': invalid event name \"E\\nB\": it contains a line break",
+        ),
+    ];
+    for (args, want) in cases {
+        let mut all = vec!["listen", "udp:127.0.0.1:0"];
+        all.extend(args);
+        let run = evdgram(&all);
+        assert_eq!(run.status.code(), Some(2), "{args:?}: {}", run.stderr);
+        assert!(run.stderr.contains(want), "{args:?}: {}", run.stderr);
+        assert!(!run.stderr.contains("listening on"), "{}", run.stderr);
+    }
+    assert!(mi.recv(&mut [0u8; 64]).is_err(), "no MI request was sent");
+}
+
 // ---------------------------------------------------------------------------------------------
 // raise
 

@@ -58,16 +58,18 @@ pub struct Args {
     /// Subscribe this socket to EVENT through the MI endpoint (repeatable), re-subscribe before
     /// the subscription expires, and unsubscribe on exit (as opensips-event does). A listener
     /// on `0.0.0.0` or `[::]` is subscribed at the local address that routes to the MI endpoint.
-    #[arg(long, value_name = "EVENT")]
+    #[arg(long, value_name = "EVENT", value_parser = crate::params::event_name)]
     subscribe: Vec<String>,
     /// The MI endpoint of `evdgram serve` or OpenSIPS' mi_datagram: udp:HOST:PORT or a UNIX
     /// socket. With a UNIX socket, replies come to a socket created in the temp dir ($TMPDIR)
     /// with this process' umask: a server running as another user must be allowed to write it.
-    #[arg(long, value_name = "SPEC", default_value = event_datagram::DEFAULT_MI_LISTEN)]
+    /// Only with --subscribe.
+    #[arg(long, value_name = "SPEC", default_value = event_datagram::DEFAULT_MI_LISTEN,
+          requires = "subscribe")]
     mi: Target,
     /// The subscription's lifetime in seconds; it is renewed at about half of it, and a failed
-    /// renewal is retried (after 1 s, doubling, sooner near the end).
-    #[arg(long, value_name = "SECONDS", default_value_t = 3600,
+    /// renewal is retried (after 1 s, doubling, sooner near the end). Only with --subscribe.
+    #[arg(long, value_name = "SECONDS", default_value_t = 3600, requires = "subscribe",
           value_parser = clap::value_parser!(u64).range(1..=4_294_967_295))]
     expire: u64,
 }
