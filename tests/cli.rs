@@ -1139,8 +1139,12 @@ fn raise_to_a_missing_unix_path_exits_1_and_counts_it_unreachable() {
     let (numbers, causes) = stats_row(&stdout, &missing);
     assert_eq!(numbers, [5, 0, 0, 0, 5, 0], "{stdout}");
     assert_eq!(causes, "unreachable 5", "{stdout}");
-    // And why, once.
-    let why = format!("event-datagram: {missing}: cannot connect: No such file or directory");
+    // And why, once; without claiming a count (it is said before any datagram is counted).
+    let why = format!(
+        "event-datagram: {missing}: cannot connect: No such file or directory (os error 2) (its \
+         datagrams are counted unreachable while it stays so; next report for this target in \
+         60 s at the earliest)\n"
+    );
     assert_eq!(run.stderr.matches(&why).count(), 1, "{}", run.stderr);
     // The other target is not affected.
     let (numbers, _) = stats_row(&stdout, &live_spec);

@@ -929,7 +929,7 @@ impl ConnectLog {
             }
         }
         self.0.insert(target.clone(), now);
-        warn!("{target}: cannot connect: {err} (counted unreachable; next report for this target in 60 s at the earliest)");
+        warn!("{target}: cannot connect: {err} (its datagrams are counted unreachable while it stays so; next report for this target in 60 s at the earliest)");
     }
 }
 
