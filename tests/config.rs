@@ -428,7 +428,8 @@ fn serve_failing(args: &[&str]) -> String {
     }
     let output = child.wait_with_output().unwrap();
     assert!(exited, "serve {args:?} still running");
-    assert_eq!(output.status.code(), Some(1), "serve {args:?}");
+    // A configuration that cannot be used is a usage error.
+    assert_eq!(output.status.code(), Some(2), "serve {args:?}");
     String::from_utf8(output.stderr).unwrap()
 }
 

@@ -498,7 +498,7 @@ fn allowlist_and_limits_come_from_the_config() {
         json!(["E_TEST", "udp:192.0.2.3:9"]),
         503,
         "Too many subscribers",
-        "E_TEST already has 2",
+        "E_TEST already has as many subscribers as allowed (2)",
     );
     assert_eq!(
         m.ok("event_subscribe", json!(["E_OTHER", "udp:192.0.2.3:9"])),
@@ -509,7 +509,7 @@ fn allowlist_and_limits_come_from_the_config() {
         json!(["E_OTHER", "udp:192.0.2.4:9"]),
         503,
         "Too many subscribers",
-        "already 3",
+        "already as many subscriptions as allowed (3)",
     );
 }
 
@@ -547,7 +547,7 @@ fn limits_cap_mi_subscribers_not_the_static_ones() {
         json!(["E_MANY", "udp:127.0.0.1:30000"]),
         503,
         "Too many subscribers",
-        "E_MANY already has 300",
+        "E_MANY already has as many subscribers as allowed (300)",
     );
     // The application's own subscriptions are not capped, once the MI handler exists either.
     let extra = "udp:127.0.0.1:30001".parse().unwrap();
