@@ -263,7 +263,7 @@ pub fn run(args: &CapacityArgs) -> anyhow::Result<Outcome> {
                 let mut p = plan.clone();
                 p.rate = rate;
                 let r = run_phase(&p, size, t)?;
-                eprintln!(
+                errln!(
                     "loadgen capacity: {size} B {t} at {rate}: {}",
                     meets(&r, &slo)
                         .err()
@@ -323,7 +323,7 @@ pub fn run(args: &CapacityArgs) -> anyhow::Result<Outcome> {
     })? + "\n";
     match args.common.json.as_deref() {
         Some("-") => {
-            eprint!("{out}");
+            errprint!("{out}");
             print!("{json}");
         }
         Some(path) => {

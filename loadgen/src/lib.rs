@@ -8,6 +8,23 @@
 //! `main.rs` only calls [`main_with`]; everything here is testable in-process.
 #![deny(unsafe_code)]
 
+/// `eprintln!` that ignores a failed write: `eprintln!` panics (exit 101) when stderr is a
+/// closed pipe, and loadgen's exit codes must hold whoever reads its stderr, or nobody.
+macro_rules! errln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
+/// `eprint!` that ignores a failed write (see `errln!`).
+macro_rules! errprint {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 pub mod capacity;
 pub mod cli;
 pub mod clock;
@@ -89,16 +106,16 @@ where
         Ok(o) if o.failed.is_empty() => exit::OK,
         Ok(o) => {
             for f in &o.failed {
-                eprintln!("loadgen: threshold failed: {f}");
+                errln!("loadgen: threshold failed: {f}");
             }
             exit::THRESHOLD
         }
         Err(e) if e.downcast_ref::<Usage>().is_some() => {
-            eprintln!("loadgen: {e:#}");
+            errln!("loadgen: {e:#}");
             exit::USAGE
         }
         Err(e) => {
-            eprintln!("loadgen: {e:#}");
+            errln!("loadgen: {e:#}");
             exit::FAILURE
         }
     }
@@ -166,7 +183,7 @@ pub fn run_plan(plan: &Plan) -> anyhow::Result<(Vec<RunResult>, String)> {
         for &t in &transports {
             let r = phase::run_phase(plan, size, t)?;
             for w in &r.warnings {
-                eprintln!("loadgen: WARNING: {w}");
+                errln!("loadgen: WARNING: {w}");
             }
             runs.push(r);
         }
@@ -194,7 +211,7 @@ fn write_reports(
     let table = report::table::render(runs, backend);
     let json_to_stdout = args.common.json.as_deref() == Some("-");
     if json_to_stdout {
-        eprint!("{table}");
+        errprint!("{table}");
     } else {
         print!("{table}");
         let _ = std::io::stdout().flush();

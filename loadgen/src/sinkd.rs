@@ -45,7 +45,7 @@ pub fn run(args: &SinkArgs) -> anyhow::Result<()> {
         .map(|t| Sink::bind(t, Limits::STANDALONE).with_context(|| format!("cannot listen on {t}")))
         .collect::<anyhow::Result<Vec<_>>>()?;
     for s in &sinks {
-        eprintln!("loadgen sink: listening on {}", s.target());
+        errln!("loadgen sink: listening on {}", s.target());
     }
     let mut reported = HashSet::new();
     // Each socket's kernel drops at its last report: a report gives those since (the kernel
@@ -65,8 +65,7 @@ pub fn run(args: &SinkArgs) -> anyhow::Result<()> {
         {
             let refused = s.book().runs_refused;
             if refused > *refused_before {
-                let _ = writeln!(
-                    std::io::stderr(),
+                errln!(
                     "loadgen sink: {}: {} events of runs past the {MAX_RUNS} this sink holds \
                      at once, not recorded (a shorter --idle reports and lets go of runs sooner)",
                     s.target(),
@@ -76,9 +75,7 @@ pub fn run(args: &SinkArgs) -> anyhow::Result<()> {
             }
             let malformed = s.book().malformed;
             if malformed > *malformed_before {
-                // Not `eprintln!`: whoever started us may have closed our stderr.
-                let _ = writeln!(
-                    std::io::stderr(),
+                errln!(
                     "loadgen sink: {}: {} datagrams or events that no loadgen run sends",
                     s.target(),
                     malformed - *malformed_before

@@ -499,6 +499,65 @@ fn usage_errors_exit_2_with_a_message() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The write end of a pipe whose read end is closed: a write to it fails (EPIPE; Rust
+/// programs ignore SIGPIPE).
+fn closed_pipe() -> std::fs::File {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let mut fds = [0; 2];
+    // SAFETY: `fds` has room for the two descriptors `pipe2` writes.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    // SAFETY: `pipe2` just opened both, and nothing else owns them.
+    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    drop(read);
+    std::fs::File::from(write)
+}
+
+/// `loadgen --sizes 58 2>&1 | true`: `eprintln!` panicked when stderr was a closed pipe, and
+/// loadgen exited 101 instead of its documented code. Every exit code holds with stderr
+/// closed: a usage error (2), a missed threshold after a table on stderr (`--json -`, 3), a
+/// clean run (0).
+#[test]
+fn a_closed_stderr_leaves_the_exit_code_as_documented() {
+    let run = [
+        "--rate",
+        "5k",
+        "--duration",
+        "200ms",
+        "--warmup",
+        "0s",
+        "--sizes",
+        "64",
+        "--transport",
+        "udp",
+        "--json",
+        "-",
+        "--catchup",
+        "1s",
+    ];
+    let threshold = [&run[..], &["--max-p99", "1ns"]].concat();
+    for (args, code) in [(&["--sizes", "58"][..], 2), (&threshold, 3), (&run, 0)] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(closed_pipe())
+            .spawn()
+            .expect("loadgen starts");
+        let deadline = Instant::now() + DEADLINE;
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                panic!("{args:?} still ran after {DEADLINE:?}");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        assert_eq!(status.code(), Some(code), "{args:?}");
+    }
+}
+
 #[test]
 fn a_missed_threshold_exits_3_naming_it_and_the_value() {
     let out = loadgen(&[
