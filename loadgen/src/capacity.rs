@@ -251,6 +251,9 @@ pub fn run(args: &CapacityArgs) -> anyhow::Result<Outcome> {
     if args.common.warmup.is_none() && file.warmup.is_none() {
         plan.warmup = Nanos(200_000_000);
     }
+    if let Some(json) = args.common.json.as_deref().filter(|&j| j != "-") {
+        crate::check_writable("--json", std::path::Path::new(json))?;
+    }
     let start = args
         .common
         .rate

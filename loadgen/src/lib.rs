@@ -165,28 +165,72 @@ pub fn run(args: &RunArgs) -> anyhow::Result<Outcome> {
         )
         .into());
     }
+    check_report_paths(args, &plan)?;
     let (runs, backend) = run_plan(&plan)?;
     write_reports(args, &runs, &backend, plan.origin_ns)?;
     let failed = thresholds::check(&thresholds, &runs);
     Ok(Outcome { runs, failed })
 }
 
-/// Runs every (size, transport) of `plan`; returns the results and the backend's name.
-pub fn run_plan(plan: &Plan) -> anyhow::Result<(Vec<RunResult>, String)> {
+/// The (size, transport) of each run of `plan`, in order.
+pub fn runs_of(plan: &Plan) -> Vec<(usize, result::Transport)> {
     let transports = if plan.external.is_empty() {
         plan.transports.clone()
     } else {
         vec![result::Transport::of(&plan.external[0])]
     };
-    let mut runs = Vec::new();
-    for &size in &plan.sizes {
-        for &t in &transports {
-            let r = phase::run_phase(plan, size, t)?;
-            for w in &r.warnings {
-                errln!("loadgen: WARNING: {w}");
-            }
-            runs.push(r);
+    plan.sizes
+        .iter()
+        .flat_map(|&size| transports.iter().map(move |&t| (size, t)))
+        .collect()
+}
+
+/// Checks, before the first run, that a report can be written at `path` (given as `flag`): its
+/// directory exists and the file can be created or written. A file that was not there is
+/// created and removed again; one that was is opened for writing, not truncated.
+pub fn check_writable(flag: &str, path: &std::path::Path) -> Result<(), Usage> {
+    use std::fs::OpenOptions;
+    let created = OpenOptions::new().write(true).create_new(true).open(path);
+    let result = match created {
+        Ok(_) => std::fs::remove_file(path),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            OpenOptions::new().write(true).open(path).map(drop)
         }
+        Err(e) => Err(e),
+    };
+    result.map_err(|e| Usage(format!("{flag}: cannot write {}: {e}", path.display())))
+}
+
+/// Checks every report file of `args` before `plan` runs: a typo must not throw a long run
+/// away at its end.
+fn check_report_paths(args: &RunArgs, plan: &Plan) -> Result<(), Usage> {
+    use std::path::Path;
+    if let Some(json) = args.common.json.as_deref().filter(|&j| j != "-") {
+        check_writable("--json", Path::new(json))?;
+    }
+    if let Some(prefix) = &args.hgrm {
+        for (size, t) in runs_of(plan) {
+            check_writable("--hgrm", Path::new(&report::hgrm::path_of(prefix, size, t)))?;
+        }
+    }
+    if let Some(path) = &args.hlog {
+        check_writable("--hlog", path)?;
+    }
+    if let Some(path) = &args.plot {
+        check_writable("--plot", path)?;
+    }
+    Ok(())
+}
+
+/// Runs every (size, transport) of `plan`; returns the results and the backend's name.
+pub fn run_plan(plan: &Plan) -> anyhow::Result<(Vec<RunResult>, String)> {
+    let mut runs = Vec::new();
+    for (size, t) in runs_of(plan) {
+        let r = phase::run_phase(plan, size, t)?;
+        for w in &r.warnings {
+            errln!("loadgen: WARNING: {w}");
+        }
+        runs.push(r);
     }
     Ok((runs, backend_name(plan)))
 }

@@ -499,6 +499,55 @@ fn usage_errors_exit_2_with_a_message() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A report path that cannot be written was found only after the run (`cannot write ...`,
+/// exit 1, the plot's `backend error`): a typo threw a long sweep away. Every report path is
+/// checked first: a usage error (2), before any run (nothing on stdout), naming the flag.
+#[test]
+fn report_paths_are_checked_before_the_first_run() {
+    let dir = scratch("paths");
+    let missing = dir.join("no/such/dir/x");
+    let missing = missing.to_str().unwrap();
+    let a_dir = dir.to_str().unwrap();
+    let short = [
+        "--sizes",
+        "64",
+        "--duration",
+        "100ms",
+        "--warmup",
+        "0s",
+        "--transport",
+        "udp",
+    ];
+    for (flag, path) in [
+        ("--json", missing),
+        ("--hgrm", missing),
+        ("--hlog", missing),
+        ("--plot", missing),
+        ("--plot", a_dir),
+        ("--json", a_dir),
+    ] {
+        let out = loadgen(&[&short[..], &[flag, path]].concat());
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flag} {path}: {err}");
+        assert!(
+            err.contains(&format!("{flag}: cannot write {path}")),
+            "{err}"
+        );
+        assert!(out.stdout.is_empty(), "{flag}: ran: {}", text(&out.stdout));
+    }
+    let out = loadgen(&["capacity", "--sizes", "64", "--json", missing]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("--json: cannot write"));
+    assert!(!text(&out.stderr).contains("loadgen capacity: 64 B"));
+    // A good path: the check leaves nothing behind, and the run writes the report.
+    let json = dir.join("r.json");
+    let out = loadgen(&[&short[..], &["--json", json.to_str().unwrap()]].concat());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let report: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(report["runs"].as_array().unwrap().len(), 1);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// The write end of a pipe whose read end is closed: a write to it fails (EPIPE; Rust
 /// programs ignore SIGPIPE).
 fn closed_pipe() -> std::fs::File {

@@ -8,14 +8,19 @@ use std::fmt::Write;
 
 use hdrhistogram::Histogram;
 
-use crate::result::RunResult;
+use crate::result::{RunResult, Transport};
 
 /// ns per output unit (ms), as HdrHistogram's tools expect by default.
 const UNIT: f64 = 1e6;
 
 /// The file of one run: `PREFIX-SIZE-TRANSPORT.hgrm`.
 pub fn path(prefix: &str, r: &RunResult) -> String {
-    format!("{prefix}-{}-{}.hgrm", r.size_bytes, r.transport)
+    path_of(prefix, r.size_bytes, r.transport)
+}
+
+/// The file of the run of `size` over `transport`.
+pub fn path_of(prefix: &str, size: usize, transport: Transport) -> String {
+    format!("{prefix}-{size}-{transport}.hgrm")
 }
 
 /// The percentile distribution of a run's latency, in ms.
