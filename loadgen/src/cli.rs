@@ -125,11 +125,12 @@ pub struct RunArgs {
     /// Fail (exit 3) when a run's p99.9 is above this.
     #[arg(long)]
     pub max_p999: Option<Nanos>,
-    /// Fail (exit 3) when a run loses more than this (e.g. 0.01%; none by default).
+    /// Fail (exit 3) when a run loses more than this percentage of the scheduled events (e.g.
+    /// 0.01%, with the %; none by default).
     #[arg(long)]
     pub max_loss: Option<Fraction>,
-    /// Fail (exit 3) when a run achieves less than this share of the target rate (e.g. 99%;
-    /// none by default).
+    /// Fail (exit 3) when a run achieves less than this percentage of the target rate (e.g.
+    /// 99%, with the %; none by default).
     #[arg(long)]
     pub min_achieved: Option<Fraction>,
 }

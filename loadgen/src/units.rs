@@ -174,7 +174,8 @@ pub const MAX_DURATION: Nanos = Nanos(7 * 86_400 * 1_000_000_000);
 /// [`MAX_DURATION`] for messages.
 pub const MAX_DURATION_TEXT: &str = "a week (10080m)";
 
-/// A fraction written as a percentage (`0.01%`, `99%`) or a plain ratio (`0.0001`).
+/// A fraction written as a percentage, `0%` to `100%` (`0.01%`, `99%`). The `%` is required:
+/// a bare `0.5` could be meant as 0.5 % or as 50 %.
 #[derive(Clone, Copy, Debug, PartialEq, Deserialize)]
 #[serde(try_from = "String")]
 pub struct Fraction(pub f64);
@@ -186,7 +187,7 @@ impl FromStr for Fraction {
         let bad = || format!("invalid percentage {s:?}: expected e.g. 0.01% or 99%");
         let v = match s.strip_suffix('%') {
             Some(p) => p.parse::<f64>().map_err(|_| bad())? / 100.0,
-            None => s.parse::<f64>().map_err(|_| bad())?,
+            None => return Err(bad()),
         };
         if !(0.0..=1.0).contains(&v) {
             return Err(bad());
@@ -300,6 +301,19 @@ mod tests {
         assert_eq!("0.01%".parse::<Fraction>().unwrap().0, 0.0001);
         assert_eq!("99%".parse::<Fraction>().unwrap().0, 0.99);
         assert!("101%".parse::<Fraction>().is_err());
+    }
+
+    /// `--max-loss 0.5` was accepted as 50 %, while `99` and `1.5` were refused with "expected
+    /// e.g. 0.01% or 99%": a percentage takes its `%`, as the message and the docs say.
+    #[test]
+    fn a_percentage_without_its_sign_is_refused_as_the_message_says() {
+        for bare in ["0.5", "0", "1", "99", "1.5", "0.0001"] {
+            let e = bare.parse::<Fraction>().unwrap_err();
+            assert!(e.contains("expected e.g. 0.01% or 99%"), "{bare}: {e}");
+        }
+        assert_eq!("0%".parse::<Fraction>().unwrap().0, 0.0);
+        assert_eq!("100%".parse::<Fraction>().unwrap().0, 1.0);
+        assert_eq!("50%".parse::<Fraction>().unwrap().0, 0.5);
     }
 
     #[test]
