@@ -160,7 +160,7 @@ pub struct SinkArgs {
     /// listens), nothing else; the file is removed at exit if it is still ours.
     #[arg(long, value_delimiter = ',', required = true, value_name = "SPEC")]
     pub listen: Vec<String>,
-    /// Exit after this long (default: run until killed; at most a week, 10080m).
+    /// Exit after this long (above 0, at most a week, 10080m; default: run until killed).
     #[arg(long)]
     pub duration: Option<Nanos>,
     /// A run is reported once nothing arrived for it for this long (and let go: a sink holds

@@ -26,6 +26,10 @@ pub fn run(args: &SinkArgs) -> anyhow::Result<()> {
         .iter()
         .map(|s| Target::parse_bind(s).map_err(|e| Usage(format!("--listen: {e}"))))
         .collect::<Result<Vec<_>, _>>()?;
+    // A sink of 0 s would exit before anything could arrive: refused, as `run --duration 0s`.
+    if args.duration.is_some_and(|d| d.0 == 0) {
+        return Err(Usage("--duration: must be above 0".into()).into());
+    }
     // Checked: a huge --duration wrapped the end to the past, and the sink exited at once.
     let end = match args.duration {
         Some(d) => Some(

@@ -436,6 +436,12 @@ fn usage_errors_exit_2_with_a_message() {
             ],
             "--duration 18446744040.00s is too long",
         ),
+        // `run --duration 0s` was refused, `sink --duration 0s` exited at once, exit 0.
+        (
+            &["sink", "--listen", "udp:127.0.0.1:0", "--duration", "0s"],
+            "--duration: must be above 0",
+        ),
+        (&["--duration", "0s"], "--duration: must be above 0"),
         (
             &["--coalesce-delay", "2min"],
             "--coalesce-delay: at most 60",
