@@ -62,6 +62,38 @@ pub struct FileConfig {
     pub targets_external: Option<Vec<String>>,
     /// Thresholds.
     pub thresholds: Option<Thresholds>,
+    /// Where the file is, and the line of each top-level key (`None`: no file).
+    #[serde(skip)]
+    pub origin: Option<Origin>,
+}
+
+/// Where a [`FileConfig`] came from, to name a value's file, key and line in a message.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Origin {
+    /// The file.
+    pub path: std::path::PathBuf,
+    /// The line (from 1) of each top-level key written `key:` at the start of a line.
+    pub lines: std::collections::BTreeMap<String, usize>,
+}
+
+impl Origin {
+    /// `path`'s origin, with the lines of the block-style top-level keys of `text`.
+    pub fn of(path: &Path, text: &str) -> Origin {
+        let mut lines = std::collections::BTreeMap::new();
+        for (i, line) in text.lines().enumerate() {
+            let starts_a_key = line
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+            if let Some((key, _)) = line.split_once(':').filter(|_| starts_a_key) {
+                lines.entry(key.trim().to_owned()).or_insert(i + 1);
+            }
+        }
+        Origin {
+            path: path.to_owned(),
+            lines,
+        }
+    }
 }
 
 /// Thresholds: a run that misses one makes loadgen exit 3.
@@ -88,7 +120,21 @@ impl FileConfig {
     pub fn from_file(path: &Path) -> Result<FileConfig, String> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        Self::from_yaml(&text).map_err(|e| format!("{}: {e}", path.display()))
+        let mut config = Self::from_yaml(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        config.origin = Some(Origin::of(path, &text));
+        Ok(config)
+    }
+
+    /// How a message names the value of `key`, set in this file: `key (FILE line N)`, or
+    /// `key (FILE)` when the key is not at the start of a line (flow style).
+    pub fn name_of(&self, key: &str) -> String {
+        match &self.origin {
+            Some(o) => match o.lines.get(key) {
+                Some(line) => format!("{key} ({} line {line})", o.path.display()),
+                None => format!("{key} ({})", o.path.display()),
+            },
+            None => format!("{key} (config)"),
+        }
     }
 }
 

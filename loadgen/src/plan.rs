@@ -1,5 +1,6 @@
 //! A resolved plan: built-in defaults, then the config file, then flags.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use event_datagram::{BackendChoice, Coalesce, DispatcherConfig, Format, InvalidCoalesce, Target};
@@ -73,6 +74,9 @@ pub struct Plan {
     pub thresholds: Thresholds,
     /// CLOCK_MONOTONIC at loadgen's start (the interval log's time base).
     pub origin_ns: u64,
+    /// How messages name the settings that came from the config file (`targets (FILE line
+    /// 3)`), by key; the others are named by their flag (`--targets`).
+    names: BTreeMap<&'static str, String>,
 }
 
 impl Plan {
@@ -82,6 +86,55 @@ impl Plan {
         file: &FileConfig,
         external: Option<&[String]>,
     ) -> Result<Plan, Usage> {
+        // The keys whose value is the file's: a message about one names the file, key and line.
+        let mut names = BTreeMap::new();
+        let mut from_file = |key: &'static str, flag: bool, in_file: bool| {
+            if !flag && in_file {
+                names.insert(key, file.name_of(key));
+            }
+        };
+        from_file("rate", flags.rate.is_some(), file.rate.is_some());
+        from_file(
+            "duration",
+            flags.duration.is_some(),
+            file.duration.is_some(),
+        );
+        from_file("warmup", flags.warmup.is_some(), file.warmup.is_some());
+        from_file("sizes", flags.sizes.is_some(), file.sizes.is_some());
+        from_file("targets", flags.targets.is_some(), file.targets.is_some());
+        from_file(
+            "producers",
+            flags.producers.is_some(),
+            file.producers.is_some(),
+        );
+        from_file("tick", flags.tick.is_some(), file.tick.is_some());
+        from_file("catchup", flags.catchup.is_some(), file.catchup.is_some());
+        from_file(
+            "queue_capacity",
+            flags.queue_capacity.is_some(),
+            file.queue_capacity.is_some(),
+        );
+        from_file(
+            "coalesce_bytes",
+            flags.coalesce_bytes.is_some(),
+            file.coalesce_bytes.is_some(),
+        );
+        from_file(
+            "coalesce_delay",
+            flags.coalesce_delay.is_some(),
+            file.coalesce_delay.is_some(),
+        );
+        from_file(
+            "targets_external",
+            external.is_some(),
+            file.targets_external.is_some(),
+        );
+        let name = |key: &str| {
+            names
+                .get(key)
+                .cloned()
+                .unwrap_or_else(|| format!("--{}", key.replace('_', "-")))
+        };
         let transport = flags
             .transport
             .or(file.transport)
@@ -92,7 +145,9 @@ impl Plan {
             .unwrap_or_default();
         let external = external_specs
             .iter()
-            .map(|s| Target::parse(s).map_err(|e| Usage(format!("--targets-external: {e}"))))
+            .map(|s| {
+                Target::parse(s).map_err(|e| Usage(format!("{}: {e}", name("targets_external"))))
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let coalesce_bytes = flags.coalesce_bytes.or(file.coalesce_bytes);
         let coalesce_delay = flags.coalesce_delay.or(file.coalesce_delay);
@@ -105,9 +160,10 @@ impl Plan {
             let bytes = coalesce_bytes.unwrap_or(DEFAULT_COALESCE_BYTES);
             let delay = coalesce_delay.unwrap_or(DEFAULT_COALESCE_DELAY);
             let flag = |e: InvalidCoalesce| match e {
-                InvalidCoalesce::MaxBytes(_) => Usage(format!("--coalesce-bytes: {e}")),
+                InvalidCoalesce::MaxBytes(_) => Usage(format!("{}: {e}", name("coalesce_bytes"))),
                 _ => Usage(format!(
-                    "--coalesce-delay: at most {}",
+                    "{}: at most {}",
+                    name("coalesce_delay"),
                     human_ns(Coalesce::MAX_DELAY.as_nanos() as f64)
                 )),
             };
@@ -150,27 +206,42 @@ impl Plan {
             progress: flags.progress || std::io::IsTerminal::is_terminal(&std::io::stderr()),
             thresholds: file.thresholds.clone().unwrap_or_default(),
             origin_ns: crate::clock::mono_ns(),
+            names,
         };
         plan.check()?;
         Ok(plan)
+    }
+
+    /// How messages name the setting `key`: its flag (`--queue-capacity`), or, when its value
+    /// came from the config file, the key, file and line (`queue_capacity (FILE line 3)`).
+    pub fn name(&self, key: &str) -> String {
+        self.names
+            .get(key)
+            .cloned()
+            .unwrap_or_else(|| format!("--{}", key.replace('_', "-")))
     }
 
     fn check(&self) -> Result<(), Usage> {
         let bad = |m: String| Err(Usage(m));
         for &size in &self.sizes {
             if let Err(e) = Template::new(self.format, size) {
-                return bad(if size > event_datagram::MAX_DATAGRAM {
+                let e = if size > event_datagram::MAX_DATAGRAM {
                     format!(
                         "size {size} is over the {}-byte datagram limit",
                         event_datagram::MAX_DATAGRAM
                     )
                 } else {
                     e.to_string()
+                };
+                // A flag's sizes were checked by its parser: this one's message says enough.
+                return bad(match self.names.get("sizes") {
+                    Some(name) => format!("{name}: {e}"),
+                    None => e,
                 });
             }
         }
         if self.sizes.is_empty() {
-            return bad("--sizes: at least one size".into());
+            return bad(format!("{}: at least one size", self.name("sizes")));
         }
         // Reports are named by size (`lat-64-udp.hgrm`, `64B-udp` in the interval log).
         if let Some(size) = (1..self.sizes.len()).find_map(|i| {
@@ -178,19 +249,21 @@ impl Plan {
             self.sizes[..i].contains(&size).then_some(size)
         }) {
             return bad(format!(
-                "--sizes: {size} is given twice (each size's reports are named by it)"
+                "{}: {size} is given twice (each size's reports are named by it)",
+                self.name("sizes")
             ));
         }
         if self.targets == 0 || self.targets > 64 {
-            return bad("--targets: 1 to 64".into());
+            return bad(format!("{}: 1 to 64", self.name("targets")));
         }
         if self.producers == 0 || self.producers > MAX_PRODUCERS {
-            return bad(format!("--producers: 1 to {MAX_PRODUCERS}"));
+            return bad(format!("{}: 1 to {MAX_PRODUCERS}", self.name("producers")));
         }
         if self.duration.0 == 0 {
-            return bad("--duration: must be above 0".into());
+            return bad(format!("{}: must be above 0", self.name("duration")));
         }
-        for (flag, d) in [("--duration", self.duration), ("--warmup", self.warmup)] {
+        for (key, d) in [("duration", self.duration), ("warmup", self.warmup)] {
+            let flag = self.name(key);
             if d > MAX_DURATION {
                 return bad(format!(
                     "{flag} {d} is too long: at most {MAX_DURATION_TEXT}"
@@ -200,28 +273,34 @@ impl Plan {
             let per_producer = self.rate.per_s() / self.producers as f64 * d.0 as f64 / 1e9;
             if per_producer >= crate::payload::MAX_EVENTS_PER_PRODUCER as f64 {
                 return bad(format!(
-                    "--rate x {flag} {d}: {per_producer:.3e} events per producer, more than \
+                    "{} x {flag} {d}: {per_producer:.3e} events per producer, more than \
                      its {:.0e} sequence numbers (give more --producers or a shorter window)",
+                    self.name("rate"),
                     crate::payload::MAX_EVENTS_PER_PRODUCER as f64
                 ));
             }
         }
         if self.tick.0 == 0 || self.tick.0 > 1_000_000_000 {
-            return bad("--tick: above 0 and at most 1s".into());
+            return bad(format!("{}: above 0 and at most 1s", self.name("tick")));
         }
         // An event waits for its producer's next tick, and the wake-up itself comes late by
         // the timer slack and the scheduler: a window within that sheds on an idle machine.
         if self.catchup.0 < self.tick.0 + MIN_CATCHUP_MARGIN.0 {
             return bad(format!(
-                "--catchup {} must be at least --tick {} + {}: a producer wakes once per tick, \
+                "{} {} must be at least {} {} + {}: a producer wakes once per tick, \
                  so an event waits up to a tick, plus the wake-up's own delay, before it is \
                  raised, and events later than --catchup are shed",
-                self.catchup, self.tick, MIN_CATCHUP_MARGIN
+                self.name("catchup"),
+                self.catchup,
+                self.name("tick"),
+                self.tick,
+                MIN_CATCHUP_MARGIN
             ));
         }
         if self.queue_capacity == 0 || self.queue_capacity > DispatcherConfig::MAX_QUEUE_CAPACITY {
             return bad(format!(
-                "--queue-capacity: 1 to {}",
+                "{}: 1 to {}",
+                self.name("queue_capacity"),
                 DispatcherConfig::MAX_QUEUE_CAPACITY
             ));
         }

@@ -502,6 +502,43 @@ fn usage_errors_exit_2_with_a_message() {
     let out = loadgen(&["--config", cfg.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("sizez"), "{}", text(&out.stderr));
+    // A value out of range in the file is named by its file, key and line, not by the flag
+    // it did not come from (`--targets: 1 to 64`); a flag over it is named as a flag.
+    let path = cfg.to_str().unwrap();
+    for (yaml, flags, needle) in [
+        (
+            "rate: 10k\ntargets: 0\n",
+            &[][..],
+            format!("targets ({path} line 2): 1 to 64"),
+        ),
+        (
+            "sizes: [70000]\n",
+            &[],
+            format!("sizes ({path} line 1): size 70000 is over the 65457-byte datagram limit"),
+        ),
+        (
+            "# comment\nduration: 0s\n",
+            &[],
+            format!("duration ({path} line 2): must be above 0"),
+        ),
+        (
+            "queue_capacity: 0\n",
+            &[],
+            format!("queue_capacity ({path} line 1): 1 to 1048576"),
+        ),
+        ("{producers: 0}\n", &[], format!("producers ({path}): 1 to")),
+        (
+            "targets: 1\n",
+            &["--targets", "0"],
+            "--targets: 1 to 64".into(),
+        ),
+    ] {
+        std::fs::write(&cfg, yaml).unwrap();
+        let out = loadgen(&[&["--config", path][..], flags].concat());
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{yaml}: {err}");
+        assert!(err.contains(&needle), "{yaml}: {err}");
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 
