@@ -84,7 +84,8 @@ pub struct Common {
     /// `--coalesce-bytes` (default 65457) or `--coalesce-delay` (default 1ms).
     #[arg(long)]
     pub coalesce: bool,
-    /// Coalesced datagrams' size limit, bytes (implies `--coalesce`).
+    /// Coalesced datagrams' size limit, bytes: at least the smallest of `--sizes` (implies
+    /// `--coalesce`).
     #[arg(long, value_parser = parse_size)]
     pub coalesce_bytes: Option<usize>,
     /// How long a coalesced datagram waits for more events (implies `--coalesce`).

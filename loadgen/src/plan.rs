@@ -243,6 +243,19 @@ impl Plan {
         if self.sizes.is_empty() {
             return bad(format!("{}: at least one size", self.name("sizes")));
         }
+        // A coalesced datagram holds whole events, and an event over the limit goes alone: a
+        // limit under the smallest event coalesces nothing, while the report says it does.
+        if let (Some(c), Some(&smallest)) = (self.coalesce, self.sizes.iter().min()) {
+            if c.max_bytes() < smallest {
+                return bad(format!(
+                    "{} {} is too small: at least {smallest} bytes, a whole event of the \
+                     smallest size run (a coalesced datagram holds whole events; an event \
+                     over the limit is sent alone)",
+                    self.name("coalesce_bytes"),
+                    c.max_bytes()
+                ));
+            }
+        }
         // Reports are named by size (`lat-64-udp.hgrm`, `64B-udp` in the interval log).
         if let Some(size) = (1..self.sizes.len()).find_map(|i| {
             let size = self.sizes[i];
@@ -333,5 +346,30 @@ mod tests {
         };
         let e = resolve(explicit).unwrap_err();
         assert!(e.0.contains("107"), "{e}");
+    }
+
+    /// `--coalesce-bytes 10` was accepted, coalesced nothing (each event is larger) and the
+    /// report said "up to 10 bytes": the limit must hold one event of the smallest size.
+    #[test]
+    fn a_coalescing_limit_under_the_smallest_event_is_refused() {
+        let flags = |bytes, sizes: &[usize]| Common {
+            coalesce_bytes: Some(bytes),
+            sizes: Some(sizes.to_vec()),
+            ..Common::default()
+        };
+        let e = resolve(flags(10, &[64])).unwrap_err();
+        assert!(
+            e.0.starts_with("--coalesce-bytes 10 is too small: at least 64 bytes"),
+            "{e}"
+        );
+        let e = resolve(flags(199, &[1400, 200])).unwrap_err();
+        assert!(e.0.contains("at least 200 bytes"), "{e}");
+        assert!(resolve(flags(64, &[64, 1400])).is_ok());
+        let e = resolve(Common {
+            coalesce_bytes: Some(10),
+            ..Common::default()
+        })
+        .unwrap_err();
+        assert!(e.0.contains("at least 64 bytes"), "{e}");
     }
 }

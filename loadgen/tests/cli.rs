@@ -443,6 +443,10 @@ fn usage_errors_exit_2_with_a_message() {
         ),
         (&["--duration", "0s"], "--duration: must be above 0"),
         (
+            &["--coalesce-bytes", "10"],
+            "--coalesce-bytes 10 is too small: at least 64 bytes",
+        ),
+        (
             &["--coalesce-delay", "2min"],
             "--coalesce-delay: at most 60",
         ),
