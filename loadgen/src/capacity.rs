@@ -244,6 +244,14 @@ pub fn run(args: &CapacityArgs) -> anyhow::Result<Outcome> {
     let slo = parse_slo(&args.slo)?;
     let file = file_config(args.common.config.as_deref())?;
     let mut plan: Plan = Plan::resolve(&args.common, &file, None)?;
+    // A step passes on its latency and loss, which only embedded receivers measure.
+    if !plan.external.is_empty() {
+        return Err(Usage(format!(
+            "capacity measures with embedded receivers: remove {}",
+            plan.name("targets_external")
+        ))
+        .into());
+    }
     // Short steps unless asked otherwise.
     if args.common.duration.is_none() && file.duration.is_none() {
         plan.duration = Nanos(1_000_000_000);

@@ -54,10 +54,10 @@ pub struct Common {
     /// error).
     #[arg(long, value_delimiter = ',', value_parser = parse_size)]
     pub sizes: Option<Vec<usize>>,
-    /// Transports of the embedded receivers.
+    /// Transports of the embedded receivers (not with `--targets-external`).
     #[arg(long, value_enum)]
     pub transport: Option<TransportChoice>,
-    /// Receivers per transport (each gets every event).
+    /// Receivers per transport (each gets every event; not with `--targets-external`).
     #[arg(long)]
     pub targets: Option<usize>,
     /// Producer threads.
@@ -108,7 +108,8 @@ pub struct RunArgs {
     /// Shared options.
     #[command(flatten)]
     pub common: Common,
-    /// Send to these sockets (a `loadgen sink` elsewhere) instead of embedded receivers.
+    /// Send to these sockets (a `loadgen sink` elsewhere) instead of embedded receivers: one
+    /// run per size to all of them, its transport theirs (`mixed` for UDP and UNIX).
     #[arg(long, value_delimiter = ',', value_name = "SPEC")]
     pub targets_external: Option<Vec<String>>,
     /// Write one HdrHistogram percentile distribution per run: PREFIX-SIZE-TRANSPORT.hgrm.

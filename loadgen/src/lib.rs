@@ -177,7 +177,7 @@ pub fn runs_of(plan: &Plan) -> Vec<(usize, result::Transport)> {
     let transports = if plan.external.is_empty() {
         plan.transports.clone()
     } else {
-        vec![result::Transport::of(&plan.external[0])]
+        vec![result::Transport::of_all(&plan.external)]
     };
     plan.sizes
         .iter()

@@ -60,6 +60,7 @@ pub fn run_phase(plan: &Plan, size: usize, transport: Transport) -> anyhow::Resu
                     Transport::Unix => {
                         Target::Unix(UnixAddr::Path(dir.path().join(format!("sink{i}.sock"))))
                     }
+                    Transport::Mixed => anyhow::bail!("embedded sinks have one transport"),
                 };
                 Sink::bind(&at, limits).with_context(|| format!("cannot bind a sink at {at}"))
             })
@@ -140,7 +141,11 @@ pub fn run_phase(plan: &Plan, size: usize, transport: Transport) -> anyhow::Resu
     }
     let shape = RunShape {
         size,
-        transport: plan.external.first().map_or(transport, Transport::of),
+        transport: if plan.external.is_empty() {
+            transport
+        } else {
+            Transport::of_all(&plan.external)
+        },
         format: plan.format.to_string(),
         producers: plan.producers,
         rate_per_s: plan.rate.per_s(),

@@ -149,6 +149,31 @@ impl Plan {
                 Target::parse(s).map_err(|e| Usage(format!("{}: {e}", name("targets_external"))))
             })
             .collect::<Result<Vec<_>, _>>()?;
+        // `transport` and `targets` say which receivers loadgen embeds: with external targets
+        // there are none, and a setting that would be silently ignored is refused.
+        if !external.is_empty() {
+            for (key, flag, in_file) in [
+                (
+                    "transport",
+                    flags.transport.is_some(),
+                    file.transport.is_some(),
+                ),
+                ("targets", flags.targets.is_some(), file.targets.is_some()),
+            ] {
+                if flag || in_file {
+                    let this = if flag {
+                        format!("--{key}")
+                    } else {
+                        file.name_of(key)
+                    };
+                    return Err(Usage(format!(
+                        "{this} is for the embedded receivers: with {} loadgen sends to those \
+                         sockets only, each run to all of them (remove {this})",
+                        name("targets_external")
+                    )));
+                }
+            }
+        }
         let coalesce_bytes = flags.coalesce_bytes.or(file.coalesce_bytes);
         let coalesce_delay = flags.coalesce_delay.or(file.coalesce_delay);
         // Tuning either limit on the command line implies coalescing.

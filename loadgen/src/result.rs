@@ -13,7 +13,8 @@ use serde::Serialize;
 
 use crate::measure::{Intervals, Percentiles, Recorder};
 
-/// A transport of the embedded sinks.
+/// A run's transport: of the embedded sinks, or of the external targets (`mixed` when they
+/// are of both kinds).
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize,
 )]
@@ -23,14 +24,28 @@ pub enum Transport {
     Udp,
     /// UNIX datagram sockets in a temp dir.
     Unix,
+    /// External targets of both kinds, in one run (`per_target` says which is which).
+    Mixed,
 }
 
 impl Transport {
-    /// `"udp"` or `"unix"`.
+    /// `"udp"`, `"unix"` or `"mixed"`.
     pub fn as_str(self) -> &'static str {
         match self {
             Transport::Udp => "udp",
             Transport::Unix => "unix",
+            Transport::Mixed => "mixed",
+        }
+    }
+
+    /// The transport of a run to all of `targets`: theirs, or `Mixed` when they differ.
+    pub fn of_all(targets: &[Target]) -> Transport {
+        let mut kinds = targets.iter().map(Transport::of);
+        let first = kinds.next().unwrap_or(Transport::Udp);
+        if kinds.all(|t| t == first) {
+            first
+        } else {
+            Transport::Mixed
         }
     }
 
@@ -111,15 +126,18 @@ pub struct TargetResult {
     pub datagrams_received: Option<u64>,
     /// `sent - received`.
     pub lost: Option<u64>,
-    /// Extra copies received.
-    pub duplicates: u64,
-    /// Events that arrived after a later one of the same producer.
-    pub reordered: u64,
-    /// Missing sequence numbers below each producer's highest received.
-    pub sequence_gaps: u64,
+    /// Extra copies received (`None` for external targets: see the sink's report).
+    pub duplicates: Option<u64>,
+    /// Events that arrived after a later one of the same producer (`None` for external
+    /// targets).
+    pub reordered: Option<u64>,
+    /// Missing sequence numbers below each producer's highest received (`None` for external
+    /// targets).
+    pub sequence_gaps: Option<u64>,
     /// Datagrams the kernel dropped at its socket's receive buffer (several events each when
-    /// coalesced; the run's `loss.kernel_rx_drops` counts the events they explain).
-    pub kernel_rx_dropped_datagrams: u64,
+    /// coalesced; the run's `loss.kernel_rx_drops` counts the events they explain; `None` for
+    /// external targets, whose sockets are the sink's).
+    pub kernel_rx_dropped_datagrams: Option<u64>,
 }
 
 /// The result of one run: one datagram size, one transport.
@@ -162,13 +180,14 @@ pub struct RunResult {
     pub drops: BTreeMap<&'static str, i64>,
     /// Why sent events were not received: `lost = kernel_rx_drops + unexplained`.
     pub loss: Option<LossCauses>,
-    /// Extra copies received.
-    pub duplicates: u64,
-    /// Out-of-order arrivals.
-    pub reordered: u64,
+    /// Extra copies received (`None` with external targets).
+    pub duplicates: Option<u64>,
+    /// Out-of-order arrivals (`None` with external targets).
+    pub reordered: Option<u64>,
     /// Datagrams at the sinks that were not loadgen events, and events no run of this plan
-    /// could have sent (a producer or sequence number out of its range).
-    pub malformed: u64,
+    /// could have sent (a producer or sequence number out of its range; `None` with external
+    /// targets).
+    pub malformed: Option<u64>,
     /// Received events per second per target (sent, for external targets).
     pub achieved_rate_per_s: f64,
     /// `achieved / target`.
@@ -327,10 +346,10 @@ impl RunResult {
                 datagrams_sent: t.counters.datagrams,
                 datagrams_received: rec.map(|r| r.datagrams),
                 lost,
-                duplicates: rec.map_or(0, |r| r.duplicates),
-                reordered: rec.map_or(0, |r| r.reordered),
-                sequence_gaps: rec.map_or(0, |r| r.gaps()),
-                kernel_rx_dropped_datagrams: t.kernel_rx_drops,
+                duplicates: rec.map(|r| r.duplicates),
+                reordered: rec.map(|r| r.reordered),
+                sequence_gaps: rec.map(|r| r.gaps()),
+                kernel_rx_dropped_datagrams: rec.map(|_| t.kernel_rx_drops),
             });
         }
         let received = (!external).then_some(all.received);
@@ -391,9 +410,9 @@ impl RunResult {
             lost,
             drops,
             loss: (!external).then_some(loss),
-            duplicates: all.duplicates,
-            reordered: all.reordered,
-            malformed,
+            duplicates: (!external).then_some(all.duplicates),
+            reordered: (!external).then_some(all.reordered),
+            malformed: (!external).then_some(malformed),
             achieved_rate_per_s: (achieved * 10.0).round() / 10.0,
             // The achieved rate over the target: of the events scheduled, what arrived (sent,
             // for external targets), less in the share the producers took longer than the
@@ -562,7 +581,7 @@ pub(crate) mod tests {
         assert_eq!(r.drops[cause::SHED], 120);
         assert_eq!(r.drops[cause::RECEIVER_SLOW], 20);
         assert!(r.warnings.iter().any(|w| w.contains("NOT sustained")));
-        assert_eq!(r.per_target[1].kernel_rx_dropped_datagrams, 50);
+        assert_eq!(r.per_target[1].kernel_rx_dropped_datagrams, Some(50));
     }
 
     /// Warm-up events still queued when the window starts are counted as sent in it: the

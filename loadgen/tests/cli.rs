@@ -222,7 +222,7 @@ fn a_run_accounts_for_every_event_and_writes_every_report() {
 
     // JSON: schema, one run per size and transport, every table column, exact identities.
     let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
-    assert_eq!(report["schema"], "loadgen/2");
+    assert_eq!(report["schema"], "loadgen/3");
     assert!(report["backend"].is_string());
     let runs = report["runs"].as_array().unwrap();
     assert_eq!(runs.len(), 4);
@@ -458,6 +458,15 @@ fn usage_errors_exit_2_with_a_message() {
             &["--targets-external", "udp:127.0.0.1:9", "--max-p99", "1ms"],
             "loadgen sink",
         ),
+        // The embedded receivers' settings were silently ignored with external targets.
+        (
+            &["--targets-external", "unix:/x.sock", "--transport", "udp"],
+            "--transport is for the embedded receivers: with --targets-external",
+        ),
+        (
+            &["--targets-external", "udp:127.0.0.1:9", "--targets", "2"],
+            "--targets is for the embedded receivers",
+        ),
         // A catch-up window within a tick sheds most events on an idle machine. (The run
         // options keep the old behaviour, a run, short.)
         (
@@ -536,6 +545,14 @@ fn usage_errors_exit_2_with_a_message() {
             &["--targets", "0"],
             "--targets: 1 to 64".into(),
         ),
+        (
+            "transport: both\ntargets_external: [udp:127.0.0.1:9]\n",
+            &[],
+            format!(
+                "transport ({path} line 1) is for the embedded receivers: with \
+                 targets_external ({path} line 2)"
+            ),
+        ),
     ] {
         std::fs::write(&cfg, yaml).unwrap();
         let out = loadgen(&[&["--config", path][..], flags].concat());
@@ -543,6 +560,15 @@ fn usage_errors_exit_2_with_a_message() {
         assert_eq!(out.status.code(), Some(2), "{yaml}: {err}");
         assert!(err.contains(&needle), "{yaml}: {err}");
     }
+    // A capacity step passes on latency and loss, which external targets do not give it.
+    std::fs::write(&cfg, "targets_external: [udp:127.0.0.1:9]\n").unwrap();
+    let out = loadgen(&["capacity", "--config", path]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&format!("remove targets_external ({path} line 1)")),
+        "{err}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -904,6 +930,19 @@ fn a_sink_in_another_process_receives_an_external_run() {
     assert_eq!(t["sent"], sent, "{run}");
     assert_eq!(t["datagrams_sent"], sent, "one event per datagram: {run}");
     assert!(t["received"].is_null(), "{run}");
+    // What only the sink can know is null, not 0 (schema 3).
+    for key in ["duplicates", "reordered", "malformed"] {
+        assert!(run[key].is_null(), "{key}: {run}");
+    }
+    for key in [
+        "duplicates",
+        "reordered",
+        "sequence_gaps",
+        "kernel_rx_dropped_datagrams",
+    ] {
+        assert!(t[key].is_null(), "{key}: {run}");
+    }
+    assert_eq!(run["transport"], "udp", "{run}");
 
     // The sink reports the run once it has been idle for 300 ms: what it counted, apart.
     let line = sink.report("the sink reports the run");
@@ -923,6 +962,59 @@ fn a_sink_in_another_process_receives_an_external_run() {
     if shed == 0 {
         assert_eq!(gaps, 0, "{line}");
     }
+}
+
+/// External targets of both kinds: the run was labelled `udp` (its first target's) though
+/// `per_target` held a UNIX one too. It is `mixed`, in the JSON and the table.
+#[test]
+fn an_external_run_to_udp_and_unix_targets_is_labelled_mixed() {
+    let sink = SinkProcess::start();
+    let dir = scratch("mixed");
+    let path = dir.join("u.sock");
+    let _unix = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    let targets = format!("{},unix:{}", sink.spec, path.display());
+    let out = loadgen(&[
+        "run",
+        "--targets-external",
+        &targets,
+        "--rate",
+        "1k",
+        "--duration",
+        "300ms",
+        "--warmup",
+        "0s",
+        "--sizes",
+        "200",
+        "--json",
+        "-",
+    ]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let run = &report["runs"][0];
+    assert_eq!(run["transport"], "mixed", "{run}");
+    let per_target = run["per_target"].as_array().unwrap();
+    assert_eq!(per_target.len(), 2, "{run}");
+    assert!(per_target[0]["target"]
+        .as_str()
+        .unwrap()
+        .starts_with("udp:"));
+    assert!(per_target[1]["target"]
+        .as_str()
+        .unwrap()
+        .starts_with("unix:"));
+    for t in per_target {
+        assert!(
+            t["duplicates"].is_null() && t["sequence_gaps"].is_null(),
+            "{t}"
+        );
+    }
+    let row = err
+        .lines()
+        .find(|l| l.starts_with("200 B"))
+        .expect("a table row");
+    assert_eq!(row.split_whitespace().nth(2), Some("mixed"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

@@ -6,8 +6,11 @@ use crate::result::RunResult;
 
 /// The schema name; bump on incompatible changes (2: `per_target[].kernel_rx_drops` renamed
 /// `kernel_rx_dropped_datagrams`, `drops.unaccounted` signed, `latency_ns.max` and `mean`
-/// `null` when events are missing).
-pub const SCHEMA: &str = "loadgen/2";
+/// `null` when events are missing; 3: with external targets, `duplicates`, `reordered`,
+/// `malformed` and `per_target[]`'s `duplicates`, `reordered`, `sequence_gaps` and
+/// `kernel_rx_dropped_datagrams` are `null` (they were 0: the sender cannot know them), and
+/// `transport` is `mixed` for UDP and UNIX targets in one run).
+pub const SCHEMA: &str = "loadgen/3";
 
 #[derive(Serialize)]
 struct Report<'a> {

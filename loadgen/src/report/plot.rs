@@ -133,7 +133,10 @@ fn achieved_rate(area: &Area<'_>, runs: &[RunResult]) -> anyhow::Result<()> {
         ))?
         .label("target")
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.mix(0.5)));
-    for (i, t) in [Transport::Udp, Transport::Unix].into_iter().enumerate() {
+    for (i, t) in [Transport::Udp, Transport::Unix, Transport::Mixed]
+        .into_iter()
+        .enumerate()
+    {
         let pts: Vec<(f64, f64)> = runs
             .iter()
             .filter(|r| r.transport == t)
