@@ -11,7 +11,7 @@ use crate::units::{parse_size, Fraction, Nanos, Rate};
 /// Open-loop stress test and capacity planner for event-datagram.
 ///
 /// With no arguments: a sweep over 5 sizes up to the 65 457-byte ceiling, UDP and UNIX, with
-/// embedded receivers (about 30 s, nothing else needed).
+/// embedded receivers (about 25 s, nothing else needed).
 #[derive(Debug, Parser)]
 #[command(name = "loadgen", version, args_conflicts_with_subcommands = true)]
 pub struct Cli {

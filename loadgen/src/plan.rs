@@ -373,6 +373,34 @@ mod tests {
         assert!(e.0.contains("107"), "{e}");
     }
 
+    /// The default sweep's length said in the help, README, docs/loadgen.md and
+    /// config/loadgen.yaml (it said 30 s in some, 45 s in others): its schedule is 10 runs of
+    /// 0.3 + 2 s, 23 s, and each run takes 2.3 to 2.8 s with its set-up and drain.
+    #[test]
+    fn every_place_gives_the_default_sweep_the_same_length() {
+        let plan = resolve(Common::default()).unwrap();
+        let runs = (plan.sizes.len() * plan.transports.len()) as u64;
+        let schedule_s = runs * (plan.warmup.0 + plan.duration.0) / 1_000_000_000;
+        assert_eq!(schedule_s, 23);
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let read = |p: &str| std::fs::read_to_string(root.join(p)).unwrap();
+        let help = <crate::cli::Cli as clap::CommandFactory>::command()
+            .render_long_help()
+            .to_string();
+        for (place, text) in [
+            ("--help", help),
+            ("README.md", read("README.md")),
+            ("docs/loadgen.md", read("docs/loadgen.md")),
+            ("config/loadgen.yaml", read("config/loadgen.yaml")),
+        ] {
+            let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
+            assert!(flat.contains("about 25 s"), "{place}");
+            for other in ["about 30 s", "~30 s", "about 45 s"] {
+                assert!(!flat.contains(other), "{place} says {other}");
+            }
+        }
+    }
+
     /// `--coalesce-bytes 10` was accepted, coalesced nothing (each event is larger) and the
     /// report said "up to 10 bytes": the limit must hold one event of the smallest size.
     #[test]
