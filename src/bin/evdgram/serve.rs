@@ -256,11 +256,13 @@ fn serve(socket: &Socket, handler: &MiHandler, stopping: &AtomicBool) -> anyhow:
                 None => {}
                 Some(0) => say!(
                     "evdgram: cannot send an MI reply to {peer}: {e} (next report for this \
-                     listener in 60 s at the earliest)"
+                     listener in {} s at the earliest)",
+                    REPLY_ERROR_INTERVAL.as_secs()
                 ),
                 Some(n) => say!(
                     "evdgram: cannot send an MI reply to {peer}: {e} ({n} more failed since \
-                     the last report; next report for this listener in 60 s at the earliest)"
+                     the last report; next report for this listener in {} s at the earliest)",
+                    REPLY_ERROR_INTERVAL.as_secs()
                 ),
             }
         }
