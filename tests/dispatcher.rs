@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use event_datagram::{
     Backend, BackendChoice, Dispatcher, DispatcherConfig, EventId, Expiry, Format, ManualClock,
-    Params, QueuePolicy, RaiseError, Target, MAX_DATAGRAM,
+    Params, QueuePolicy, RaiseError, Registry, RegistryError, Target, MAX_DATAGRAM,
 };
 
 use crate::support::{backends, join_within, unix_qlen, wait_until, Receiver, TempDir};
@@ -528,6 +528,12 @@ fn a_stalled_unix_receiver_loses_nothing_up_to_its_bound_while_others_flow() {
                 );
             }
         }
+        // It held at most its bound: `retry_queue`, and a batch it may take while full.
+        let c = *d.stats().target(&slow.target).unwrap();
+        assert!(
+            c.pending <= 1_000 + 64,
+            "{backend:?}: held past its bound: {c:?}"
+        );
         slow.pause(false);
         let stats = d.shutdown();
         let c = *stats.target(&slow.target).unwrap();
@@ -1536,4 +1542,135 @@ fn raise_timeout_of_duration_max_waits_without_a_deadline() {
     let stats = d.shutdown();
     assert_eq!(stats.events.dispatched, accepted as u64 + 1, "{stats:?}");
     assert_eq!(stats.events.dropped_queue_full, 1, "{stats:?}");
+}
+
+/// A subscription ends when `now > subscribed_at + expiry` (DESIGN): at its last instant it is
+/// still listed and still gets events; a nanosecond later it has neither.
+#[test]
+fn a_subscription_is_live_at_its_last_instant_and_ends_right_after() {
+    for backend in backends() {
+        let clock = ManualClock::new();
+        let r = Receiver::udp();
+        let d = Dispatcher::start_with_clock(config(backend), Arc::new(clock.clone())).unwrap();
+        let e = d.publish("E_EDGE").unwrap();
+        d.subscribe(e, r.target.clone(), Expiry::After(Duration::from_secs(10)))
+            .unwrap();
+        clock.advance(Duration::from_secs(10));
+        let listed = d.registry().subscribers(e).unwrap();
+        assert_eq!(listed.len(), 1, "{backend:?}: gone at its last instant");
+        assert_eq!(listed[0].remaining, Some(Duration::ZERO));
+        assert_eq!(d.registry().subscription_count(), 1);
+        d.raise(e, seq(1)).unwrap();
+        assert!(
+            r.wait_for(1, LIMIT),
+            "{backend:?}: none at the last instant"
+        );
+        clock.advance(Duration::from_nanos(1));
+        assert_eq!(d.registry().subscription_count(), 0);
+        d.raise(e, seq(2)).unwrap();
+        assert!(d.registry().subscribers(e).unwrap().is_empty());
+        let stats = d.shutdown();
+        assert_eq!(
+            (stats.totals.raised, stats.events.unsubscribed),
+            (1, 1),
+            "{backend:?}: {stats:?}"
+        );
+        assert_eq!(
+            r.datagrams(),
+            vec![encoded(Format::Line, "E_EDGE", &seq(1))]
+        );
+    }
+}
+
+/// A UNIX receiver that goes away while its target holds queued datagrams: the one refused and
+/// every one behind it are counted unreachable (the receiver is gone), not as other failures.
+#[test]
+fn datagrams_held_for_a_unix_receiver_that_goes_away_are_counted_unreachable() {
+    for backend in backends() {
+        let dir = TempDir::new("gone");
+        let path = dir.join("sink");
+        let r = Receiver::unix(&path);
+        let target = r.target.clone();
+        let d = Dispatcher::start(config(backend)).unwrap();
+        let e = d.publish("E_GONE").unwrap();
+        d.subscribe(e, target.clone(), Expiry::Never).unwrap();
+        r.pause(true);
+        let n = unix_qlen() as u64 + 50;
+        for i in 0..n {
+            d.raise(e, seq(i as i64)).unwrap();
+        }
+        let held = || {
+            let stats = d.stats();
+            let c = stats.target(&target);
+            c.is_some_and(|c| c.raised == n && c.pending > 1)
+        };
+        assert!(wait_until(LIMIT, held), "{backend:?}: nothing held");
+        drop(r);
+        std::fs::remove_file(&path).unwrap();
+        let settled = || d.stats().target(&target).unwrap().pending == 0;
+        assert!(wait_until(LIMIT, settled), "{backend:?}: still held");
+        let stats = d.shutdown();
+        let c = stats.target(&target).unwrap();
+        assert_eq!(c.failed_other, 0, "{backend:?}: {c:?}");
+        assert!(c.failed_unreachable > 1, "{backend:?}: {c:?}");
+        assert_eq!(c.sent + c.failed_unreachable, n, "{backend:?}: {c:?}");
+    }
+}
+
+/// Unsubscribing ends exactly the named target's subscription: the event's others, to the
+/// same transport too, keep theirs; a target never subscribed is an error and ends nothing.
+#[test]
+fn unsubscribe_ends_only_the_named_targets_subscription() {
+    let registry = Registry::new(Arc::new(ManualClock::new()));
+    let e = registry.publish("E_UNSUB").unwrap();
+    let [a, b, c]: [Target; 3] =
+        ["udp:127.0.0.1:9", "udp:127.0.0.1:10", "udp:127.0.0.1:11"].map(|s| s.parse().unwrap());
+    for t in [&a, &b] {
+        registry
+            .subscribe(e, t.clone(), Expiry::Never, Format::Line)
+            .unwrap();
+    }
+    let listed = || -> Vec<Target> {
+        let subs = registry.subscribers(e).unwrap();
+        subs.into_iter().map(|s| s.target).collect()
+    };
+    assert!(matches!(
+        registry.unsubscribe(e, &c),
+        Err(RegistryError::NotSubscribed { .. })
+    ));
+    assert_eq!(listed(), [a.clone(), b.clone()]);
+    registry.unsubscribe(e, &b).unwrap();
+    assert_eq!(listed(), [a]);
+}
+
+/// A target whose receiver is missing is tried again at least once a second however long it
+/// has been missing: a receiver that comes after a few seconds gets events within about one.
+#[test]
+fn a_receiver_that_comes_after_seconds_is_reached_within_about_a_second() {
+    // The reconnect schedule is the reactor's, whatever the backend.
+    let backend = backends()[0];
+    let dir = TempDir::new("late");
+    let path = dir.join("sink");
+    let target: Target = format!("unix:{}", path.display()).parse().unwrap();
+    let d = Dispatcher::start(config(backend)).unwrap();
+    let e = d.publish("E_LATE").unwrap();
+    d.subscribe(e, target, Expiry::Never).unwrap();
+    // Failed reconnects double the wait: 10 ms, 20 ms, ... up to 1 s, not beyond.
+    std::thread::sleep(Duration::from_millis(3_200));
+    let late = Receiver::unix(&path);
+    let came = std::time::Instant::now();
+    let mut n = 0;
+    let reached = wait_until(Duration::from_secs(5), || {
+        d.raise(e, seq(n)).unwrap();
+        n += 1;
+        std::thread::sleep(Duration::from_millis(5));
+        late.count() > 0
+    });
+    assert!(reached, "{backend:?}: never reached");
+    let waited = came.elapsed();
+    assert!(
+        waited < Duration::from_millis(2_000),
+        "{backend:?}: reached {waited:?} after the receiver came"
+    );
+    d.shutdown();
 }
