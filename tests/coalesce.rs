@@ -348,3 +348,79 @@ fn a_target_unsubscribed_while_it_holds_a_coalesced_datagram_sends_it_then_close
         );
     }
 }
+
+/// Through the general path (two subscribers): an event that brings the open datagram to
+/// exactly `max_bytes` joins it; the next one opens another.
+#[test]
+fn events_that_fill_max_bytes_exactly_share_one_datagram() {
+    for backend in backends() {
+        let (a, b) = (Receiver::udp(), Receiver::udp());
+        let one = |i| {
+            let mut buf = vec![0; event_datagram::MAX_DATAGRAM];
+            let n = Format::Line
+                .encode("E_TEST", &params(i, 0), &mut buf)
+                .unwrap();
+            buf.truncate(n);
+            buf
+        };
+        let max_bytes = 2 * one(0).len();
+        let (d, e) = coalescing_to(
+            backend,
+            &[&a, &b],
+            Format::Line,
+            max_bytes,
+            Coalesce::MAX_DELAY,
+        );
+        for i in 0..4 {
+            d.raise(e, params(i, 0)).unwrap();
+        }
+        // Shutdown sends what is held.
+        let stats = d.shutdown();
+        let want = vec![[one(0), one(1)].concat(), [one(2), one(3)].concat()];
+        for r in [&a, &b] {
+            assert!(r.wait_for(2, LIMIT), "{backend:?}");
+            assert_eq!(r.datagrams(), want, "{backend:?} {}", r.target);
+            let c = stats.target(&r.target).unwrap();
+            assert_eq!((c.sent, c.datagrams), (4, 2), "{c:?}");
+        }
+    }
+}
+
+/// An event of a subscription with a short delay that joins a datagram opened by one with a
+/// long delay takes it out within its own delay, even when nothing else comes to fill it.
+#[test]
+fn a_short_delay_event_joining_a_long_delay_datagram_brings_its_departure_forward() {
+    for backend in backends() {
+        let r = Receiver::udp();
+        let d = Dispatcher::start(DispatcherConfig {
+            backend,
+            ..Default::default()
+        })
+        .unwrap();
+        let subscribe = |name: &str, delay: Duration| {
+            let e = d.publish(name).unwrap();
+            let options = SubscriptionOptions {
+                format: Format::Line,
+                coalesce: Some(Coalesce::new(1_400, delay).unwrap()),
+            };
+            d.subscribe_with(e, r.target.clone(), Expiry::Never, options)
+                .unwrap();
+            e
+        };
+        let slow = subscribe("E_SLOW", Coalesce::MAX_DELAY);
+        let fast = subscribe("E_FAST", Duration::from_millis(10));
+        d.raise(slow, params(0, 0)).unwrap();
+        d.raise(fast, params(1, 0)).unwrap();
+        // Well before the slow subscription's minute.
+        assert!(
+            r.wait_for(1, Duration::from_secs(5)),
+            "{backend:?}: the fast event waited for the slow one's delay"
+        );
+        assert_eq!(
+            events_in(&r).len(),
+            2,
+            "{backend:?}: one datagram, both events"
+        );
+        d.shutdown();
+    }
+}
