@@ -595,6 +595,77 @@ fn lifetimes_too_long_to_count_never_end_and_break_nothing() {
     assert_eq!(m.dispatcher.registry().subscription_count(), 3);
 }
 
+/// Expired subscriptions are gone, also from what the limits count: they leave room for new
+/// ones at once.
+#[test]
+fn expired_subscriptions_leave_room_under_the_limits() {
+    let m = mi_with(
+        MiConfig {
+            max_subscribers_per_event: 1,
+            ..Default::default()
+        },
+        Format::Line,
+    );
+    assert_eq!(
+        m.ok("event_subscribe", json!(["E_TEST", "udp:127.0.0.1:9", 10])),
+        "OK"
+    );
+    m.clock.advance(Duration::from_secs(11));
+    assert_eq!(
+        m.ok("event_subscribe", json!(["E_TEST", "udp:127.0.0.1:10"])),
+        "OK"
+    );
+}
+
+/// `mi.max_request_bytes` is the largest request answered: one of exactly that many bytes is,
+/// one byte more is refused.
+#[test]
+fn a_request_of_exactly_max_request_bytes_is_answered() {
+    let m = mi_with(
+        MiConfig {
+            max_request_bytes: 512,
+            ..Default::default()
+        },
+        Format::Line,
+    );
+    let padded = |len: usize| {
+        let mut r = br#"{"jsonrpc":"2.0","method":"events_list","id":1}"#.to_vec();
+        r.resize(len, b' ');
+        r
+    };
+    let r = m.raw(&padded(512));
+    assert!(r.get("error").is_none(), "{r}");
+    let r = m.raw(&padded(513));
+    check_error(
+        &r,
+        -32600,
+        "Invalid Request",
+        "513 bytes, more than the 512-byte limit",
+    );
+}
+
+/// `coalesce` without `max_delay_us` takes the default the configuration has: 1000 us.
+#[test]
+fn event_subscribe_coalescing_without_a_delay_takes_the_default_one() {
+    let m = mi();
+    let spec = "udp:127.0.0.1:9";
+    let request = json!({"event": "E_TEST", "socket": spec, "coalesce": {"max_bytes": 500}});
+    assert_eq!(m.ok("event_subscribe", request), "OK");
+    let sub = m.ok("subscribers_list", json!(["E_TEST", spec]))["Event"]["Subscriber"].clone();
+    let default =
+        Config::from_yaml("subscriptions: [{event: E, socket: /s, coalesce: {max_bytes: 500}}]")
+            .unwrap()
+            .subscriptions[0]
+            .coalesce
+            .unwrap();
+    assert_eq!(default.max_delay_us, 1_000);
+    assert_eq!(
+        sub["coalesce"],
+        json!({"max_bytes": 500, "max_delay_us": 1_000}),
+        "{sub}"
+    );
+}
+
 #[test]
 fn subscribers_list_errors() {
     let m = mi();
