@@ -6,8 +6,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use event_datagram::{
-    BackendChoice, CoalesceSetting, Config, ConfigError, DispatcherConfig, ExpireSetting, Format,
-    MiConfig, NeverWord, QueuePolicy, StaticSubscription,
+    BackendChoice, CoalesceSetting, Config, ConfigError, Dispatcher, DispatcherConfig,
+    ExpireSetting, Format, MiConfig, NeverWord, QueuePolicy, StaticSubscription,
 };
 
 use crate::support::{wait_until, TempDir};
@@ -475,4 +475,38 @@ fn the_mi_sockets_to_bind_are_the_ones_checked() {
     assert!(err.starts_with("mi.listen[2]: "), "{err}");
     mi.allow_remote_control = true;
     assert_eq!(mi.listen_targets().expect("allowed").len(), 3);
+}
+
+/// A configuration built in code is checked as a file's is: a dispatcher with a bound of zero
+/// does not start, and the error names the key.
+#[test]
+fn a_dispatcher_configured_in_code_with_a_zero_bound_does_not_start() {
+    let zero = |set: fn(&mut DispatcherConfig)| {
+        let mut config = DispatcherConfig::default();
+        set(&mut config);
+        config
+    };
+    for (config, message) in [
+        (
+            zero(|c| c.queue_capacity = 0),
+            "dispatcher.queue_capacity: must be 1 to 1048576",
+        ),
+        (
+            zero(|c| c.queue_bytes = 0),
+            "dispatcher.queue_bytes: must be at least 1",
+        ),
+        (
+            zero(|c| c.retry_queue = 0),
+            "dispatcher.retry_queue: must be at least 1",
+        ),
+        (
+            zero(|c| c.retry_queue_bytes = 0),
+            "dispatcher.retry_queue_bytes: must be at least 1",
+        ),
+    ] {
+        let err = config.validate().unwrap_err().to_string();
+        assert_eq!(err, message);
+        let err = Dispatcher::start(config).expect_err(message).to_string();
+        assert!(err.contains(message), "{err}");
+    }
 }
