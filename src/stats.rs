@@ -235,6 +235,21 @@ mod tests {
     }
 
     #[test]
+    fn since_gives_pending_as_it_is_now_not_as_a_difference() {
+        let mut now = counters(10, 7);
+        now.pending = 3;
+        let mut earlier = counters(4, 2);
+        earlier.pending = 2;
+        assert_eq!(now.since(&earlier).pending, 3);
+        let events = |pending| EventCounters {
+            raised: 10,
+            pending,
+            ..Default::default()
+        };
+        assert_eq!(events(3).since(&events(2)).pending, 3);
+    }
+
+    #[test]
     fn event_counters_since_in_the_wrong_order_is_zero_not_a_panic() {
         let later = EventCounters {
             raised: 10,
