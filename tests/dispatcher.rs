@@ -419,7 +419,8 @@ fn paused_by_a_stalled_subscriber(
     d.subscribe(e, stalled, lifetime).unwrap();
     let p = d.publisher();
     assert!(wait_until(LIMIT, || {
-        let _ = p.raise(e, seq(0));
+        // Bounded, should the drop policy ever wait: the test then fails instead of hanging.
+        let _ = p.raise_timeout(e, seq(0), Duration::from_millis(10));
         d.stats().events.dropped_queue_full > 0
     }));
     (d, e, (dir, receiver))
