@@ -7,8 +7,6 @@
 //! (down to 1/s). Each result says which of these ended it
 //! ([`Bound`]): only a converged search measured a limit.
 
-use std::io::Write;
-
 use anyhow::Context;
 use serde::Serialize;
 
@@ -18,7 +16,7 @@ use crate::phase::run_phase;
 use crate::plan::Plan;
 use crate::result::{RunResult, Transport};
 use crate::units::{human_count, human_ns, Nanos, Rate};
-use crate::{file_config, Outcome, Usage};
+use crate::{file_config, write_stdout, Outcome, Usage};
 
 /// One latency objective: a quantile at most `limit`.
 #[derive(Clone, Debug, PartialEq)]
@@ -335,15 +333,14 @@ pub fn run(args: &CapacityArgs) -> anyhow::Result<Outcome> {
     match args.common.json.as_deref() {
         Some("-") => {
             errprint!("{out}");
-            print!("{json}");
+            write_stdout(&json)?;
         }
         Some(path) => {
-            print!("{out}");
+            write_stdout(&out)?;
             std::fs::write(path, json).with_context(|| format!("cannot write {path}"))?;
         }
-        None => print!("{out}"),
+        None => write_stdout(&out)?,
     }
-    let _ = std::io::stdout().flush();
     // No rate met the SLO: the planner has no answer to give, a failure (exit 1) rather than
     // a capacity of 0 (exit 0); exit 3 belongs to `run`'s threshold flags.
     let none: Vec<String> = table

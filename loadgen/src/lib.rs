@@ -222,6 +222,15 @@ fn check_report_paths(args: &RunArgs, plan: &Plan) -> Result<(), Usage> {
     Ok(())
 }
 
+/// Writes `text` to stdout and flushes it. A closed or broken stdout (`loadgen | head -1`) is
+/// an error with a message, where `print!` would panic (exit 101).
+pub(crate) fn write_stdout(text: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .context("cannot write to stdout")
+}
+
 /// Runs every (size, transport) of `plan`; returns the results and the backend's name.
 pub fn run_plan(plan: &Plan) -> anyhow::Result<(Vec<RunResult>, String)> {
     let mut runs = Vec::new();
@@ -257,13 +266,12 @@ fn write_reports(
     if json_to_stdout {
         errprint!("{table}");
     } else {
-        print!("{table}");
-        let _ = std::io::stdout().flush();
+        write_stdout(&table)?;
     }
     if let Some(dest) = &args.common.json {
         let json = report::json::render(runs, backend);
         if json_to_stdout {
-            print!("{json}");
+            write_stdout(&json)?;
         } else {
             std::fs::write(dest, json).with_context(|| format!("cannot write {dest}"))?;
         }

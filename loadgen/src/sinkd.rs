@@ -6,7 +6,6 @@
 //! shared CLOCK_MONOTONIC). What no loadgen run sends is counted on stderr.
 
 use std::collections::HashSet;
-use std::io::Write;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -17,7 +16,7 @@ use crate::clock::mono_ns;
 use crate::measure::{Limits, Percentiles, Recorder};
 use crate::sink::{Sink, MAX_RUNS};
 use crate::units::{human_ns, MAX_DURATION, MAX_DURATION_TEXT};
-use crate::Usage;
+use crate::{write_stdout, Usage};
 
 /// Binds every `--listen` socket and reports runs until `--duration` passes (or forever).
 pub fn run(args: &SinkArgs) -> anyhow::Result<()> {
@@ -107,14 +106,10 @@ pub fn run(args: &SinkArgs) -> anyhow::Result<()> {
                     since
                 });
                 let line = line(id, s, &r, drops);
-                if again {
-                    println!("{line} (continued)");
-                } else {
-                    println!("{line}");
-                }
+                let continued = if again { " (continued)" } else { "" };
+                write_stdout(&format!("{line}{continued}\n"))?;
             }
         }
-        let _ = std::io::stdout().flush();
         if last {
             return Ok(());
         }

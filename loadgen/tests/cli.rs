@@ -658,26 +658,76 @@ fn a_closed_stderr_leaves_the_exit_code_as_documented() {
     ];
     let threshold = [&run[..], &["--max-p99", "1ns"]].concat();
     for (args, code) in [(&["--sizes", "58"][..], 2), (&threshold, 3), (&run, 0)] {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        let child = Command::new(env!("CARGO_BIN_EXE_loadgen"))
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(closed_pipe())
             .spawn()
             .expect("loadgen starts");
-        let deadline = Instant::now() + DEADLINE;
-        let status = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break status;
-            }
-            if Instant::now() >= deadline {
-                let _ = child.kill();
-                panic!("{args:?} still ran after {DEADLINE:?}");
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        };
+        let (status, _) = finish_within(child, args, DEADLINE);
         assert_eq!(status.code(), Some(code), "{args:?}");
     }
+}
+
+/// A closed stdout (`loadgen | head -0`) is a run-time failure with a message, not a panic.
+#[test]
+fn a_closed_stdout_is_an_error_not_a_panic() {
+    let run = [
+        "--rate",
+        "5k",
+        "--duration",
+        "200ms",
+        "--warmup",
+        "0s",
+        "--sizes",
+        "64",
+        "--transport",
+        "udp",
+        "--catchup",
+        "1s",
+    ];
+    let child = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args(run)
+        .stdin(Stdio::null())
+        .stdout(closed_pipe())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("loadgen starts");
+    let (status, stderr) = finish_within(child, &run, DEADLINE);
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("cannot write to stdout"), "{stderr}");
+}
+
+/// Waits for `child` (run with `args`) at most `limit`; its status and what it wrote to stderr
+/// (if piped).
+fn finish_within(
+    mut child: std::process::Child,
+    args: &[&str],
+    limit: Duration,
+) -> (std::process::ExitStatus, String) {
+    use std::io::Read as _;
+    // Read as it comes: a full stderr pipe would stall the child.
+    let reader = child.stderr.take().map(|mut e| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = e.read_to_string(&mut text);
+            text
+        })
+    });
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            panic!("{args:?} still ran after {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let stderr = reader.map_or_else(String::new, |r| r.join().expect("stderr reader"));
+    (status, stderr)
 }
 
 #[test]
