@@ -634,28 +634,29 @@ fn closed_pipe() -> std::fs::File {
     std::fs::File::from(write)
 }
 
+/// A short, light run to one UDP target (a late generator is forgiven: `--catchup 1s`).
+const SHORT_RUN: &[&str] = &[
+    "--rate",
+    "5k",
+    "--duration",
+    "200ms",
+    "--warmup",
+    "0s",
+    "--sizes",
+    "64",
+    "--transport",
+    "udp",
+    "--catchup",
+    "1s",
+];
+
 /// `loadgen --sizes 58 2>&1 | true`: `eprintln!` panicked when stderr was a closed pipe, and
 /// loadgen exited 101 instead of its documented code. Every exit code holds with stderr
 /// closed: a usage error (2), a missed threshold after a table on stderr (`--json -`, 3), a
 /// clean run (0).
 #[test]
 fn a_closed_stderr_leaves_the_exit_code_as_documented() {
-    let run = [
-        "--rate",
-        "5k",
-        "--duration",
-        "200ms",
-        "--warmup",
-        "0s",
-        "--sizes",
-        "64",
-        "--transport",
-        "udp",
-        "--json",
-        "-",
-        "--catchup",
-        "1s",
-    ];
+    let run = [SHORT_RUN, &["--json", "-"]].concat();
     let threshold = [&run[..], &["--max-p99", "1ns"]].concat();
     for (args, code) in [(&["--sizes", "58"][..], 2), (&threshold, 3), (&run, 0)] {
         let child = Command::new(env!("CARGO_BIN_EXE_loadgen"))
@@ -673,28 +674,14 @@ fn a_closed_stderr_leaves_the_exit_code_as_documented() {
 /// A closed stdout (`loadgen | head -0`) is a run-time failure with a message, not a panic.
 #[test]
 fn a_closed_stdout_is_an_error_not_a_panic() {
-    let run = [
-        "--rate",
-        "5k",
-        "--duration",
-        "200ms",
-        "--warmup",
-        "0s",
-        "--sizes",
-        "64",
-        "--transport",
-        "udp",
-        "--catchup",
-        "1s",
-    ];
     let child = Command::new(env!("CARGO_BIN_EXE_loadgen"))
-        .args(run)
+        .args(SHORT_RUN)
         .stdin(Stdio::null())
         .stdout(closed_pipe())
         .stderr(Stdio::piped())
         .spawn()
         .expect("loadgen starts");
-    let (status, stderr) = finish_within(child, &run, DEADLINE);
+    let (status, stderr) = finish_within(child, SHORT_RUN, DEADLINE);
     assert_eq!(status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("cannot write to stdout"), "{stderr}");
 }
