@@ -88,47 +88,50 @@ impl Plan {
     ) -> Result<Plan, Usage> {
         // The keys whose value is the file's: a message about one names the file, key and line.
         let mut names = BTreeMap::new();
-        let mut from_file = |key: &'static str, flag: bool, in_file: bool| {
+        // (key, given as a flag, set in the file)
+        let settings = [
+            ("rate", flags.rate.is_some(), file.rate.is_some()),
+            (
+                "duration",
+                flags.duration.is_some(),
+                file.duration.is_some(),
+            ),
+            ("warmup", flags.warmup.is_some(), file.warmup.is_some()),
+            ("sizes", flags.sizes.is_some(), file.sizes.is_some()),
+            ("targets", flags.targets.is_some(), file.targets.is_some()),
+            (
+                "producers",
+                flags.producers.is_some(),
+                file.producers.is_some(),
+            ),
+            ("tick", flags.tick.is_some(), file.tick.is_some()),
+            ("catchup", flags.catchup.is_some(), file.catchup.is_some()),
+            (
+                "queue_capacity",
+                flags.queue_capacity.is_some(),
+                file.queue_capacity.is_some(),
+            ),
+            (
+                "coalesce_bytes",
+                flags.coalesce_bytes.is_some(),
+                file.coalesce_bytes.is_some(),
+            ),
+            (
+                "coalesce_delay",
+                flags.coalesce_delay.is_some(),
+                file.coalesce_delay.is_some(),
+            ),
+            (
+                "targets_external",
+                external.is_some(),
+                file.targets_external.is_some(),
+            ),
+        ];
+        for (key, flag, in_file) in settings {
             if !flag && in_file {
                 names.insert(key, file.name_of(key));
             }
-        };
-        from_file("rate", flags.rate.is_some(), file.rate.is_some());
-        from_file(
-            "duration",
-            flags.duration.is_some(),
-            file.duration.is_some(),
-        );
-        from_file("warmup", flags.warmup.is_some(), file.warmup.is_some());
-        from_file("sizes", flags.sizes.is_some(), file.sizes.is_some());
-        from_file("targets", flags.targets.is_some(), file.targets.is_some());
-        from_file(
-            "producers",
-            flags.producers.is_some(),
-            file.producers.is_some(),
-        );
-        from_file("tick", flags.tick.is_some(), file.tick.is_some());
-        from_file("catchup", flags.catchup.is_some(), file.catchup.is_some());
-        from_file(
-            "queue_capacity",
-            flags.queue_capacity.is_some(),
-            file.queue_capacity.is_some(),
-        );
-        from_file(
-            "coalesce_bytes",
-            flags.coalesce_bytes.is_some(),
-            file.coalesce_bytes.is_some(),
-        );
-        from_file(
-            "coalesce_delay",
-            flags.coalesce_delay.is_some(),
-            file.coalesce_delay.is_some(),
-        );
-        from_file(
-            "targets_external",
-            external.is_some(),
-            file.targets_external.is_some(),
-        );
+        }
         let name = |key: &str| {
             names
                 .get(key)
