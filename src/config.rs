@@ -683,13 +683,31 @@ pub enum ConfigError {
     Invalid(String),
 }
 
-/// A parse error's message: where it is, the key it is at (the parser names it only for a
+/// A parse error's message: where it is, the key it is about (the parser names it only for a
 /// value out of range, which our checks report), what is wrong, and the snippet, headed by
 /// `source`.
 fn parse_error_message(e: &serde_saphyr::Error, text: &str, source: &str) -> String {
-    let key = e
+    use serde_saphyr::Error as E;
+    let at = e
         .location()
         .and_then(|at| key_path_at(text, usize::try_from(at.line()).ok()?));
+    let key = match e.without_snippet() {
+        // Said at the mapping's last entry: the key is the mapping's own.
+        E::SerdeMissingField { .. } => at.and_then(|k| Some(k.rsplit_once('.')?.0.to_owned())),
+        // A value or key the schema refuses, where it is.
+        E::Message { .. }
+        | E::SerdeInvalidType { .. }
+        | E::SerdeInvalidValue { .. }
+        | E::SerdeInvalidLength { .. }
+        | E::SerdeUnknownVariant { .. }
+        | E::SerdeUnknownField { .. }
+        | E::DuplicateMappingKey { .. }
+        | E::InvalidScalar { .. }
+        | E::InvalidBooleanStrict { .. }
+        | E::NullIntoString { .. } => at,
+        // YAML that does not parse: its line is all there is to say.
+        _ => None,
+    };
     let formatter = NamingKey {
         key: key.as_deref(),
     };
@@ -710,7 +728,7 @@ impl serde_saphyr::MessageFormatter for NamingKey<'_> {
         let Some(key) = self.key else {
             return message;
         };
-        if message.starts_with(key) {
+        if message.starts_with(&format!("{key}: ")) {
             return message;
         }
         // Our own checks name the key alone (`expire: ...`): the whole path replaces it.
@@ -723,18 +741,22 @@ impl serde_saphyr::MessageFormatter for NamingKey<'_> {
     }
 }
 
-/// The key of the entry on 1-based `line` of block-style YAML `text`, with the keys and
-/// sequence indices above it: `dispatcher.queue_capacity`, `subscriptions[1].socket`. `None`
-/// where the line starts no entry (flow style inside, a value's continuation).
+/// The path of what is on 1-based `line` of block-style YAML `text`: its key, or for a value
+/// alone on its line the entry it belongs to, with the keys and sequence indices above it
+/// (`dispatcher.queue_capacity`, `subscriptions[1].socket`, `mi.listen[0]`). `None` where a
+/// line on the way is not read (flow style, quoted or nested structures it cannot follow).
 fn key_path_at(text: &str, line: usize) -> Option<String> {
     let lines: Vec<&str> = text.lines().collect();
     let mut at = line.checked_sub(1)?;
     let mut here = YamlLine::read(lines.get(at)?)?;
+    if here.nested {
+        return None;
+    }
     // Innermost first.
-    let mut path = vec![here.key?.to_owned()];
-    // Each turn finds what holds the mapping `here` is an entry of.
+    let mut path: Vec<String> = here.key.map(str::to_owned).into_iter().collect();
+    // Each turn finds what holds the mapping (or value) `here` is part of.
     while here.key_column > 0 || here.dash_column.is_some() {
-        // The mapping is a sequence item if an entry of it starts one (`- key: ...`).
+        // A sequence item, if `here` starts one.
         let mut item = here.dash_column;
         let mut index = 0;
         let parent = loop {
@@ -743,16 +765,33 @@ fn key_path_at(text: &str, line: usize) -> Option<String> {
                 continue;
             };
             match item {
-                Some(dash) if l.dash_column == Some(dash) => index += 1,
-                Some(dash) if l.key.is_some() && l.key_column <= dash => break l,
-                // The first dash above us left of our keys starts the item our mapping is.
-                None if l.dash_column.is_some_and(|d| d < here.key_column) => {
+                // Counting the items before ours, up to the key that holds the sequence.
+                Some(dash) if l.dash_column == Some(dash) => {
+                    if l.nested {
+                        return None;
+                    }
+                    index += 1;
+                }
+                Some(dash) if l.key_column <= dash => break l,
+                Some(_) => {}
+                // A less indented entry: the key whose value our mapping is.
+                None if l.key_column < here.key_column && l.key.is_some() && !l.nested => {
+                    break l;
+                }
+                // The dash of the item our mapping is (on the line of its first key, or alone).
+                None if l.dash_column.is_some_and(|d| d < here.key_column)
+                    && (l.key_column == here.key_column || l.bare_dash) =>
+                {
                     item = l.dash_column;
                 }
-                None if l.key.is_some() && l.key_column < here.key_column => break l,
-                _ => {}
+                // Less indented, and not a plain key: a form not followed here.
+                None if l.key_column < here.key_column => return None,
+                None => {}
             }
         };
+        if parent.nested {
+            return None;
+        }
         if item.is_some() {
             path.push(format!("[{index}]"));
         }
@@ -766,7 +805,7 @@ fn key_path_at(text: &str, line: usize) -> Option<String> {
         }
         joined.push_str(part);
     }
-    Some(joined)
+    (!joined.is_empty()).then_some(joined)
 }
 
 /// One line of block-style YAML, as [`key_path_at`] reads it.
@@ -775,34 +814,46 @@ struct YamlLine<'a> {
     dash_column: Option<usize>,
     /// The column its key (or value) starts at.
     key_column: usize,
-    /// The key it starts, if any.
+    /// The key it starts, if any: plain (letters, digits, `_`), quotes taken off.
     key: Option<&'a str>,
+    /// A `-` alone: the item's content starts on the next line.
+    bare_dash: bool,
+    /// An item of a sequence in a sequence (`- - a`): not followed.
+    nested: bool,
 }
 
 impl<'a> YamlLine<'a> {
     /// `None` for a blank or comment line.
     fn read(line: &'a str) -> Option<Self> {
         let indent = line.len() - line.trim_start_matches(' ').len();
-        let mut rest = &line[indent..];
+        let mut rest = line[indent..].trim_end();
         if rest.is_empty() || rest.starts_with('#') {
             return None;
         }
         let mut dash_column = None;
         let mut key_column = indent;
-        if rest == "-" || rest.starts_with("- ") {
+        let is_item = |r: &str| r == "-" || r.starts_with("- ");
+        if is_item(rest) {
             dash_column = Some(indent);
             let after = rest[1..].trim_start_matches(' ');
-            key_column = line.len() - after.len();
+            key_column = line.len() - line[indent + 1..].trim_start_matches(' ').len();
             rest = after;
         }
+        let nested = dash_column.is_some() && is_item(rest);
         let key = rest.split_once(':').and_then(|(k, v)| {
+            let k = ['"', '\'']
+                .into_iter()
+                .find_map(|q| k.strip_prefix(q)?.strip_suffix(q))
+                .unwrap_or(k);
             let plain = !k.is_empty() && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
             (plain && (v.is_empty() || v.starts_with([' ', '#']))).then_some(k)
         });
         Some(YamlLine {
             dash_column,
             key_column,
-            key,
+            key: key.filter(|_| !nested),
+            bare_dash: dash_column.is_some() && rest.is_empty(),
+            nested,
         })
     }
 }
@@ -878,9 +929,19 @@ mi:
             Some("subscriptions[1].coalesce.max_bytes")
         );
         assert_eq!(at(15).as_deref(), Some("mi.listen"));
-        // A sequence item that is a value, not a key: nothing to name.
-        assert_eq!(at(17), None);
+        // A value alone on its line: the entry it belongs to.
+        assert_eq!(at(17).as_deref(), Some("mi.allow_targets[0]"));
         assert_eq!(at(99), None);
+
+        let at = |text: &str, line| key_path_at(text, line);
+        // A quoted key is read; a less indented line that is not read ends the search.
+        let quoted = "s:\n  - e: 1\n    \"c\":\n      m: x\n";
+        assert_eq!(at(quoted, 4).as_deref(), Some("s[0].c.m"));
+        assert_eq!(at("s:\n  - e: 1\n    a-b:\n      m: x\n", 4), None);
+        // A value on the line after its key.
+        assert_eq!(at("d:\n  batch:\n    3x\n", 3).as_deref(), Some("d.batch"));
+        // Sequences in sequences are not followed.
+        assert_eq!(at("a:\n  - - b: 1\n    - c: 2\n", 3), None);
     }
 
     #[test]
@@ -896,6 +957,14 @@ mi:
         let err = err.to_string();
         assert!(err.contains("dispatcher.batch: duplicate"), "{err}");
         assert!(!err.contains("DuplicateKeyPolicy"), "{err}");
+        // A missing field is said at the mapping's last entry: the mapping is named.
+        let err = Config::from_yaml("subscriptions:\n  - event: E_A\n").unwrap_err();
+        let err = err.to_string();
+        assert!(err.contains("subscriptions[0]: missing field"), "{err}");
+        // YAML that does not parse names no key.
+        let err = Config::from_yaml("dispatcher:\n  batch: 3\n dispatcher:\n").unwrap_err();
+        let err = err.to_string();
+        assert!(!err.contains("dispatcher.dispatcher"), "{err}");
     }
 
     #[test]
