@@ -292,19 +292,44 @@ impl Subscriptions {
 /// The spec subscribers are given: the bound address, with an unspecified IP replaced by the
 /// one the MI endpoint's host reaches us at. `takes_ipv4` says whether a socket bound to `[::]`
 /// also takes IPv4 datagrams (see [`takes_ipv4`]).
-fn subscription_spec(bound: &Target, mi: &Target, takes_ipv4: bool) -> String {
+fn subscription_spec(bound: &Target, mi: &Target, takes_ipv4: bool) -> anyhow::Result<String> {
     match bound {
         Target::Udp(addr) if addr.ip().is_unspecified() => {
-            let ip = match local_ip_toward(mi) {
-                // An IPv4 socket takes only IPv4; an IPv6 one IPv4 too unless it is IPv6-only.
-                Some(ip) if ip.is_ipv4() == addr.is_ipv4() || (ip.is_ipv4() && takes_ipv4) => ip,
-                // A UNIX endpoint, or one of the other family: it is on this host.
-                _ if addr.is_ipv4() => Ipv4Addr::LOCALHOST.into(),
-                _ => Ipv6Addr::LOCALHOST.into(),
-            };
-            Target::Udp((ip, addr.port()).into()).to_string()
+            let ip = subscription_ip(addr.is_ipv4(), takes_ipv4, local_ip_toward(mi), mi)?;
+            Ok(Target::Udp((ip, addr.port()).into()).to_string())
         }
-        other => other.to_string(),
+        other => Ok(other.to_string()),
+    }
+}
+
+/// The address to subscribe for a socket on all addresses (IPv4 ones if `ipv4`), given the
+/// one the kernel would send from toward the UDP MI endpoint `mi` (`toward`, `None` for a
+/// UNIX one).
+fn subscription_ip(
+    ipv4: bool,
+    takes_ipv4: bool,
+    toward: Option<IpAddr>,
+    mi: &Target,
+) -> anyhow::Result<IpAddr> {
+    let loopback = || -> IpAddr {
+        if ipv4 {
+            Ipv4Addr::LOCALHOST.into()
+        } else {
+            Ipv6Addr::LOCALHOST.into()
+        }
+    };
+    match toward {
+        // An IPv4 socket takes only IPv4; an IPv6 one IPv4 too unless it is IPv6-only.
+        Some(ip) if ip.is_ipv4() == ipv4 || (ip.is_ipv4() && takes_ipv4) => Ok(ip),
+        // The other family, on this host: its loopback reaches us too.
+        Some(_) if mi.is_loopback() => Ok(loopback()),
+        Some(ip) => bail!(
+            "{mi} reaches this host at {ip}, which this socket does not take (it takes IPv{} \
+             only): bind an address of that family, or [::] where it takes both",
+            if ipv4 { 4 } else { 6 }
+        ),
+        // A UNIX endpoint: on this host.
+        None => Ok(loopback()),
     }
 }
 
@@ -321,9 +346,14 @@ fn takes_ipv4(s: &UdpSocket) -> bool {
     get_option(s, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, &mut v6only).is_some() && v6only == 0
 }
 
+/// Plain integers, which any bytes the kernel writes are a value of: what [`get_option`] reads.
+trait OptionValue: Copy {}
+impl OptionValue for libc::c_int {}
+impl<const N: usize> OptionValue for [u32; N] {}
+
 /// `getsockopt(socket, level, name)` into `value`; the bytes the kernel wrote, or `None` on
-/// an error. `T` is plain data (integers) for which any bytes are a value.
-fn get_option<T: Copy>(
+/// an error.
+fn get_option<T: OptionValue>(
     socket: &impl AsRawFd,
     level: libc::c_int,
     name: libc::c_int,
@@ -331,7 +361,8 @@ fn get_option<T: Copy>(
 ) -> Option<usize> {
     let mut len = std::mem::size_of::<T>() as libc::socklen_t;
     // SAFETY: `value` is live and `len` its size in bytes; the kernel writes at most `len`
-    // bytes into it (any bytes are a `T`: plain integers) and the length it wrote into `len`.
+    // bytes into it (any bytes are a `T`: `OptionValue` is only plain integers) and the length
+    // it wrote into `len`.
     let rc = unsafe {
         libc::getsockopt(
             socket.as_raw_fd(),
@@ -390,8 +421,22 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let blocked = signal::block_termination().context("cannot block SIGINT, SIGTERM and SIGHUP")?;
     let (socket, bound, created) = bind(&args.spec)?;
     let cleanup = Arc::new(Cleanup(Mutex::new(created)));
+    // Before subscribing: a failure here leaves no subscription behind on the MI server.
+    let socket_spec = subscription_spec(&bound, &args.mi, socket.takes_ipv4()).and_then(|spec| {
+        if let Socket::Udp(udp) = &socket {
+            watch_drops(udp).context("cannot start the thread that reports dropped datagrams")?;
+        }
+        Ok(spec)
+    });
+    let socket_spec = match socket_spec {
+        Ok(spec) => spec,
+        Err(e) => {
+            cleanup.run();
+            return Err(e);
+        }
+    };
     let subs = Arc::new(Subscriptions {
-        socket: subscription_spec(&bound, &args.mi, socket.takes_ipv4()),
+        socket: socket_spec,
         mi: args.mi.clone(),
         events: args.subscribe.clone(),
         expire: args.expire,
@@ -455,9 +500,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 return Err(e).context("cannot start a resubscribe thread");
             }
         }
-    }
-    if let Socket::Udp(udp) = &socket {
-        watch_drops(udp).context("cannot start the thread that reports dropped datagrams")?;
     }
     let result = receive(&socket, args.format.into());
     cleanup.run();
@@ -763,14 +805,34 @@ mod tests {
 
     #[test]
     fn an_ipv6_only_listener_on_all_addresses_subscribes_an_ipv6_address() {
-        let (any6, mi4) = (udp("udp:[::]:9"), udp("udp:127.0.0.1:8080"));
-        assert_eq!(subscription_spec(&any6, &mi4, true), "udp:127.0.0.1:9");
-        assert_eq!(subscription_spec(&any6, &mi4, false), "udp:[::1]:9");
-        let mi6 = udp("udp:[::1]:8080");
-        assert_eq!(subscription_spec(&any6, &mi6, false), "udp:[::1]:9");
-        let any4 = udp("udp:0.0.0.0:9");
-        assert_eq!(subscription_spec(&any4, &mi6, false), "udp:127.0.0.1:9");
-        assert_eq!(subscription_spec(&any4, &mi4, false), "udp:127.0.0.1:9");
+        let spec = |bound, mi, takes_ipv4| {
+            subscription_spec(&udp(bound), &udp(mi), takes_ipv4).expect("a spec")
+        };
+        let (any6, mi4, mi6) = ("udp:[::]:9", "udp:127.0.0.1:8080", "udp:[::1]:8080");
+        assert_eq!(spec(any6, mi4, true), "udp:127.0.0.1:9");
+        assert_eq!(spec(any6, mi4, false), "udp:[::1]:9");
+        assert_eq!(spec(any6, mi6, false), "udp:[::1]:9");
+        let any4 = "udp:0.0.0.0:9";
+        assert_eq!(spec(any4, mi6, false), "udp:127.0.0.1:9");
+        assert_eq!(spec(any4, mi4, false), "udp:127.0.0.1:9");
+    }
+
+    /// A remote MI endpoint reached over the family the socket does not take: its loopback
+    /// would be the server's own. (Addresses as values only: nothing is sent.)
+    #[test]
+    fn a_remote_mi_of_the_family_the_socket_does_not_take_is_an_error() {
+        let remote4 = udp("udp:192.0.2.1:8080");
+        let from4: IpAddr = "192.0.2.7".parse().unwrap();
+        let err = subscription_ip(false, false, Some(from4), &remote4).unwrap_err();
+        assert!(err.to_string().contains("takes IPv6 only"), "{err}");
+        assert_eq!(
+            subscription_ip(false, true, Some(from4), &remote4).unwrap(),
+            from4
+        );
+        let remote6 = udp("udp:[2001:db8::1]:8080");
+        let from6: IpAddr = "2001:db8::7".parse().unwrap();
+        let err = subscription_ip(true, true, Some(from6), &remote6).unwrap_err();
+        assert!(err.to_string().contains("takes IPv4 only"), "{err}");
     }
 
     #[test]
@@ -787,13 +849,12 @@ mod tests {
         let unbound = UdpSocket::from(unsafe { OwnedFd::from_raw_fd(fd) });
         // Not bound yet (as `[::]` would be, which a test may not bind), its IPV6_V6ONLY is the
         // system's default.
-        let v6only_default = fs::read_to_string("/proc/sys/net/ipv6/bindv6only")
-            .expect("an IPv6 host has this sysctl")
-            .trim()
-            == "1";
-        assert_eq!(takes_ipv4(&unbound), !v6only_default);
+        if let Ok(v6only) = fs::read_to_string("/proc/sys/net/ipv6/bindv6only") {
+            assert_eq!(takes_ipv4(&unbound), v6only.trim() != "1");
+        }
         // Bound to one IPv6 address, the kernel makes it IPv6-only.
-        let v6 = UdpSocket::bind("[::1]:0").expect("bind ::1");
-        assert!(!takes_ipv4(&v6));
+        if let Ok(v6) = UdpSocket::bind("[::1]:0") {
+            assert!(!takes_ipv4(&v6));
+        }
     }
 }
