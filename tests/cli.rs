@@ -1403,3 +1403,34 @@ fn raise_stopped_by_a_signal_prints_the_stats_and_says_so() {
         udp.set_nonblocking(false).unwrap();
     }
 }
+
+/// A signal the process inherited ignored stays ignored (SIGINT for a background job of a
+/// non-interactive shell, as SIGHUP under `nohup`): `raise` goes on; SIGTERM still stops it.
+#[test]
+fn raise_keeps_an_inherited_ignored_sigint_ignored() {
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.set_read_timeout(Some(DEADLINE)).unwrap();
+    let spec = format!("udp:{}", udp.local_addr().unwrap());
+    let mut ignoring = Command::new("sh");
+    ignoring.args(["-c", r#"trap '' INT; exec "$0" "$@""#, EVDGRAM]);
+    let mut child = ChildGuard(Some(
+        ignoring
+            .args(["raise", "--to", &spec, "E_X", "--count", "1000000000"])
+            .env_remove(event_datagram::BACKEND_ENV)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    ));
+    let mut buf = [0u8; 64];
+    udp.recv(&mut buf).expect("a datagram from raise");
+    child.signal(libc::SIGINT);
+    thread::sleep(Duration::from_millis(300));
+    assert!(
+        child.child().try_wait().unwrap().is_none(),
+        "stopped by an ignored SIGINT"
+    );
+    child.signal(libc::SIGTERM);
+    assert_eq!(child.wait().code(), Some(143));
+}

@@ -29,7 +29,8 @@ pub const FAILURE_STATUS: u8 = 1;
     when some were not (the stats say which) or the dispatcher failed; 2 for a command-line or \
     input error (nothing is sent); 128 + the signal's number (130 for SIGINT, 143 for SIGTERM, \
     129 for SIGHUP) when a signal stopped it: it stops raising, shuts the dispatcher down and \
-    prints the final stats (a second signal ends it at once)."
+    prints the final stats (a second signal ends it at once). A signal inherited ignored \
+    (SIGHUP under nohup) stays ignored."
 )]
 pub struct Args {
     /// The wire format.

@@ -1,6 +1,7 @@
-//! SIGINT, SIGTERM and SIGHUP (the terminal closed; unless ignored, as under `nohup`) for
-//! long-running subcommands: blocked in every thread, taken by one dedicated thread with
-//! `sigwait`, so cleanup runs as ordinary code (not in a signal handler).
+//! SIGINT, SIGTERM and SIGHUP (the terminal closed) for long-running subcommands: blocked in
+//! every thread, taken by one dedicated thread with `sigwait`, so cleanup runs as ordinary code
+//! (not in a signal handler). One the process inherited ignored (SIGHUP under `nohup`) stays
+//! ignored.
 
 use std::io;
 use std::mem::MaybeUninit;
@@ -24,10 +25,10 @@ pub fn block_termination() -> io::Result<Blocked> {
     // valid signal numbers to the initialised set, so assume_init reads an initialised value.
     let set = unsafe {
         libc::sigemptyset(set.as_mut_ptr());
-        libc::sigaddset(set.as_mut_ptr(), libc::SIGINT);
-        libc::sigaddset(set.as_mut_ptr(), libc::SIGTERM);
-        if !hangup_ignored() {
-            libc::sigaddset(set.as_mut_ptr(), libc::SIGHUP);
+        for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            if !ignored(sig) {
+                libc::sigaddset(set.as_mut_ptr(), sig);
+            }
         }
         set.assume_init()
     };
@@ -39,12 +40,13 @@ pub fn block_termination() -> io::Result<Blocked> {
     Ok(Blocked { set })
 }
 
-/// Whether SIGHUP is ignored (`nohup`): then it must stay so. A blocked signal is taken by
-/// `sigwait` even when its action is to ignore it.
-fn hangup_ignored() -> bool {
+/// Whether `sig` is ignored, as inherited (SIGHUP under `nohup`, SIGINT for a background job
+/// of a non-interactive shell): then it must stay so. A blocked signal is taken by `sigwait`
+/// even when its action is to ignore it.
+fn ignored(sig: libc::c_int) -> bool {
     let mut old = MaybeUninit::<libc::sigaction>::uninit();
     // SAFETY: a null new action only reads the current one into `old`, valid for writes.
-    let rc = unsafe { libc::sigaction(libc::SIGHUP, ptr::null(), old.as_mut_ptr()) };
+    let rc = unsafe { libc::sigaction(sig, ptr::null(), old.as_mut_ptr()) };
     // SAFETY: sigaction succeeded, so it wrote `old`.
     rc == 0 && unsafe { old.assume_init() }.sa_sigaction == libc::SIG_IGN
 }
