@@ -336,8 +336,9 @@ pub fn run(args: &CapacityArgs) -> anyhow::Result<Outcome> {
             write_stdout(&json)?;
         }
         Some(path) => {
-            write_stdout(&out)?;
+            // The file first: a closed stdout must not cost it.
             std::fs::write(path, json).with_context(|| format!("cannot write {path}"))?;
+            write_stdout(&out)?;
         }
         None => write_stdout(&out)?,
     }

@@ -261,20 +261,11 @@ fn write_reports(
     backend: &str,
     origin_ns: u64,
 ) -> anyhow::Result<()> {
-    let table = report::table::render(runs, backend);
+    // The files first: a closed stdout (`| head -0`) must not cost them.
     let json_to_stdout = args.common.json.as_deref() == Some("-");
-    if json_to_stdout {
-        errprint!("{table}");
-    } else {
-        write_stdout(&table)?;
-    }
-    if let Some(dest) = &args.common.json {
+    if let Some(dest) = args.common.json.as_deref().filter(|_| !json_to_stdout) {
         let json = report::json::render(runs, backend);
-        if json_to_stdout {
-            write_stdout(&json)?;
-        } else {
-            std::fs::write(dest, json).with_context(|| format!("cannot write {dest}"))?;
-        }
+        std::fs::write(dest, json).with_context(|| format!("cannot write {dest}"))?;
     }
     if let Some(prefix) = &args.hgrm {
         for r in runs {
@@ -291,5 +282,11 @@ fn write_reports(
         report::plot::draw(runs, path)
             .with_context(|| format!("cannot draw {}", path.display()))?;
     }
-    Ok(())
+    let table = report::table::render(runs, backend);
+    if json_to_stdout {
+        errprint!("{table}");
+        write_stdout(&report::json::render(runs, backend))
+    } else {
+        write_stdout(&table)
+    }
 }

@@ -671,11 +671,16 @@ fn a_closed_stderr_leaves_the_exit_code_as_documented() {
     }
 }
 
-/// A closed stdout (`loadgen | head -0`) is a run-time failure with a message, not a panic.
+/// A closed stdout (`loadgen | head -0`) is a run-time failure with a message, not a panic,
+/// and the report files are written all the same.
 #[test]
 fn a_closed_stdout_is_an_error_not_a_panic() {
+    let dir = scratch("closed-stdout");
+    let json = dir.join("run.json");
     let child = Command::new(env!("CARGO_BIN_EXE_loadgen"))
         .args(SHORT_RUN)
+        .arg("--json")
+        .arg(&json)
         .stdin(Stdio::null())
         .stdout(closed_pipe())
         .stderr(Stdio::piped())
@@ -684,6 +689,9 @@ fn a_closed_stdout_is_an_error_not_a_panic() {
     let (status, stderr) = finish_within(child, SHORT_RUN, DEADLINE);
     assert_eq!(status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("cannot write to stdout"), "{stderr}");
+    let report = std::fs::read_to_string(&json).expect("the JSON report was written");
+    assert!(report.contains("\"schema\""), "{report}");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Waits for `child` (run with `args`) at most `limit`; its status and what it wrote to stderr
