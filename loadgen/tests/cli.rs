@@ -694,6 +694,37 @@ fn a_closed_stdout_is_an_error_not_a_panic() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A report path that is a FIFO is written once, at the end: checked early by opening it, its
+/// reader got an end of file and the final write waited for ever.
+#[test]
+fn a_report_to_a_fifo_reaches_its_reader() {
+    let dir = scratch("fifo");
+    let fifo = dir.join("report.json");
+    let made = Command::new("mkfifo").arg(&fifo).status();
+    if !made.is_ok_and(|s| s.success()) {
+        eprintln!("SKIPPED a_report_to_a_fifo_reaches_its_reader: no mkfifo here");
+        return;
+    }
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::read_to_string(fifo).unwrap_or_default())
+    };
+    let child = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args(SHORT_RUN)
+        .arg("--json")
+        .arg(&fifo)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("loadgen starts");
+    let (status, stderr) = finish_within(child, SHORT_RUN, DEADLINE);
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    let report = reader.join().expect("the reader");
+    assert!(report.contains("\"schema\""), "{report}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Waits for `child` (run with `args`) at most `limit`; its status and what it wrote to stderr
 /// (if piped).
 fn finish_within(
