@@ -929,7 +929,11 @@ impl ConnectLog {
             }
         }
         self.0.insert(target.clone(), now);
-        warn!("{target}: cannot connect: {err} (its datagrams are counted unreachable while it stays so; next report for this target in 60 s at the earliest)");
+        warn!(
+            "{target}: cannot connect: {err} (its datagrams are counted unreachable while it \
+             stays so; next report for this target in {} s at the earliest)",
+            LOG_INTERVAL.as_secs()
+        );
     }
 }
 
@@ -938,7 +942,10 @@ fn log_limited(last: &mut Option<Instant>, target: &Target, err: &dyn std::fmt::
     let now = Instant::now();
     if last.is_none_or(|t| now.duration_since(t) >= LOG_INTERVAL) {
         *last = Some(now);
-        warn!("{target}: {err} (counted; next report for this target in 60 s at the earliest)");
+        warn!(
+            "{target}: {err} (counted; next report for this target in {} s at the earliest)",
+            LOG_INTERVAL.as_secs()
+        );
     }
 }
 
