@@ -132,12 +132,7 @@ impl Plan {
                 names.insert(key, file.name_of(key));
             }
         }
-        let name = |key: &str| {
-            names
-                .get(key)
-                .cloned()
-                .unwrap_or_else(|| format!("--{}", key.replace('_', "-")))
-        };
+        let name = |key: &str| setting_name(&names, key);
         let transport = flags
             .transport
             .or(file.transport)
@@ -243,10 +238,7 @@ impl Plan {
     /// How messages name the setting `key`: its flag (`--queue-capacity`), or, when its value
     /// came from the config file, the key, file and line (`queue_capacity (FILE line 3)`).
     pub fn name(&self, key: &str) -> String {
-        self.names
-            .get(key)
-            .cloned()
-            .unwrap_or_else(|| format!("--{}", key.replace('_', "-")))
+        setting_name(&self.names, key)
     }
 
     fn check(&self) -> Result<(), Usage> {
@@ -347,6 +339,15 @@ impl Plan {
         }
         Ok(())
     }
+}
+
+/// How messages name the setting `key`: as `names` has it (a value from the config file:
+/// key, file and line), else by its flag (`--queue-capacity`).
+fn setting_name(names: &BTreeMap<&'static str, String>, key: &str) -> String {
+    names
+        .get(key)
+        .cloned()
+        .unwrap_or_else(|| format!("--{}", key.replace('_', "-")))
 }
 
 #[cfg(test)]
