@@ -187,13 +187,15 @@ pub fn runs_of(plan: &Plan) -> Vec<(usize, result::Transport)> {
 
 /// Checks, before the first run, that a report can be written at `path` (given as `flag`): its
 /// directory exists and the file can be created or written. A file that was not there is
-/// created and removed again; one that was is opened for writing, not truncated; anything else
-/// there (a FIFO, `/dev/stdout`, a symbolic link) is left to the final write.
+/// created and removed again; one that was is opened for writing, not truncated; a directory
+/// is an error; anything else there (a FIFO, `/dev/stdout`, a symbolic link) is left to the
+/// final write.
 pub fn check_writable(flag: &str, path: &std::path::Path) -> Result<(), Usage> {
     use std::fs::OpenOptions;
-    // Only a regular file, or nothing, is tried: opening a FIFO would wait for its reader (and
-    // end it), and a link may point at a file the final write is to create.
-    if std::fs::symlink_metadata(path).is_ok_and(|m| !m.is_file()) {
+    // Only a regular file, or nothing, is tried (a directory fails below): opening a FIFO
+    // would wait for its reader (and end it), and a link may point at a file the final write
+    // is to create.
+    if std::fs::symlink_metadata(path).is_ok_and(|m| !m.is_file() && !m.is_dir()) {
         return Ok(());
     }
     let created = OpenOptions::new().write(true).create_new(true).open(path);
