@@ -19,7 +19,6 @@
 use std::fs;
 use std::io::{self, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
@@ -33,6 +32,7 @@ use event_datagram::{Event, Format, Params, Target, UnixAddr, ValueRef};
 use serde::Serialize;
 
 use crate::signal;
+use crate::sockopt::{ask_receive_buffer, kernel_drops, takes_ipv4};
 
 /// The exit status when `listen` fails (cannot bind, cannot write to stdout, ...).
 pub const FAILURE_STATUS: u8 = 1;
@@ -333,48 +333,6 @@ fn subscription_ip(
     }
 }
 
-/// Whether a UDP socket takes IPv4 datagrams: an IPv4 one does; an IPv6 one unless it is
-/// IPv6-only (`IPV6_V6ONLY`, which `net.ipv6.bindv6only` sets by default on some systems).
-fn takes_ipv4(s: &UdpSocket) -> bool {
-    let Ok(local) = s.local_addr() else {
-        return false;
-    };
-    if local.is_ipv4() {
-        return true;
-    }
-    let mut v6only: libc::c_int = 1;
-    get_option(s, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, &mut v6only).is_some() && v6only == 0
-}
-
-/// Plain integers, which any bytes the kernel writes are a value of: what [`get_option`] reads.
-trait OptionValue: Copy {}
-impl OptionValue for libc::c_int {}
-impl<const N: usize> OptionValue for [u32; N] {}
-
-/// `getsockopt(socket, level, name)` into `value`; the bytes the kernel wrote, or `None` on
-/// an error.
-fn get_option<T: OptionValue>(
-    socket: &impl AsRawFd,
-    level: libc::c_int,
-    name: libc::c_int,
-    value: &mut T,
-) -> Option<usize> {
-    let mut len = std::mem::size_of::<T>() as libc::socklen_t;
-    // SAFETY: `value` is live and `len` its size in bytes; the kernel writes at most `len`
-    // bytes into it (any bytes are a `T`: `OptionValue` is only plain integers) and the length
-    // it wrote into `len`.
-    let rc = unsafe {
-        libc::getsockopt(
-            socket.as_raw_fd(),
-            level,
-            name,
-            (value as *mut T).cast(),
-            &mut len,
-        )
-    };
-    (rc == 0).then_some(len as usize)
-}
-
 /// The source address the kernel picks toward a UDP MI endpoint (connecting a UDP socket
 /// sends nothing): loopback for an endpoint on loopback, else an address that host can reach.
 fn local_ip_toward(mi: &Target) -> Option<IpAddr> {
@@ -561,31 +519,6 @@ fn watch_drops(socket: &UdpSocket) -> io::Result<()> {
             }
         })
         .map(drop)
-}
-
-/// Asks for a receive buffer of `bytes` (best effort: the kernel caps it, and an error leaves
-/// the default).
-fn ask_receive_buffer(socket: &UdpSocket, bytes: libc::c_int) {
-    // SAFETY: `bytes` is a live c_int and its exact size is passed; the kernel only reads it.
-    unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
-            (&bytes as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-}
-
-/// Datagrams the kernel has dropped at `socket` so far (`SK_MEMINFO_DROPS` of `SO_MEMINFO`),
-/// or `None` if it does not say.
-fn kernel_drops(socket: &UdpSocket) -> Option<u32> {
-    // The kernel fills as many of its counters as fit; there are 9 today.
-    let mut info = [0u32; 16];
-    let drops = libc::SK_MEMINFO_DROPS as usize;
-    let written = get_option(socket, libc::SOL_SOCKET, libc::SO_MEMINFO, &mut info)?;
-    (written >= (drops + 1) * std::mem::size_of::<u32>()).then(|| info[drops])
 }
 
 /// A socket file this process created: removed once, if it is still the one we bound.
@@ -833,28 +766,5 @@ mod tests {
         let from6: IpAddr = "2001:db8::7".parse().unwrap();
         let err = subscription_ip(true, true, Some(from6), &remote6).unwrap_err();
         assert!(err.to_string().contains("takes IPv4 only"), "{err}");
-    }
-
-    #[test]
-    fn a_socket_says_whether_it_takes_ipv4() {
-        use std::os::fd::{FromRawFd, OwnedFd};
-        let v4 = UdpSocket::bind("127.0.0.1:0").expect("bind");
-        assert!(takes_ipv4(&v4));
-        // SAFETY: plain socket(2); its fd is owned by the `OwnedFd` at once.
-        let fd = unsafe { libc::socket(libc::AF_INET6, libc::SOCK_DGRAM, 0) };
-        if fd < 0 {
-            return; // No IPv6 here.
-        }
-        // SAFETY: `fd` is a fresh, open socket that nothing else owns.
-        let unbound = UdpSocket::from(unsafe { OwnedFd::from_raw_fd(fd) });
-        // Not bound yet (as `[::]` would be, which a test may not bind), its IPV6_V6ONLY is the
-        // system's default.
-        if let Ok(v6only) = fs::read_to_string("/proc/sys/net/ipv6/bindv6only") {
-            assert_eq!(takes_ipv4(&unbound), v6only.trim() != "1");
-        }
-        // Bound to one IPv6 address, the kernel makes it IPv6-only.
-        if let Ok(v6) = UdpSocket::bind("[::1]:0") {
-            assert!(!takes_ipv4(&v6));
-        }
     }
 }

@@ -21,6 +21,9 @@
 
 // Every line to stderr goes through `say!`: `eprintln!` panics when stderr cannot be written.
 #![warn(clippy::print_stderr)]
+// `unsafe` only in the modules that say so (signals, the MI reply's `sendto` and the umask,
+// socket options), each block with its `SAFETY:` argument.
+#![deny(unsafe_code)]
 
 /// Writes a line to stderr, as `eprintln!` does, but ignores a failure to write: a closed or
 /// broken stderr (`evdgram ... 2>&1 | head -1`) must not turn into a panic and exit status 101
@@ -39,6 +42,7 @@ mod params;
 mod raise;
 mod serve;
 mod signal;
+mod sockopt;
 
 use std::process::ExitCode;
 

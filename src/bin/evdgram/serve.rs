@@ -5,6 +5,7 @@
 //! One thread per listener: receive a request, answer it with [`MiHandler::handle`], send the
 //! reply to the requester's address. On SIGINT, SIGTERM or SIGHUP: stop answering, remove the
 //! UNIX socket files created, flush the dispatcher and print its final counters; exit status 0.
+#![allow(unsafe_code)]
 
 use std::io;
 use std::os::linux::net::SocketAddrExt;

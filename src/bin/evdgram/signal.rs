@@ -2,6 +2,7 @@
 //! every thread, taken by one dedicated thread with `sigwait`, so cleanup runs as ordinary code
 //! (not in a signal handler). One the process inherited ignored (SIGHUP under `nohup`) stays
 //! ignored.
+#![allow(unsafe_code)]
 
 use std::io;
 use std::mem::MaybeUninit;
