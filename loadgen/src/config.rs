@@ -125,6 +125,15 @@ impl FileConfig {
         Ok(config)
     }
 
+    /// How a message names the value of `key` of `section`, set in this file:
+    /// `section.key (FILE)`.
+    pub fn name_in_section(&self, section: &str, key: &str) -> String {
+        match &self.origin {
+            Some(o) => format!("{section}.{key} ({})", o.path.display()),
+            None => format!("{section}.{key} (config)"),
+        }
+    }
+
     /// How a message names the value of `key`, set in this file: `key (FILE line N)`, or
     /// `key (FILE)` when the key is not at the start of a line (flow style).
     pub fn name_of(&self, key: &str) -> String {

@@ -151,24 +151,46 @@ pub fn run(args: &RunArgs) -> anyhow::Result<Outcome> {
         max_loss: args.max_loss.or(plan.thresholds.max_loss),
         min_achieved: args.min_achieved.or(plan.thresholds.min_achieved),
     };
+    // A threshold is named by its flag, or where the file set it.
+    let from_flag = [
+        ("max_p99", args.max_p99.is_some()),
+        ("max_p999", args.max_p999.is_some()),
+        ("max_loss", args.max_loss.is_some()),
+        ("min_achieved", args.min_achieved.is_some()),
+    ];
+    let name = |key: &str| {
+        let flagged = from_flag.iter().any(|&(k, set)| k == key && set);
+        if flagged || file.origin.is_none() {
+            thresholds::flag(key)
+        } else {
+            file.name_in_section("thresholds", key)
+        }
+    };
     // With external targets the latency and the loss are measured by `loadgen sink`, in its
     // report; here they are unknown, and a threshold on them could only fail or pass blindly.
-    if !plan.external.is_empty()
-        && (thresholds.max_p99.is_some()
-            || thresholds.max_p999.is_some()
-            || thresholds.max_loss.is_some())
-    {
-        return Err(Usage(
-            "--max-p99, --max-p999 and --max-loss need embedded receivers: with \
-             --targets-external, `loadgen sink` measures latency and loss"
-                .into(),
-        )
-        .into());
+    if !plan.external.is_empty() {
+        let blind: Vec<String> = [
+            ("max_p99", thresholds.max_p99.is_some()),
+            ("max_p999", thresholds.max_p999.is_some()),
+            ("max_loss", thresholds.max_loss.is_some()),
+        ]
+        .into_iter()
+        .filter(|&(_, set)| set)
+        .map(|(key, _)| name(key))
+        .collect();
+        if !blind.is_empty() {
+            return Err(Usage(format!(
+                "{} need(s) embedded receivers: with --targets-external, `loadgen sink` \
+                 measures latency and loss",
+                blind.join(", ")
+            ))
+            .into());
+        }
     }
     check_report_paths(args, &plan)?;
     let (runs, backend) = run_plan(&plan)?;
     write_reports(args, &runs, &backend, plan.origin_ns)?;
-    let failed = thresholds::check(&thresholds, &runs);
+    let failed = thresholds::check(&thresholds, &runs, name);
     Ok(Outcome { runs, failed })
 }
 

@@ -4,12 +4,14 @@ use crate::config::Thresholds;
 use crate::result::RunResult;
 use crate::units::{human_count, human_ns};
 
-/// Every threshold a run missed, each naming the threshold, the run and the measured value.
-pub fn check(t: &Thresholds, runs: &[RunResult]) -> Vec<String> {
+/// Every threshold a run missed, each naming the threshold (as `name` says for its key:
+/// `max_p99`, `max_p999`, `max_loss`, `min_achieved`), the run and the measured value.
+pub fn check(t: &Thresholds, runs: &[RunResult], name: impl Fn(&str) -> String) -> Vec<String> {
     let mut failed = Vec::new();
     for r in runs {
         let run = format!("{} B {}", r.size_bytes, r.transport);
-        let mut latency = |flag: &str, limit: Option<crate::units::Nanos>, v: Option<u64>| {
+        let mut latency = |key: &str, limit: Option<crate::units::Nanos>, v: Option<u64>| {
+            let flag = name(key);
             let Some(limit) = limit else { return };
             match v {
                 Some(v) if v <= limit.0 => {}
@@ -25,15 +27,16 @@ pub fn check(t: &Thresholds, runs: &[RunResult]) -> Vec<String> {
                 )),
             }
         };
-        latency("--max-p99", t.max_p99, r.latency_ns.p99);
-        latency("--max-p999", t.max_p999, r.latency_ns.p99_9);
+        latency("max_p99", t.max_p99, r.latency_ns.p99);
+        latency("max_p999", t.max_p999, r.latency_ns.p99_9);
         if let Some(max) = t.max_loss {
             // Of the scheduled events: shed and refused ones count as not received, which the
             // table's `lost` (sent, not received) does not show, hence both counts.
             let missing = r.loss_ratio.unwrap_or(0.0);
             if missing > max.0 {
                 failed.push(format!(
-                    "--max-loss {}%: {run} did not receive {}% of scheduled (drops {}, lost {}; {})",
+                    "{} {}%: {run} did not receive {}% of scheduled (drops {}, lost {}; {})",
+                    name("max_loss"),
                     percent(max.0),
                     percent(missing),
                     r.dropped(),
@@ -45,7 +48,8 @@ pub fn check(t: &Thresholds, runs: &[RunResult]) -> Vec<String> {
         if let Some(min) = t.min_achieved {
             if r.achieved_ratio < min.0 {
                 failed.push(format!(
-                    "--min-achieved {}%: {run} achieved {}/s = {}% of {}/s ({})",
+                    "{} {}%: {run} achieved {}/s = {}% of {}/s ({})",
+                    name("min_achieved"),
                     percent(min.0),
                     human_count(r.achieved_rate_per_s),
                     percent(r.achieved_ratio),
@@ -56,6 +60,11 @@ pub fn check(t: &Thresholds, runs: &[RunResult]) -> Vec<String> {
         }
     }
     failed
+}
+
+/// A threshold's flag: `--max-p99` for `max_p99`.
+pub fn flag(key: &str) -> String {
+    format!("--{}", key.replace('_', "-"))
 }
 
 /// A fraction as a percentage without float noise: 0.57 is `57`, not `56.99999999999999`.
@@ -102,7 +111,7 @@ mod tests {
             ..Thresholds::default()
         };
         assert_eq!(
-            check(&t, &[shed_a_tenth()]),
+            check(&t, &[shed_a_tenth()], flag),
             [
                 "--max-loss 2%: 64 B udp did not receive 10% of scheduled (drops 100, lost 0; \
               5.00x over)"
@@ -112,7 +121,7 @@ mod tests {
             max_loss: Some(Fraction(0.0)),
             ..Thresholds::default()
         };
-        assert!(check(&none, &[shed_a_tenth()])[0].ends_with("lost 0; none allowed)"));
+        assert!(check(&none, &[shed_a_tenth()], flag)[0].ends_with("lost 0; none allowed)"));
     }
 
     /// `--min-achieved 57%` printed 56.99999999999999%.
@@ -123,7 +132,7 @@ mod tests {
             ..Thresholds::default()
         };
         assert_eq!(
-            check(&t, &[shed_a_tenth()]),
+            check(&t, &[shed_a_tenth()], flag),
             ["--min-achieved 95%: 64 B udp achieved 900/s = 90% of 1000/s (1.06x under)"]
         );
         let t = Thresholds {
@@ -133,7 +142,7 @@ mod tests {
         let mut r = shed_a_tenth();
         r.achieved_ratio = 0.5;
         r.achieved_rate_per_s = 500.0;
-        let failed = check(&t, &[r]);
+        let failed = check(&t, &[r], flag);
         assert!(failed[0].starts_with("--min-achieved 57%: "), "{failed:?}");
     }
 }

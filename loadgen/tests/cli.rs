@@ -784,6 +784,40 @@ fn a_missed_threshold_exits_3_naming_it_and_the_value() {
     assert!(!err.contains("--min-achieved"), "{err}");
 }
 
+/// A threshold set in the config file is named where it was set, not by a flag the command
+/// line did not have; one given as a flag is named by it.
+#[test]
+fn a_threshold_from_the_config_file_is_named_by_its_key_and_file() {
+    let dir = scratch("threshold-file");
+    let config = dir.join("lg.yaml");
+    std::fs::write(&config, "thresholds:\n  max_p99: 1ns\n").unwrap();
+    let config = config.to_str().unwrap();
+    let out = loadgen(&[SHORT_RUN, &["--config", config]].concat());
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    let want = format!("threshold failed: thresholds.max_p99 ({config}) 1ns: 64 B udp");
+    assert!(err.contains(&want), "{err}");
+    assert!(!err.contains("--max-p99"), "{err}");
+    // With external targets, refused before any run, named the same way.
+    let out = loadgen(&[
+        "--config",
+        config,
+        "--targets-external",
+        "udp:127.0.0.1:9",
+        "--duration",
+        "100ms",
+    ]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&format!(
+            "thresholds.max_p99 ({config}) need(s) embedded receivers"
+        )),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn an_unsustainable_rate_runs_and_says_so_loudly() {
     let out = loadgen(&[
