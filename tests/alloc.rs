@@ -514,9 +514,9 @@ fn padded(seq: u64, pad: &str) -> Params {
         .unwrap()
 }
 
-/// Raises `n` events with a `pad` param and waits until the dispatcher has routed them all to
-/// `target`: encoded, and queued for it while its receiver reads none (a UNIX receiver holds a
-/// few; the rest wait in the target's retry queue).
+/// Raises `n` more events with a `pad` param and waits until the dispatcher has routed them
+/// all to `target`: encoded, and queued for it while its receiver reads none (a UNIX receiver
+/// holds a few; the rest wait in the target's retry queue).
 fn raise_until_routed(
     d: &Dispatcher,
     event: event_datagram::EventId,
@@ -524,11 +524,13 @@ fn raise_until_routed(
     n: u64,
     pad: &str,
 ) {
+    let routed = || d.stats().target(target).map_or(0, |c| c.raised);
+    let want = routed() + n;
     for i in 0..n {
         d.raise(event, padded(i, pad)).unwrap();
     }
     let end = Instant::now() + LIMIT;
-    while d.stats().target(target).map_or(0, |c| c.raised) < n {
+    while routed() < want {
         assert!(Instant::now() < end, "{n} events not routed in {LIMIT:?}");
         std::thread::sleep(Duration::from_millis(1));
     }
@@ -616,18 +618,8 @@ fn steady_state_allocates_nothing(backend: BackendChoice) {
     while d.stats().target(&burst_target).map_or(0, |c| c.pending) < 3 * CHUNK {
         // It stops under the retry queue's 1 024 datagrams: nothing is dropped, all arrive.
         assert!(raised < 2_000, "{:?}", d.stats().target(&burst_target));
-        for _ in 0..CHUNK {
-            d.raise(warm, padded(raised, &pad)).unwrap();
-            raised += 1;
-        }
-        let end = Instant::now() + LIMIT;
-        while d.stats().target(&burst_target).map_or(0, |c| c.raised) < raised {
-            assert!(
-                Instant::now() < end,
-                "{raised} events not routed in {LIMIT:?}"
-            );
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        raise_until_routed(&d, warm, &burst_target, CHUNK, &pad);
+        raised += CHUNK;
     }
     let mut buf = vec![0u8; MAX_DATAGRAM];
     for _ in 0..raised {
