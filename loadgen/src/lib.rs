@@ -151,15 +151,32 @@ pub fn run(args: &RunArgs) -> anyhow::Result<Outcome> {
         max_loss: args.max_loss.or(plan.thresholds.max_loss),
         min_achieved: args.min_achieved.or(plan.thresholds.min_achieved),
     };
-    // A threshold is named by its flag, or where the file set it.
-    let from_flag = [
-        ("max_p99", args.max_p99.is_some()),
-        ("max_p999", args.max_p999.is_some()),
-        ("max_loss", args.max_loss.is_some()),
-        ("min_achieved", args.min_achieved.is_some()),
+    // (key, given as a flag, set at all): a threshold is named by its flag, or where the file
+    // set it.
+    let given = [
+        (
+            "max_p99",
+            args.max_p99.is_some(),
+            thresholds.max_p99.is_some(),
+        ),
+        (
+            "max_p999",
+            args.max_p999.is_some(),
+            thresholds.max_p999.is_some(),
+        ),
+        (
+            "max_loss",
+            args.max_loss.is_some(),
+            thresholds.max_loss.is_some(),
+        ),
+        (
+            "min_achieved",
+            args.min_achieved.is_some(),
+            thresholds.min_achieved.is_some(),
+        ),
     ];
     let name = |key: &str| {
-        let flagged = from_flag.iter().any(|&(k, set)| k == key && set);
+        let flagged = given.iter().any(|&(k, flag, _)| k == key && flag);
         if flagged || file.origin.is_none() {
             thresholds::flag(key)
         } else {
@@ -169,15 +186,11 @@ pub fn run(args: &RunArgs) -> anyhow::Result<Outcome> {
     // With external targets the latency and the loss are measured by `loadgen sink`, in its
     // report; here they are unknown, and a threshold on them could only fail or pass blindly.
     if !plan.external.is_empty() {
-        let blind: Vec<String> = [
-            ("max_p99", thresholds.max_p99.is_some()),
-            ("max_p999", thresholds.max_p999.is_some()),
-            ("max_loss", thresholds.max_loss.is_some()),
-        ]
-        .into_iter()
-        .filter(|&(_, set)| set)
-        .map(|(key, _)| name(key))
-        .collect();
+        let blind: Vec<String> = given
+            .iter()
+            .filter(|&&(key, _, set)| set && key != "min_achieved")
+            .map(|&(key, ..)| name(key))
+            .collect();
         if !blind.is_empty() {
             return Err(Usage(format!(
                 "{} need(s) embedded receivers: with --targets-external, `loadgen sink` \
