@@ -1483,6 +1483,17 @@ fn serve_keeps_answering_while_a_unix_client_does_not_read_its_replies() {
             "{line}"
         );
     }
+    // The others are counted at stop: every refused reply is said, in one line or the other.
+    let unsaid = (sent - queued).saturating_sub(1);
+    let at_stop = format!(
+        "evdgram: {unsaid} more MI replies on unix:{} could not be sent since the last report",
+        sock.display()
+    );
+    assert_eq!(
+        said.iter().filter(|l| **l == at_stop).count(),
+        usize::from(unsaid > 0),
+        "{at_stop:?} in {said:#?}"
+    );
 }
 
 /// Refused before anything is bound. (That `allow_remote_control` lets a remote listener

@@ -13,7 +13,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::io::AsRawFd;
 use std::os::unix::net::{SocketAddr as UnixAddr, UnixDatagram};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -128,13 +128,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 
     let (stop_tx, stop_rx) = bounded::<Stop>(listeners.len() + 1);
     let stopping = Arc::new(AtomicBool::new(false));
+    // Each listener's reply failures not said yet: said at stop, where the listeners are not
+    // joined (they wait in `recv`).
+    let mut unsaid = Vec::new();
     for (socket, bound) in listeners {
         say!("evdgram: MI listening on {bound}");
+        let reply_errors = ReplyErrors::default();
+        unsaid.push((bound.clone(), reply_errors.unsaid.clone()));
         let (handler, stop_tx, stopping) = (handler.clone(), stop_tx.clone(), stopping.clone());
         thread::Builder::new()
             .name(format!("mi {bound}"))
             .spawn(move || {
-                if let Err(e) = serve(&socket, &handler, &stopping) {
+                if let Err(e) = serve(&socket, &handler, &stopping, reply_errors) {
                     let _ = stop_tx.send(Stop::Failed(e.context(format!("MI on {bound}"))));
                 }
             })
@@ -149,6 +154,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let stop = stop_rx.recv().expect("the signal thread holds a sender");
     stopping.store(true, Ordering::SeqCst);
     cleanup.run();
+    for (bound, unsaid) in &unsaid {
+        match unsaid.swap(0, Ordering::SeqCst) {
+            0 => {}
+            n => say!(
+                "evdgram: {n} more MI replies on {bound} could not be sent since the last report"
+            ),
+        }
+    }
     drop(handler);
     let stats = dispatcher.shutdown();
     let why = match &stop {
@@ -226,10 +239,14 @@ impl Drop for Cleanups {
 }
 
 /// Answers requests on `socket` until it fails.
-fn serve(socket: &Socket, handler: &MiHandler, stopping: &AtomicBool) -> anyhow::Result<()> {
+fn serve(
+    socket: &Socket,
+    handler: &MiHandler,
+    stopping: &AtomicBool,
+    mut reply_errors: ReplyErrors,
+) -> anyhow::Result<()> {
     // One byte more than allowed, to see that a request is too large.
     let mut buf = vec![0u8; handler.max_request_bytes() + 1];
-    let mut reply_errors = ReplyErrors::default();
     loop {
         let received = match socket {
             Socket::Udp(s) => s.recv_from(&mut buf).map(|(n, a)| (n, Peer::Udp(a))),
@@ -272,11 +289,12 @@ fn serve(socket: &Socket, handler: &MiHandler, stopping: &AtomicBool) -> anyhow:
 
 /// A listener's failures to send a reply: a client that sends requests and reads no replies
 /// makes one per request. The first is said, then at most one per [`REPLY_ERROR_INTERVAL`],
-/// with how many were not said since.
+/// with how many were not said since; those left at stop are said then.
 #[derive(Default)]
 struct ReplyErrors {
     last: Option<Instant>,
-    unsaid: u64,
+    /// Failures since the last one said; shared with `run`, which says them at stop.
+    unsaid: Arc<AtomicU64>,
 }
 
 impl ReplyErrors {
@@ -287,11 +305,11 @@ impl ReplyErrors {
             .last
             .is_some_and(|at| now.duration_since(at) < REPLY_ERROR_INTERVAL)
         {
-            self.unsaid += 1;
+            self.unsaid.fetch_add(1, Ordering::SeqCst);
             return None;
         }
         self.last = Some(now);
-        Some(std::mem::take(&mut self.unsaid))
+        Some(self.unsaid.swap(0, Ordering::SeqCst))
     }
 }
 
