@@ -1,6 +1,7 @@
 //! `evdgram listen`: receive datagrams on a socket, print their events as JSON lines.
 //!
-//! Every event is one compact JSON object on its own stdout line, flushed per datagram:
+//! Every event is one compact JSON object on its own stdout line, written as soon as the socket
+//! has nothing more to read (a burst is written in blocks of up to 64 KiB, not a line at a time):
 //! `{"event":"E_TEST","params":[{"name":"ip","value":"1.2.3.4"},{"value":"abc"}]}` (no `name`
 //! for unnamed parameters; line-format values are strings, `jsonrpc` integers stay integers).
 //! A datagram that does not decode is reported on stderr, and listening goes on. So are, once a
@@ -40,8 +41,13 @@ pub const FAILURE_STATUS: u8 = 1;
 /// The receive buffer: larger than any datagram we send (65 457 bytes) or UDP can carry.
 const RECV_BUFFER: usize = 65_536;
 
-/// Held while a datagram's lines are written and flushed.
-static WRITING: Mutex<()> = Mutex::new(());
+/// The lines of the datagrams received and not yet written to stdout: written when the socket
+/// has nothing more to read or [`OUTPUT_BLOCK`] bytes wait, and by the signal thread before
+/// the process exits. Held while a datagram's lines are added and while lines are written.
+static OUTPUT: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+
+/// Lines waiting for stdout are written once they are this many bytes, even in a burst.
+const OUTPUT_BLOCK: usize = 64 << 10;
 
 /// Arguments of `evdgram listen`.
 #[derive(Debug, clap::Args)]
@@ -413,11 +419,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             // The socket file first: it goes even if what follows is cut short.
             on_signal.run();
             subs_on_signal.unsubscribe_all();
-            // Let a datagram's lines being written finish, so output ends on a whole line, but
-            // do not hang on a reader that stopped reading. Holding the lock, no more output
-            // starts; `exit` flushes stdout if it can.
-            let _writing = loop {
-                match WRITING.try_lock() {
+            // Let lines being added or written finish, so output ends on a whole line, then
+            // write those received and not yet written, but do not hang on a reader that
+            // stopped reading. Holding the lock, no more output starts.
+            let mut output = loop {
+                match OUTPUT.try_lock() {
                     Ok(guard) => break Some(guard),
                     Err(TryLockError::Poisoned(p)) => break Some(p.into_inner()),
                     Err(TryLockError::WouldBlock) if Instant::now() < deadline => {
@@ -426,6 +432,21 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                     Err(TryLockError::WouldBlock) => break None,
                 }
             };
+            // Taken, not moved out: the lock stays held until the exit.
+            let lines = output
+                .as_mut()
+                .map(|o| std::mem::take(&mut **o))
+                .unwrap_or_default();
+            if !lines.is_empty() {
+                // In a thread of its own: the write may wait for the reader for ever.
+                let (done, written) = mpsc::channel();
+                let _ = thread::Builder::new().spawn(move || {
+                    let mut out = io::stdout().lock();
+                    let _ = out.write_all(&lines).and_then(|()| out.flush());
+                    let _ = done.send(());
+                });
+                let _ = written.recv_timeout(deadline.saturating_duration_since(Instant::now()));
+            }
             std::process::exit(0);
         })
         .context("cannot start the signal thread")?;
@@ -477,6 +498,40 @@ impl Socket {
             Socket::Udp(s) => s.recv(buf),
             Socket::Unix(s) => s.recv(buf),
         }
+    }
+
+    fn set_nonblocking(&self, nonblocking: bool) -> io::Result<()> {
+        match self {
+            Socket::Udp(s) => s.set_nonblocking(nonblocking),
+            Socket::Unix(s) => s.set_nonblocking(nonblocking),
+        }
+    }
+
+    /// Receives a datagram into `buf`: at once if one is waiting, else after `idle` has run
+    /// (with the socket then waited on). The socket is non-blocking between calls.
+    fn recv_or_idle(
+        &self,
+        buf: &mut [u8],
+        idle: impl FnOnce() -> anyhow::Result<()>,
+    ) -> anyhow::Result<usize> {
+        loop {
+            match self.recv(buf) {
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e).context("cannot receive"),
+            }
+        }
+        idle()?;
+        self.set_nonblocking(false).context("cannot receive")?;
+        let received = loop {
+            match self.recv(buf) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                other => break other,
+            }
+        };
+        self.set_nonblocking(true).context("cannot receive")?;
+        received.context("cannot receive")
     }
 
     /// Whether it takes IPv4 datagrams (a UNIX socket: no).
@@ -602,51 +657,63 @@ fn bind_path(path: &Path) -> anyhow::Result<UnixDatagram> {
     }
 }
 
+/// Writes the lines waiting in `output` to stdout.
+fn write_out(output: &mut Vec<u8>) -> anyhow::Result<()> {
+    if output.is_empty() {
+        return Ok(());
+    }
+    let mut out = io::stdout().lock();
+    out.write_all(output)
+        .and_then(|()| out.flush())
+        .context("cannot write to stdout")?;
+    output.clear();
+    Ok(())
+}
+
+/// Writes the lines waiting for stdout.
+fn write_waiting() -> anyhow::Result<()> {
+    write_out(&mut OUTPUT.lock().unwrap_or_else(PoisonError::into_inner))
+}
+
 /// Receives and prints until an I/O error.
 fn receive(socket: &Socket, format: DecodeFormat) -> anyhow::Result<()> {
     // One byte more than the largest datagram a UNIX socket takes here: a longer one is cut.
     let mut buf = vec![0u8; RECV_BUFFER + 1];
-    let mut lines = Vec::new();
+    socket.set_nonblocking(true).context("cannot receive")?;
     loop {
-        let n = match socket.recv(&mut buf) {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e).context("cannot receive"),
-        };
-        if n > RECV_BUFFER {
-            say!(
-                "evdgram: undecodable datagram (more than {RECV_BUFFER} bytes): longer than the receive buffer"
-            );
-            continue;
-        }
+        let n = socket.recv_or_idle(&mut buf, write_waiting)?;
         let datagram = &buf[..n];
-        lines.clear();
-        let printed = match decode(datagram, format) {
+        let mut output = OUTPUT.lock().unwrap_or_else(PoisonError::into_inner);
+        let decoded = if n > RECV_BUFFER {
+            Err(None)
+        } else {
+            decode(datagram, format).map_err(Some)
+        };
+        let printed = match decoded {
+            Err(None) => Err((None, 0)),
             Ok(events) => {
                 for event in &events {
-                    serde_json::to_writer(&mut lines, &JsonEvent::from(event))?;
-                    lines.push(b'\n');
+                    serde_json::to_writer(&mut *output, &JsonEvent::from(event))?;
+                    output.push(b'\n');
                 }
                 Ok(())
             }
             // The events before the malformed one (several may be packed in one datagram) are
             // printed all the same.
-            Err(e) => {
-                let before = events_before_error(datagram, format, &mut lines)?;
-                Err((e, before))
-            }
+            Err(Some(e)) => Err((Some(e), events_before_error(datagram, format, &mut output)?)),
         };
-        if !lines.is_empty() {
-            let _writing = WRITING.lock().unwrap_or_else(PoisonError::into_inner);
-            let mut out = io::stdout().lock();
-            out.write_all(&lines)
-                .and_then(|()| out.flush())
-                .context("cannot write to stdout")?;
+        // Before a message on stderr, the lines before it: the two are read together.
+        if output.len() >= OUTPUT_BLOCK || printed.is_err() {
+            write_out(&mut output)?;
         }
+        drop(output);
         match printed {
             Ok(()) => {}
-            Err((e, 0)) => say!("evdgram: undecodable datagram ({n} bytes): {e}"),
-            Err((e, k)) => say!(
+            Err((None, _)) => say!(
+                "evdgram: undecodable datagram (more than {RECV_BUFFER} bytes): longer than the receive buffer"
+            ),
+            Err((Some(e), 0)) => say!("evdgram: undecodable datagram ({n} bytes): {e}"),
+            Err((Some(e), k)) => say!(
                 "evdgram: undecodable datagram ({n} bytes) after its first {k} event(s), printed: {e}"
             ),
         }
