@@ -1554,8 +1554,8 @@ fn serve_names_the_flag_or_key_at_fault() {
         (
             &["--config", twice],
             format!(
-                "evdgram: mi.listen[1] and mi.listen[3] are the same socket ({sock}): give each \
-                 MI socket once"
+                "evdgram: {twice}: mi.listen[1] and mi.listen[3] are the same socket ({sock}): \
+                 give each MI socket once"
             ),
         ),
     ];

@@ -101,7 +101,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Some(m) => format!("--mi {}", m.spec),
         None => format!("mi.listen[{i}]"),
     };
-    refuse_duplicates(&mi_targets, named).map_err(usage)?;
+    let duplicates = refuse_duplicates(&mi_targets, named);
+    // From the file when no --mi is given (--mi replaces mi.listen): named as its other errors are.
+    let duplicates = match (&args.config, args.mi.is_empty()) {
+        (Some(path), true) => duplicates.with_context(|| path.display().to_string()),
+        _ => duplicates,
+    };
+    duplicates.map_err(usage)?;
 
     // Bind first: a port in use fails before anything starts.
     let mut listeners = Vec::new();
