@@ -704,7 +704,9 @@ fn parse_error_message(e: &serde_saphyr::Error, text: &str, source: &str) -> Str
         | E::DuplicateMappingKey { .. }
         | E::InvalidScalar { .. }
         | E::InvalidBooleanStrict { .. }
-        | E::NullIntoString { .. } => at,
+        | E::NullIntoString { .. }
+        // A value of the wrong kind: a scalar for a list or a section, a list for a string.
+        | E::Unexpected { .. } => at,
         // YAML that does not parse: its line is all there is to say.
         _ => None,
     };

@@ -169,6 +169,41 @@ fn a_wrong_type_names_the_key_and_its_line() {
     );
 }
 
+/// A value of the wrong kind (a scalar for a list or a section, a list for a string) names
+/// its key too: the parser reports these as "expected ... start", which named only the line.
+#[test]
+fn a_value_of_the_wrong_kind_names_the_key_and_its_line() {
+    for (text, want) in [
+        (
+            "events: E_A\n",
+            "line 1 column 9: events: expected sequence start",
+        ),
+        (
+            "mi:\n  allow_targets: unix\n",
+            "line 2 column 18: mi.allow_targets: expected sequence start",
+        ),
+        (
+            "dispatcher: []\n",
+            "line 1 column 13: dispatcher: expected mapping start",
+        ),
+        (
+            "subscriptions:\n  - 5\n",
+            "line 2 column 5: subscriptions[0]: expected mapping start",
+        ),
+        (
+            "events:\n  - E_A\n  - [E_B]\n",
+            "line 3 column 5: events[1]: expected string scalar",
+        ),
+        (
+            "subscriptions:\n  - event: E_A\n    socket: [udp:127.0.0.1:9]\n",
+            "line 3 column 13: subscriptions[0].socket: expected string scalar",
+        ),
+    ] {
+        let err = parse_error(text);
+        assert!(err.contains(want), "{text:?}: {err}");
+    }
+}
+
 #[test]
 fn a_file_error_names_the_file() {
     let err = Config::from_file(Path::new("/nonexistent/evdgram.yaml")).unwrap_err();
