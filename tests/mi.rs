@@ -1427,6 +1427,64 @@ fn serve_answers_over_udp_and_unix_and_stops_cleanly() {
     assert!(!sock.exists(), "the UNIX socket file is removed at exit");
 }
 
+/// Flags override the file (DESIGN, "Configuration"): `--mi` replaces `mi.listen` (the file's
+/// socket is not bound), `--format` replaces `dispatcher.default_format`, `--publish` adds to
+/// `events`; what no flag sets (the file's static subscription) stays.
+#[test]
+fn serve_flags_override_the_config_file() {
+    let dir = TempDir::new("mi-override");
+    let file_sock = dir.join("file-mi.sock");
+    let rx = Receiver::udp();
+    let config = dir.join("evdgram.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "dispatcher:\n  default_format: jsonrpc\nevents: [E_FILE]\nsubscriptions:\n  - \
+             event: E_FILE\n    socket: {}\nmi:\n  listen: [\"unix:{}\"]\n",
+            rx.target,
+            file_sock.display()
+        ),
+    )
+    .unwrap();
+    let (mut p, bound) = serve(
+        &["udp:127.0.0.1:0"],
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--format",
+            "line",
+            "--publish",
+            "E_FLAG",
+        ],
+    );
+    assert!(!file_sock.exists(), "mi.listen's socket was bound too");
+    let call = |method: &str, params: Value| udp_call(&bound[0], &request_bytes(method, params));
+    assert_eq!(
+        call("events_list", json!([]))["result"]["Events"],
+        json!([{"name": "E_FILE", "id": 0}, {"name": "E_FLAG", "id": 1}])
+    );
+    let flag_rx = Receiver::udp();
+    let r = call(
+        "event_subscribe",
+        json!(["E_FLAG", flag_rx.target.to_string()]),
+    );
+    assert_eq!(r["result"], "OK", "{r}");
+    let r = call("subscribers_list", json!(["E_FLAG"]));
+    assert_eq!(
+        r["result"]["Event"]["Subscribers"][0]["format"], "line",
+        "{r}"
+    );
+    for event in ["E_FLAG", "E_FILE"] {
+        assert_eq!(call("raise_event", json!([event]))["result"], "OK");
+    }
+    assert!(flag_rx.wait_for(1, DEADLINE) && rx.wait_for(1, DEADLINE));
+    assert_eq!(flag_rx.datagrams(), [b"E_FLAG\n\n".to_vec()]);
+    // The static subscription takes the default format, as --format set it.
+    assert_eq!(rx.datagrams(), [b"E_FILE\n\n".to_vec()]);
+    p.signal(libc::SIGTERM);
+    assert!(p.wait().success());
+}
+
 /// A UNIX client that sends requests and never reads the replies fills its queue (10
 /// datagrams by default); its next replies are refused, and the listener goes on answering
 /// everyone else (a blocking reply parked it until that client read).
