@@ -560,6 +560,24 @@ fn limits_cap_mi_subscribers_not_the_static_ones() {
     );
 }
 
+/// A subscription that does not expire (a static one, or made in code) is listed with
+/// `"expire":"never"` and `"ttl":"never"` (DESIGN: `expire` is a number or `"never"`).
+#[test]
+fn a_subscription_without_expiry_is_listed_as_never() {
+    let m = mi();
+    let event = m.dispatcher.registry().lookup("E_TEST").unwrap();
+    let spec = "udp:127.0.0.1:9";
+    m.dispatcher
+        .subscribe(event, spec.parse().unwrap(), event_datagram::Expiry::Never)
+        .unwrap();
+    m.clock.advance(Duration::from_secs(3600 * 24));
+    let sub = json!({"socket": spec, "expire": "never", "ttl": "never", "format": "line"});
+    assert_eq!(
+        m.ok("subscribers_list", json!(["E_TEST", spec])),
+        json!({"Event": {"name": "E_TEST", "id": 0, "Subscriber": sub}})
+    );
+}
+
 /// Lifetimes too long to count are "never": before, the expiry's arithmetic overflowed while
 /// the subscription was already stored, and every later request panicked on it. (MI caps
 /// `expire` at 2^32 - 1 seconds; the library takes any `Duration`.)
