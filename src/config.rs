@@ -730,7 +730,8 @@ impl serde_saphyr::MessageFormatter for NamingKey<'_> {
         let Some(key) = self.key else {
             return message;
         };
-        if message.starts_with(&format!("{key}: ")) {
+        // Already named, or with an entry of it (`mi.listen[1]: ...`, from `CheckedList`).
+        if message.starts_with(&format!("{key}: ")) || message.starts_with(&format!("{key}[")) {
             return message;
         }
         // Our own checks name the key alone (`expire: ...`): the whole path replaces it.
@@ -1028,6 +1029,22 @@ mi:
         ] {
             let err = Config::from_yaml(yaml).unwrap_err().to_string();
             assert!(err.contains(key), "{yaml}: {err}");
+        }
+        // An entry of a list on the key's own line is named once, by its index.
+        for (yaml, key) in [
+            (
+                "mi:\n  allow_targets: [unix, 10.0.0.0/40]\n",
+                "mi.allow_targets[1]: ",
+            ),
+            (
+                "mi:\n  listen: ['udp:127.0.0.1:0', 'tcp:x']\n",
+                "mi.listen[1]: ",
+            ),
+        ] {
+            let err = Config::from_yaml(yaml).unwrap_err().to_string();
+            let list = key.split('[').next().unwrap();
+            assert!(err.contains(key), "{yaml}: {err}");
+            assert!(!err.contains(&format!("{list}: {key}")), "{yaml}: {err}");
         }
         let remote = "mi:\n  listen: ['udp:10.0.0.1:8080']\n  allow_remote_control: true\n";
         assert!(Config::from_yaml(remote).is_ok());
