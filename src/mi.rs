@@ -325,9 +325,9 @@ impl MiHandler {
         if request.len() > self.max_request_bytes {
             return Some(error_reply(
                 &Id::Null,
+                // No size: a server reads one byte past the limit, and no more, to see this.
                 &MiError::invalid_request(format!(
-                    "the request is {} bytes, more than the {}-byte limit",
-                    request.len(),
+                    "the request is larger than the {}-byte limit (mi.max_request_bytes)",
                     self.max_request_bytes
                 )),
             ));
