@@ -64,6 +64,46 @@ fn percentile_steps(h: &Histogram<u64>, ticks_per_half: u32) -> Vec<(u64, f64, u
     steps
 }
 
+/// `v` with `decimals` digits after the point as Java's `%.Nf` writes it: rounded half up from
+/// the shortest decimal that reads back as `v`. Rust's `{:.N}` rounds the exact binary value
+/// half to even, so a tick such as 0.9997802734375 came out as `0.999780273437` where Java's
+/// tools write `0.999780273438`, and 2.675 (2.67499999... in binary) as `2.67`, not `2.68`.
+fn java_fixed(v: f64, decimals: usize) -> String {
+    if v < 0.0 {
+        return format!("-{}", java_fixed(-v, decimals));
+    }
+    // The shortest round-trip decimal; `Display` never uses an exponent.
+    let shortest = v.to_string();
+    let (int, frac) = shortest.split_once('.').unwrap_or((&shortest, ""));
+    let mut digits: Vec<u8> = int
+        .bytes()
+        .chain(frac.bytes().chain(std::iter::repeat(b'0')).take(decimals))
+        .collect();
+    if frac.as_bytes().get(decimals).is_some_and(|&d| d >= b'5') {
+        // Carry from the last kept digit.
+        let mut i = digits.len();
+        loop {
+            if i == 0 {
+                digits.insert(0, b'1');
+                break;
+            }
+            i -= 1;
+            if digits[i] == b'9' {
+                digits[i] = b'0';
+            } else {
+                digits[i] += 1;
+                break;
+            }
+        }
+    }
+    let point = digits.len() - decimals;
+    let mut out = String::from_utf8(digits).expect("ASCII digits");
+    if decimals > 0 {
+        out.insert(point, '.');
+    }
+    out
+}
+
 /// The percentile distribution of `h` (ns) in ms.
 pub fn distribution(h: &Histogram<u64>) -> String {
     let sig = h.sigfig() as usize;
@@ -72,16 +112,14 @@ pub fn distribution(h: &Histogram<u64>) -> String {
         "Value", "Percentile", "TotalCount", "1/(1-Percentile)"
     );
     for (value, percentile, total) in percentile_steps(h, TICKS_PER_HALF_DISTANCE) {
-        let value = value as f64 / UNIT;
+        let value = java_fixed(value as f64 / UNIT, sig);
         let q = percentile / 100.0;
+        let p = java_fixed(q, 12);
         if percentile < 100.0 {
-            let _ = writeln!(
-                out,
-                "{value:>12.sig$} {q:>2.12} {total:>10} {:>14.2}",
-                1.0 / (1.0 - q)
-            );
+            let inverse = java_fixed(1.0 / (1.0 - q), 2);
+            let _ = writeln!(out, "{value:>12} {p:>2} {total:>10} {inverse:>14}");
         } else {
-            let _ = writeln!(out, "{value:>12.sig$} {q:>2.12} {total:>10}");
+            let _ = writeln!(out, "{value:>12} {p:>2} {total:>10}");
         }
     }
     let (mean, stdev, max) = if h.is_empty() {
@@ -89,13 +127,11 @@ pub fn distribution(h: &Histogram<u64>) -> String {
     } else {
         (h.mean() / UNIT, h.stdev() / UNIT, h.max() as f64 / UNIT)
     };
+    let [mean, stdev, max] = [mean, stdev, max].map(|v| java_fixed(v, sig));
+    let _ = writeln!(out, "#[Mean    = {mean:>12}, StdDeviation   = {stdev:>12}]");
     let _ = writeln!(
         out,
-        "#[Mean    = {mean:>12.sig$}, StdDeviation   = {stdev:>12.sig$}]"
-    );
-    let _ = writeln!(
-        out,
-        "#[Max     = {max:>12.sig$}, Total count    = {:>12}]",
+        "#[Max     = {max:>12}, Total count    = {:>12}]",
         h.len()
     );
     // Sub-buckets: the power of two that holds 2 * 10^sigfig values.
@@ -158,6 +194,42 @@ mod tests {
         }
         let java = include_str!("testdata/java-80x500.hgrm");
         assert_eq!(distribution(&h), java);
+        // 200 000 values, the square of a uniform spread: a long sparse tail whose ticks reach
+        // decimal ties (0.9997802734375: Java rounds it up, to 0.999780273438).
+        let mut h = crate::measure::histogram();
+        for i in 1..=200_000u64 {
+            let x = (i * 2_654_435_761) % 1_000_003;
+            h.record(1_000 + x * x / 1_000).unwrap();
+        }
+        assert_eq!(distribution(&h), include_str!("testdata/java-squares.hgrm"));
+    }
+
+    /// Numbers are rounded as Java's `String.format("%.Nf")` rounds them (its output for these
+    /// values, HdrHistogram's Java runtime): half up from the shortest decimal.
+    #[test]
+    fn numbers_round_as_javas_format_does() {
+        for (v, java) in [
+            (0.0045, ["0.005", "0.00", "0.004500000000"]),
+            (1.0005, ["1.001", "1.00", "1.000500000000"]),
+            (2.675, ["2.675", "2.68", "2.675000000000"]),
+            (0.125, ["0.125", "0.13", "0.125000000000"]),
+            (0.9997802734375, ["1.000", "1.00", "0.999780273438"]),
+            (0.9999267578125, ["1.000", "1.00", "0.999926757813"]),
+            (1.5e-7, ["0.000", "0.00", "0.000000150000"]),
+            (
+                123456.0005,
+                ["123456.001", "123456.00", "123456.000500000000"],
+            ),
+            (0.0, ["0.000", "0.00", "0.000000000000"]),
+            (1.0, ["1.000", "1.00", "1.000000000000"]),
+            (4551.115, ["4551.115", "4551.12", "4551.115000000000"]),
+            (99.995, ["99.995", "100.00", "99.995000000000"]),
+        ] {
+            let ours = [3, 2, 12].map(|d| java_fixed(v, d));
+            assert_eq!(ours, java, "{v}");
+        }
+        assert_eq!(java_fixed(9.9996, 3), "10.000");
+        assert_eq!(java_fixed(5.0, 0), "5");
     }
 
     /// A run that missed events says its distribution is of the received ones, in a comment
