@@ -51,6 +51,14 @@ fn percentile_steps(h: &Histogram<u64>, ticks_per_half: u32) -> Vec<(u64, f64, u
         let value = v.value_iterated_to();
         // Java stays at a value while its count reaches the next tick.
         while 100.0 * count as f64 / total as f64 >= level {
+            if level >= 100.0 {
+                // Only the last value has the 100 % line.
+                if count < total {
+                    break;
+                }
+                steps.push((value, 100.0, count));
+                return steps;
+            }
             steps.push((value, level, count));
             if count >= total {
                 // The last value: one more step, at 100 %.
@@ -58,7 +66,14 @@ fn percentile_steps(h: &Histogram<u64>, ticks_per_half: u32) -> Vec<(u64, f64, u
                 return steps;
             }
             let halvings = ((100.0 / (100.0 - level)).ln() / 2f64.ln()) as i32;
-            level += 100.0 / (f64::from(ticks_per_half) * 2f64.powi(halvings + 1));
+            let next = level + 100.0 / (f64::from(ticks_per_half) * 2f64.powi(halvings + 1));
+            // Where a tick no longer moves the level (a value holding all but one of 2^60
+            // events), go on to 100 % as the crate's iterator does: Java's would loop for ever.
+            level = if next > level && next < 100.0 {
+                next
+            } else {
+                100.0
+            };
         }
     }
     steps
@@ -202,6 +217,19 @@ mod tests {
             h.record(1_000 + x * x / 1_000).unwrap();
         }
         assert_eq!(distribution(&h), include_str!("testdata/java-squares.hgrm"));
+    }
+
+    /// A value that holds nearly all of a huge count: the ticks stop moving the level before
+    /// they pass the value's share. The steps end at 100 % (it looped for ever).
+    #[test]
+    fn percentile_steps_end_when_ticks_no_longer_move() {
+        let mut h = crate::measure::histogram();
+        h.record_n(1_000, 1 << 60).unwrap();
+        h.record_n(2_000, 1).unwrap();
+        let steps = percentile_steps(&h, TICKS_PER_HALF_DISTANCE);
+        let &(value, percentile, count) = steps.last().unwrap();
+        assert_eq!((value, percentile, count), (h.max(), 100.0, (1 << 60) + 1));
+        assert!(steps.len() < 5_000, "{}", steps.len());
     }
 
     /// Numbers are rounded as Java's `String.format("%.Nf")` rounds them (its output for these
