@@ -385,7 +385,8 @@ impl RunResult {
         };
         // Producers that finished more than 1 % after the window sent at a lower rate than the
         // window says: the rate is over their real span, and the report says so.
-        if span_s > nominal_s * 1.01 {
+        let producers_late = span_s > nominal_s * 1.01;
+        if producers_late {
             warnings.push(format!(
                 "the producers took {span_s:.3} s for a {secs:.3} s window (the generator fell \
                  behind): achieved/s is the events received over the {span_s:.3} s"
@@ -432,35 +433,68 @@ impl RunResult {
             intervals: all.intervals,
             intervals_start_ns: all.first_ns,
         };
-        result.with_warnings(gen, lag)
+        result.with_warnings(gen, lag, producers_late)
     }
 
-    /// Adds the loud warning when the generator or the machine could not sustain the rate.
-    fn with_warnings(mut self, gen: &GeneratorCounts, lag: &Histogram<u64>) -> RunResult {
-        let short = self.achieved_ratio < 0.99 || gen.shed > 0 || gen.channel_full > 0;
+    /// Adds the loud warning when the rate was not sustained, with every cause that took
+    /// events, and whose fault it was: the generator's (it fell behind: read the latency as an
+    /// overloaded system's) or what came after the raise (targets, receivers, the kernel).
+    fn with_warnings(
+        mut self,
+        gen: &GeneratorCounts,
+        lag: &Histogram<u64>,
+        producers_late: bool,
+    ) -> RunResult {
         let lag_ms = lag.max() as f64 / 1e6;
-        if short || lag_ms > 10.0 {
-            self.warnings.push(format!(
-                "the target rate was NOT sustained ({} B, {}): target {:.0}/s x {:.1} s; \
-                 scheduled {}, published {}, sent {}, received {}; shed {} (generator late), \
-                 channel full {}; achieved {:.0}/s = {:.1}% of target; generator lag p99 {:.3} ms, \
-                 max {lag_ms:.3} ms. The generator or this machine cannot sustain this rate: read \
-                 the latency as that of an overloaded system.",
-                self.size_bytes,
-                self.transport,
-                self.target_rate_per_s,
-                self.duration_s,
-                self.scheduled,
-                self.published,
-                self.sent,
-                self.received.map_or("n/a".into(), |r| r.to_string()),
-                self.drops[cause::SHED],
-                self.drops[cause::CHANNEL_FULL],
-                self.achieved_rate_per_s,
-                self.achieved_ratio * 100.0,
-                lag.value_at_quantile(0.99) as f64 / 1e6,
-            ));
+        let generator_short =
+            gen.shed > 0 || gen.channel_full > 0 || producers_late || lag_ms > 10.0;
+        if self.achieved_ratio >= 0.99 && !generator_short {
+            return self;
         }
+        let mut causes: Vec<String> = self
+            .drops
+            .iter()
+            .filter(|(_, &n)| n != 0)
+            .map(|(cause, n)| format!("{cause} {n}"))
+            .collect();
+        if let Some(loss) = &self.loss {
+            for (n, what) in [
+                (loss.kernel_rx_drops, "kernel receive-buffer drops"),
+                (loss.unexplained, "unexplained"),
+            ] {
+                if n > 0 {
+                    causes.push(format!("{what} {n}"));
+                }
+            }
+        }
+        let causes = if causes.is_empty() {
+            "none".to_owned()
+        } else {
+            causes.join(", ")
+        };
+        let verdict = if generator_short {
+            "The generator or this machine cannot sustain this rate: read the latency as that \
+             of an overloaded system."
+        } else {
+            "The generator kept up: the events were lost after they were raised (the causes \
+             above), where the targets, their receivers or the kernel could not take this rate."
+        };
+        self.warnings.push(format!(
+            "the target rate was NOT sustained ({} B, {}): target {:.0}/s x {:.1} s; scheduled \
+             {}, published {}, sent {}, received {}; lost to: {causes}; achieved {:.0}/s = \
+             {:.1}% of target; generator lag p99 {:.3} ms, max {lag_ms:.3} ms. {verdict}",
+            self.size_bytes,
+            self.transport,
+            self.target_rate_per_s,
+            self.duration_s,
+            self.scheduled,
+            self.published,
+            self.sent,
+            self.received.map_or("n/a".into(), |r| r.to_string()),
+            self.achieved_rate_per_s,
+            self.achieved_ratio * 100.0,
+            lag.value_at_quantile(0.99) as f64 / 1e6,
+        ));
         self
     }
 
@@ -580,8 +614,42 @@ pub(crate) mod tests {
         assert_eq!((loss.kernel_rx_drops, loss.unexplained), (6, 5));
         assert_eq!(r.drops[cause::SHED], 120);
         assert_eq!(r.drops[cause::RECEIVER_SLOW], 20);
-        assert!(r.warnings.iter().any(|w| w.contains("NOT sustained")));
+        let warning = r.warnings.iter().find(|w| w.contains("NOT sustained"));
+        let warning = warning.expect("a warning");
+        assert!(
+            warning
+                .contains("lost to: channel_full 80, no_receiver 10, receiver_slow 20, shed 120")
+                && warning.contains("kernel receive-buffer drops 6, unexplained 5")
+                && warning.ends_with("read the latency as that of an overloaded system."),
+            "{warning}"
+        );
         assert_eq!(r.per_target[1].kernel_rx_dropped_datagrams, Some(50));
+
+        // The generator kept up; nobody listened at one target: not the generator's fault.
+        let gen = GeneratorCounts {
+            scheduled: 900,
+            published: 900,
+            span_ns: 1_000_000_000,
+            ..Default::default()
+        };
+        let r = RunResult::account(
+            &self::shape(64, Transport::Udp, 900.0),
+            &gen,
+            &histogram(),
+            vec![
+                t("udp:127.0.0.1:1", 900, 0, 0, 0, 900),
+                t("udp:127.0.0.1:2", 0, 0, 900, 0, 0),
+            ],
+            0,
+        );
+        let warning = r.warnings.iter().find(|w| w.contains("NOT sustained"));
+        let warning = warning.expect("a warning");
+        assert!(
+            warning.contains("lost to: no_receiver 900;")
+                && warning.contains("The generator kept up")
+                && !warning.contains("cannot sustain"),
+            "{warning}"
+        );
     }
 
     /// Warm-up events still queued when the window starts are counted as sent in it: the
