@@ -52,6 +52,7 @@ mod registry;
 mod stats;
 mod sys;
 pub mod target;
+pub mod yaml;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{

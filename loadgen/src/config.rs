@@ -111,16 +111,19 @@ pub struct Thresholds {
 }
 
 impl FileConfig {
-    /// Parses YAML; the message names the key and line.
+    /// Parses YAML; the message names the line and the key (as the library's configuration
+    /// does).
     pub fn from_yaml(text: &str) -> Result<FileConfig, String> {
-        serde_saphyr::from_str(text).map_err(|e| e.to_string())
+        event_datagram::yaml::from_str(text, "config")
     }
 
     /// Reads and parses a file.
     pub fn from_file(path: &Path) -> Result<FileConfig, String> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let mut config = Self::from_yaml(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut config =
+            event_datagram::yaml::from_str::<FileConfig>(&text, &path.display().to_string())
+                .map_err(|e| format!("{}: {e}", path.display()))?;
         config.origin = Some(Origin::of(path, &text));
         Ok(config)
     }

@@ -569,6 +569,15 @@ fn usage_errors_exit_2_with_a_message() {
                  targets_external ({path} line 2)"
             ),
         ),
+        // A value of the wrong kind: the key's path, and the snippet headed by the file (it
+        // was `<input>`, with no key).
+        (
+            "thresholds:\n  max_p99: [1]\n",
+            &[],
+            format!(
+                "line 2 column 12: thresholds.max_p99: expected string scalar\n --> {path}:2:12"
+            ),
+        ),
     ] {
         std::fs::write(&cfg, yaml).unwrap();
         let out = loadgen(&[&["--config", path][..], flags].concat());
