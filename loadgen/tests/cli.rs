@@ -333,14 +333,16 @@ fn a_run_accounts_for_every_event_and_writes_every_report() {
     // SVG: well-formed XML, with axis labels.
     let svg = std::fs::read_to_string(&svg).unwrap();
     assert_well_formed(&svg);
-    for label in [
-        "percentile",
-        "latency (us)",
-        "datagram size (bytes)",
-        "64 B udp",
-    ] {
+    for label in ["percentile", "latency", "datagram size (bytes)", "64 B udp"] {
         assert!(svg.contains(label), "{label} in the SVG");
     }
+    // Latency ticks in units that read: `500 us`, `2 ms` (they were counts of us: `1.000M`).
+    assert!(
+        [" us\n</text>", " ms\n</text>"]
+            .iter()
+            .any(|u| svg.contains(u)),
+        "latency ticks with units"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

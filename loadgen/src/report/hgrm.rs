@@ -42,7 +42,7 @@ const TICKS_PER_HALF_DISTANCE: u32 = 5;
 /// (0.1 / 2^k) are not: summed up they drift above the exact level, and a value whose count
 /// reaches a tick exactly (36 500 of 40 000 events at 91.25 %) was passed over for the next
 /// one, so the file differed from the one Java's tools write for the same histogram.
-fn percentile_steps(h: &Histogram<u64>, ticks_per_half: u32) -> Vec<(u64, f64, u64)> {
+pub(super) fn percentile_steps(h: &Histogram<u64>, ticks_per_half: u32) -> Vec<(u64, f64, u64)> {
     let total = h.len();
     let mut steps = Vec::new();
     let (mut level, mut count) = (0.0f64, 0u64);
