@@ -355,7 +355,7 @@ mod tests {
 
     // End to end, through a dispatcher on each backend: UDP GSO in use, and refused.
 
-    use std::net::UdpSocket;
+    use std::net::{SocketAddr, UdpSocket};
     use std::time::Duration;
 
     use crate::{BackendChoice, Dispatcher, DispatcherConfig, EventId, Expiry, Format, Params};
@@ -483,6 +483,82 @@ mod tests {
                 }
                 assert!(stats.is_balanced(), "{case}: {stats:?}");
             }
+        }
+    }
+
+    /// Sockets to these destinations refuse GSO (see `REFUSE_GSO_TO`) until dropped.
+    struct RefuseGso(Vec<SocketAddr>);
+
+    impl RefuseGso {
+        fn to(addrs: Vec<SocketAddr>) -> RefuseGso {
+            let mut list = crate::reactor::socket::REFUSE_GSO_TO.lock().unwrap();
+            list.extend(&addrs);
+            RefuseGso(addrs)
+        }
+    }
+
+    impl Drop for RefuseGso {
+        fn drop(&mut self) {
+            let mut list = crate::reactor::socket::REFUSE_GSO_TO.lock().unwrap();
+            list.retain(|a| !self.0.contains(a));
+        }
+    }
+
+    /// A path that refuses GSO (`EINVAL` or `EIO`; here a socket without UDP checksums, which
+    /// the kernel refuses with `EINVAL`): GSO goes off for that target, counted once in
+    /// `gso_refused`, and its datagrams go out one by one, byte-identical and in order, none
+    /// failed or lost; as an event's only subscriber (its runs are split) and as one of
+    /// several. A target whose path takes GSO keeps it.
+    #[test]
+    fn a_target_whose_path_refuses_gso_gets_every_datagram_and_the_refusal_is_counted() {
+        for backend in backends() {
+            let case = format!("{backend:?}");
+            let rx = [receiver(false), receiver(false), receiver(true)];
+            let addr = |k: usize| rx[k].0.local_addr().expect("address");
+            let _refusing = RefuseGso::to(vec![addr(0), addr(1)]);
+            let config = DispatcherConfig {
+                backend,
+                udp_gso: true,
+                ..Default::default()
+            };
+            let d = Dispatcher::start(config).expect("starts");
+            let [sole, shared] = ["E_SOLE", "E_SHARED"].map(|n| d.publish(n).expect("name"));
+            d.subscribe(sole, rx[0].1.clone(), Expiry::Never).unwrap();
+            for (_, target) in &rx[1..] {
+                d.subscribe(shared, target.clone(), Expiry::Never).unwrap();
+            }
+            let refused =
+                |d: &Dispatcher, k: usize| d.stats().target(&rx[k].1).map_or(0, |c| c.gso_refused);
+            let (mut raised, mut grouped) = (0, false);
+            while raised < 50 * BURST {
+                burst(&d, &[sole, shared], raised);
+                for (k, (sock, _)) in rx.iter().enumerate() {
+                    let name = if k == 0 { "E_SOLE" } else { "E_SHARED" };
+                    let most = read_burst(sock, name, raised, &case);
+                    if k == 2 {
+                        grouped |= most > 1;
+                    }
+                }
+                raised += BURST;
+                if grouped && refused(&d, 0) > 0 && refused(&d, 1) > 0 {
+                    break;
+                }
+            }
+            // Once more with GSO off for the refusing targets.
+            burst(&d, &[sole, shared], raised);
+            for (k, (sock, _)) in rx.iter().enumerate() {
+                let name = if k == 0 { "E_SOLE" } else { "E_SHARED" };
+                read_burst(sock, name, raised, &case);
+            }
+            raised += BURST;
+            assert!(grouped, "{case}: the other target lost GSO");
+            let stats = d.shutdown();
+            for (k, want_refused) in [(0, 1), (1, 1), (2, 0)] {
+                let c = stats.target(&rx[k].1).expect("known");
+                let got = (c.sent, c.datagrams, c.failed(), c.dropped(), c.gso_refused);
+                assert_eq!(got, (raised, raised, 0, 0, want_refused), "{case}: {c:?}");
+            }
+            assert!(stats.is_balanced(), "{case}: {stats:?}");
         }
     }
 }

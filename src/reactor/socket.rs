@@ -20,6 +20,13 @@ use crate::target::Target;
 /// default) fill with the largest datagrams (the kernel caps it at `net.core.wmem_max`).
 const UNIX_SEND_BUFFER: libc::c_int = 4 << 20;
 
+/// Tests only: UDP destinations whose sockets are opened with `SO_NO_CHECK` (no UDP checksum),
+/// on which the kernel refuses every GSO send with `EINVAL`. On loopback no path refuses GSO
+/// otherwise: this is how a test meets one (see `send::tests`).
+#[cfg(test)]
+pub(crate) static REFUSE_GSO_TO: std::sync::Mutex<Vec<SocketAddr>> =
+    std::sync::Mutex::new(Vec::new());
+
 /// A sending socket, connected to its target and non-blocking.
 #[derive(Debug)]
 pub(crate) enum Socket {
@@ -38,6 +45,12 @@ impl Socket {
                     SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
                 };
                 let sock = UdpSocket::bind(local)?;
+                #[cfg(test)]
+                if REFUSE_GSO_TO.lock().expect("not poisoned").contains(addr) {
+                    // SO_NO_CHECK (asm-generic/socket.h; the libc crate has it for l4re only).
+                    const SO_NO_CHECK: libc::c_int = 11;
+                    sys::set_int_option(sock.as_raw_fd(), libc::SOL_SOCKET, SO_NO_CHECK, 1)?;
+                }
                 sock.connect(addr)?;
                 sock.set_nonblocking(true)?;
                 Ok(Socket::Udp(sock))
