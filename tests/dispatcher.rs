@@ -1382,6 +1382,49 @@ fn shutdown_flushes_everything_queued() {
     }
 }
 
+/// Dropping the dispatcher does what `shutdown` does (issue 3, item 6): intake stops (a
+/// publisher is told `ShutDown`) and everything queued is sent before the drop returns.
+#[test]
+fn dropping_the_dispatcher_flushes_everything_queued_like_shutdown() {
+    for backend in backends() {
+        let dir = TempDir::new("drop");
+        let r = Receiver::unix(&dir.join("sink"));
+        let d = Dispatcher::start(DispatcherConfig {
+            retry_queue: 5_000,
+            ..config(backend)
+        })
+        .unwrap();
+        let e = d.publish("E_DROP_FLUSH").unwrap();
+        d.subscribe(e, r.target.clone(), Expiry::Never).unwrap();
+        for i in 0..5_000 {
+            d.raise(e, seq(i)).unwrap();
+        }
+        let (publisher, handle) = (d.publisher(), d.stats_handle());
+        drop(d);
+        assert!(
+            matches!(publisher.raise(e, seq(0)), Err(RaiseError::ShutDown(..))),
+            "{backend:?}: intake still open after the drop"
+        );
+        // The reactor has finished (it answers no more): what arrives was sent before.
+        assert!(
+            handle.stats().is_none(),
+            "{backend:?}: the drop returned before the reactor finished"
+        );
+        assert!(
+            r.wait_for(5_000, LIMIT),
+            "{backend:?}: {} of 5000",
+            r.count()
+        );
+        let expected: Vec<Vec<u8>> = (0..5_000)
+            .map(|i| encoded(Format::Line, "E_DROP_FLUSH", &seq(i)))
+            .collect();
+        assert!(
+            r.datagrams() == expected,
+            "{backend:?}: in order, none lost"
+        );
+    }
+}
+
 #[test]
 fn events_nobody_subscribed_are_counted_and_foreign_ids_refused() {
     let d = Dispatcher::start(config(BackendChoice::Syscall)).unwrap();
