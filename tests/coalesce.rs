@@ -424,3 +424,54 @@ fn a_short_delay_event_joining_a_long_delay_datagram_brings_its_departure_forwar
         d.shutdown();
     }
 }
+
+/// Coalescing set in the configuration (a static subscription's `coalesce`, with its format)
+/// takes effect as through the API: the subscription holds those limits, and its events
+/// arrive packed, whole and in order, in both formats.
+#[test]
+fn coalescing_set_in_the_configuration_packs_events_in_both_formats() {
+    for backend in backends() {
+        for format in [Format::Line, Format::Jsonrpc] {
+            let case = format!("{backend:?} {format}");
+            let r = Receiver::udp();
+            let yaml = format!(
+                "dispatcher:\n  backend: {}\nsubscriptions:\n  - event: E_TEST\n    socket: \
+                 \"{}\"\n    format: {format}\n    coalesce: {{max_bytes: 1400, max_delay_us: \
+                 2000}}\n",
+                format!("{backend:?}").to_lowercase(),
+                r.target
+            );
+            let config = event_datagram::Config::from_yaml(&yaml).unwrap();
+            let d = Dispatcher::from_config(&config).unwrap();
+            let e = d.registry().lookup("E_TEST").unwrap();
+            let listed = d.registry().subscribers(e).unwrap();
+            let want = Coalesce::new(1_400, Duration::from_millis(2)).unwrap();
+            assert_eq!(
+                (listed[0].format, listed[0].coalesce),
+                (format, Some(want)),
+                "{case}"
+            );
+            let total = 1_000;
+            for window in (0..total).step_by(250) {
+                for i in window..window + 250 {
+                    d.raise(e, params(i, i % 40)).unwrap();
+                }
+                let arrived = wait_until(LIMIT, || events_in(&r).len() >= window + 250);
+                assert!(arrived, "{case}");
+            }
+            let stats = d.shutdown();
+            let expected: Vec<Event> = (0..total)
+                .map(|i| {
+                    let name = event_datagram::EventName::new("E_TEST").unwrap();
+                    Event::from_parts(name, params(i, i % 40))
+                })
+                .collect();
+            assert!(events_in(&r) == expected, "{case}: events differ");
+            let datagrams = r.datagrams();
+            assert!(datagrams.iter().all(|d| d.len() <= 1_400), "{case}");
+            let c = stats.target(&r.target).unwrap();
+            assert_eq!(c.datagrams, datagrams.len() as u64, "{case}: {c:?}");
+            assert!(c.datagrams * 5 < c.sent, "{case}: hardly packed: {c:?}");
+        }
+    }
+}
