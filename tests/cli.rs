@@ -1307,6 +1307,89 @@ fn raise_backend_flag_wins_over_the_environment() {
     assert!(run.stderr.contains("EVDGRAM_BACKEND: "), "{}", run.stderr);
 }
 
+/// `EVDGRAM_BACKEND` overrides the configured backend, `uring` too (issue 3, item 5): `serve`
+/// with a file that says one backend and the variable another runs on the variable's. Where
+/// io_uring is denied (CI runs this under seccomp, as Docker does), forcing `uring` is an
+/// error at start that says why (exit 1, no panic), and `auto` falls back and says why in one
+/// line.
+#[test]
+fn evdgram_backend_overrides_the_configured_backend() {
+    let available = crate::support::io_uring_available();
+    if std::env::var_os("EVDGRAM_EXPECT_NO_URING").is_some() {
+        assert!(!available, "io_uring was expected to be denied");
+    }
+    let dir = TempDir::new();
+    let config = dir.join("backend.yaml");
+    let fallback = "event-datagram: io_uring unavailable (";
+    for (configured, forced) in [
+        ("syscall", "uring"),
+        ("uring", "syscall"),
+        ("syscall", "auto"),
+        ("uring", "auto"),
+    ] {
+        let case = format!(
+            "backend: {configured}, {}={forced}",
+            event_datagram::BACKEND_ENV
+        );
+        std::fs::write(&config, format!("dispatcher:\n  backend: {configured}\n")).unwrap();
+        let mut command = Command::new(EVDGRAM);
+        command
+            .env(event_datagram::BACKEND_ENV, forced)
+            .args(["serve", "--config", config.to_str().unwrap()])
+            .args(["--mi", "udp:127.0.0.1:0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut p = ChildGuard(Some(command.spawn().unwrap()));
+        let stderr = lines_of(p.child().stderr.take().unwrap());
+        // Up to the line that says it runs, or all of them if it exits.
+        let mut said = Vec::new();
+        let running = loop {
+            match stderr.recv_timeout(DEADLINE) {
+                Ok(line) => {
+                    let backend = line
+                        .strip_prefix("evdgram: dispatcher running on the ")
+                        .and_then(|rest| rest.split(' ').next())
+                        .map(str::to_owned);
+                    said.push(line);
+                    if backend.is_some() {
+                        break backend;
+                    }
+                }
+                Err(RecvTimeoutError::Disconnected) => break None,
+                Err(RecvTimeoutError::Timeout) => panic!("{case}: {said:#?}"),
+            }
+        };
+        let fell_back = said.iter().filter(|l| l.starts_with(fallback)).count();
+        let want = match forced {
+            "syscall" => Some("syscall"),
+            _ if available => Some("uring"),
+            "auto" => Some("syscall"),
+            _ => None,
+        };
+        assert_eq!(running.as_deref(), want, "{case}: {said:#?}");
+        if running.is_some() {
+            p.signal(libc::SIGTERM);
+            assert!(p.wait().success(), "{case}");
+        } else {
+            assert_eq!(p.wait().code(), Some(1), "{case}: {said:#?}");
+            // Why: the OS error (EPERM under seccomp, ENOSYS without io_uring).
+            let why = |l: &String| {
+                l.contains("uring backend is unavailable: ") && l.contains("(os error")
+            };
+            assert!(said.iter().any(why), "{case}: {said:#?}");
+            assert!(!said.iter().any(|l| l.contains("panicked")), "{case}");
+        }
+        // `auto` where io_uring is denied: one line, saying why.
+        let want_fell_back = usize::from(forced == "auto" && !available);
+        assert_eq!(fell_back, want_fell_back, "{case}: {said:#?}");
+        if want_fell_back == 1 {
+            let line = said.iter().find(|l| l.starts_with(fallback)).unwrap();
+            assert!(line.contains("(os error"), "{line}");
+        }
+    }
+}
+
 /// `--to` splits on commas and repeats; `--to-one` takes a path with a comma whole.
 #[test]
 fn raise_to_repeated_and_a_path_with_a_comma() {

@@ -74,7 +74,8 @@ pub fn backends() -> Vec<BackendChoice> {
     v
 }
 
-fn io_uring_available() -> bool {
+/// Whether a dispatcher can start on the `uring` backend here.
+pub fn io_uring_available() -> bool {
     let config = event_datagram::DispatcherConfig {
         backend: BackendChoice::Uring,
         ..Default::default()
