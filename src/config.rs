@@ -73,7 +73,9 @@ pub struct DispatcherConfig {
     /// Bytes of large events' params (those kept on the heap, beyond
     /// [`Params::INLINE_BYTES`](crate::Params::INLINE_BYTES)) the channel holds: it is full
     /// when either bound is reached. An event larger than this still goes, once the channel
-    /// holds at most half of it.
+    /// holds at most half of it. The default, 2 MiB, keeps the params in flight in the CPU's
+    /// caches between the producer that writes them and the reactor that encodes them: with
+    /// 32 MiB, 1400-byte events went about a quarter slower on an AMD EPYC machine.
     #[serde(deserialize_with = "read_queue_bytes")]
     pub queue_bytes: usize,
     /// What `raise` does when the channel is full.
@@ -108,7 +110,7 @@ impl Default for DispatcherConfig {
         DispatcherConfig {
             backend: BackendChoice::Auto,
             queue_capacity: 4_096,
-            queue_bytes: 32 << 20,
+            queue_bytes: 2 << 20,
             queue_full: QueuePolicy::Block,
             batch: 256,
             ring_entries: 1024,

@@ -21,7 +21,7 @@ fn the_example_config_parses_to_its_documented_values() {
     let d = &config.dispatcher;
     assert_eq!(d.backend, BackendChoice::Auto);
     assert_eq!(d.queue_capacity, 4_096);
-    assert_eq!(d.queue_bytes, 32 << 20);
+    assert_eq!(d.queue_bytes, 2 << 20);
     assert_eq!(d.queue_full, QueuePolicy::Block);
     assert_eq!(d.batch, 256);
     assert_eq!(d.ring_entries, 1024);
@@ -229,7 +229,7 @@ fn an_out_of_range_value_names_the_key_and_its_line() {
             "dispatcher.queue_capacity: must be 1 to 1048576",
         ),
         (
-            "  queue_bytes: 33554432",
+            "  queue_bytes: 2097152",
             "  queue_bytes: 0",
             "dispatcher.queue_bytes: must be at least 1",
         ),

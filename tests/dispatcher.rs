@@ -711,13 +711,16 @@ fn a_sole_stalled_receiver_of_large_events_pauses_intake_before_its_bytes_bound_
         let dir = TempDir::new("pause");
         let cfg = DispatcherConfig {
             retry_queue_bytes: 64 << 10,
+            queue_bytes: 32 << 20,
             ..config(backend)
         };
         let (d, e, slow) = stalled(&dir, cfg, "E_PAUSE");
         // 16 MB: all of it fits in the channel, which the reactor stops taking from once the
         // target holds its bound; a batch of 256 such events would be 2 MB past it.
+        let publisher = d.publisher();
         for i in 0..2_000 {
-            d.raise(e, large(i)).unwrap();
+            let raised = publisher.raise_timeout(e, large(i), LIMIT);
+            assert!(raised.is_ok(), "{backend:?}: event {i} found no room");
         }
         // The target reaches its bound, and then takes no more.
         let len = encoded(Format::Line, "E_PAUSE", &large(0)).len() as u64;

@@ -23,7 +23,7 @@ use crate::sink::{Sink, TempDir};
 use crate::units::{human_count, human_ns};
 
 /// The dispatcher's channel holds at most this many bytes of large events' params, and each
-/// target's queue this many bytes of datagrams (the defaults are 32 and 16 MiB): a run of
+/// target's queue this many bytes of datagrams (the defaults are 2 and 16 MiB): a run of
 /// 65 457-byte events can then absorb a backlog of about 1 000 events in each, as with the
 /// default count bounds, and does not queue a gigabyte (16 384 x 64 KiB) when a receiver falls
 /// behind.
