@@ -227,13 +227,14 @@ fn achieved_rate(area: &Area<'_>, runs: &[RunResult]) -> anyhow::Result<()> {
     }
     for line in &lines {
         draw_line(&mut chart, line)?;
-        if line.label != "target" {
-            let dots = line
-                .points
-                .iter()
-                .map(|&p| Circle::new(p, 4, line.colour.filled()));
-            chart.draw_series(dots)?;
-        }
+    }
+    // A dot per run on the achieved rates: every line but the target's, the first.
+    for line in &lines[1..] {
+        let dots = line
+            .points
+            .iter()
+            .map(|&p| Circle::new(p, 4, line.colour.filled()));
+        chart.draw_series(dots)?;
     }
     draw_legend(&legend, &lines)
 }
