@@ -7,6 +7,7 @@
 //! large params to reuse: in steady state they do not touch the allocator either.
 
 use std::fmt;
+use std::ops::Range;
 use std::sync::Arc;
 
 use crate::encode::Escapes;
@@ -135,17 +136,26 @@ pub fn validate_param_name(name: &str) -> Result<(), EventError> {
     Ok(())
 }
 
+/// Checks that [`Params`] can hold the parameter name `name` (its length is packed in 16 bits).
+pub(crate) fn check_param_name_len(name: &str) -> Result<(), EventError> {
+    if name.len() > u16::MAX as usize {
+        return Err(EventError::InvalidParamName {
+            name: name.to_owned(),
+            reason: crate::error::PARAM_NAME_TOO_LONG,
+        });
+    }
+    Ok(())
+}
+
 /// How [`Params::push_with`] takes a parameter.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Push {
     /// From the application: the name is validated, and what a string value needs escaped is
     /// found now (see [`Escapes`]).
     Built,
-    /// From a decoder: the name is validated, and a string value is marked as possibly
-    /// needing every escape.
+    /// From a decoder: any name is kept (one the line format cannot carry is marked), and a
+    /// string value is marked as possibly needing every escape.
     Decoded,
-    /// As `Decoded`, but any name is kept (one the line format cannot carry is marked).
-    DecodedKey,
 }
 
 /// A validated event name. Cloning is cheap (a reference count).
@@ -210,7 +220,7 @@ pub struct Params {
     bytes: PackedBytes,
     count: u32,
     /// A name the line format cannot carry is among them (only a decoded `jsonrpc` key, see
-    /// [`push_decoded_key`](Self::push_decoded_key)).
+    /// [`push_decoded`](Self::push_decoded)).
     non_line_name: bool,
 }
 
@@ -274,25 +284,18 @@ impl Params {
         self.push_with(name, value, Push::Built)
     }
 
-    /// [`push`](Self::push) for the decoders: what a string needs escaped is left for an
-    /// encoder to find, if one ever reads it (received events are mostly only read).
+    /// [`push`](Self::push) for the decoders. What a string needs escaped is left for an
+    /// encoder to find, if one ever reads it (received events are mostly only read). The name
+    /// may be any string, as a `jsonrpc` key may: one the line format cannot carry (`it's`,
+    /// `a::b`) is kept, marked, and the line encoder refuses it
+    /// ([`EncodeError::ParamNameNotLine`](crate::EncodeError)). The line decoder validates
+    /// its names itself.
     pub(crate) fn push_decoded(
         &mut self,
         name: Option<&str>,
         value: ValueRef<'_>,
     ) -> Result<(), EventError> {
         self.push_with(name, value, Push::Decoded)
-    }
-
-    /// [`push_decoded`](Self::push_decoded) for a `jsonrpc` key, which may be any string: one
-    /// the line format cannot carry (`it's`, `a::b`) is kept, marked, and the line encoder
-    /// refuses it ([`EncodeError::ParamNameNotLine`](crate::EncodeError)).
-    pub(crate) fn push_decoded_key(
-        &mut self,
-        name: Option<&str>,
-        value: ValueRef<'_>,
-    ) -> Result<(), EventError> {
-        self.push_with(name, value, Push::DecodedKey)
     }
 
     /// Appends a parameter, as `how` says.
@@ -309,44 +312,17 @@ impl Params {
                 Ok(()) => {}
                 // Any JSON key is a name OpenSIPS may send: kept, and refused only where it
                 // would be written as a line.
-                Err(_) if how == Push::DecodedKey => name_not_line = true,
+                Err(_) if how == Push::Decoded => name_not_line = true,
                 Err(e) => return Err(e),
             }
-            if name.len() > u16::MAX as usize {
-                return Err(EventError::InvalidParamName {
-                    name: name.to_owned(),
-                    reason: crate::error::PARAM_NAME_TOO_LONG,
-                });
-            }
+            check_param_name_len(name)?;
         }
-        // The value's tag bits, its fixed-size head (the int, or the string's length), and
-        // the string's bytes.
-        let int_bytes: [u8; 8];
-        let len_bytes: [u8; 4];
-        let (value_tag, value_head, value_bytes): (u8, &[u8], &[u8]) = match value {
-            ValueRef::Int(n) => {
-                int_bytes = n.to_le_bytes();
-                (TAG_INT, &int_bytes, &[])
-            }
-            ValueRef::Str(s) => {
-                let len = u32::try_from(s.len())
-                    .map_err(|_| EventError::ValueTooLong { len: s.len() })?;
-                len_bytes = len.to_le_bytes();
-                let e = if classify {
-                    Escapes::of(s.as_bytes(), name.is_none_or(str::is_empty))
-                } else {
-                    Escapes::MAYBE
-                };
-                let tag = (if e.line_quote { TAG_LINE_QUOTE } else { 0 })
-                    | (if e.json_escape { TAG_JSON_ESCAPE } else { 0 });
-                (tag, &len_bytes, s.as_bytes())
-            }
-        };
+        let value = PackedValue::new(value, name.is_none_or(str::is_empty), classify)?;
         // Tag and name length; then the name; then the value's head and bytes: appended in
         // one go (one room check, one move to the heap at most).
         let name_len = (name.map_or(0, str::len) as u16).to_le_bytes();
         let head = [
-            value_tag | name.map_or(0, |_| TAG_NAMED),
+            value.tag | name.map_or(0, |_| TAG_NAMED),
             name_len[0],
             name_len[1],
         ];
@@ -358,11 +334,63 @@ impl Params {
         self.bytes.push_all(&[
             head,
             name.map_or(&[][..], str::as_bytes),
-            value_head,
-            value_bytes,
+            value.head(),
+            value.bytes,
         ]);
         self.count += 1;
         self.non_line_name |= name_not_line;
+        Ok(())
+    }
+
+    /// Replaces the value of the parameter at `index`, keeping its name and place: raising
+    /// many events of one shape, a clone of a prepared `Params` with the few values that
+    /// change set costs less than building each anew.
+    ///
+    /// ```
+    /// use event_datagram::{Params, ValueRef};
+    ///
+    /// let prepared = Params::new().str("seq", "0")?.str("host", "pbx-1")?;
+    /// let mut params = prepared.clone();
+    /// params.set(0, ValueRef::Int(42))?;
+    /// let values: Vec<_> = params.iter().map(|p| p.value).collect();
+    /// assert_eq!(values, [ValueRef::Int(42), ValueRef::Str("pbx-1")]);
+    /// # Ok::<(), event_datagram::EventError>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`EventError::ValueTooLong`] for a string over 4 GiB (the parameter is unchanged).
+    ///
+    /// # Panics
+    ///
+    /// If `index` is not less than [`len`](Self::len).
+    pub fn set(&mut self, index: usize, value: ValueRef<'_>) -> Result<(), EventError> {
+        let len = self.len();
+        assert!(
+            index < len,
+            "parameter index {index} out of range for {len} parameters"
+        );
+        // Offsets from what is left after each parameter: the layout is read in one place.
+        let total = self.bytes.as_slice().len();
+        let mut raw = self.raw();
+        for _ in 0..index {
+            raw.next();
+        }
+        let tag_at = total - raw.rest.len();
+        let old = raw.next().expect("index < len");
+        let value_end = total - raw.rest.len();
+        let old_value_len = match old.value {
+            RawValue::Int(_) => 8,
+            RawValue::Str(s, _) => 4 + s.len(),
+        };
+        let unnamed = old.name.is_none_or(<[u8]>::is_empty);
+        let named = self.bytes.as_slice()[tag_at] & TAG_NAMED;
+        let value = PackedValue::new(value, unnamed, true)?;
+        self.bytes.splice(
+            value_end - old_value_len..value_end,
+            &[value.head(), value.bytes],
+        );
+        self.bytes.as_mut_slice()[tag_at] = named | value.tag;
         Ok(())
     }
 
@@ -404,7 +432,7 @@ impl Params {
     }
 
     /// False when a name among them cannot be written in the line format (see
-    /// [`push_decoded_key`](Self::push_decoded_key)).
+    /// [`push_decoded`](Self::push_decoded)).
     pub(crate) fn line_names(&self) -> bool {
         !self.non_line_name
     }
@@ -466,6 +494,54 @@ impl<'a> IntoIterator for &'a Params {
 
     fn into_iter(self) -> ParamsIter<'a> {
         self.iter()
+    }
+}
+
+/// A value as [`Params`] packs it: its tag bits, its fixed-size head (the int, or the string's
+/// length), and the string's bytes.
+struct PackedValue<'a> {
+    tag: u8,
+    head: [u8; 8],
+    head_len: usize,
+    bytes: &'a [u8],
+}
+
+impl<'a> PackedValue<'a> {
+    /// `value` packed; `unnamed`: its parameter has no name or an empty one; `classify`: find
+    /// what a string needs escaped now (else it is marked as possibly needing every escape).
+    #[inline]
+    fn new(value: ValueRef<'a>, unnamed: bool, classify: bool) -> Result<Self, EventError> {
+        Ok(match value {
+            ValueRef::Int(n) => PackedValue {
+                tag: TAG_INT,
+                head: n.to_le_bytes(),
+                head_len: 8,
+                bytes: &[],
+            },
+            ValueRef::Str(s) => {
+                let len = u32::try_from(s.len())
+                    .map_err(|_| EventError::ValueTooLong { len: s.len() })?;
+                let e = if classify {
+                    Escapes::of(s.as_bytes(), unnamed)
+                } else {
+                    Escapes::MAYBE
+                };
+                let mut head = [0; 8];
+                head[..4].copy_from_slice(&len.to_le_bytes());
+                PackedValue {
+                    tag: (if e.line_quote { TAG_LINE_QUOTE } else { 0 })
+                        | (if e.json_escape { TAG_JSON_ESCAPE } else { 0 }),
+                    head,
+                    head_len: 4,
+                    bytes: s.as_bytes(),
+                }
+            }
+        })
+    }
+
+    #[inline]
+    fn head(&self) -> &[u8] {
+        &self.head[..self.head_len]
     }
 }
 
@@ -616,37 +692,68 @@ impl PackedBytes {
         }
     }
 
+    #[inline]
+    fn as_mut_slice(&mut self) -> &mut [u8] {
+        match self {
+            PackedBytes::Inline { len, buf } => &mut buf[..*len as usize],
+            PackedBytes::Heap(v) => v,
+        }
+    }
+
     /// Appends `pieces` back to back (one room check, one move to the heap at most).
     #[inline]
     fn push_all<const N: usize>(&mut self, pieces: &[&[u8]; N]) {
+        let end = self.as_slice().len();
+        self.splice(end..end, pieces);
+    }
+
+    /// Replaces the bytes at `range` with `pieces` back to back (one room check, one move to
+    /// the heap at most).
+    #[inline]
+    fn splice<const N: usize>(&mut self, range: Range<usize>, pieces: &[&[u8]; N]) {
         let total: usize = pieces.iter().map(|p| p.len()).sum();
-        match self {
-            PackedBytes::Inline { len, buf } if *len as usize + total <= INLINE => {
-                let mut at = *len as usize;
-                for piece in pieces {
-                    buf[at..at + piece.len()].copy_from_slice(piece);
-                    at += piece.len();
-                }
-                *len = at as u8;
-            }
+        let old_len = self.as_slice().len();
+        let new_len = old_len - range.len() + total;
+        let room = match self {
+            PackedBytes::Inline { .. } => INLINE,
+            PackedBytes::Heap(v) => v.capacity(),
+        };
+        if new_len > room {
+            // Into a heap buffer (of a larger class than a heap one it leaves: not `reserve`,
+            // which would leave the classes; beyond them, at least twice as large, so that
+            // growing stays linear). The buffer left goes back on drop.
+            let class = match self {
+                PackedBytes::Inline { .. } => new_len,
+                PackedBytes::Heap(v) => new_len.max(2 * v.capacity()),
+            };
+            let old = self.as_slice();
+            let mut v = recycle::take(class);
+            v.extend_from_slice(&old[..range.start]);
+            pieces.iter().for_each(|piece| v.extend_from_slice(piece));
+            v.extend_from_slice(&old[range.end..]);
+            *self = PackedBytes::Heap(v);
+            return;
+        }
+        let buf: &mut [u8] = match self {
             PackedBytes::Inline { len, buf } => {
-                let at = *len as usize;
-                let mut v = recycle::take(at + total);
-                v.extend_from_slice(&buf[..at]);
-                pieces.iter().for_each(|piece| v.extend_from_slice(piece));
-                *self = PackedBytes::Heap(v);
+                *len = new_len as u8;
+                buf
             }
             PackedBytes::Heap(v) => {
-                if v.len() + total > v.capacity() {
-                    // Into a buffer of a larger class (not `reserve`: it would leave the
-                    // classes); beyond them, at least twice as large, so that growing stays
-                    // linear.
-                    let mut bigger = recycle::take((v.len() + total).max(2 * v.capacity()));
-                    bigger.extend_from_slice(v);
-                    recycle::give(std::mem::replace(v, bigger));
-                }
-                pieces.iter().for_each(|piece| v.extend_from_slice(piece));
+                v.resize(new_len.max(old_len), 0);
+                v
             }
+        };
+        if range.end < old_len {
+            buf.copy_within(range.end..old_len, range.start + total);
+        }
+        let mut at = range.start;
+        for piece in pieces {
+            buf[at..at + piece.len()].copy_from_slice(piece);
+            at += piece.len();
+        }
+        if let PackedBytes::Heap(v) = self {
+            v.truncate(new_len);
         }
     }
 }
@@ -903,6 +1010,64 @@ mod tests {
             let b_len = format.encode("E", &one_by_one, &mut b).unwrap();
             assert_eq!(a[..a_len], b[..b_len], "{format}");
         }
+    }
+
+    /// Setting a value gives what building the params with that value gives: the same
+    /// parameters, packed bytes and encodings (so what the new value needs escaped is found
+    /// anew), whether it grows, shrinks, changes kind, or moves the params to the heap.
+    #[test]
+    fn setting_a_value_is_building_with_it() {
+        let big = "b".repeat(300);
+        let huge = "h".repeat(5000);
+        let values = [
+            ValueRef::Str(""),
+            ValueRef::Str("short"),
+            ValueRef::Str("a longer value than any before it"),
+            ValueRef::Str("line\nbreak"),
+            ValueRef::Str("say \"hi\""),
+            ValueRef::Str("x::y"),
+            ValueRef::Int(-7),
+            ValueRef::Str(&big),
+            ValueRef::Str(&huge),
+        ];
+        let starts: [&[Param]; 2] = [
+            &[
+                Param::named("a", Value::Str("1".into())),
+                Param::unnamed(Value::Str("two".into())),
+                Param::named("", Value::Int(3)),
+                Param::named("d", Value::Str("\"4\"".into())),
+            ],
+            &[
+                Param::unnamed(Value::Str("x".repeat(600))),
+                Param::named("n", Value::Int(1)),
+            ],
+        ];
+        for start in starts {
+            for index in 0..start.len() {
+                for value in values {
+                    let mut set = Params::try_from(start).unwrap();
+                    set.set(index, value).unwrap();
+                    let mut built = start.to_vec();
+                    built[index].value = value.to_owned();
+                    let built = Params::try_from(&built[..]).unwrap();
+                    assert_eq!(set, built, "{index} {value:?}");
+                    assert_eq!(set.bytes.as_slice(), built.bytes.as_slice());
+                    for format in crate::Format::ALL {
+                        let (mut a, mut b) = (vec![0; 8192], vec![0; 8192]);
+                        let a_len = format.encode("E", &set, &mut a).unwrap();
+                        let b_len = format.encode("E", &built, &mut b).unwrap();
+                        assert_eq!(a[..a_len], b[..b_len], "{format} {index} {value:?}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "parameter index 2 out of range for 2 parameters")]
+    fn setting_past_the_last_parameter_panics() {
+        let mut p = Params::new().str("a", "1").unwrap().int("b", 2).unwrap();
+        let _ = p.set(2, ValueRef::Int(0));
     }
 
     #[test]

@@ -305,6 +305,7 @@ impl<'a> Generator<'a> {
             plan.catchup.0,
         );
         let mut lag = histogram();
+        let producer = self.template.producer(self.run, k as u32);
         // When a tick holds several of this producer's events, waking a few tens of us late
         // (timer slack) only delays them as much, which the latency shows: sleep without the
         // yield-spin, which at 1M/s burnt most of a core that the reactor and the sinks need.
@@ -332,7 +333,7 @@ impl<'a> Generator<'a> {
                         break;
                     }
                 }
-                let params = self.template.params(self.run, k as u32, i, intended);
+                let params = producer.params(i, intended);
                 lag.saturating_record(clock.saturating_sub(intended).max(1));
                 match publisher.raise(self.event, params) {
                     Ok(()) => published += 1,

@@ -30,9 +30,10 @@ use std::fmt;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
+use super::params::{DecodedParams, Span, SpanValue};
 use super::{DecodeError, DecodeErrorKind as Kind};
 use crate::error::EventError;
-use crate::event::{Event, EventName, Params, Value, ValueRef};
+use crate::event::{check_param_name_len, Event, EventName, Params, Value, ValueRef};
 
 /// Decodes every notification in a `jsonrpc` datagram.
 pub fn decode(datagram: &[u8]) -> Result<Vec<Event>, DecodeError> {
@@ -59,8 +60,8 @@ pub(super) fn decode_counting(datagram: &[u8]) -> Result<Vec<Event>, (usize, Dec
 }
 
 /// A reusable `jsonrpc` decoder that, once warmed up, does not allocate for notifications as
-/// our encoder writes them: it keeps its [`Params`] across calls and borrows names and string
-/// values from the datagram.
+/// our encoder writes them: it keeps its notes of where each parameter is across calls and
+/// hands out [`DecodedParams`] borrowed from the datagram.
 ///
 /// Its fast path reads the compact shape [`encode::jsonrpc`](crate::encode::jsonrpc) writes
 /// (`"jsonrpc"`, `"method"`, then optional `"params"`, no whitespace inside, strings without
@@ -80,7 +81,8 @@ pub(super) fn decode_counting(datagram: &[u8]) -> Result<Vec<Event>, (usize, Dec
 /// ```
 #[derive(Debug, Default)]
 pub struct Decoder {
-    params: Params,
+    /// Where the current notification's parameters are.
+    spans: Vec<Span>,
 }
 
 impl Decoder {
@@ -89,7 +91,7 @@ impl Decoder {
         Decoder::default()
     }
 
-    /// Calls `f(name, &params)` for each notification in the datagram (several may follow each
+    /// Calls `f(name, params)` for each notification in the datagram (several may follow each
     /// other, with or without whitespace between them); returns how many.
     ///
     /// The whole datagram is checked to be UTF-8 first. On any other error, the notifications
@@ -97,7 +99,7 @@ impl Decoder {
     pub fn decode_each(
         &mut self,
         datagram: &[u8],
-        mut f: impl FnMut(&str, &Params),
+        mut f: impl FnMut(&str, DecodedParams<'_>),
     ) -> Result<usize, DecodeError> {
         if datagram.iter().all(|&b| is_json_space(b)) {
             return Err(DecodeError::new(0, Kind::Empty));
@@ -109,7 +111,7 @@ impl Decoder {
         while pos < datagram.len() {
             match self.compact(text, pos) {
                 Some((name, end)) => {
-                    f(&text[name], &self.params);
+                    f(&text[name], DecodedParams::spans(text, "", &self.spans));
                     count += 1;
                     pos = skip_space(datagram, end);
                 }
@@ -119,7 +121,7 @@ impl Decoder {
         Ok(count)
     }
 
-    /// Reads one notification of the compact shape at `at` into `self.params`; returns its
+    /// Reads one notification of the compact shape at `at` into `self.spans`; returns its
     /// name's range and where it ends, or `None` when it is not of that shape.
     ///
     /// Strings are sliced from `text` at their quotes (ASCII, so always char boundaries):
@@ -135,7 +137,7 @@ impl Decoder {
         let name_range = pos..name;
         crate::event::validate_event_name(&text[name_range.clone()]).ok()?;
         pos = name + 1;
-        self.params.clear();
+        self.spans.clear();
         match d.get(pos)? {
             b'}' => return Some((name_range, pos + 1)),
             b',' => {}
@@ -161,7 +163,10 @@ impl Decoder {
                         return None;
                     }
                     let end = plain_string_end(d, pos + 1)?;
-                    let key = &text[pos + 1..end];
+                    let key = pos + 1..end;
+                    // Any key is a name; one too long for `Params` is the complete
+                    // decoder's error.
+                    check_param_name_len(&text[key.clone()]).ok()?;
                     if d.get(end + 1) != Some(&b':') {
                         return None;
                     }
@@ -170,19 +175,18 @@ impl Decoder {
                 } else {
                     None
                 };
-                pos = match d.get(pos)? {
+                let (value, end) = match d.get(pos)? {
                     b'"' => {
                         let end = plain_string_end(d, pos + 1)?;
-                        let v = &text[pos + 1..end];
-                        self.params.push_decoded_key(key, ValueRef::Str(v)).ok()?;
-                        end + 1
+                        (SpanValue::Datagram(pos + 1..end), end + 1)
                     }
                     _ => {
                         let (n, end) = plain_int(d, pos)?;
-                        self.params.push_decoded_key(key, ValueRef::Int(n)).ok()?;
-                        end
+                        (SpanValue::Int(n), end)
                     }
                 };
+                self.spans.push(Span { name: key, value });
+                pos = end;
                 match d.get(pos)? {
                     b',' => pos += 1,
                     &c if c == close => {
@@ -261,7 +265,7 @@ fn skip_space(d: &[u8], mut pos: usize) -> usize {
 fn slow_each(
     datagram: &[u8],
     at: usize,
-    f: &mut impl FnMut(&str, &Params),
+    f: &mut impl FnMut(&str, DecodedParams<'_>),
 ) -> Result<usize, DecodeError> {
     let rest = &datagram[at..];
     PENDING.with(|p| p.borrow_mut().take());
@@ -269,7 +273,7 @@ fn slow_each(
     for item in serde_json::Deserializer::from_slice(rest).into_iter::<Notification>() {
         match item {
             Ok(Notification(event)) => {
-                f(event.name().as_str(), event.params());
+                f(event.name().as_str(), DecodedParams::packed(event.params()));
                 count += 1;
             }
             Err(e) => {
@@ -469,7 +473,7 @@ impl<'de> Visitor<'de> for ParamsSeed {
         while let Some(name) = map.next_key::<String>()? {
             let value = map.next_value_seed(ValueSeed)?;
             params
-                .push_decoded_key(Some(&name), value_ref(&value))
+                .push_decoded(Some(&name), value_ref(&value))
                 .map_err(|e| fail(Kind::InvalidName(e)))?;
         }
         Ok(params)
@@ -479,7 +483,7 @@ impl<'de> Visitor<'de> for ParamsSeed {
         let mut params = Params::new();
         while let Some(value) = seq.next_element_seed(ValueSeed)? {
             params
-                .push_decoded_key(None, value_ref(&value))
+                .push_decoded(None, value_ref(&value))
                 .map_err(|e| fail(Kind::InvalidName(e)))?;
         }
         Ok(params)
@@ -601,7 +605,7 @@ mod tests {
             kind(r#"{"jsonrpc":"2.0","method":"E","params":{"a":1.5}}"#),
             Kind::UnsupportedValue(_)
         ));
-        // A key longer than a name's 65 535 bytes (any other key is kept, see `push_decoded_key`).
+        // A key longer than a name's 65 535 bytes (any other key is kept, see `push_decoded`).
         let long = format!(
             r#"{{"jsonrpc":"2.0","method":"E","params":{{"{}":1}}}}"#,
             "k".repeat(70_000)
@@ -640,7 +644,7 @@ mod tests {
         let n = Decoder::new().decode_each(d, |name, params| {
             events.push(Event::from_parts(
                 EventName::new(name).unwrap(),
-                params.clone(),
+                params.to_params().unwrap(),
             ))
         })?;
         assert_eq!(n, events.len());

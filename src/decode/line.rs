@@ -35,17 +35,20 @@
 
 use std::ops::Range;
 
+use super::params::{DecodedParams, Span, SpanValue};
 use super::{DecodeError, DecodeErrorKind as Kind};
-use crate::event::{validate_event_name, Event, EventName, Params, ValueRef};
+use crate::event::{check_param_name_len, validate_event_name, validate_param_name};
+use crate::event::{Event, EventName};
 
 /// Decodes every event in a line-format datagram.
 pub fn decode(datagram: &[u8]) -> Result<Vec<Event>, DecodeError> {
     let mut events = Vec::new();
     let mut failed = None;
     Decoder::new().decode_each(datagram, |name, params| {
-        // `decode_each` validated the name already; keep the error path anyway (no panics).
-        match EventName::new(name) {
-            Ok(name) => events.push(Event::from_parts(name, params.clone())),
+        // `decode_each` validated the name and param names already; keep the error path
+        // anyway (no panics).
+        match EventName::new(name).and_then(|name| Ok((name, params.to_params()?))) {
+            Ok((name, params)) => events.push(Event::from_parts(name, params)),
             Err(e) => failed = failed.take().or(Some(e)),
         }
     })?;
@@ -55,8 +58,9 @@ pub fn decode(datagram: &[u8]) -> Result<Vec<Event>, DecodeError> {
     }
 }
 
-/// A reusable line-format decoder that does not allocate once warmed up: it keeps its
-/// [`Params`] and unescaping scratch across calls.
+/// A reusable line-format decoder that does not allocate once warmed up: it keeps its notes
+/// of where each parameter is and its unescaping scratch across calls, and hands out
+/// [`DecodedParams`] borrowed from the datagram.
 ///
 /// ```
 /// use event_datagram::decode::line::Decoder;
@@ -72,7 +76,9 @@ pub fn decode(datagram: &[u8]) -> Result<Vec<Event>, DecodeError> {
 /// ```
 #[derive(Debug, Default)]
 pub struct Decoder {
-    params: Params,
+    /// Where the current event's parameters are.
+    spans: Vec<Span>,
+    /// The current event's values that had escapes, unescaped, back to back.
     scratch: String,
 }
 
@@ -82,7 +88,7 @@ impl Decoder {
         Decoder::default()
     }
 
-    /// Calls `f(name, &params)` for each event in the datagram (several may be packed back to
+    /// Calls `f(name, params)` for each event in the datagram (several may be packed back to
     /// back); returns how many.
     ///
     /// The whole datagram is checked to be UTF-8 first. On any other error, the events before
@@ -90,7 +96,7 @@ impl Decoder {
     pub fn decode_each(
         &mut self,
         datagram: &[u8],
-        mut f: impl FnMut(&str, &Params),
+        mut f: impl FnMut(&str, DecodedParams<'_>),
     ) -> Result<usize, DecodeError> {
         if datagram.is_empty() {
             return Err(DecodeError::new(0, Kind::Empty));
@@ -101,14 +107,17 @@ impl Decoder {
         let mut count = 0;
         while pos < text.len() {
             let (name, next) = self.event(text, pos)?;
-            f(&text[name], &self.params);
+            f(
+                &text[name],
+                DecodedParams::spans(text, &self.scratch, &self.spans),
+            );
             count += 1;
             pos = next;
         }
         Ok(count)
     }
 
-    /// Reads one event starting at `start` into `self.params`; returns the name's range and
+    /// Reads one event starting at `start` into `self.spans`; returns the name's range and
     /// where the next event starts.
     fn event(&mut self, text: &str, start: usize) -> Result<(Range<usize>, usize), DecodeError> {
         let b = text.as_bytes();
@@ -119,27 +128,33 @@ impl Decoder {
             return Err(DecodeError::new(start, Kind::EmptyEventName));
         }
         validate_event_name(name).map_err(|e| DecodeError::new(start, Kind::InvalidName(e)))?;
-        self.params.clear();
+        self.spans.clear();
+        self.scratch.clear();
         let mut pos = name_end + 1;
         loop {
             match b.get(pos) {
                 None => return Err(DecodeError::new(pos, Kind::Truncated)),
                 Some(b'\n') => return Ok((start..name_end, pos + 1)),
-                Some(b'"') => pos = self.quoted(text, None, pos, pos)?,
+                Some(b'"') => pos = self.quoted(text, None, pos)?,
                 Some(_) => {
                     let (eol, colons) = line_end_and_separator(b, pos)
                         .ok_or_else(|| DecodeError::new(b.len(), Kind::Truncated))?;
                     let line = &text[pos..eol];
                     let (name, value_at) = match colons {
                         Some(i) if can_be_name(&line[..i]) => {
-                            (Some(&line[..i]).filter(|n| !n.is_empty()), pos + i + 2)
+                            let name = (i > 0).then_some(pos..pos + i);
+                            check_name(text, name.clone(), pos)?;
+                            (name, pos + i + 2)
                         }
                         _ => (None, pos),
                     };
                     if value_at < eol && b[value_at] == b'"' {
-                        pos = self.quoted(text, name, pos, value_at)?;
+                        pos = self.quoted(text, name, value_at)?;
                     } else {
-                        push(&mut self.params, name, &text[value_at..eol], pos)?;
+                        self.spans.push(Span {
+                            name,
+                            value: SpanValue::Datagram(value_at..eol),
+                        });
                         pos = eol + 1;
                     }
                 }
@@ -147,35 +162,33 @@ impl Decoder {
         }
     }
 
-    /// Reads the quoted value opening at `quote` (its line starts at `line`) and appends it;
-    /// returns where the next line starts.
+    /// Reads the quoted value opening at `quote` and notes it, named `name`; returns where
+    /// the next line starts.
     fn quoted(
         &mut self,
         text: &str,
-        name: Option<&str>,
-        line: usize,
+        name: Option<Range<usize>>,
         quote: usize,
     ) -> Result<usize, DecodeError> {
         // 3.0.5 did not escape `\`: its `"a\\"b<LF>c"` means `a\"b<LF>c`.
         let found = scan_quoted(text, quote, false, &mut self.scratch)
             .or_else(|| scan_quoted(text, quote, true, &mut self.scratch));
-        let Some((close, escaped)) = found else {
-            // 3.0.5 quoted only values holding a line feed: this one is a raw value that
-            // starts with `"`, to the end of its line. (Each scan stopped at the first
-            // unescaped `"`, at the latest the next value's opening one: still linear time.)
-            let b = text.as_bytes();
-            let eol =
-                find_lf(b, quote).ok_or_else(|| DecodeError::new(b.len(), Kind::Truncated))?;
-            push(&mut self.params, name, &text[quote..eol], line)?;
-            return Ok(eol + 1);
+        let (value, next) = match found {
+            Some((close, Some(unescaped))) => (SpanValue::Scratch(unescaped), close + 2),
+            Some((close, None)) => (SpanValue::Datagram(quote + 1..close), close + 2),
+            None => {
+                // 3.0.5 quoted only values holding a line feed: this one is a raw value that
+                // starts with `"`, to the end of its line. (Each scan stopped at the first
+                // unescaped `"`, at the latest the next value's opening one: still linear
+                // time.)
+                let b = text.as_bytes();
+                let eol =
+                    find_lf(b, quote).ok_or_else(|| DecodeError::new(b.len(), Kind::Truncated))?;
+                (SpanValue::Datagram(quote..eol), eol + 1)
+            }
         };
-        let value = if escaped {
-            self.scratch.as_str()
-        } else {
-            &text[quote + 1..close]
-        };
-        push(&mut self.params, name, value, line)?;
-        Ok(close + 2)
+        self.spans.push(Span { name, value });
+        Ok(next)
     }
 }
 
@@ -188,15 +201,14 @@ fn can_be_name(prefix: &str) -> bool {
     !prefix.bytes().any(|c| matches!(c, b'"' | b'\'' | b'\r'))
 }
 
-fn push(
-    params: &mut Params,
-    name: Option<&str>,
-    value: &str,
-    at: usize,
-) -> Result<(), DecodeError> {
-    params
-        .push_decoded(name, ValueRef::Str(value))
-        .map_err(|e| DecodeError::new(at, Kind::InvalidName(e)))
+/// Checks the parameter name at `name` of `text`, on the line starting at `line`, as
+/// [`Params`](crate::Params) would.
+fn check_name(text: &str, name: Option<Range<usize>>, line: usize) -> Result<(), DecodeError> {
+    let Some(name) = name else { return Ok(()) };
+    let name = &text[name];
+    validate_param_name(name)
+        .and_then(|()| check_param_name_len(name))
+        .map_err(|e| DecodeError::new(line, Kind::InvalidName(e)))
 }
 
 /// The end of the line starting at `from` (its `\n`) and the offset in it of its first `::`,
@@ -254,17 +266,17 @@ fn find_byte(b: &[u8], from: usize, needle: u8) -> Option<usize> {
 }
 
 /// Finds the closing quote of the value opening at `quote`, which must be followed by `\n`.
-/// Returns its index and whether the value had escapes (then it is unescaped in `scratch`), or
-/// `None` when the first unescaped `"` is not followed by `\n`, or there is none.
-/// `legacy` is 3.0.5's rule: only `\"` is an escape.
+/// Returns its index and, when the value had escapes, where in `scratch` it was appended
+/// unescaped; `None` when the first unescaped `"` is not followed by `\n`, or there is none
+/// (then `scratch` is as it was). `legacy` is 3.0.5's rule: only `\"` is an escape.
 fn scan_quoted(
     text: &str,
     quote: usize,
     legacy: bool,
     scratch: &mut String,
-) -> Option<(usize, bool)> {
+) -> Option<(usize, Option<Range<usize>>)> {
     let b = text.as_bytes();
-    scratch.clear();
+    let start = scratch.len();
     let mut escaped = false;
     // Escapes are ASCII, so every index split at is a char boundary.
     let mut run = quote + 1;
@@ -272,10 +284,14 @@ fn scan_quoted(
     while let Some(&c) = b.get(i) {
         match c {
             b'"' => {
-                if escaped {
-                    scratch.push_str(&text[run..i]);
+                if b.get(i + 1) != Some(&b'\n') {
+                    break;
                 }
-                return (b.get(i + 1) == Some(&b'\n')).then_some((i, escaped));
+                if !escaped {
+                    return Some((i, None));
+                }
+                scratch.push_str(&text[run..i]);
+                return Some((i, Some(start..scratch.len())));
             }
             b'\\'
                 if matches!(b.get(i + 1), Some(b'"'))
@@ -290,6 +306,7 @@ fn scan_quoted(
             _ => i += 1,
         }
     }
+    scratch.truncate(start);
     None
 }
 
@@ -433,6 +450,27 @@ mod tests {
             assert_eq!(find_lf(&vec![b'x'; len], 0), None);
             assert_eq!(find_lf(&vec![b'x'; len], len + 1), None);
         }
+    }
+
+    /// Unescaped values share the decoder's scratch: each keeps its own bytes, also after a
+    /// reading that failed half-way (`\\` then `"b`, re-read with 3.0.5's rule) and next
+    /// to values taken as they are.
+    #[test]
+    fn unescaped_values_of_one_event_keep_their_own_bytes() {
+        let d = b"E\nv::\"say \\\"hi\\\"\"\nw::\"a\\\\\"b\nc\"\nx::\"raw\nplain\ny::\"z\\\\\"\n\n";
+        let want = [
+            s(Some("v"), "say \"hi\""),
+            s(Some("w"), "a\\\"b\nc"),
+            s(Some("x"), "\"raw"),
+            s(None, "plain"),
+            s(Some("y"), "z\\"),
+        ];
+        assert_eq!(one(d), want);
+        let mut seen = Vec::new();
+        Decoder::new()
+            .decode_each(d, |_, p| seen.push(p.to_vec()))
+            .unwrap();
+        assert_eq!(seen, [want]);
     }
 
     #[test]

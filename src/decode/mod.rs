@@ -20,6 +20,9 @@
 
 pub mod jsonrpc;
 pub mod line;
+mod params;
+
+pub use params::{DecodedParams, DecodedParamsIter};
 
 use std::fmt;
 use std::str::FromStr;

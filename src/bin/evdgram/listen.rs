@@ -28,8 +28,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use event_datagram::decode::{decode, jsonrpc, line, DecodeFormat};
-use event_datagram::{Event, Format, Params, Target, UnixAddr, ValueRef};
+use event_datagram::decode::{decode, jsonrpc, line, DecodeFormat, DecodedParams};
+use event_datagram::{Event, Format, ParamRef, Target, UnixAddr, ValueRef};
 use serde::Serialize;
 
 use crate::signal;
@@ -728,7 +728,7 @@ fn events_before_error(
     lines: &mut Vec<u8>,
 ) -> anyhow::Result<usize> {
     let (mut count, mut written) = (0, Ok(()));
-    let mut print = |name: &str, params: &Params| {
+    let mut print = |name: &str, params: DecodedParams<'_>| {
         count += 1;
         if written.is_ok() {
             written = serde_json::to_writer(&mut *lines, &JsonEvent::new(name, params))
@@ -778,11 +778,11 @@ impl<'a> From<&'a Event> for JsonEvent<'a> {
 }
 
 impl<'a> JsonEvent<'a> {
-    fn new(name: &'a str, params: &'a Params) -> Self {
+    fn new(name: &'a str, params: impl IntoIterator<Item = ParamRef<'a>>) -> Self {
         JsonEvent {
             event: name,
             params: params
-                .iter()
+                .into_iter()
                 .map(|p| JsonParam {
                     name: p.name,
                     value: match p.value {
