@@ -401,4 +401,53 @@ mod tests {
         let chain = format!("{:#}", anyhow::Error::from(err));
         assert_eq!(chain.matches("Too many open files").count(), 1, "{chain}");
     }
+
+    /// While every subscription coalesces, the reactor naps until its datagram is due
+    /// instead of being woken by each event: events raised one by one, each while the
+    /// reactor sleeps, cost a wake or two in all, not one each. With a subscription that
+    /// does not coalesce, each does.
+    #[test]
+    fn the_reactor_naps_while_every_subscription_coalesces() {
+        use crate::registry::Coalesce;
+        use std::net::UdpSocket;
+        use std::sync::atomic::Ordering;
+        use std::time::Duration;
+        for coalesce in [true, false] {
+            for backend in [BackendChoice::Uring, BackendChoice::Syscall] {
+                let receiver = UdpSocket::bind("127.0.0.1:0").unwrap();
+                receiver
+                    .set_read_timeout(Some(Duration::from_secs(20)))
+                    .unwrap();
+                let target = Target::Udp(receiver.local_addr().unwrap());
+                let Ok(d) = Dispatcher::start(DispatcherConfig {
+                    backend,
+                    ..Default::default()
+                }) else {
+                    continue; // io_uring denied here: the other backend is tested
+                };
+                let e = d.publish("E_NAP").unwrap();
+                let options = SubscriptionOptions {
+                    format: Format::Line,
+                    coalesce: coalesce
+                        .then(|| Coalesce::new(65_457, Duration::from_secs(2)).unwrap()),
+                };
+                d.subscribe_with(e, target, Expiry::Never, options).unwrap();
+                let wakes = || d.publisher.shared.wakes.load(Ordering::Relaxed);
+                let before = wakes();
+                for i in 0..40 {
+                    d.raise(e, Params::new().int("i", i).unwrap()).unwrap();
+                    // Long enough for the reactor to take it and go to sleep.
+                    std::thread::sleep(Duration::from_millis(3));
+                }
+                let woken = wakes() - before;
+                let stats = d.shutdown();
+                assert_eq!(stats.totals.sent, 40, "{backend:?} {coalesce}");
+                if coalesce {
+                    assert!(woken <= 3, "{backend:?}: woken {woken} times for 40 events");
+                } else {
+                    assert!(woken >= 30, "{backend:?}: woken only {woken} times");
+                }
+            }
+        }
+    }
 }

@@ -108,8 +108,10 @@ impl<T> Ring<T> {
     }
 
     /// How many positions come before `position` (`lap * one_lap + index`).
+    #[inline]
     fn count(&self, position: u64) -> u64 {
-        let lap = position / self.one_lap;
+        // `one_lap` is a power of two.
+        let lap = position >> self.one_lap.trailing_zeros();
         lap * self.slots.len() as u64 + self.index(position) as u64
     }
 
@@ -155,21 +157,23 @@ impl<T> Sender<T> {
     /// Puts `msg` at the tail, or gives it back if the queue is full or closed.
     #[inline]
     pub fn try_send(&self, msg: T) -> Result<(), TrySendError<T>> {
-        self.try_send_with(|| msg).map_err(|e| match e {
-            TrySendError::Full(make) => TrySendError::Full(make()),
-            TrySendError::Disconnected(make) => TrySendError::Disconnected(make()),
-        })
+        match self.try_send_with(|| msg) {
+            Ok(_) => Ok(()),
+            Err(TrySendError::Full(make)) => Err(TrySendError::Full(make())),
+            Err(TrySendError::Disconnected(make)) => Err(TrySendError::Disconnected(make())),
+        }
     }
 
     /// Puts the message `make` makes at the tail, made once its slot is claimed, straight
     /// into it (no copy on the way: a raised event is large); gives `make` back, not called,
     /// if the queue is full or closed. If `make` panics the process aborts: the claimed slot
-    /// would never be written, and the receiver would wait for it for ever.
+    /// would never be written, and the receiver would wait for it for ever. Returns the
+    /// message's number: how many were put in before it.
     ///
     /// A message sent is in the queue (or being written to it) for every `SeqCst` look at the
     /// tail that follows: the claim is a `SeqCst` read-modify-write of the tail.
     #[inline]
-    pub fn try_send_with<F: FnOnce() -> T>(&self, make: F) -> Result<(), TrySendError<F>> {
+    pub fn try_send_with<F: FnOnce() -> T>(&self, make: F) -> Result<u64, TrySendError<F>> {
         let ring = &*self.ring;
         let mut spins = 0u32;
         let mut tail = ring.tail.0.load(Ordering::Relaxed);
@@ -196,7 +200,7 @@ impl<T> Sender<T> {
                         // before the stamp below says it is written.
                         unsafe { (*slot.msg.get()).write(msg) };
                         slot.stamp.store(tail + 1, Ordering::Release);
-                        return Ok(());
+                        return Ok(ring.count(tail));
                     }
                     Err(now) => tail = now,
                 }

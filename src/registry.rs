@@ -274,6 +274,9 @@ pub(crate) struct Snapshot {
     pub targets: Vec<Target>,
     /// By target: when its last route expires; `None` if one never does.
     pub targets_expire: Vec<Option<Duration>>,
+    /// When every route coalesces (and there is one): the shortest delay among them. No
+    /// event has to be sent at once, nor taken from the channel sooner than that.
+    pub coalesce_delay: Option<Duration>,
 }
 
 struct State {
@@ -617,10 +620,16 @@ impl Registry {
                     })
                     .collect()
             })
-            .collect();
+            .collect::<Vec<Vec<Route>>>();
         st.snapshot = Arc::new(Snapshot {
             generation,
             names: st.names.clone(),
+            coalesce_delay: routes
+                .iter()
+                .flatten()
+                .map(|r| r.coalesce.map(|c| c.max_delay()))
+                .min()
+                .flatten(),
             routes,
             targets,
             targets_expire,

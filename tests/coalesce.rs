@@ -475,3 +475,96 @@ fn coalescing_set_in_the_configuration_packs_events_in_both_formats() {
         }
     }
 }
+
+/// While every subscription coalesces the reactor naps until its open datagram is due, not
+/// woken by each event; the event that fills the datagram still wakes it: a datagram full
+/// before its delay leaves then, not at its deadline.
+#[test]
+fn a_datagram_filled_while_the_reactor_naps_leaves_before_its_delay() {
+    for backend in backends() {
+        let r = Receiver::udp();
+        let one = Format::Line
+            .encode("E_TEST", &params(0, 0), &mut [0; 256])
+            .unwrap();
+        let (d, e) = coalescing_to(backend, &[&r], Format::Line, 3 * one, Coalesce::MAX_DELAY);
+        for i in 0..9 {
+            d.raise(e, params(i, 0)).unwrap();
+            // The reactor takes each and naps before the next.
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // The third datagram is full too, and goes when the tenth event does not fit.
+        d.raise(e, params(9, 0)).unwrap();
+        assert!(
+            r.wait_for(3, Duration::from_secs(10)),
+            "{backend:?}: full datagrams waited for their delay"
+        );
+        assert_eq!(events_in(&r).len(), 9, "{backend:?}");
+        let c = *d.shutdown().target(&r.target).unwrap();
+        assert_eq!((c.sent, c.datagrams), (10, 4), "{backend:?}");
+    }
+}
+
+/// An event raised while the reactor naps leaves within its own delay of being raised: the
+/// nap lasts at most the shortest delay of any subscription, and the events it held count
+/// their delay from its start. Here a datagram due in a minute makes the reactor nap; an event
+/// with a delay of 500 ms raised 100 ms into the nap leaves 400 ms later (counted from when
+/// the reactor woke, 900; with a nap to the datagram's deadline, a minute).
+#[test]
+fn an_event_raised_while_the_reactor_naps_leaves_within_its_delay() {
+    for backend in backends() {
+        let (slow, fast) = (Receiver::udp(), Receiver::udp());
+        let d = Dispatcher::start(DispatcherConfig {
+            backend,
+            ..Default::default()
+        })
+        .unwrap();
+        let subscribe = |name: &str, r: &Receiver, delay: Duration| {
+            let e = d.publish(name).unwrap();
+            let options = SubscriptionOptions {
+                format: Format::Line,
+                coalesce: Some(Coalesce::new(65_457, delay).unwrap()),
+            };
+            d.subscribe_with(e, r.target.clone(), Expiry::Never, options)
+                .unwrap();
+            e
+        };
+        let e_slow = subscribe("E_SLOW", &slow, Coalesce::MAX_DELAY);
+        let e_fast = subscribe("E_FAST", &fast, Duration::from_millis(500));
+        d.raise(e_slow, params(0, 0)).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        let raised = Instant::now();
+        d.raise(e_fast, params(1, 0)).unwrap();
+        assert!(fast.wait_for(1, LIMIT), "{backend:?}");
+        let waited = raised.elapsed();
+        assert!(
+            waited < Duration::from_millis(650),
+            "{backend:?}: {waited:?} after it was raised"
+        );
+        assert_eq!(slow.count(), 0, "{backend:?}");
+        d.shutdown();
+    }
+}
+
+/// One subscription that does not coalesce keeps the reactor from napping: its events go at
+/// once, also while another event's datagram waits for its delay.
+#[test]
+fn an_event_that_does_not_coalesce_goes_at_once_while_another_waits_for_its_delay() {
+    for backend in backends() {
+        let (held, plain) = (Receiver::udp(), Receiver::udp());
+        let (d, slow) = coalescing_to(backend, &[&held], Format::Line, 65_457, Coalesce::MAX_DELAY);
+        let e = d.publish("E_PLAIN").unwrap();
+        d.subscribe(e, plain.target.clone(), Expiry::Never).unwrap();
+        for i in 0..5 {
+            d.raise(slow, params(i, 0)).unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+            d.raise(e, params(i, 0)).unwrap();
+            assert!(
+                plain.wait_for(i + 1, Duration::from_secs(5)),
+                "{backend:?}: event {i} waited"
+            );
+        }
+        assert_eq!(held.count(), 0, "{backend:?}");
+        let stats = d.shutdown();
+        assert_eq!(stats.target(&held.target).unwrap().sent, 5);
+    }
+}

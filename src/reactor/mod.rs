@@ -329,6 +329,9 @@ pub(crate) struct Reactor<B: SendBackend> {
     retiring: Vec<u32>,
     /// When the current batch was taken (coalescing deadlines count from it).
     batch_time: Instant,
+    /// When the reactor last began to nap (see [`nap_events`](Self::nap_events)), until the
+    /// next batch takes it: events raised meanwhile count their deadlines from then.
+    napped_since: Option<Instant>,
     /// Events of the current batch not yet routed, as far as the queue showed at its start or
     /// at its last look (whether a new GSO run may expect more).
     batch_left: usize,
@@ -393,6 +396,7 @@ impl<B: SendBackend> Reactor<B> {
             open_slots: Vec::new(),
             retiring: Vec::new(),
             batch_time: Instant::now(),
+            napped_since: None,
             batch_left: 0,
             batch_bytes: 0,
             gso: config.udp_gso && crate::sys::udp_gso_supported(),
@@ -546,7 +550,7 @@ impl<B: SendBackend> Reactor<B> {
         if rx.is_empty() {
             return 0;
         }
-        self.batch_time = Instant::now();
+        self.batch_time = self.napped_since.take().unwrap_or_else(Instant::now);
         let mut snapshot = Arc::clone(&self.snapshot);
         let registry = Arc::clone(&self.shared.registry);
         let windows = self.active.iter().map(|&i| {
@@ -695,9 +699,15 @@ impl<B: SendBackend> Reactor<B> {
     /// Sleeps until a producer wakes us, a blocked socket drains, or a timer is due. With
     /// intake paused, waiting events do not keep us awake: only writability does.
     fn sleep(&mut self, intake: bool) {
-        // See `Shared::sleeping`: a raise either shows in the queue below, or sees us asleep
-        // and writes the eventfd.
-        self.shared.sleep();
+        // See `Shared::state`: a raise either shows in the queue below, or sees us asleep
+        // and writes the eventfd (napping: if it is the event we wait for).
+        let now = Instant::now();
+        let nap = self.nap_events().filter(|_| intake);
+        self.napped_since = nap.map(|_| now);
+        match nap {
+            Some((events, _)) => self.shared.nap(self.rx().totals().0 + events - 1),
+            None => self.shared.sleep(),
+        }
         if (intake && !self.rx().is_empty())
             || !self.control.is_empty()
             || self.shared.registry.changed_since(self.snapshot.generation)
@@ -711,6 +721,8 @@ impl<B: SendBackend> Reactor<B> {
             self.next_seal(),
             self.next_trim,
             if intake { None } else { self.next_expiry() },
+            // An event raised as the nap begins must be taken within its delay.
+            nap.map(|(_, delay)| now + delay),
         ]
         .into_iter()
         .flatten()
@@ -723,6 +735,29 @@ impl<B: SendBackend> Reactor<B> {
         };
         self.poll_ready(timeout);
         self.shared.awake();
+    }
+
+    /// When the reactor may nap (sleep to its next deadline, which an open coalesced datagram
+    /// gives it, instead of being woken by every event): how many more events the fullest
+    /// open coalesced datagram takes, about, the one after that waking the reactor; and the
+    /// longest the nap may last, the shortest delay of any subscription. Only while every
+    /// subscription coalesces: an event of another one must go at once.
+    fn nap_events(&self) -> Option<(u64, Duration)> {
+        let delay = self.snapshot.coalesce_delay?;
+        // Waking at the latest with half the channel full, for it never to fill meanwhile.
+        let most = (self.rx().capacity() as u64 / 2).max(1);
+        self.open_slots
+            .iter()
+            .filter_map(|&i| {
+                let open = self.slots[i as usize].as_ref()?.open.as_ref()?;
+                let OpenKind::Coalesced { max_bytes, .. } = open.kind else {
+                    return None;
+                };
+                let per_event = (open.len / open.events.max(1)).max(1);
+                Some(u64::from(max_bytes.saturating_sub(open.len) / per_event) + 1)
+            })
+            .min()
+            .map(|n| (n.min(most), delay))
     }
 
     /// Trims the pool each [`TRIM_INTERVAL`] while it holds more than `buffer_pool_bytes`.
