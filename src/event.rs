@@ -744,7 +744,8 @@ impl PackedBytes {
                 v
             }
         };
-        if range.end < old_len {
+        // The tail moves only when the length changes (a value set to one as long: not).
+        if range.end < old_len && total != range.len() {
             buf.copy_within(range.end..old_len, range.start + total);
         }
         let mut at = range.start;

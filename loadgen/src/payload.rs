@@ -170,14 +170,31 @@ fn hex8(v: u32, buf: &mut [u8]) -> &str {
 }
 
 /// `v` in decimal, zero padded to the buffer's width (the highest digits are cut: widths are
-/// chosen so real values fit).
+/// chosen so real values fit). Two digits a step: half the chain of divisions.
 fn digits(mut v: u64, buf: &mut [u8]) -> &str {
-    for b in buf.iter_mut().rev() {
-        *b = b'0' + (v % 10) as u8;
-        v /= 10;
+    let mut pairs = buf.rchunks_exact_mut(2);
+    for pair in &mut pairs {
+        let d = (v % 100) as usize;
+        v /= 100;
+        pair.copy_from_slice(&DIGIT_PAIRS[2 * d..2 * d + 2]);
+    }
+    if let [first] = pairs.into_remainder() {
+        *first = b'0' + (v % 10) as u8;
     }
     std::str::from_utf8(buf).expect("ASCII")
 }
+
+/// `00`, `01`, ... `99`.
+const DIGIT_PAIRS: [u8; 200] = {
+    let mut pairs = [0; 200];
+    let mut i = 0;
+    while i < 100 {
+        pairs[2 * i] = b'0' + (i / 10) as u8;
+        pairs[2 * i + 1] = b'0' + (i % 10) as u8;
+        i += 1;
+    }
+    pairs
+};
 
 /// Parses received datagrams back into [`Fields`] with the library's decoders (every event of a
 /// coalesced datagram).
@@ -289,6 +306,17 @@ mod tests {
                     };
                     assert_eq!(got, [want]);
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn digits_are_the_lowest_zero_padded_decimal_digits() {
+        for width in 1..=20 {
+            for v in [0, 7, 42, 999, 1_000_001, 123_456_789_012, u64::MAX / 2, u64::MAX] {
+                let mut buf = vec![0; width];
+                let full = format!("{v:020}");
+                assert_eq!(digits(v, &mut buf), &full[20 - width..], "{v} in {width}");
             }
         }
     }
