@@ -29,6 +29,7 @@ pub mod capacity;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod cpu;
 pub mod measure;
 pub mod payload;
 pub mod phase;

@@ -313,7 +313,16 @@ mod tests {
     #[test]
     fn digits_are_the_lowest_zero_padded_decimal_digits() {
         for width in 1..=20 {
-            for v in [0, 7, 42, 999, 1_000_001, 123_456_789_012, u64::MAX / 2, u64::MAX] {
+            for v in [
+                0,
+                7,
+                42,
+                999,
+                1_000_001,
+                123_456_789_012,
+                u64::MAX / 2,
+                u64::MAX,
+            ] {
                 let mut buf = vec![0; width];
                 let full = format!("{v:020}");
                 assert_eq!(digits(v, &mut buf), &full[20 - width..], "{v} in {width}");

@@ -14,6 +14,7 @@ use event_datagram::{
 use hdrhistogram::Histogram;
 
 use crate::clock::{mono_ns, sleep_coarse, sleep_until};
+use crate::cpu::CpuTimes;
 use crate::measure::{histogram, Limits};
 use crate::payload::{Template, EVENT};
 use crate::plan::Plan;
@@ -111,7 +112,11 @@ pub fn run_phase(plan: &Plan, size: usize, transport: Transport) -> anyhow::Resu
 
     let measured = run_id | 1;
     let gen = Generator::new(plan, &d, event, &template, measured, plan.duration.0);
+    let cpu_before = CpuTimes::read();
     let (counts, lag) = gen.run(&sinks, plan.progress.then_some(label.as_str()));
+    let machine_cpu = CpuTimes::read()
+        .zip(cpu_before)
+        .and_then(|(a, b)| a.since(b));
     let after = d.shutdown();
 
     let counters: Vec<TargetCounters> = targets.iter().map(|t| delta(&after, &before, t)).collect();
@@ -153,7 +158,8 @@ pub fn run_phase(plan: &Plan, size: usize, transport: Transport) -> anyhow::Resu
         coalesce: plan.coalesce.map(Into::into),
         udp_gso: plan.udp_gso,
     };
-    let mut r = RunResult::account(&shape, &counts, &lag, outcomes, malformed);
+    let mut r = RunResult::account(&shape, &counts, &lag, outcomes, malformed)
+        .with_machine_cpu(machine_cpu);
     r.intervals_start_ns = r.intervals_start_ns.saturating_sub(plan.origin_ns);
     if leftover > 0 {
         r.warnings.push(format!(

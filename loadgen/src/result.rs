@@ -11,6 +11,7 @@ use event_datagram::{Target, TargetCounters};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+use crate::cpu::CpuShare;
 use crate::measure::{Intervals, Percentiles, Recorder};
 
 /// A run's transport: of the embedded sinks, or of the external targets (`mixed` when they
@@ -202,6 +203,8 @@ pub struct RunResult {
     pub generator_lag_ns: Percentiles,
     /// Per target.
     pub per_target: Vec<TargetResult>,
+    /// How the machine's CPU time went over the window (`None` where it cannot be read).
+    pub machine_cpu: Option<CpuShare>,
     /// Why the numbers may not mean what they seem (the loud warning).
     pub warnings: Vec<String>,
     /// The latency histogram (for `.hgrm`, `.hlog`, the plot).
@@ -276,6 +279,9 @@ fn kernel_explained(lost: u64, lost_datagrams: u64, drops: u64) -> u64 {
     }
     (lost as u128 * drops.min(lost_datagrams) as u128 / lost_datagrams as u128) as u64
 }
+
+/// The share of stolen CPU time over a window from which a run says so.
+const STEAL_WARNING: f64 = 0.01;
 
 impl RunResult {
     /// Puts a run's counters together.
@@ -428,6 +434,7 @@ impl RunResult {
             },
             generator_lag_ns: Percentiles::of(lag, 1.0),
             per_target,
+            machine_cpu: None,
             warnings,
             latency: all.latency,
             intervals: all.intervals,
@@ -495,6 +502,24 @@ impl RunResult {
             self.achieved_ratio * 100.0,
             lag.value_at_quantile(0.99) as f64 / 1e6,
         ));
+        self
+    }
+
+    /// Records how the machine's CPU time went over the window, with a warning when the host
+    /// took a noticeable share of it: its stalls are in the latency and in the generator's
+    /// lag, and no change here can make them go.
+    pub fn with_machine_cpu(mut self, share: Option<CpuShare>) -> RunResult {
+        self.machine_cpu = share;
+        if let Some(s) = share.filter(|s| s.steal >= STEAL_WARNING) {
+            self.warnings.push(format!(
+                "the host took {:.1}% of this machine's CPU time during the window (steal; \
+                 busy {:.0}%, idle {:.0}%): every thread here stalls while its CPU is taken, \
+                 and the latency and the generator's lag hold those stalls",
+                s.steal * 100.0,
+                s.busy * 100.0,
+                s.idle * 100.0
+            ));
+        }
         self
     }
 
@@ -567,6 +592,34 @@ pub(crate) mod tests {
         r.intervals = intervals;
         r.intervals_start_ns = start_ns;
         r
+    }
+
+    /// Stolen CPU time is reported with the run, and said in a warning from 1 %.
+    #[test]
+    fn the_hosts_share_of_the_cpu_is_reported_and_warned_of_from_one_percent() {
+        let share = |steal| CpuShare {
+            busy: 0.6,
+            idle: 0.4 - steal,
+            steal,
+        };
+        let r = dummy_of_a_thousand().with_machine_cpu(Some(share(0.071)));
+        assert_eq!(r.machine_cpu, Some(share(0.071)));
+        let w = r
+            .warnings
+            .iter()
+            .find(|w| w.contains("steal"))
+            .expect("warned");
+        assert!(w.contains("took 7.1% of this machine's CPU time"), "{w}");
+        assert!(
+            w.contains("(steal; busy 60%, idle 33%): every") && !w.contains("  "),
+            "{w}"
+        );
+        let json = crate::report::json::render(std::slice::from_ref(&r), "uring");
+        assert!(json.contains("\"steal\": 0.071"), "{json}");
+        for quiet in [Some(share(0.009)), None] {
+            let r = dummy_of_a_thousand().with_machine_cpu(quiet);
+            assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+        }
     }
 
     #[test]
