@@ -739,6 +739,12 @@ impl PackedBytes {
                 *len = new_len as u8;
                 buf
             }
+            // At the end (a push): appended straight, not over zeros first.
+            PackedBytes::Heap(v) if range.end == old_len => {
+                v.truncate(range.start);
+                pieces.iter().for_each(|piece| v.extend_from_slice(piece));
+                return;
+            }
             PackedBytes::Heap(v) => {
                 v.resize(new_len.max(old_len), 0);
                 v
