@@ -44,7 +44,9 @@ impl Expiry {
 ///
 /// Events are appended to an open datagram until the next one would pass `max_bytes`, or until
 /// `max_delay` has passed since the reactor took its first event (time in the producers' queue
-/// before that is not counted), whichever comes first. Line-format events are
+/// before that is not counted, but while the reactor naps: while every subscription coalesces,
+/// events do not wake it one by one, and those raised during a nap count their delay from its
+/// start), whichever comes first. Line-format events are
 /// self-delimiting; `jsonrpc` events are concatenated objects. Our decoders, `evdgram listen`,
 /// loadgen and the `opensips` Python package's receiver read both. A target has one open
 /// datagram: where several of its subscriptions coalesce, it takes the tightest `max_bytes`
