@@ -1011,11 +1011,16 @@ mod tests {
         }
         assert_eq!(joined, one_by_one);
         assert_eq!(joined.len(), 4);
+        assert_same_encodings(&joined, &one_by_one);
+    }
+
+    /// `a` and `b` encode to the same bytes in every format.
+    fn assert_same_encodings(a: &Params, b: &Params) {
         for format in crate::Format::ALL {
-            let (mut a, mut b) = (vec![0; 256], vec![0; 256]);
-            let a_len = format.encode("E", &joined, &mut a).unwrap();
-            let b_len = format.encode("E", &one_by_one, &mut b).unwrap();
-            assert_eq!(a[..a_len], b[..b_len], "{format}");
+            let (mut x, mut y) = (vec![0; 8192], vec![0; 8192]);
+            let x_len = format.encode("E", a, &mut x).unwrap();
+            let y_len = format.encode("E", b, &mut y).unwrap();
+            assert_eq!(x[..x_len], y[..y_len], "{format}: {a:?}");
         }
     }
 
@@ -1059,12 +1064,7 @@ mod tests {
                     let built = Params::try_from(&built[..]).unwrap();
                     assert_eq!(set, built, "{index} {value:?}");
                     assert_eq!(set.bytes.as_slice(), built.bytes.as_slice());
-                    for format in crate::Format::ALL {
-                        let (mut a, mut b) = (vec![0; 8192], vec![0; 8192]);
-                        let a_len = format.encode("E", &set, &mut a).unwrap();
-                        let b_len = format.encode("E", &built, &mut b).unwrap();
-                        assert_eq!(a[..a_len], b[..b_len], "{format} {index} {value:?}");
-                    }
+                    assert_same_encodings(&set, &built);
                 }
             }
         }

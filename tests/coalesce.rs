@@ -51,6 +51,25 @@ fn coalescing_to(
     (d, e)
 }
 
+/// Publishes `name` on `d` and subscribes `r` to it in `line`, coalescing up to `max_bytes` or
+/// `delay`.
+fn publish_coalesced(
+    d: &Dispatcher,
+    name: &str,
+    r: &Receiver,
+    max_bytes: usize,
+    delay: Duration,
+) -> EventId {
+    let e = d.publish(name).unwrap();
+    let options = SubscriptionOptions {
+        format: Format::Line,
+        coalesce: Some(Coalesce::new(max_bytes, delay).unwrap()),
+    };
+    d.subscribe_with(e, r.target.clone(), Expiry::Never, options)
+        .unwrap();
+    e
+}
+
 #[test]
 fn coalesced_events_arrive_packed_whole_and_in_order_in_both_formats() {
     for backend in backends() {
@@ -276,14 +295,7 @@ fn each_event_leaves_within_its_own_subscriptions_delay_and_size_when_subscripti
         })
         .unwrap();
         let subscribe = |name: &str, max_bytes: usize, delay: Duration| {
-            let e = d.publish(name).unwrap();
-            let options = SubscriptionOptions {
-                format: Format::Line,
-                coalesce: Some(Coalesce::new(max_bytes, delay).unwrap()),
-            };
-            d.subscribe_with(e, r.target.clone(), Expiry::Never, options)
-                .unwrap();
-            e
+            publish_coalesced(&d, name, &r, max_bytes, delay)
         };
         // One target, one open datagram: the slow subscription's event opens it, the fast
         // one's join it.
@@ -397,16 +409,7 @@ fn a_short_delay_event_joining_a_long_delay_datagram_brings_its_departure_forwar
             ..Default::default()
         })
         .unwrap();
-        let subscribe = |name: &str, delay: Duration| {
-            let e = d.publish(name).unwrap();
-            let options = SubscriptionOptions {
-                format: Format::Line,
-                coalesce: Some(Coalesce::new(1_400, delay).unwrap()),
-            };
-            d.subscribe_with(e, r.target.clone(), Expiry::Never, options)
-                .unwrap();
-            e
-        };
+        let subscribe = |name: &str, delay: Duration| publish_coalesced(&d, name, &r, 1_400, delay);
         let slow = subscribe("E_SLOW", Coalesce::MAX_DELAY);
         let fast = subscribe("E_FAST", Duration::from_millis(10));
         d.raise(slow, params(0, 0)).unwrap();
@@ -519,14 +522,7 @@ fn an_event_raised_while_the_reactor_naps_leaves_within_its_delay() {
         })
         .unwrap();
         let subscribe = |name: &str, r: &Receiver, delay: Duration| {
-            let e = d.publish(name).unwrap();
-            let options = SubscriptionOptions {
-                format: Format::Line,
-                coalesce: Some(Coalesce::new(65_457, delay).unwrap()),
-            };
-            d.subscribe_with(e, r.target.clone(), Expiry::Never, options)
-                .unwrap();
-            e
+            publish_coalesced(&d, name, r, 65_457, delay)
         };
         let e_slow = subscribe("E_SLOW", &slow, Coalesce::MAX_DELAY);
         let e_fast = subscribe("E_FAST", &fast, Duration::from_millis(500));
