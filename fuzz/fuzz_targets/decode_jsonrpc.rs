@@ -4,14 +4,14 @@
 #![no_main]
 
 use event_datagram::decode::jsonrpc;
-use event_datagram::{Format, Params, MAX_DATAGRAM};
+use event_datagram::{Format, Param, MAX_DATAGRAM};
 use libfuzzer_sys::fuzz_target;
 
 /// Events as `decode_each` sees them, or its error.
-fn each(data: &[u8]) -> Result<Vec<(String, Params)>, event_datagram::DecodeError> {
+fn each(data: &[u8]) -> Result<Vec<(String, Vec<Param>)>, event_datagram::DecodeError> {
     let mut seen = Vec::new();
     let n = jsonrpc::Decoder::new()
-        .decode_each(data, |name, params| seen.push((name.to_owned(), params.clone())))?;
+        .decode_each(data, |name, params| seen.push((name.to_owned(), params.to_vec())))?;
     assert_eq!(n, seen.len());
     Ok(seen)
 }
@@ -21,7 +21,7 @@ fuzz_target!(|data: &[u8]| {
     let seen = each(data);
     let events = match (decoded, seen) {
         (Ok(events), Ok(seen)) => {
-            let owned: Vec<_> = events.iter().map(|e| (e.name().to_string(), e.params().clone())).collect();
+            let owned: Vec<_> = events.iter().map(|e| (e.name().to_string(), e.params().to_vec())).collect();
             assert_eq!(owned, seen, "decode_each and decode disagree");
             events
         }
@@ -44,6 +44,6 @@ fuzz_target!(|data: &[u8]| {
         packed.extend_from_slice(&buf[..len]);
     }
     let seen = each(&packed).expect("our own packed encoding decodes");
-    let owned: Vec<_> = events.iter().map(|e| (e.name().to_string(), e.params().clone())).collect();
+    let owned: Vec<_> = events.iter().map(|e| (e.name().to_string(), e.params().to_vec())).collect();
     assert_eq!(owned, seen, "the fast path misreads our own encoding");
 });

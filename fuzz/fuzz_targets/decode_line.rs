@@ -13,13 +13,13 @@ fuzz_target!(|data: &[u8]| {
     let mut seen = Vec::new();
     let n = line::Decoder::new()
         .decode_each(data, |name, params| {
-            seen.push((name.to_owned(), params.clone()))
+            seen.push((name.to_owned(), params.to_vec()))
         })
         .expect("decode_each accepts what decode accepts");
     assert_eq!(n, events.len());
     let mut buf = vec![0u8; MAX_DATAGRAM];
     for (e, (name, params)) in events.iter().zip(&seen) {
-        assert_eq!((e.name().as_str(), e.params()), (name.as_str(), params));
+        assert_eq!((e.name().as_str(), e.params().to_vec()), (name.as_str(), params.clone()));
         // Quoting can grow a value past the limit: that is an encode error, not a decode bug.
         let Ok(len) = Format::Line.encode(e.name().as_str(), e.params(), &mut buf) else {
             continue;
