@@ -136,9 +136,12 @@ pub fn validate_param_name(name: &str) -> Result<(), EventError> {
     Ok(())
 }
 
-/// Checks that [`Params`] can hold the parameter name `name` (its length is packed in 16 bits).
+/// The longest parameter name [`Params`] holds, in bytes (its length is packed in 16 bits).
+pub(crate) const MAX_PARAM_NAME_LEN: usize = u16::MAX as usize;
+
+/// Checks that [`Params`] can hold the parameter name `name` ([`MAX_PARAM_NAME_LEN`]).
 pub(crate) fn check_param_name_len(name: &str) -> Result<(), EventError> {
-    if name.len() > u16::MAX as usize {
+    if name.len() > MAX_PARAM_NAME_LEN {
         return Err(EventError::InvalidParamName {
             name: name.to_owned(),
             reason: crate::error::PARAM_NAME_TOO_LONG,
