@@ -23,7 +23,7 @@ use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
 
-use io_uring::{opcode, squeue, types, IoUring, Probe};
+use io_uring::{opcode, squeue, types, EnterFlags, IoUring, Probe};
 
 use super::pool::Pool;
 use super::round::{book_sent, goes_on_after, next_message, resume_at, Round, GSO_REFUSED};
@@ -49,6 +49,11 @@ pub(crate) struct UringBackend {
     /// sends through its plain fd.
     registered: Vec<bool>,
     polls: Polls,
+    /// `NO_IOWAIT` where the kernel has it (6.15+): with the wake poll always in flight, a
+    /// ring waiting for completions is otherwise accounted as a task blocked on I/O, and an
+    /// idle dispatcher shows as a CPU's worth of iowait, a blocked task in `vmstat` and
+    /// pressure in `/proc/pressure/io`. Sends to sockets are not the disk I/O those mean.
+    wait_flags: EnterFlags,
     /// Scratch for the GSO messages of one round (see `send_round`).
     iovecs: Vec<libc::iovec>,
     msghdrs: Vec<libc::msghdr>,
@@ -145,11 +150,17 @@ impl UringBackend {
             ring.submitter().register_files_sparse(fixed_files)?;
         }
         let capacity = ring.params().sq_entries() as usize;
+        let wait_flags = if ring.params().is_feature_no_iowait() {
+            EnterFlags::NO_IOWAIT
+        } else {
+            EnterFlags::empty()
+        };
         Ok(UringBackend {
             ring,
             fixed_files,
             registered: Vec::new(),
             polls: Polls::default(),
+            wait_flags,
             iovecs: Vec::with_capacity(capacity),
             msghdrs: Vec::with_capacity(capacity),
             controls: Vec::with_capacity(capacity),
@@ -160,6 +171,23 @@ impl UringBackend {
     /// How many SQEs one round may use.
     pub fn round_capacity(&self) -> usize {
         self.ring.params().sq_entries() as usize
+    }
+
+    /// Submits what is queued and waits for a completion, at most `timeout` (`None`: no limit).
+    fn submit_and_wait_one(&self, timeout: Option<Duration>) -> io::Result<()> {
+        if timeout.is_none() && self.wait_flags.is_empty() {
+            // No extended argument needed: as it was before 6.15 (and EXT_ARG, 5.11).
+            return self.ring.submit_and_wait(1).map(drop);
+        }
+        let ts = timeout.map(types::Timespec::from);
+        let args = match &ts {
+            Some(ts) => types::SubmitArgs::new().timespec(ts),
+            None => types::SubmitArgs::new(),
+        };
+        let submitter = self.ring.submitter();
+        submitter
+            .submit_with_args_and_flags(1, &args, self.wait_flags)
+            .map(drop)
     }
 
     /// Submits what is queued, booking the completions that come meanwhile (between rounds
@@ -291,8 +319,8 @@ impl UringBackend {
     fn reap(&mut self, round: &mut Round, pushed: usize) {
         let mut left = pushed;
         while left > 0 {
-            match self.ring.submit_and_wait(1) {
-                Ok(_) => {}
+            match self.submit_and_wait_one(None) {
+                Ok(()) => {}
                 Err(e)
                     if e.raw_os_error() == Some(libc::EINTR)
                         || e.raw_os_error() == Some(libc::EBUSY) => {}
@@ -454,12 +482,7 @@ impl SendBackend for UringBackend {
         let result = match timeout {
             _ if !nothing_yet => self.ring.submit().map(drop),
             Some(t) if t.is_zero() => self.ring.submit().map(drop),
-            None => self.ring.submit_and_wait(1).map(drop),
-            Some(t) => {
-                let ts = types::Timespec::from(t);
-                let args = types::SubmitArgs::new().timespec(&ts);
-                self.ring.submitter().submit_with_args(1, &args).map(drop)
-            }
+            _ => self.submit_and_wait_one(timeout),
         };
         match result {
             Err(e)
@@ -486,6 +509,68 @@ impl SendBackend for UringBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Instant;
+
+    use crate::reactor::SendBackend;
+
+    /// Tasks in iowait now, machine-wide: `procs_blocked` of `/proc/stat`.
+    fn procs_blocked() -> u64 {
+        let stat = std::fs::read_to_string("/proc/stat").expect("/proc/stat");
+        stat.lines()
+            .find_map(|l| l.strip_prefix("procs_blocked "))
+            .and_then(|n| n.trim().parse().ok())
+            .expect("procs_blocked in /proc/stat")
+    }
+
+    #[test]
+    fn a_reactor_parked_on_its_ring_is_not_counted_as_waiting_for_io() {
+        // With its wake poll always in flight, a waiting ring is in iowait unless told not to
+        // be: an idle dispatcher then showed as a task blocked on I/O (vmstat's `b`, `wa` at a
+        // CPU's worth, /proc/pressure/io). Kernels before 6.15 cannot be told.
+        let Ok(backend) = UringBackend::new(8) else {
+            eprintln!("skipped: io_uring is not available here");
+            return;
+        };
+        if !backend.ring.params().is_feature_no_iowait() {
+            eprintln!("skipped: this kernel has no IORING_ENTER_NO_IOWAIT (6.15+)");
+            return;
+        }
+        drop(backend);
+        let parked = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let waiter = {
+            let parked = std::sync::Arc::clone(&parked);
+            std::thread::spawn(move || {
+                let mut backend = UringBackend::new(8).expect("io_uring worked a moment ago");
+                let wake = EventFd::new().expect("eventfd");
+                parked.store(true, std::sync::atomic::Ordering::Release);
+                let started = Instant::now();
+                backend
+                    .wait(&wake, Some(Duration::from_millis(800)), &mut Vec::new())
+                    .expect("wait");
+                started.elapsed()
+            })
+        };
+        while !parked.load(std::sync::atomic::Ordering::Acquire) {
+            std::thread::yield_now();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        // Another task may be in iowait now and then; the waiter, if counted, is every time.
+        let samples: Vec<u64> = (0..40)
+            .map(|_| {
+                std::thread::sleep(Duration::from_millis(10));
+                procs_blocked()
+            })
+            .collect();
+        let waited = waiter.join().expect("waiter");
+        assert!(
+            waited >= Duration::from_millis(500),
+            "the wait ended early ({waited:?}): the samples are not of a parked ring"
+        );
+        assert!(
+            samples.contains(&0),
+            "tasks in iowait never fell to 0 while the ring waited: {samples:?}"
+        );
+    }
 
     #[test]
     fn a_poll_of_a_slot_s_earlier_socket_does_not_stand_for_its_next_one() {
