@@ -30,6 +30,15 @@ impl CpuTimes {
         parse(&std::fs::read_to_string("/proc/stat").ok()?)
     }
 
+    /// The shares of the time between each sample and the next: second by second when they
+    /// were taken a second apart.
+    pub fn each_between(samples: &[Option<CpuTimes>]) -> Vec<Option<CpuShare>> {
+        samples
+            .windows(2)
+            .map(|w| w[1].zip(w[0]).and_then(|(b, a)| b.since(a)))
+            .collect()
+    }
+
     /// The shares of the time from `earlier` to `self`; `None` if no tick passed.
     pub fn since(self, earlier: CpuTimes) -> Option<CpuShare> {
         let busy = self.busy.checked_sub(earlier.busy)? as f64;
@@ -93,5 +102,23 @@ mod tests {
         let old_kernel = parse("cpu  1 2 3 4 5 6 7\n").unwrap();
         assert_eq!(old_kernel.steal, 0);
         assert!(CpuTimes::read().is_some(), "this machine's /proc/stat");
+    }
+
+    #[test]
+    fn samples_give_the_shares_between_each_and_the_next() {
+        let at = |busy, idle, steal| Some(CpuTimes { busy, idle, steal });
+        let samples = [
+            at(0, 0, 0),
+            at(50, 40, 10),
+            None,
+            at(60, 80, 10),
+            at(90, 90, 20),
+        ];
+        let share = |busy, idle, steal| Some(CpuShare { busy, idle, steal });
+        assert_eq!(
+            CpuTimes::each_between(&samples),
+            [share(0.5, 0.4, 0.1), None, None, share(0.6, 0.2, 0.2)]
+        );
+        assert!(CpuTimes::each_between(&samples[..1]).is_empty());
     }
 }

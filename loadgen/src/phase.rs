@@ -113,7 +113,7 @@ pub fn run_phase(plan: &Plan, size: usize, transport: Transport) -> anyhow::Resu
     let measured = run_id | 1;
     let gen = Generator::new(plan, &d, event, &template, measured, plan.duration.0);
     let cpu_before = CpuTimes::read();
-    let (counts, lag) = gen.run(&sinks, plan.progress.then_some(label.as_str()));
+    let (counts, lag, cpu_each_second) = gen.run(&sinks, plan.progress.then_some(label.as_str()));
     let machine_cpu = CpuTimes::read()
         .zip(cpu_before)
         .and_then(|(a, b)| a.since(b));
@@ -159,7 +159,7 @@ pub fn run_phase(plan: &Plan, size: usize, transport: Transport) -> anyhow::Resu
         udp_gso: plan.udp_gso,
     };
     let mut r = RunResult::account(&shape, &counts, &lag, outcomes, malformed)
-        .with_machine_cpu(machine_cpu);
+        .with_machine_cpu(machine_cpu, &CpuTimes::each_between(&cpu_each_second));
     r.intervals_start_ns = r.intervals_start_ns.saturating_sub(plan.origin_ns);
     if leftover > 0 {
         r.warnings.push(format!(
@@ -258,8 +258,14 @@ impl<'a> Generator<'a> {
         }
     }
 
-    /// Runs the window; prints a progress line per second under `progress` (a label).
-    fn run(&self, sinks: &[Sink], progress: Option<&str>) -> (GeneratorCounts, Histogram<u64>) {
+    /// Runs the window; prints a progress line per second under `progress` (a label). Returns
+    /// what the producers did, their lag, and the machine's CPU times at the window's start and
+    /// each second after it, and at its end.
+    fn run(
+        &self,
+        sinks: &[Sink],
+        progress: Option<&str>,
+    ) -> (GeneratorCounts, Histogram<u64>, Vec<Option<CpuTimes>>) {
         let live = Live::default();
         let start = mono_ns() + START_DELAY_NS;
         let p = self.plan.producers;
@@ -271,12 +277,14 @@ impl<'a> Generator<'a> {
                     scope.spawn(move || self.produce(k, start, live))
                 })
                 .collect();
-            self.watch(start, sinks, &live, progress);
-            handles
+            let cpu = self.watch(start, sinks, &live, progress);
+            let lags = handles
                 .into_iter()
                 .map(|h| h.join().expect("producers do not panic"))
-                .collect::<Vec<_>>()
+                .collect::<Vec<_>>();
+            (lags, cpu)
         });
+        let (lags, cpu) = lags;
         let mut lag = histogram();
         for h in &lags {
             lag.add(h).expect("same bounds");
@@ -293,7 +301,7 @@ impl<'a> Generator<'a> {
                 .load(Ordering::Relaxed)
                 .saturating_sub(start + self.plan.tick.0),
         };
-        (counts, lag)
+        (counts, lag, cpu)
     }
 
     /// One producer: raise what is due each tick, never block, then sleep to the next event.
@@ -369,8 +377,19 @@ impl<'a> Generator<'a> {
     /// second's published and received events (per target), and this run's drops and losses
     /// (datagrams the receivers' kernel dropped) so far, and the p99 of the events received so
     /// far (labelled so: unlike the report's, it does not count the missing as the slowest).
-    fn watch(&self, start: u64, sinks: &[Sink], live: &Live, progress: Option<&str>) {
+    /// Returns the machine's CPU times read at `start`, each second after it (within the 20 ms
+    /// this loop sleeps) and when the producers finished.
+    fn watch(
+        &self,
+        start: u64,
+        sinks: &[Sink],
+        live: &Live,
+        progress: Option<&str>,
+    ) -> Vec<Option<CpuTimes>> {
         let mut next_line = start + 1_000_000_000;
+        let seconds = self.duration_ns.div_ceil(1_000_000_000) as usize;
+        let mut cpu = Vec::with_capacity(seconds + 2);
+        let mut next_cpu = start;
         let (mut last_pub, mut last_recv) = (0u64, 0u64);
         // The dispatcher's counters include the warm-up's.
         let before = self.dispatcher.stats().totals;
@@ -379,8 +398,12 @@ impl<'a> Generator<'a> {
         let lost_before = kernel_drops();
         while live.running.load(Ordering::Relaxed) > 0 {
             std::thread::sleep(Duration::from_millis(20));
-            let Some(label) = progress else { continue };
             let now = mono_ns();
+            if now >= next_cpu {
+                cpu.push(CpuTimes::read());
+                next_cpu += 1_000_000_000;
+            }
+            let Some(label) = progress else { continue };
             if now < next_line {
                 continue;
             }
@@ -416,6 +439,8 @@ impl<'a> Generator<'a> {
             );
             (last_pub, last_recv) = (published, recv);
         }
+        cpu.push(CpuTimes::read());
+        cpu
     }
 }
 

@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use crate::cpu::CpuShare;
 use crate::measure::{Intervals, Percentiles, Recorder};
+use crate::units::human_ns;
 
 /// A run's transport: of the embedded sinks, or of the external targets (`mixed` when they
 /// are of both kinds).
@@ -141,6 +142,25 @@ pub struct TargetResult {
     pub kernel_rx_dropped_datagrams: Option<u64>,
 }
 
+/// One second of a run. Its events are those received in the second (counted from the first
+/// receipt); its CPU shares are of the second counted from the generator's start, a few
+/// milliseconds earlier at most (the first event's latency).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Second {
+    /// Events received, over all targets (`None` with external targets, as all below but
+    /// `machine_cpu`).
+    pub received: Option<u64>,
+    /// Their median latency.
+    pub p50_ns: Option<u64>,
+    /// Their 99th percentile latency.
+    pub p99_ns: Option<u64>,
+    /// Their highest latency.
+    pub max_ns: Option<u64>,
+    /// How the machine's CPU time went (`None` where it cannot be read, and for a receipt
+    /// after the producers finished).
+    pub machine_cpu: Option<CpuShare>,
+}
+
 /// The result of one run: one datagram size, one transport.
 #[derive(Clone, Debug, Serialize)]
 pub struct RunResult {
@@ -205,6 +225,9 @@ pub struct RunResult {
     pub per_target: Vec<TargetResult>,
     /// How the machine's CPU time went over the window (`None` where it cannot be read).
     pub machine_cpu: Option<CpuShare>,
+    /// The window second by second: where in it the tail of the latency came from, and how
+    /// much of each second the host took.
+    pub seconds: Vec<Second>,
     /// Why the numbers may not mean what they seem (the loud warning).
     pub warnings: Vec<String>,
     /// The latency histogram (for `.hgrm`, `.hlog`, the plot).
@@ -435,6 +458,7 @@ impl RunResult {
             generator_lag_ns: Percentiles::of(lag, 1.0),
             per_target,
             machine_cpu: None,
+            seconds: Vec::new(),
             warnings,
             latency: all.latency,
             intervals: all.intervals,
@@ -505,19 +529,60 @@ impl RunResult {
         self
     }
 
-    /// Records how the machine's CPU time went over the window, with a warning when the host
-    /// took a noticeable share of it: its stalls are in the latency and in the generator's
-    /// lag, and no change here can make them go.
-    pub fn with_machine_cpu(mut self, share: Option<CpuShare>) -> RunResult {
-        self.machine_cpu = share;
-        if let Some(s) = share.filter(|s| s.steal >= STEAL_WARNING) {
+    /// Records how the machine's CPU time went over the window and in each of its seconds,
+    /// next to each second's latency, with a warning when the host took a noticeable share of
+    /// it: its stalls are in the latency and in the generator's lag, and no change here can
+    /// make them go. The warning lists the seconds, so that a reader sees whether the tail
+    /// came from those the host took most of.
+    pub fn with_machine_cpu(
+        mut self,
+        window: Option<CpuShare>,
+        each_second: &[Option<CpuShare>],
+    ) -> RunResult {
+        self.machine_cpu = window;
+        let external = self.received.is_none();
+        let latency = self
+            .intervals
+            .histograms()
+            .map(Some)
+            .chain(std::iter::repeat(None));
+        let seconds = self.intervals.len().max(each_second.len());
+        self.seconds = latency
+            .take(seconds)
+            .enumerate()
+            .map(|(i, h)| {
+                let h = h.filter(|h| !h.is_empty());
+                let at = |q: f64| h.as_ref().map(|h| h.value_at_quantile(q));
+                Second {
+                    received: (!external).then(|| h.as_ref().map_or(0, Histogram::len)),
+                    p50_ns: at(0.5),
+                    p99_ns: at(0.99),
+                    max_ns: h.as_ref().map(Histogram::max),
+                    machine_cpu: each_second.get(i).copied().flatten(),
+                }
+            })
+            .collect();
+        if let Some(s) = window.filter(|s| s.steal >= STEAL_WARNING) {
+            let by_second: Vec<String> = self
+                .seconds
+                .iter()
+                .map(|s| {
+                    let p99 = s.p99_ns.map_or("-".into(), |ns| human_ns(ns as f64));
+                    let steal = s
+                        .machine_cpu
+                        .map_or("-".into(), |c| format!("{:.0}%", c.steal * 100.0));
+                    format!("{p99} {steal}")
+                })
+                .collect();
             self.warnings.push(format!(
                 "the host took {:.1}% of this machine's CPU time during the window (steal; \
                  busy {:.0}%, idle {:.0}%): every thread here stalls while its CPU is taken, \
-                 and the latency and the generator's lag hold those stalls",
+                 and the latency and the generator's lag hold those stalls; second by second, \
+                 p99 and steal: {}",
                 s.steal * 100.0,
                 s.busy * 100.0,
-                s.idle * 100.0
+                s.idle * 100.0,
+                by_second.join(", ")
             ));
         }
         self
@@ -602,7 +667,7 @@ pub(crate) mod tests {
             idle: 0.4 - steal,
             steal,
         };
-        let r = dummy_of_a_thousand().with_machine_cpu(Some(share(0.071)));
+        let r = dummy_of_a_thousand().with_machine_cpu(Some(share(0.071)), &[]);
         assert_eq!(r.machine_cpu, Some(share(0.071)));
         let w = r
             .warnings
@@ -614,12 +679,90 @@ pub(crate) mod tests {
             w.contains("(steal; busy 60%, idle 33%): every") && !w.contains("  "),
             "{w}"
         );
+        assert!(
+            w.ends_with("second by second, p99 and steal: 990.2us -"),
+            "{w}"
+        );
         let json = crate::report::json::render(std::slice::from_ref(&r), "uring");
         assert!(json.contains("\"steal\": 0.071"), "{json}");
         for quiet in [Some(share(0.009)), None] {
-            let r = dummy_of_a_thousand().with_machine_cpu(quiet);
+            let r = dummy_of_a_thousand().with_machine_cpu(quiet, &[quiet]);
             assert!(r.warnings.is_empty(), "{:?}", r.warnings);
         }
+    }
+
+    /// Each second of the window has its latency and its CPU shares side by side, and the
+    /// warning lists them: the tail here is the second the host took most of.
+    #[test]
+    fn the_window_is_reported_second_by_second() {
+        let share = |steal| CpuShare {
+            busy: 0.5,
+            idle: 0.5 - steal,
+            steal,
+        };
+        let second = |from_us: u64, n: u64| {
+            let mut h = histogram();
+            for v in 0..n {
+                h.record((from_us + v) * 1_000).unwrap();
+            }
+            h
+        };
+        // Three seconds of receipts, the last after the producers' two seconds.
+        let (a, b) = (second(100, 1_000), second(20_000, 500));
+        let r = dummy(64, vec![a.clone(), b.clone(), histogram()], 0)
+            .with_machine_cpu(Some(share(0.05)), &[Some(share(0.01)), Some(share(0.09))]);
+        // (To the histograms' precision: 1 us in 1 ms.)
+        let at = |h: &Histogram<u64>, q| Some(h.value_at_quantile(q));
+        assert_eq!(
+            r.seconds,
+            [
+                Second {
+                    received: Some(1_000),
+                    p50_ns: at(&a, 0.5),
+                    p99_ns: at(&a, 0.99),
+                    max_ns: Some(a.max()),
+                    machine_cpu: Some(share(0.01)),
+                },
+                Second {
+                    received: Some(500),
+                    p50_ns: at(&b, 0.5),
+                    p99_ns: at(&b, 0.99),
+                    max_ns: Some(b.max()),
+                    machine_cpu: Some(share(0.09)),
+                },
+                Second {
+                    received: Some(0),
+                    p50_ns: None,
+                    p99_ns: None,
+                    max_ns: None,
+                    machine_cpu: None,
+                },
+            ]
+        );
+        let w = r.warnings.last().expect("warned of the steal");
+        assert!(
+            w.ends_with("second by second, p99 and steal: 1.09ms 1%, 20.50ms 9%, - -"),
+            "{w}"
+        );
+        let json = crate::report::json::render(std::slice::from_ref(&r), "uring");
+        assert!(
+            json.contains("\"seconds\": [\n        {\n          \"received\": 1000,"),
+            "{json}"
+        );
+        // Only the CPU is known of external targets' seconds.
+        let mut external = dummy(64, vec![], 0);
+        external.received = None;
+        let external = external.with_machine_cpu(None, &[Some(share(0.0))]);
+        assert_eq!(
+            external.seconds,
+            [Second {
+                received: None,
+                p50_ns: None,
+                p99_ns: None,
+                max_ns: None,
+                machine_cpu: Some(share(0.0)),
+            }]
+        );
     }
 
     #[test]

@@ -264,6 +264,16 @@ fn a_run_accounts_for_every_event_and_writes_every_report() {
         ] {
             assert!(run["drops"][cause].is_u64(), "drops.{cause}");
         }
+        // Second by second: every event received is in one second, and a 1 s window has
+        // the CPU shares of its second.
+        let seconds = run["seconds"].as_array().expect("seconds");
+        let in_seconds: u64 = seconds
+            .iter()
+            .map(|s| s["received"].as_u64().unwrap())
+            .sum();
+        assert_eq!(in_seconds, run["received"].as_u64().unwrap(), "{run}");
+        assert!(seconds[0]["p99_ns"].as_u64().unwrap() > 0, "{run}");
+        assert!(seconds[0]["machine_cpu"]["busy"].is_f64(), "{run}");
     }
 
     // The table: a header and a line per run, with the columns the JSON has.
