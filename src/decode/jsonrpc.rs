@@ -31,6 +31,7 @@ use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqA
 use serde::Deserialize;
 
 use super::params::{DecodedParams, Span, SpanValue};
+use super::scan::find_first;
 use super::{DecodeError, DecodeErrorKind as Kind};
 use crate::error::EventError;
 use crate::event::{Event, EventName, Params, Value, ValueRef, MAX_PARAM_NAME_LEN};
@@ -207,22 +208,7 @@ impl Decoder {
 /// no escape and no control byte (both are left to the complete decoder).
 #[inline]
 fn plain_string_end(d: &[u8], from: usize) -> Option<usize> {
-    /// Bytes per check; a block without a byte of interest is skipped with SIMD compares.
-    const BLOCK: usize = 32;
-    #[inline(always)]
-    fn stop(b: u8) -> bool {
-        (b == b'"') | (b == b'\\') | (b < 0x20)
-    }
-    let mut i = from;
-    while let Some(block) = d.get(i..i + BLOCK) {
-        let block: &[u8; BLOCK] = block.try_into().expect("a block of BLOCK bytes");
-        if block.iter().fold(0u8, |h, &b| h | u8::from(stop(b))) != 0 {
-            break;
-        }
-        i += BLOCK;
-    }
-    let end = i + d.get(i..)?.iter().position(|&b| stop(b))?;
-    (d[end] == b'"').then_some(end)
+    find_first(d, from, [b'"', b'\\'], 0x20).filter(|&end| d[end] == b'"')
 }
 
 /// An integer in the `i64` range at `at` in JSON's syntax, followed by a byte that ends a

@@ -36,6 +36,7 @@
 use std::ops::Range;
 
 use super::params::{DecodedParams, Span, SpanValue};
+use super::scan::find_first;
 use super::{DecodeError, DecodeErrorKind as Kind};
 use crate::event::{check_param_name_len, validate_event_name, validate_param_name};
 use crate::event::{Event, EventName};
@@ -231,55 +232,16 @@ fn find_lf(b: &[u8], from: usize) -> Option<usize> {
     find_byte(b, from, b'\n')
 }
 
-/// The first `x` or `y` in `b` from `from` on (see [`find_first`]).
+/// The first `x` or `y` in `b` from `from` on.
 #[inline]
 fn find_either(b: &[u8], from: usize, x: u8, y: u8) -> Option<usize> {
-    find_first(b, from, [x, y])
+    find_first(b, from, [x, y], 0)
 }
 
-/// The first `needle` in `b` from `from` on (see [`find_first`]).
+/// The first `needle` in `b` from `from` on.
 #[inline]
 fn find_byte(b: &[u8], from: usize, needle: u8) -> Option<usize> {
-    find_first(b, from, [needle])
-}
-
-/// The first of `needles` in `b` from `from` on. Blocks of 32 bytes without one are skipped,
-/// checked without early exit, which the compiler turns into SIMD compares; the block with one
-/// is searched 8 bytes at a time. A byte-at-a-time scan, over long values and then again
-/// inside the block of a short one, was most of the decoding time.
-#[inline(always)]
-fn find_first<const N: usize>(b: &[u8], from: usize, needles: [u8; N]) -> Option<usize> {
-    const BLOCK: usize = 32;
-    let hit = |c: u8| needles.iter().fold(false, |h, &n| h | (c == n));
-    let mut i = from;
-    while let Some(block) = b.get(i..i + BLOCK) {
-        let block: &[u8; BLOCK] = block.try_into().expect("a block of BLOCK bytes");
-        if block.iter().fold(0u8, |h, &c| h | u8::from(hit(c))) != 0 {
-            break;
-        }
-        i += BLOCK;
-    }
-    while let Some(word) = b.get(i..i + 8) {
-        let word = u64::from_le_bytes(word.try_into().expect("8 bytes"));
-        let found = needles
-            .iter()
-            .fold(0, |m, &n| m | zero_bytes(word ^ (LOW_BITS * u64::from(n))));
-        if found != 0 {
-            return Some(i + found.trailing_zeros() as usize / 8);
-        }
-        i += 8;
-    }
-    b.get(i..)?.iter().position(|&c| hit(c)).map(|j| i + j)
-}
-
-/// Each byte's lowest bit.
-const LOW_BITS: u64 = 0x0101_0101_0101_0101;
-
-/// The high bit of each zero byte of `v`, up to its first (higher ones may be set for a byte
-/// after a zero byte: only the lowest set bit is exact, which is all it is used for).
-#[inline(always)]
-fn zero_bytes(v: u64) -> u64 {
-    v.wrapping_sub(LOW_BITS) & !v & (LOW_BITS << 7)
+    find_first(b, from, [needle], 0)
 }
 
 /// Finds the closing quote of the value opening at `quote`, which must be followed by `\n`.
@@ -466,50 +428,6 @@ mod tests {
             }
             assert_eq!(find_lf(&vec![b'x'; len], 0), None);
             assert_eq!(find_lf(&vec![b'x'; len], len + 1), None);
-        }
-    }
-
-    /// The block and word scans find what a byte-at-a-time scan finds, wherever it is and
-    /// whatever bytes are around it (a word's bytes next to a needle's value, one below
-    /// and one above, are where such a scan goes wrong).
-    #[test]
-    fn the_scans_find_the_first_needle_like_a_plain_search() {
-        let naive = |b: &[u8], from: usize, needles: &[u8]| {
-            (from..b.len()).find(|&i| needles.contains(&b[i]))
-        };
-        let filler = [
-            b'\n' + 1,
-            b'\n' - 1,
-            b':' + 1,
-            b':' - 1,
-            0x80,
-            0xff,
-            0,
-            b'\n' ^ 0x80,
-        ];
-        for len in 0..100 {
-            for at in (0..len).map(Some).chain([None]) {
-                let mut b: Vec<u8> = (0..len).map(|i| filler[i * 7 % filler.len()]).collect();
-                if let Some(at) = at {
-                    b[at] = if at % 2 == 0 { b'\n' } else { b':' };
-                    // And another one after it.
-                    if at + 9 < len {
-                        b[at + 9] = b'\n';
-                    }
-                }
-                for from in [0, 1, 7, 8, 31, 33].into_iter().filter(|&f| f <= len) {
-                    assert_eq!(
-                        find_byte(&b, from, b'\n'),
-                        naive(&b, from, b"\n"),
-                        "{b:?} {from}"
-                    );
-                    assert_eq!(
-                        find_either(&b, from, b'\n', b':'),
-                        naive(&b, from, b"\n:"),
-                        "{b:?} {from}"
-                    );
-                }
-            }
         }
     }
 

@@ -21,6 +21,7 @@
 pub mod jsonrpc;
 pub mod line;
 mod params;
+mod scan;
 
 pub use params::{DecodedParams, DecodedParamsIter};
 
