@@ -270,7 +270,7 @@ impl<'a> Generator<'a> {
         let start = mono_ns() + START_DELAY_NS;
         let p = self.plan.producers;
         live.running.store(p, Ordering::Relaxed);
-        let lags = std::thread::scope(|scope| {
+        let (lags, cpu) = std::thread::scope(|scope| {
             let handles: Vec<_> = (0..p)
                 .map(|k| {
                     let live = &live;
@@ -284,7 +284,6 @@ impl<'a> Generator<'a> {
                 .collect::<Vec<_>>();
             (lags, cpu)
         });
-        let (lags, cpu) = lags;
         let mut lag = histogram();
         for h in &lags {
             lag.add(h).expect("same bounds");

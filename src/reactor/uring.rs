@@ -176,7 +176,8 @@ impl UringBackend {
     /// Submits what is queued and waits for a completion, at most `timeout` (`None`: no limit).
     fn submit_and_wait_one(&self, timeout: Option<Duration>) -> io::Result<()> {
         if timeout.is_none() && self.wait_flags.is_empty() {
-            // No extended argument needed: as it was before 6.15 (and EXT_ARG, 5.11).
+            // Neither flag nor timeout: the plain wait, which kernels without EXT_ARG (5.11)
+            // have too.
             return self.ring.submit_and_wait(1).map(drop);
         }
         let ts = timeout.map(types::Timespec::from);
@@ -184,8 +185,8 @@ impl UringBackend {
             Some(ts) => types::SubmitArgs::new().timespec(ts),
             None => types::SubmitArgs::new(),
         };
-        let submitter = self.ring.submitter();
-        submitter
+        self.ring
+            .submitter()
             .submit_with_args_and_flags(1, &args, self.wait_flags)
             .map(drop)
     }
