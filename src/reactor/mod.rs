@@ -12,6 +12,7 @@
 //! `raised = sent + dropped + failed + pending`, with `pending` the events still queued or in
 //! an open coalesced datagram or GSO run.
 
+mod mmsg;
 mod outbox;
 pub(crate) mod pool;
 mod retry;

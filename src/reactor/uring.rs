@@ -10,12 +10,16 @@
 //! borrow checker forbids releasing or reusing them while the kernel may read them. The other
 //! operations left in flight between rounds (`POLL_ADD`, `POLL_REMOVE`) carry no user memory.
 //!
-//! A target's sends in a round form one chain (`IOSQE_IO_LINK`) always for a UNIX target, for a
-//! UDP target once its receiver has been full (`Slot::linked`) and when a GSO message may be
-//! refused: the kernel runs them in order and cancels the rest of the chain at the first
-//! failure, so a datagram that meets a full receiver (`EAGAIN`) is retried without any later
-//! one overtaking it. A UDP chain cut by a failure of one datagram alone (a closed port) goes
-//! on in another pass of the same round.
+//! A UDP target's sends in a round form one chain (`IOSQE_IO_LINK`) once its receiver has been
+//! full (`Slot::linked`) and when a GSO message may be refused: the kernel runs them in order
+//! and cancels the rest of the chain at the first failure, so a datagram that meets a full
+//! receiver (`EAGAIN`) is retried without any later one overtaking it. A UDP chain cut by a
+//! failure of one datagram alone (a closed port) goes on in another pass of the same round.
+//!
+//! UNIX targets are sent with `sendmmsg` on this thread (the `mmsg` module): their sends
+//! complete in the call either way, and as linked SENDs a full receiver's refusal cost a
+//! cancelled operation for each datagram after it. On the AMD EPYC machine this took UNIX x1
+//! from 0.74x-0.82x the `syscall` backend's rate to 0.92x-1.12x (three rounds each).
 
 #![allow(unsafe_code)]
 
@@ -25,6 +29,7 @@ use std::time::Duration;
 
 use io_uring::{opcode, squeue, types, EnterFlags, IoUring, Probe};
 
+use super::mmsg::MmsgSender;
 use super::pool::Pool;
 use super::round::{book_sent, goes_on_after, next_message, resume_at, Round, GSO_REFUSED};
 use super::SendBackend;
@@ -60,6 +65,8 @@ pub(crate) struct UringBackend {
     controls: Vec<GsoControl>,
     /// The targets of a round's pass, each from the item it goes on at (see `send_round`).
     pass: Vec<(u32, u32)>,
+    /// Sends to UNIX targets (see the `mmsg` module).
+    unix: MmsgSender,
 }
 
 /// A send's `user_data`: the round index of its first item, above `RUN_SHIFT` how many items
@@ -165,6 +172,7 @@ impl UringBackend {
             msghdrs: Vec::with_capacity(capacity),
             controls: Vec::with_capacity(capacity),
             pass: Vec::with_capacity(capacity),
+            unix: MmsgSender::new(capacity),
         })
     }
 
@@ -418,6 +426,10 @@ impl SendBackend for UringBackend {
     }
 
     fn send_round(&mut self, pool: &Pool, round: &mut Round) {
+        for rt in round.targets.iter().filter(|rt| rt.unix) {
+            self.unix
+                .send_target(pool, rt, &round.items, &mut round.outcomes);
+        }
         // Entries `push` left queued (a retired slot's POLL_REMOVE) go first, so that the
         // round, sized to the ring, fits whole: a chain cut by a full queue would end in a link.
         self.flush_queued();
@@ -426,19 +438,21 @@ impl SendBackend for UringBackend {
         let in_flight = crate::AbortOnUnwind("a panic in an io_uring round with sends in flight");
         let mut pass = std::mem::take(&mut self.pass);
         pass.clear();
-        pass.extend((0..round.targets.len() as u32).map(|t| (t, round.targets[t as usize].first)));
+        pass.extend(
+            (0..round.targets.len() as u32)
+                .filter(|&t| !round.targets[t as usize].unix)
+                .map(|t| (t, round.targets[t as usize].first)),
+        );
         // A UDP chain cut by a failure of one datagram alone (a closed port) goes on from
         // there in another pass, as the syscall backend does: each pass sends at least one
-        // datagram more of each target in it. A UNIX target stops (its receiver is gone).
+        // datagram more of each target in it.
         while !pass.is_empty() {
             let pushed = self.push_pass(pool, round, &pass);
             self.reap(round, pushed);
             pass.retain_mut(|(t, from)| {
                 let rt = round.targets[*t as usize];
                 let end = (rt.first + rt.count) as usize;
-                let next = (!rt.unix)
-                    .then(|| resume_at(&round.outcomes[..end], *from as usize))
-                    .flatten();
+                let next = resume_at(&round.outcomes[..end], *from as usize);
                 *from = next.unwrap_or(*from as usize) as u32;
                 next.is_some()
             });
