@@ -223,7 +223,8 @@ struct Slot {
     /// Send runs of equal-size datagrams with UDP GSO.
     gso: bool,
     /// Send each round as one chain that stops at the first failure, so a retried datagram is
-    /// never overtaken. Always for UNIX targets, whose receivers fill up (EAGAIN) all the time;
+    /// never overtaken. Always for UNIX targets, whose receivers fill up (EAGAIN) all the time
+    /// (both backends send them with one `sendmmsg`, which stops at the first failure itself);
     /// UDP targets start without (chaining costs a quarter of the io_uring send rate here, and
     /// a connected UDP socket on loopback never answers EAGAIN) and switch for good at their
     /// first EAGAIN: at most that one round can then arrive out of order.
@@ -231,7 +232,8 @@ struct Slot {
     /// The coalesced datagram being filled, if any.
     open: Option<Open>,
     /// The most datagrams to send in one round: shrinks to what fit when the receiver was
-    /// full (each refused send in an io_uring chain costs a cancelled entry), doubles back.
+    /// full (each refused datagram costs the kernel a refusal, and in an io_uring chain a
+    /// cancelled entry), doubles back.
     window: u32,
     counters: TargetCounters,
     last_log: Option<Instant>,
