@@ -423,11 +423,16 @@ impl<'a> Generator<'a> {
                 + live.channel_full.load(Ordering::Relaxed)
                 + (totals.dropped() + totals.failed())
                     .saturating_sub(before.dropped() + before.failed());
+            // What the host took of the second just sampled (see `cpu` above).
+            let steal = match cpu.as_slice() {
+                [.., Some(a), Some(b)] => b.since(*a).map(|s| format!("{:.0}%", s.steal * 100.0)),
+                _ => None,
+            };
             let mut err = std::io::stderr().lock();
             let _ =
                 writeln!(
                 err,
-                "[{label}] {:>4.1}s  target {}/s  published {}/s  received {}/s  lost {}  drops {}  p99(received) {}",
+                "[{label}] {:>4.1}s  target {}/s  published {}/s  received {}/s  lost {}  drops {}  p99(received) {}  steal {}",
                 (now - start) as f64 / 1e9,
                 human_count(self.plan.rate.per_s()),
                 human_count((published - last_pub) as f64),
@@ -435,6 +440,7 @@ impl<'a> Generator<'a> {
                 kernel_drops().saturating_sub(lost_before),
                 drops,
                 if sinks.is_empty() { "n/a".into() } else { human_ns(p99 as f64) },
+                steal.as_deref().unwrap_or("n/a"),
             );
             (last_pub, last_recv) = (published, recv);
         }

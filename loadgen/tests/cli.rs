@@ -413,9 +413,12 @@ fn the_progress_line_says_rate_received_lost_drops_and_p99() {
         "lost 0",
         "drops ",
         "p99(received) ",
+        "  steal ",
     ] {
         assert!(line.contains(field), "{field:?} in {line:?}");
     }
+    // The host's share of the second before the line, read from this machine's /proc/stat.
+    assert!(line.ends_with('%'), "{line:?}");
 }
 
 /// The progress line is for a terminal (LOADGEN.md: "when a TTY"): with stderr a pipe, as
