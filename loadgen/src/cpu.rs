@@ -30,6 +30,14 @@ impl CpuTimes {
         parse(&std::fs::read_to_string("/proc/stat").ok()?)
     }
 
+    /// The shares of the time from the first sample to the last (`None` if either is missing).
+    pub fn across(samples: &[Option<CpuTimes>]) -> Option<CpuShare> {
+        let (Some(Some(first)), Some(Some(last))) = (samples.first(), samples.last()) else {
+            return None;
+        };
+        last.since(*first)
+    }
+
     /// The shares of the time between each sample and the next: second by second when they
     /// were taken a second apart.
     pub fn each_between(samples: &[Option<CpuTimes>]) -> Vec<Option<CpuShare>> {
@@ -120,5 +128,11 @@ mod tests {
             [share(0.5, 0.4, 0.1), None, None, share(0.6, 0.2, 0.2)]
         );
         assert!(CpuTimes::each_between(&samples[..1]).is_empty());
+        assert_eq!(CpuTimes::across(&samples), share(0.45, 0.45, 0.1));
+        assert_eq!(
+            CpuTimes::across(&samples[1..3]),
+            None,
+            "the last is missing"
+        );
     }
 }

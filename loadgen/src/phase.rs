@@ -112,11 +112,7 @@ pub fn run_phase(plan: &Plan, size: usize, transport: Transport) -> anyhow::Resu
 
     let measured = run_id | 1;
     let gen = Generator::new(plan, &d, event, &template, measured, plan.duration.0);
-    let cpu_before = CpuTimes::read();
-    let (counts, lag, cpu_each_second) = gen.run(&sinks, plan.progress.then_some(label.as_str()));
-    let machine_cpu = CpuTimes::read()
-        .zip(cpu_before)
-        .and_then(|(a, b)| a.since(b));
+    let (counts, lag, cpu) = gen.run(&sinks, plan.progress.then_some(label.as_str()));
     let after = d.shutdown();
 
     let counters: Vec<TargetCounters> = targets.iter().map(|t| delta(&after, &before, t)).collect();
@@ -159,7 +155,7 @@ pub fn run_phase(plan: &Plan, size: usize, transport: Transport) -> anyhow::Resu
         udp_gso: plan.udp_gso,
     };
     let mut r = RunResult::account(&shape, &counts, &lag, outcomes, malformed)
-        .with_machine_cpu(machine_cpu, &CpuTimes::each_between(&cpu_each_second));
+        .with_machine_cpu(CpuTimes::across(&cpu), &CpuTimes::each_between(&cpu));
     r.intervals_start_ns = r.intervals_start_ns.saturating_sub(plan.origin_ns);
     if leftover > 0 {
         r.warnings.push(format!(
@@ -376,8 +372,8 @@ impl<'a> Generator<'a> {
     /// second's published and received events (per target), and this run's drops and losses
     /// (datagrams the receivers' kernel dropped) so far, and the p99 of the events received so
     /// far (labelled so: unlike the report's, it does not count the missing as the slowest).
-    /// Returns the machine's CPU times read at `start`, each second after it (within the 20 ms
-    /// this loop sleeps) and when the producers finished.
+    /// Returns the machine's CPU times read as it begins (just before `start`), each second
+    /// after `start` (within the 20 ms this loop sleeps) and when the producers finished.
     fn watch(
         &self,
         start: u64,
@@ -388,7 +384,8 @@ impl<'a> Generator<'a> {
         let mut next_line = start + 1_000_000_000;
         let seconds = self.duration_ns.div_ceil(1_000_000_000) as usize;
         let mut cpu = Vec::with_capacity(seconds + 2);
-        let mut next_cpu = start;
+        cpu.push(CpuTimes::read());
+        let mut next_cpu = start + 1_000_000_000;
         let (mut last_pub, mut last_recv) = (0u64, 0u64);
         // The dispatcher's counters include the warm-up's.
         let before = self.dispatcher.stats().totals;

@@ -217,7 +217,7 @@ fn check_name(text: &str, name: Option<Range<usize>>, line: usize) -> Result<(),
 fn line_end_and_separator(b: &[u8], from: usize) -> Option<(usize, Option<usize>)> {
     let mut i = from;
     loop {
-        i = find_either(b, i, b'\n', b':')?;
+        i = find_first(b, i, [b'\n', b':'], 0)?;
         if b[i] == b'\n' {
             return Some((i, None));
         }
@@ -228,20 +228,10 @@ fn line_end_and_separator(b: &[u8], from: usize) -> Option<(usize, Option<usize>
     }
 }
 
+/// The first `\n` in `b` from `from` on.
+#[inline]
 fn find_lf(b: &[u8], from: usize) -> Option<usize> {
-    find_byte(b, from, b'\n')
-}
-
-/// The first `x` or `y` in `b` from `from` on.
-#[inline]
-fn find_either(b: &[u8], from: usize, x: u8, y: u8) -> Option<usize> {
-    find_first(b, from, [x, y], 0)
-}
-
-/// The first `needle` in `b` from `from` on.
-#[inline]
-fn find_byte(b: &[u8], from: usize, needle: u8) -> Option<usize> {
-    find_first(b, from, [needle], 0)
+    find_first(b, from, [b'\n'], 0)
 }
 
 /// Finds the closing quote of the value opening at `quote`, which must be followed by `\n`.
@@ -424,7 +414,7 @@ mod tests {
                 v[at] = b'\n';
                 assert_eq!(find_lf(&v, 0), Some(at), "{len} {at}");
                 assert_eq!(find_lf(&v, at + 1), None, "{len} {at}");
-                assert_eq!(find_byte(&v, at.min(3), b'\n'), Some(at), "{len} {at}");
+                assert_eq!(find_lf(&v, at.min(3)), Some(at), "{len} {at}");
             }
             assert_eq!(find_lf(&vec![b'x'; len], 0), None);
             assert_eq!(find_lf(&vec![b'x'; len], len + 1), None);
