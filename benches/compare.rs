@@ -231,6 +231,10 @@ struct Measurement {
     received: u64,
     /// The repeat it was measured in (set by `measure_all`).
     round: usize,
+    /// CPU time the sending threads spent per datagram they sent during the window, in ns, as
+    /// the kernel counts time on a CPU: without what the host took (see [`sender_cpu_ns`]).
+    /// `None` when it could not be read.
+    send_cpu_ns: Option<f64>,
 }
 
 impl Measurement {
@@ -527,12 +531,18 @@ impl Sink {
         self.received.load(Ordering::Relaxed)
     }
 
-    /// Lets the senders warm up, then counts what arrives during `secs`.
-    fn window(&self, secs: f64) -> (u64, f64) {
-        thread::sleep(Duration::from_secs_f64((secs / 8.0).min(0.25)));
-        let (c0, t0) = (self.count(), Instant::now());
+    /// Lets the senders warm up, then counts what arrives during `secs`; `sender` says what
+    /// the sending side had used and sent, read at both ends of the window.
+    fn window(&self, secs: f64, sender: impl Fn() -> SenderSample) -> Window {
+        thread::sleep(warm_up(secs));
+        let (c0, t0, s0) = (self.count(), Instant::now(), sender());
         thread::sleep(Duration::from_secs_f64(secs));
-        (self.count() - c0, t0.elapsed().as_secs_f64())
+        let s1 = sender();
+        Window {
+            delivered: self.count() - c0,
+            secs: t0.elapsed().as_secs_f64(),
+            send_cpu_ns: s1.cpu_per_sent_since(s0),
+        }
     }
 
     /// Waits until the receivers are drained; returns all datagrams received.
@@ -543,6 +553,68 @@ impl Sink {
         }
         self.count()
     }
+}
+
+/// What a [`Sink::window`] measured.
+struct Window {
+    delivered: u64,
+    secs: f64,
+    send_cpu_ns: Option<f64>,
+}
+
+/// How long senders run before a window opens.
+fn warm_up(secs: f64) -> Duration {
+    Duration::from_secs_f64((secs / 8.0).min(0.25))
+}
+
+/// The sending side at one moment: its threads' CPU time and the datagrams it had sent.
+#[derive(Clone, Copy)]
+struct SenderSample {
+    cpu_ns: Option<u64>,
+    sent: u64,
+}
+
+impl SenderSample {
+    /// CPU ns per datagram sent between `before` and this sample.
+    fn cpu_per_sent_since(self, before: SenderSample) -> Option<f64> {
+        let cpu = self.cpu_ns?.checked_sub(before.cpu_ns?)?;
+        let sent = self.sent.checked_sub(before.sent).filter(|&n| n > 0)?;
+        Some(cpu as f64 / sent as f64)
+    }
+}
+
+/// The name our sending threads (producer, `send_to` loop) are given, so that
+/// [`sender_cpu_ns`] finds them next to the library's reactor.
+const SENDER_THREAD: &str = "compare-send";
+
+/// Whether a thread of this process sends: ours, the library's reactor, or an io_uring worker
+/// (the only ring in this process is the reactor's).
+fn is_our_sender(name: &str) -> bool {
+    name == SENDER_THREAD || name.starts_with("evdgram-reactor") || name.starts_with("iou-")
+}
+
+/// Time on a CPU of the threads of process `pid` that `keep` accepts by name, in ns: the first
+/// field of `/proc/PID/task/TID/schedstat`. With paravirtual steal accounting (`steal` in
+/// `/proc/stat`) the kernel leaves out of it the time the host took from the virtual CPU.
+/// `None` if nothing could be read.
+fn sender_cpu_ns(pid: u32, keep: impl Fn(&str) -> bool) -> Option<u64> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let mut total = None;
+    for task in tasks.flatten() {
+        let path = task.path();
+        let Ok(name) = std::fs::read_to_string(path.join("comm")) else {
+            continue; // the thread ended meanwhile
+        };
+        if !keep(name.trim_end()) {
+            continue;
+        }
+        let stat = std::fs::read_to_string(path.join("schedstat")).ok();
+        let ns = stat.and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok());
+        if let Some(ns) = ns {
+            total = Some(total.unwrap_or(0) + ns);
+        }
+    }
+    total
 }
 
 fn set_rcvbuf(fd: RawFd) {
@@ -660,17 +732,23 @@ fn run_dispatcher(
     let stop = Arc::new(AtomicBool::new(false));
     let producer = {
         let (publisher, params, stop) = (d.publisher(), payload.params.clone(), Arc::clone(&stop));
-        thread::spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                for _ in 0..64 {
-                    publisher
-                        .raise(event, params.clone())
-                        .expect("Block policy: raise succeeds");
+        thread::Builder::new()
+            .name(SENDER_THREAD.into())
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    for _ in 0..64 {
+                        publisher
+                            .raise(event, params.clone())
+                            .expect("Block policy: raise succeeds");
+                    }
                 }
-            }
-        })
+            })
+            .expect("spawn producer")
     };
-    let (delivered, secs) = sink.window(secs);
+    let window = sink.window(secs, || SenderSample {
+        cpu_ns: sender_cpu_ns(std::process::id(), is_our_sender),
+        sent: d.stats().totals.datagrams,
+    });
     stop.store(true, Ordering::Relaxed);
     producer.join().expect("producer");
     let stats = d.shutdown();
@@ -679,13 +757,14 @@ fn run_dispatcher(
         "{stats:?}"
     );
     let m = Measurement {
-        delivered,
-        secs,
+        delivered: window.delivered,
+        secs: window.secs,
         sent: stats.totals.raised,
         received: sink.finish(),
         round: 0,
+        send_cpu_ns: window.send_cpu_ns,
     };
-    if m.loss() > 0.0 || delivered == 0 {
+    if m.loss() > 0.0 || m.delivered == 0 {
         // Where the loss is: the dispatcher's own counters (the rest the receivers' kernel dropped).
         eprintln!(
             "    lost: {} udp_gso={udp_gso} {:?}",
@@ -701,43 +780,52 @@ fn run_send_to(case: Case, payload: &Payload, secs: f64) -> Measurement {
     let sink = Sink::start(case);
     let payload_size = payload.size;
     let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
     let sender = {
-        let (dests, params, stop) = (
+        let (dests, params, stop, sent) = (
             sink.dests.clone(),
             payload.params.clone(),
             Arc::clone(&stop),
+            Arc::clone(&sent),
         );
-        thread::spawn(move || {
-            let udp = UdpSocket::bind("127.0.0.1:0").expect("bind udp");
-            let unix = UnixDatagram::unbound().expect("unix socket");
-            let mut buf = vec![0u8; payload_size + 256];
-            let mut sent = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                for _ in 0..64 {
-                    let n = Format::Line
-                        .encode(EVENT, &params, &mut buf)
-                        .expect("encodes");
-                    for dest in &dests {
-                        let ok = match dest {
-                            Dest::Udp(a) => udp.send_to(&buf[..n], a).is_ok(),
-                            Dest::Unix(p) => unix.send_to(&buf[..n], p).is_ok(),
-                        };
-                        sent += u64::from(ok);
+        thread::Builder::new()
+            .name(SENDER_THREAD.into())
+            .spawn(move || {
+                let udp = UdpSocket::bind("127.0.0.1:0").expect("bind udp");
+                let unix = UnixDatagram::unbound().expect("unix socket");
+                let mut buf = vec![0u8; payload_size + 256];
+                while !stop.load(Ordering::Relaxed) {
+                    let mut batch = 0;
+                    for _ in 0..64 {
+                        let n = Format::Line
+                            .encode(EVENT, &params, &mut buf)
+                            .expect("encodes");
+                        for dest in &dests {
+                            let ok = match dest {
+                                Dest::Udp(a) => udp.send_to(&buf[..n], a).is_ok(),
+                                Dest::Unix(p) => unix.send_to(&buf[..n], p).is_ok(),
+                            };
+                            batch += u64::from(ok);
+                        }
                     }
+                    sent.fetch_add(batch, Ordering::Relaxed);
                 }
-            }
-            sent
-        })
+            })
+            .expect("spawn sender")
     };
-    let (delivered, secs) = sink.window(secs);
+    let window = sink.window(secs, || SenderSample {
+        cpu_ns: sender_cpu_ns(std::process::id(), |name| name == SENDER_THREAD),
+        sent: sent.load(Ordering::Relaxed),
+    });
     stop.store(true, Ordering::Relaxed);
-    let sent = sender.join().expect("sender");
+    sender.join().expect("sender");
     Measurement {
-        delivered,
-        secs,
-        sent,
+        delivered: window.delivered,
+        secs: window.secs,
+        sent: sent.load(Ordering::Relaxed),
         received: sink.finish(),
         round: 0,
+        send_cpu_ns: window.send_cpu_ns,
     }
 }
 
@@ -794,7 +882,21 @@ fn run_c(exe: &Path, case: Case, strategy: Strategy, secs: f64, port: u16) -> Op
         }
         _ => cmd.args(["-s", "sendmmsg", "-b", "32"]),
     };
-    let out = match cmd.output() {
+    let child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn();
+    // The sender is dgbench's own process (its receiver is a child process); its CPU share is
+    // sampled well inside the sending, and applied to its rate over the whole of it.
+    let cpu_share = child.as_ref().ok().and_then(|child| {
+        let pid = child.id();
+        thread::sleep(warm_up(secs));
+        let (t0, c0) = (Instant::now(), sender_cpu_ns(pid, |_| true));
+        thread::sleep(Duration::from_secs_f64(secs * 0.75));
+        let (c1, wall) = (sender_cpu_ns(pid, |_| true), t0.elapsed());
+        Some(c1?.checked_sub(c0?)? as f64 / wall.as_nanos() as f64)
+    });
+    let out = match child.and_then(|c| c.wait_with_output()) {
         Ok(o) if o.status.success() => o,
         Ok(o) => {
             eprintln!(
@@ -822,6 +924,9 @@ fn run_c(exe: &Path, case: Case, strategy: Strategy, secs: f64, port: u16) -> Op
         sent: sent as u64,
         received: rx as u64,
         round: 0,
+        send_cpu_ns: cpu_share
+            .filter(|_| sent > 0.0)
+            .map(|share| share * 1e9 * dur / sent),
     })
 }
 
@@ -848,21 +953,14 @@ impl Results {
 
     /// Median delivered datagrams/s, or `None` when never measured (C baseline skipped).
     fn median(&self, case: usize, strategy: Strategy) -> Option<f64> {
-        let mut rates: Vec<f64> = self
-            .of(case, strategy)
-            .iter()
-            .map(Measurement::datagram_rate)
-            .collect();
-        if rates.is_empty() {
-            return None;
-        }
-        rates.sort_by(f64::total_cmp);
-        let n = rates.len();
-        Some(if n % 2 == 1 {
-            rates[n / 2]
-        } else {
-            (rates[n / 2 - 1] + rates[n / 2]) / 2.0
-        })
+        let ms = self.of(case, strategy);
+        median_of(ms.iter().map(Measurement::datagram_rate).collect())
+    }
+
+    /// Median CPU ns the sending threads spent per datagram sent, of the runs that read it.
+    fn median_send_cpu(&self, case: usize, strategy: Strategy) -> Option<f64> {
+        let ms = self.of(case, strategy);
+        median_of(ms.iter().filter_map(|m| m.send_cpu_ns).collect())
     }
 
     /// Median rate of datagrams the sender was told were sent (over the sender's whole run).
@@ -947,6 +1045,17 @@ fn measure_all(args: &Args, dgbench: Option<&Path>) -> Results {
     Results { cases, runs }
 }
 
+/// The median (of the middle two, for an even count); `None` for none.
+fn median_of(mut values: Vec<f64>) -> Option<f64> {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(values[n / 2]),
+        _ => Some((values[n / 2 - 1] + values[n / 2]) / 2.0),
+    }
+}
+
 fn k(rate: f64) -> String {
     if rate >= 1e6 {
         format!("{:.2}M", rate / 1e6)
@@ -974,15 +1083,12 @@ const ROUNDS_NOTE: &str = "Verdicts on the ratio of the medians above. \"Per rou
 
 /// `; per round: median X (min-max over N)`, or nothing when no round measured both.
 fn per_round(ratios: &[f64]) -> String {
-    let (Some(lo), Some(hi)) = (ratios.first(), ratios.last()) else {
+    let (Some(lo), Some(hi), Some(median)) =
+        (ratios.first(), ratios.last(), median_of(ratios.to_vec()))
+    else {
         return String::new();
     };
     let n = ratios.len();
-    let median = if n % 2 == 1 {
-        ratios[n / 2]
-    } else {
-        (ratios[n / 2 - 1] + ratios[n / 2]) / 2.0
-    };
     format!("; per round: median {median:.2}x, {lo:.2}x-{hi:.2}x over {n}")
 }
 
@@ -1039,7 +1145,30 @@ fn rate_tables(w: &mut String, results: &Results, cs: &[usize], strategies: &[St
             .collect();
         let _ = writeln!(w, "| {} | {} |", strategy.label(), cells.join(" | "));
     }
+    let _ = writeln!(w, "\n{SEND_CPU_NOTE}\n");
+    let _ = writeln!(w, "| strategy | {} |", names.join(" | "));
+    let _ = writeln!(w, "| --- |{}", " ---: |".repeat(cs.len()));
+    for &strategy in strategies {
+        let cells: Vec<String> = cs
+            .iter()
+            .map(|&c| match results.median_send_cpu(c, strategy) {
+                None if results.of(c, strategy).is_empty() => "-".into(),
+                None => "n/a".into(),
+                Some(ns) => format!("{ns:.0}"),
+            })
+            .collect();
+        let _ = writeln!(w, "| {} | {} |", strategy.label(), cells.join(" | "));
+    }
 }
+
+/// What the sending-CPU table holds.
+const SEND_CPU_NOTE: &str = "Sending CPU per datagram sent, ns (median): time on a CPU of the \
+    sending threads during the window (ours: the producer and the reactor; send_to: its loop; C: \
+    dgbench's sending process) divided by the datagrams they sent. It includes the kernel's \
+    loopback delivery, which runs on the sender's CPU, and leaves out what the host took (steal), \
+    but not the slowdowns of a shared host's caches. Where a rate above is the sender's limit, \
+    this is what each datagram cost it; where it is the receiver's (C's GSO senders), the rate \
+    says less about the sender than this.";
 
 fn report(results: &Results, args: &Args) -> String {
     let mut out = String::new();
