@@ -40,6 +40,7 @@ pub mod schedule;
 pub mod sink;
 pub mod sinkd;
 mod sys;
+pub mod threads;
 pub mod thresholds;
 pub mod units;
 

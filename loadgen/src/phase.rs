@@ -21,6 +21,7 @@ use crate::plan::Plan;
 use crate::result::{GeneratorCounts, RunResult, RunShape, TargetOutcome, Transport};
 use crate::schedule::Pacer;
 use crate::sink::{Sink, TempDir};
+use crate::threads::{this_thread_ns, RunCpu, ThreadTimes, PRODUCER_THREAD};
 use crate::units::{human_count, human_ns};
 
 /// The dispatcher's channel holds at most this many bytes of large events' params, and each
@@ -99,7 +100,7 @@ pub fn run_phase(plan: &Plan, size: usize, transport: Transport) -> anyhow::Resu
 
     if plan.warmup.0 > 0 {
         let gen = Generator::new(plan, &d, event, &template, run_id, plan.warmup.0);
-        gen.run(&sinks, None);
+        let _ = gen.run(&sinks, None);
     }
     let coalesce_ns = plan.coalesce.map_or(0, |c| c.max_delay().as_nanos() as u64);
     let quiesce_ns = QUIESCE_NS + coalesce_ns;
@@ -112,7 +113,7 @@ pub fn run_phase(plan: &Plan, size: usize, transport: Transport) -> anyhow::Resu
 
     let measured = run_id | 1;
     let gen = Generator::new(plan, &d, event, &template, measured, plan.duration.0);
-    let (counts, lag, cpu) = gen.run(&sinks, plan.progress.then_some(label.as_str()));
+    let (counts, lag, cpu, threads_cpu) = gen.run(&sinks, plan.progress.then_some(label.as_str()));
     let after = d.shutdown();
 
     let counters: Vec<TargetCounters> = targets.iter().map(|t| delta(&after, &before, t)).collect();
@@ -156,6 +157,7 @@ pub fn run_phase(plan: &Plan, size: usize, transport: Transport) -> anyhow::Resu
     };
     let mut r = RunResult::account(&shape, &counts, &lag, outcomes, malformed)
         .with_machine_cpu(CpuTimes::across(&cpu), &CpuTimes::each_between(&cpu));
+    r.threads_cpu = threads_cpu;
     r.intervals_start_ns = r.intervals_start_ns.saturating_sub(plan.origin_ns);
     if leftover > 0 {
         r.warnings.push(format!(
@@ -223,6 +225,9 @@ struct Live {
     /// When the last producer had handed out (raised or shed) its last event.
     finished: AtomicU64,
     running: AtomicUsize,
+    /// The producers' time on a CPU, each read by the producer as it ends, and how many read it.
+    producers_cpu_ns: AtomicU64,
+    producers_cpu_read: AtomicUsize,
 }
 
 /// The producers of one window.
@@ -255,22 +260,32 @@ impl<'a> Generator<'a> {
     }
 
     /// Runs the window; prints a progress line per second under `progress` (a label). Returns
-    /// what the producers did, their lag, and the machine's CPU times at the window's start and
-    /// each second after it, and at its end.
+    /// what the producers did, their lag, the machine's CPU times at the window's start and
+    /// each second after it, and at its end, and what the reactor, the producers and the
+    /// receivers cost from the producers' start to their end.
     fn run(
         &self,
         sinks: &[Sink],
         progress: Option<&str>,
-    ) -> (GeneratorCounts, Histogram<u64>, Vec<Option<CpuTimes>>) {
+    ) -> (
+        GeneratorCounts,
+        Histogram<u64>,
+        Vec<Option<CpuTimes>>,
+        Option<RunCpu>,
+    ) {
         let live = Live::default();
         let start = mono_ns() + START_DELAY_NS;
         let p = self.plan.producers;
         live.running.store(p, Ordering::Relaxed);
+        let threads_before = (ThreadTimes::read(), mono_ns());
         let (lags, cpu) = std::thread::scope(|scope| {
             let handles: Vec<_> = (0..p)
                 .map(|k| {
                     let live = &live;
-                    scope.spawn(move || self.produce(k, start, live))
+                    std::thread::Builder::new()
+                        .name(PRODUCER_THREAD.into())
+                        .spawn_scoped(scope, move || self.produce(k, start, live))
+                        .expect("spawn a producer")
                 })
                 .collect();
             let cpu = self.watch(start, sinks, &live, progress);
@@ -280,6 +295,16 @@ impl<'a> Generator<'a> {
                 .collect::<Vec<_>>();
             (lags, cpu)
         });
+        let received = (!sinks.is_empty()).then(|| self.received(sinks));
+        let producers_ns = (live.producers_cpu_read.load(Ordering::Relaxed) == p)
+            .then(|| live.producers_cpu_ns.load(Ordering::Relaxed));
+        let threads_cpu = ThreadTimes::read()
+            .zip(threads_before.0)
+            .and_then(|(after, before)| {
+                let wall_ns = mono_ns().saturating_sub(threads_before.1);
+                let raised = live.published.load(Ordering::Relaxed);
+                after.since(before, wall_ns, producers_ns?, raised, received)
+            });
         let mut lag = histogram();
         for h in &lags {
             lag.add(h).expect("same bounds");
@@ -296,7 +321,7 @@ impl<'a> Generator<'a> {
                 .load(Ordering::Relaxed)
                 .saturating_sub(start + self.plan.tick.0),
         };
-        (counts, lag, cpu)
+        (counts, lag, cpu, threads_cpu)
     }
 
     /// One producer: raise what is due each tick, never block, then sleep to the next event.
@@ -365,7 +390,18 @@ impl<'a> Generator<'a> {
         }
         // When this producer had handed out its last event: late, when it could not keep up.
         live.finished.fetch_max(mono_ns(), Ordering::Relaxed);
+        // All of this thread's CPU time: it was started for this window.
+        if let Some(ns) = this_thread_ns() {
+            live.producers_cpu_ns.fetch_add(ns, Ordering::Relaxed);
+            live.producers_cpu_read.fetch_add(1, Ordering::Relaxed);
+        }
         lag
+    }
+
+    /// Events of this run the receivers have received so far, over all targets.
+    fn received(&self, sinks: &[Sink]) -> u64 {
+        let of = |s: &Sink| s.book().runs.get(&self.run).map_or(0, |r| r.received);
+        sinks.iter().map(of).sum()
     }
 
     /// Waits for the producers; prints a progress line every second when asked: the last

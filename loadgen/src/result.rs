@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use crate::cpu::CpuShare;
 use crate::measure::{Intervals, Percentiles, Recorder};
+use crate::threads::RunCpu;
 use crate::units::human_ns;
 
 /// A run's transport: of the embedded sinks, or of the external targets (`mixed` when they
@@ -228,6 +229,10 @@ pub struct RunResult {
     /// The window second by second: where in it the tail of the latency came from, and how
     /// much of each second the host took.
     pub seconds: Vec<Second>,
+    /// What the reactor, the producers and the receivers cost while the producers ran: their
+    /// threads' time on a CPU (without what the host took), as a share of one CPU and per
+    /// event (`None` where it cannot be read).
+    pub threads_cpu: Option<RunCpu>,
     /// Why the numbers may not mean what they seem (the loud warning).
     pub warnings: Vec<String>,
     /// The latency histogram (for `.hgrm`, `.hlog`, the plot).
@@ -459,6 +464,7 @@ impl RunResult {
             per_target,
             machine_cpu: None,
             seconds: Vec::new(),
+            threads_cpu: None,
             warnings,
             latency: all.latency,
             intervals: all.intervals,

@@ -111,7 +111,7 @@ impl Sink {
         let thread = {
             let (book, datagrams, stop) = (book.clone(), datagrams.clone(), stop.clone());
             std::thread::Builder::new()
-                .name("loadgen-sink".into())
+                .name(crate::threads::RECEIVER_THREAD.into())
                 .spawn(move || receive(sock, limits, &book, &datagrams, &stop))?
         };
         Ok(Sink {

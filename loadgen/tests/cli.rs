@@ -274,6 +274,15 @@ fn a_run_accounts_for_every_event_and_writes_every_report() {
         assert_eq!(in_seconds, run["received"].as_u64().unwrap(), "{run}");
         assert!(seconds[0]["p99_ns"].as_u64().unwrap() > 0, "{run}");
         assert!(seconds[0]["machine_cpu"]["busy"].is_f64(), "{run}");
+        // What each part cost: every part ran, so each spent time on a CPU per event.
+        for part in ["reactor", "producers", "receivers"] {
+            let cost = &run["threads_cpu"][part];
+            assert!(
+                cost["ns_per_event"].as_f64().unwrap() > 0.0,
+                "{part}: {run}"
+            );
+            assert!(cost["cpu"].as_f64().unwrap() > 0.0, "{part}: {run}");
+        }
     }
 
     // The table: a header and a line per run, with the columns the JSON has.
@@ -299,10 +308,17 @@ fn a_run_accounts_for_every_event_and_writes_every_report() {
         lines[1].starts_with("64 B") && lines[4].starts_with("1400 B"),
         "{stdout}"
     );
-    // After the table, a line per run naming its drop causes (or none).
+    // After the table, a line per run naming its drop causes (or none), and one with what
+    // each part cost per event.
     for run in ["64 B udp", "64 B unix", "1400 B udp", "1400 B unix"] {
         let prefix = format!("{run}: drops: ");
         assert!(lines.iter().any(|l| l.starts_with(&prefix)), "{stdout}");
+        let prefix = format!("{run}: CPU per event: reactor ");
+        let cpu = lines.iter().find(|l| l.starts_with(&prefix));
+        assert!(
+            cpu.is_some_and(|l| l.contains(", producers ") && l.contains(", receivers ")),
+            "{stdout}"
+        );
     }
 
     // .hgrm: the plotter's 4-column rule.
