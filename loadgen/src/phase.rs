@@ -100,7 +100,7 @@ pub fn run_phase(plan: &Plan, size: usize, transport: Transport) -> anyhow::Resu
 
     if plan.warmup.0 > 0 {
         let gen = Generator::new(plan, &d, event, &template, run_id, plan.warmup.0);
-        let _ = gen.run(&sinks, None);
+        gen.run(&sinks, None);
     }
     let coalesce_ns = plan.coalesce.map_or(0, |c| c.max_delay().as_nanos() as u64);
     let quiesce_ns = QUIESCE_NS + coalesce_ns;
