@@ -54,8 +54,10 @@ pub struct RunCpu {
 }
 
 impl ThreadTimes {
-    /// Now, or `None` where `/proc/self/task` cannot be read.
+    /// Now, or `None` where `/proc/self/task` cannot be read, or has no `schedstat` (a
+    /// kernel without `CONFIG_SCHED_INFO`).
     pub fn read() -> Option<ThreadTimes> {
+        this_thread_ns()?;
         let tasks = std::fs::read_dir("/proc/self/task").ok()?;
         let threads = tasks.flatten().filter_map(|task| {
             let path = task.path();

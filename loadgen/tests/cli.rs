@@ -226,6 +226,8 @@ fn a_run_accounts_for_every_event_and_writes_every_report() {
     assert!(report["backend"].is_string());
     let runs = report["runs"].as_array().unwrap();
     assert_eq!(runs.len(), 4);
+    // Where the kernel keeps each thread's time on a CPU (`CONFIG_SCHED_INFO`).
+    let schedstat = std::path::Path::new("/proc/self/schedstat").exists();
     for run in runs {
         let scheduled = run["scheduled"].as_u64().unwrap();
         assert!(
@@ -275,7 +277,10 @@ fn a_run_accounts_for_every_event_and_writes_every_report() {
         assert!(seconds[0]["p99_ns"].as_u64().unwrap() > 0, "{run}");
         assert!(seconds[0]["machine_cpu"]["busy"].is_f64(), "{run}");
         // What each part cost: every part ran, so each spent time on a CPU per event.
-        for part in ["reactor", "producers", "receivers"] {
+        for part in ["reactor", "producers", "receivers"]
+            .into_iter()
+            .filter(|_| schedstat)
+        {
             let cost = &run["threads_cpu"][part];
             assert!(
                 cost["ns_per_event"].as_f64().unwrap() > 0.0,
@@ -316,7 +321,8 @@ fn a_run_accounts_for_every_event_and_writes_every_report() {
         let prefix = format!("{run}: CPU per event: reactor ");
         let cpu = lines.iter().find(|l| l.starts_with(&prefix));
         assert!(
-            cpu.is_some_and(|l| l.contains(", producers ") && l.contains(", receivers ")),
+            !schedstat
+                || cpu.is_some_and(|l| l.contains(", producers ") && l.contains(", receivers ")),
             "{stdout}"
         );
     }
