@@ -277,7 +277,7 @@ impl<'a> Generator<'a> {
         let start = mono_ns() + START_DELAY_NS;
         let p = self.plan.producers;
         live.running.store(p, Ordering::Relaxed);
-        let threads_before = (ThreadTimes::read(), mono_ns());
+        let (threads_before, threads_since) = (ThreadTimes::read(), mono_ns());
         let (lags, cpu) = std::thread::scope(|scope| {
             let handles: Vec<_> = (0..p)
                 .map(|k| {
@@ -299,9 +299,9 @@ impl<'a> Generator<'a> {
         let producers_ns = (live.producers_cpu_read.load(Ordering::Relaxed) == p)
             .then(|| live.producers_cpu_ns.load(Ordering::Relaxed));
         let threads_cpu = ThreadTimes::read()
-            .zip(threads_before.0)
+            .zip(threads_before)
             .and_then(|(after, before)| {
-                let wall_ns = mono_ns().saturating_sub(threads_before.1);
+                let wall_ns = mono_ns().saturating_sub(threads_since);
                 let raised = live.published.load(Ordering::Relaxed);
                 after.since(before, wall_ns, producers_ns?, raised, received)
             });
