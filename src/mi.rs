@@ -69,9 +69,8 @@
 //! `format: jsonrpc`, which its refreshes keep.
 //!
 //! A request without `id` is a notification: it is carried out, and not answered. The `id` is
-//! echoed back: a string or an integer within 64 bits as given; any other number as the
-//! nearest 64-bit float (`1e2` comes back as `100.0`; JSON-RPC advises integer ids); `null` in
-//! a -32000 reply that would not fit in a datagram with the id.
+//! echoed back as given (a number as it was written: `1e2` as `1e2`, an integer of 40 digits
+//! with all of them); `null` in a -32000 reply that would not fit in a datagram with the id.
 //!
 //! ```
 //! use event_datagram::{Dispatcher, DispatcherConfig, MiConfig, MiHandler};
@@ -95,6 +94,7 @@ use std::time::Duration;
 
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Serialize;
+use serde_json::value::RawValue;
 
 use crate::config::{CoalesceSetting, ConfigError, MiConfig};
 use crate::dispatcher::{Dispatcher, StatsHandle};
@@ -339,7 +339,7 @@ impl MiHandler {
                 return Some(error_reply(&Id::Null, &err));
             }
         };
-        let req = match Request::from_json(&json) {
+        let req = match Request::from_json(&json, request) {
             Ok(r) => r,
             Err((id, err)) => return Some(fitted(error_reply(&id, &err), &id)),
         };
@@ -699,7 +699,18 @@ enum Id {
     Str(String),
     Int(i64),
     UInt(u64),
-    Float(f64),
+    /// Any other number, as the request wrote it: read as a float it would come back as
+    /// another value, or another text (`1e2` as `100.0`).
+    Number(Box<RawValue>),
+}
+
+/// The text of the `id` member of `request`, a JSON object with one.
+fn raw_id(request: &[u8]) -> Option<Box<RawValue>> {
+    #[derive(serde::Deserialize)]
+    struct WithId {
+        id: Box<RawValue>,
+    }
+    serde_json::from_slice::<WithId>(request).ok().map(|r| r.id)
 }
 
 struct Request<'a> {
@@ -710,7 +721,8 @@ struct Request<'a> {
 }
 
 impl<'a> Request<'a> {
-    fn from_json(json: &'a Json) -> Result<Request<'a>, (Id, MiError)> {
+    /// The request in `json`, read from `request`.
+    fn from_json(json: &'a Json, request: &[u8]) -> Result<Request<'a>, (Id, MiError)> {
         let Json::Object(members) = json else {
             return Err((
                 Id::Null,
@@ -736,7 +748,8 @@ impl<'a> Request<'a> {
             Some(Json::Str(s)) => Some(Id::Str(s.clone())),
             Some(Json::Int(n)) => Some(Id::Int(*n)),
             Some(Json::UInt(n)) => Some(Id::UInt(*n)),
-            Some(Json::Float(x)) => Some(Id::Float(*x)),
+            // Read once more, for its text: a rare id (JSON-RPC advises integers).
+            Some(Json::Float(_)) => Some(raw_id(request).map_or(Id::Null, Id::Number)),
             Some(other) => {
                 return Err((
                     Id::Null,

@@ -136,6 +136,21 @@ fn replies_have_the_opensips_shape_and_echo_the_id() {
             assert_eq!(m.raw(req.to_string().as_bytes())["id"], id);
         }
     }
+    // Any other number comes back as written: a float read would print `1e2` as `100.0`, and
+    // change the value of an integer beyond 64 bits.
+    for id in [
+        "1e2",
+        "1.5",
+        "-0.0",
+        "1234567890123456789012345678901234567890",
+        "5E-3",
+    ] {
+        for method in ["which", "no_such_method"] {
+            let req = format!(r#"{{"jsonrpc":"2.0","method":"{method}","id":{id}}}"#);
+            let reply = String::from_utf8(m.mi.handle(req.as_bytes()).unwrap()).unwrap();
+            assert!(reply.ends_with(&format!(r#","id":{id}}}"#)), "{reply}");
+        }
+    }
     // `params` absent.
     let r = m.raw(br#"{"jsonrpc":"2.0","method":"which","id":2}"#);
     assert_eq!(
