@@ -10,8 +10,9 @@ use libfuzzer_sys::fuzz_target;
 /// Events as `decode_each` sees them, or its error.
 fn each(data: &[u8]) -> Result<Vec<(String, Vec<Param>)>, event_datagram::DecodeError> {
     let mut seen = Vec::new();
-    let n = jsonrpc::Decoder::new()
-        .decode_each(data, |name, params| seen.push((name.to_owned(), params.to_vec())))?;
+    let n = jsonrpc::Decoder::new().decode_each(data, |name, params| {
+        seen.push((name.to_owned(), params.to_vec()))
+    })?;
     assert_eq!(n, seen.len());
     Ok(seen)
 }
@@ -21,7 +22,10 @@ fuzz_target!(|data: &[u8]| {
     let seen = each(data);
     let events = match (decoded, seen) {
         (Ok(events), Ok(seen)) => {
-            let owned: Vec<_> = events.iter().map(|e| (e.name().to_string(), e.params().to_vec())).collect();
+            let owned: Vec<_> = events
+                .iter()
+                .map(|e| (e.name().to_string(), e.params().to_vec()))
+                .collect();
             assert_eq!(owned, seen, "decode_each and decode disagree");
             events
         }
@@ -29,7 +33,11 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(a, b, "decode_each and decode fail differently");
             return;
         }
-        (a, b) => panic!("decode {:?} but decode_each {:?}", a.map(|e| e.len()), b.map(|e| e.len())),
+        (a, b) => panic!(
+            "decode {:?} but decode_each {:?}",
+            a.map(|e| e.len()),
+            b.map(|e| e.len())
+        ),
     };
     // Our compact encoding of the same events, packed back to back: the fast path's input.
     let mut packed = Vec::new();
@@ -44,6 +52,9 @@ fuzz_target!(|data: &[u8]| {
         packed.extend_from_slice(&buf[..len]);
     }
     let seen = each(&packed).expect("our own packed encoding decodes");
-    let owned: Vec<_> = events.iter().map(|e| (e.name().to_string(), e.params().to_vec())).collect();
+    let owned: Vec<_> = events
+        .iter()
+        .map(|e| (e.name().to_string(), e.params().to_vec()))
+        .collect();
     assert_eq!(owned, seen, "the fast path misreads our own encoding");
 });

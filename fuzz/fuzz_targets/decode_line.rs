@@ -19,7 +19,10 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(n, events.len());
     let mut buf = vec![0u8; MAX_DATAGRAM];
     for (e, (name, params)) in events.iter().zip(&seen) {
-        assert_eq!((e.name().as_str(), e.params().to_vec()), (name.as_str(), params.clone()));
+        assert_eq!(
+            (e.name().as_str(), e.params().to_vec()),
+            (name.as_str(), params.clone())
+        );
         // Quoting can grow a value past the limit: that is an encode error, not a decode bug.
         let Ok(len) = Format::Line.encode(e.name().as_str(), e.params(), &mut buf) else {
             continue;

@@ -3,6 +3,9 @@
 //! request's `id` (or `null`, when the request or its id could not be read).
 #![no_main]
 
+#[path = "common/hosts.rs"]
+mod hosts;
+
 use std::sync::OnceLock;
 
 use event_datagram::mi::MAX_REPLY;
@@ -44,23 +47,8 @@ fn same_id(a: &Value, b: &Value) -> bool {
     }
 }
 
-/// Whether a UDP socket spec in `data` names its host rather than giving its address. A name
-/// is looked up, for up to a second with no DNS here (the run would crawl), and glibc's
-/// resolver keeps a few bytes the leak checker reports; so those are left out, and addresses
-/// and UNIX paths are fuzzed.
-fn names_a_host(data: &[u8]) -> bool {
-    let text = String::from_utf8_lossy(data);
-    text.match_indices("udp:").any(|(at, _)| {
-        let spec = text[at + 4..].split(['"', '\\']).next().unwrap_or("");
-        let host = spec.rsplit_once(':').map_or(spec, |(host, _port)| host);
-        let host = host.strip_prefix('[').unwrap_or(host);
-        let host = host.strip_suffix(']').unwrap_or(host);
-        host.parse::<std::net::IpAddr>().is_err()
-    })
-}
-
 fuzz_target!(|data: &[u8]| {
-    if names_a_host(data) {
+    if hosts::names_a_host(&String::from_utf8_lossy(data)) {
         return;
     }
     let request: Option<Value> = serde_json::from_slice(data).ok();
@@ -72,11 +60,7 @@ fuzz_target!(|data: &[u8]| {
         );
         return;
     };
-    assert!(
-        reply.len() <= MAX_REPLY,
-        "a reply of {} bytes",
-        reply.len()
-    );
+    assert!(reply.len() <= MAX_REPLY, "a reply of {} bytes", reply.len());
     let reply: Value = serde_json::from_slice(&reply).expect("the reply is JSON");
     let fields = reply.as_object().expect("the reply is an object");
     assert_eq!(fields.get("jsonrpc"), Some(&Value::from("2.0")));
@@ -86,9 +70,15 @@ fuzz_target!(|data: &[u8]| {
     );
     let id = fields.get("id").expect("the reply has an id");
     if let Some(asked) = request.as_ref().and_then(|r| r.get("id")) {
-        assert!(id.is_null() || same_id(id, asked), "id {asked} answered as {id}");
+        assert!(
+            id.is_null() || same_id(id, asked),
+            "id {asked} answered as {id}"
+        );
     }
     if let Some(error) = fields.get("error") {
-        assert!(error["code"].is_i64() && error["message"].is_string(), "{reply}");
+        assert!(
+            error["code"].is_i64() && error["message"].is_string(),
+            "{reply}"
+        );
     }
 });
