@@ -6,6 +6,7 @@ mod config;
 mod decode;
 mod dispatcher;
 mod mi;
+mod model;
 mod support;
 mod target;
 mod vectors;
