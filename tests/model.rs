@@ -55,7 +55,7 @@ enum Op {
 fn options() -> impl Strategy<Value = SubscriptionOptions> {
     let format = prop_oneof![Just(Format::Line), Just(Format::Jsonrpc)];
     // Limits below, near and above the events' sizes; delays from a batch's events only to
-    // longer than the whole run.
+    // longer than most sequences take (shutdown sends what is still open).
     let coalesce = prop_oneof![
         1 => Just(None),
         1 => (

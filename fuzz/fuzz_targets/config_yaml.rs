@@ -1,5 +1,6 @@
-//! `evdgram serve`'s configuration: `Config::from_yaml` never panics, on text YAML or not,
-//! and a refusal says what is wrong in a message that names its line.
+//! `evdgram serve`'s configuration: `Config::from_yaml` never panics, on text YAML or not
+//! (its parse errors name the key by our own reading of the text's lines), and a refusal is a
+//! `Parse` or `Invalid` error with a message.
 #![no_main]
 
 #[path = "common/hosts.rs"]
