@@ -1,9 +1,9 @@
 //! The dispatcher against a model of its subscriptions: random sequences of subscribe (in
 //! either format, coalesced or not), refresh, unsubscribe and raise (small, quoted and large
-//! events, two events sharing targets) to UDP and UNIX receivers, with each backend. Each
-//! receiver must get exactly the events raised while its target was subscribed, in order,
-//! byte-exact, in the format and packing of the subscription each was raised under; and the
-//! counters must say so.
+//! events, two events sharing targets) to UDP and UNIX receivers and to a UNIX path nobody
+//! binds, with each backend. Each receiver must get exactly the events raised while its target
+//! was subscribed, in order, byte-exact, in the format and packing of the subscription each was
+//! raised under; the path nobody binds none; and the counters must say so.
 //!
 //! A change applies to every event raised after it returns; an event raised before it and not
 //! yet routed may be routed either way (the reactor routes each event as it takes it). So
@@ -22,7 +22,8 @@ use proptest::prelude::*;
 use crate::support::{backends, wait_until, Receiver, TempDir};
 
 const EVENTS: [&str; 2] = ["E_MODEL_A", "E_MODEL_B"];
-const TARGETS: usize = 3;
+/// Two UDP receivers, a UNIX one, and a UNIX path nobody binds.
+const TARGETS: usize = 4;
 const LIMIT: Duration = Duration::from_secs(20);
 
 #[derive(Clone, Copy, Debug)]
@@ -117,6 +118,13 @@ fn check(backend: BackendChoice, ops: &[Op]) {
         Receiver::udp(),
         Receiver::unix(&dir.join("r.sock")),
     ];
+    let absent =
+        Target::parse(&format!("unix:{}", dir.join("absent.sock").display())).expect("a UNIX path");
+    let targets: Vec<Target> = receivers
+        .iter()
+        .map(|r| r.target.clone())
+        .chain([absent])
+        .collect();
     let config = DispatcherConfig {
         backend,
         ..Default::default()
@@ -137,13 +145,13 @@ fn check(backend: BackendChoice, ops: &[Op]) {
                 target,
                 options,
             } => {
-                let t = receivers[target].target.clone();
+                let t = targets[target].clone();
                 d.subscribe_with(ids[event], t, Expiry::Never, options)
                     .expect("within the limits");
                 subscribed.insert((event, target), options);
             }
             Op::Unsubscribe { event, target } => {
-                let ended = d.unsubscribe(ids[event], &receivers[target].target);
+                let ended = d.unsubscribe(ids[event], &targets[target]);
                 assert_eq!(ended.is_ok(), subscribed.remove(&(event, target)).is_some());
             }
             Op::Raise { event, size } => {
@@ -164,11 +172,20 @@ fn check(backend: BackendChoice, ops: &[Op]) {
     }
     let stats = d.shutdown();
     // Over all targets: a target no subscription uses any more may leave the per-target list.
-    let events: u64 = expected.iter().map(|e| e.bytes.len() as u64).sum();
+    // What goes to the path nobody binds fails as unreachable.
+    let count = |e: &[Expected]| e.iter().map(|e| e.bytes.len() as u64).sum::<u64>();
+    let (sent, unreachable) = (count(&expected[..3]), count(&expected[3..]));
     let c = stats.totals;
     assert_eq!(
-        (c.raised, c.sent, c.dropped(), c.failed(), c.pending),
-        (events, events, 0, 0, 0),
+        (
+            c.raised,
+            c.sent,
+            c.dropped(),
+            c.failed_unreachable,
+            c.failed(),
+            c.pending
+        ),
+        (sent + unreachable, sent, 0, unreachable, unreachable, 0),
         "{backend:?}: {c:?}"
     );
     let e = stats.events;
