@@ -1096,69 +1096,57 @@ fn cell(r: Option<f64>) -> String {
     r.map_or("n/a".into(), |r| format!("{r:.2}x"))
 }
 
-/// The medians and worst losses of `strategies` on the cases `cs` (indexes into `results.cases`).
+/// The medians, worst losses and sending CPU of `strategies` on the cases `cs` (indexes into
+/// `results.cases`): one table each.
 fn rate_tables(w: &mut String, results: &Results, cs: &[usize], strategies: &[Strategy]) {
-    let names: Vec<&str> = cs.iter().map(|&c| results.cases[c].name).collect();
-    let _ = writeln!(w, "| strategy | {} |", names.join(" | "));
-    let _ = writeln!(w, "| --- |{}", " ---: |".repeat(cs.len()));
-    for &strategy in strategies {
-        let cells: Vec<String> = cs
-            .iter()
-            .map(|&c| {
-                let case = results.cases[c];
-                match results.median(c, strategy) {
-                    // Not selected (`--strategies`), or the C baseline could not be built.
-                    None if case.strategies().contains(&strategy) => "not run".into(),
-                    None => "-".into(),
-                    Some(m) if case.targets > 1 => {
-                        format!("{} ({} ev/s)", k(m), k(m / case.targets as f64))
-                    }
-                    // dgbench's GSO senders outrun the receiver: what the kernel took matters too.
-                    Some(m) if strategy.c_gso().is_some() => {
-                        let sent = results.median_sent(c, strategy).unwrap_or(0.0);
-                        format!("{} (sent {})", k(m), k(sent))
-                    }
-                    Some(m) => k(m),
-                }
-            })
-            .collect();
-        let _ = writeln!(w, "| {} | {} |", strategy.label(), cells.join(" | "));
-    }
+    let table = |w: &mut String, cell: &dyn Fn(usize, Strategy) -> String| {
+        let names: Vec<&str> = cs.iter().map(|&c| results.cases[c].name).collect();
+        let _ = writeln!(w, "| strategy | {} |", names.join(" | "));
+        let _ = writeln!(w, "| --- |{}", " ---: |".repeat(cs.len()));
+        for &strategy in strategies {
+            let cells: Vec<String> = cs.iter().map(|&c| cell(c, strategy)).collect();
+            let _ = writeln!(w, "| {} | {} |", strategy.label(), cells.join(" | "));
+        }
+    };
+    table(w, &|c, strategy| {
+        let case = results.cases[c];
+        match results.median(c, strategy) {
+            // Not selected (`--strategies`), or the C baseline could not be built.
+            None if case.strategies().contains(&strategy) => "not run".into(),
+            None => "-".into(),
+            Some(m) if case.targets > 1 => {
+                format!("{} ({} ev/s)", k(m), k(m / case.targets as f64))
+            }
+            // dgbench's GSO senders outrun the receiver: what the kernel took matters too.
+            Some(m) if strategy.c_gso().is_some() => {
+                let sent = results.median_sent(c, strategy).unwrap_or(0.0);
+                format!("{} (sent {})", k(m), k(sent))
+            }
+            Some(m) => k(m),
+        }
+    });
     let _ = writeln!(
         w,
         "\nNot delivered: (sent - received) / sent, worst run (for ours, sent = routed to targets, incl. its own drops)\n"
     );
-    let _ = writeln!(w, "| strategy | {} |", names.join(" | "));
-    let _ = writeln!(w, "| --- |{}", " ---: |".repeat(cs.len()));
-    for &strategy in strategies {
-        let cells: Vec<String> = cs
-            .iter()
-            .map(|&c| {
-                let ms = results.of(c, strategy);
-                let worst = ms.iter().map(Measurement::loss).fold(0.0, f64::max);
-                if ms.is_empty() {
-                    "-".into()
-                } else {
-                    format!("{:.2} %", 100.0 * worst)
-                }
-            })
-            .collect();
-        let _ = writeln!(w, "| {} | {} |", strategy.label(), cells.join(" | "));
-    }
+    table(w, &|c, strategy| {
+        let ms = results.of(c, strategy);
+        let worst = ms.iter().map(Measurement::loss).fold(0.0, f64::max);
+        if ms.is_empty() {
+            "-".into()
+        } else {
+            format!("{:.2} %", 100.0 * worst)
+        }
+    });
     let _ = writeln!(w, "\n{SEND_CPU_NOTE}\n");
-    let _ = writeln!(w, "| strategy | {} |", names.join(" | "));
-    let _ = writeln!(w, "| --- |{}", " ---: |".repeat(cs.len()));
-    for &strategy in strategies {
-        let cells: Vec<String> = cs
-            .iter()
-            .map(|&c| match results.median_send_cpu(c, strategy) {
-                None if results.of(c, strategy).is_empty() => "-".into(),
-                None => "n/a".into(),
-                Some(ns) => format!("{ns:.0}"),
-            })
-            .collect();
-        let _ = writeln!(w, "| {} | {} |", strategy.label(), cells.join(" | "));
-    }
+    table(
+        w,
+        &|c, strategy| match results.median_send_cpu(c, strategy) {
+            None if results.of(c, strategy).is_empty() => "-".into(),
+            None => "n/a".into(),
+            Some(ns) => format!("{ns:.0}"),
+        },
+    );
 }
 
 /// What the sending-CPU table holds.
