@@ -3,7 +3,8 @@
 //! one thread.
 //!
 //! Also building those events' `Params` (`build/params`), where string values are looked at
-//! once for what they need escaped.
+//! once for what they need escaped, and the way to raise many events of one shape: a clone of
+//! prepared `Params` with two fixed-width values set (`build/clone+set`).
 //!
 //! `cargo bench --bench encode -- --warm-up-time 1 --measurement-time 3`
 
@@ -80,6 +81,38 @@ fn bench_build(c: &mut Criterion) {
             })
         });
     }
+    group.finish();
+
+    // Raising many events of one shape: a clone of prepared params with two fixed-width
+    // values set (what loadgen's producers do for every event).
+    let mut group = c.benchmark_group("build");
+    group.throughput(Throughput::Elements(1));
+    let prepared = Params::new()
+        .unnamed_str("0123abcd")
+        .and_then(|p| p.unnamed_str("007"))
+        .and_then(|p| p.unnamed_str("000000000000"))
+        .and_then(|p| p.unnamed_str("0000000000000000000"))
+        .and_then(|p| p.unnamed_str(&"x".repeat(140)))
+        .unwrap();
+    let values: Vec<(String, String)> = (0..64u64)
+        .map(|n| {
+            (
+                format!("{:012}", n * 7919),
+                format!("{:019}", n * 1_000_003),
+            )
+        })
+        .collect();
+    group.bench_function("clone+set/2-of-5", |b| {
+        let mut n = 0;
+        b.iter(|| {
+            n = (n + 1) % values.len();
+            let (seq, ns) = &values[n];
+            let mut p = black_box(&prepared).clone();
+            p.set(2, ValueRef::Str(seq)).unwrap();
+            p.set(3, ValueRef::Str(ns)).unwrap();
+            p
+        })
+    });
     group.finish();
 }
 

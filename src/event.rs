@@ -382,11 +382,23 @@ impl Params {
         let tag_at = total - raw.rest.len();
         let old = raw.next().expect("index < len");
         let value_end = total - raw.rest.len();
+        let unnamed = old.name.is_none_or(<[u8]>::is_empty);
         let old_value_len = match old.value {
             RawValue::Int(_) => 8,
-            RawValue::Str(s, _) => 4 + s.len(),
+            // A string as long as the one it replaces (a prepared event's fixed-width values):
+            // written over it. Through `splice` this took four times as long (the value was
+            // packed on the stack, then copied).
+            RawValue::Str(old, _) => match value {
+                ValueRef::Str(new) if new.len() == old.len() => {
+                    let tag = string_tag(Escapes::of(new.as_bytes(), unnamed));
+                    let bytes = self.bytes.as_mut_slice();
+                    bytes[value_end - new.len()..value_end].copy_from_slice(new.as_bytes());
+                    bytes[tag_at] = bytes[tag_at] & TAG_NAMED | tag;
+                    return Ok(());
+                }
+                _ => 4 + old.len(),
+            },
         };
-        let unnamed = old.name.is_none_or(<[u8]>::is_empty);
         let named = self.bytes.as_slice()[tag_at] & TAG_NAMED;
         let value = PackedValue::new(value, unnamed, true)?;
         self.bytes.splice(
@@ -500,6 +512,13 @@ impl<'a> IntoIterator for &'a Params {
     }
 }
 
+/// The tag bits of a string value that needs `e`.
+#[inline]
+fn string_tag(e: Escapes) -> u8 {
+    (if e.line_quote { TAG_LINE_QUOTE } else { 0 })
+        | (if e.json_escape { TAG_JSON_ESCAPE } else { 0 })
+}
+
 /// A value as [`Params`] packs it: its tag bits, its fixed-size head (the int, or the string's
 /// length), and the string's bytes.
 struct PackedValue<'a> {
@@ -532,8 +551,7 @@ impl<'a> PackedValue<'a> {
                 let mut head = [0; 8];
                 head[..4].copy_from_slice(&len.to_le_bytes());
                 PackedValue {
-                    tag: (if e.line_quote { TAG_LINE_QUOTE } else { 0 })
-                        | (if e.json_escape { TAG_JSON_ESCAPE } else { 0 }),
+                    tag: string_tag(e),
                     head,
                     head_len: 4,
                     bytes: s.as_bytes(),
@@ -1029,12 +1047,21 @@ mod tests {
 
     /// Setting a value gives what building the params with that value gives: the same
     /// parameters, packed bytes and encodings (so what the new value needs escaped is found
-    /// anew), whether it grows, shrinks, changes kind, or moves the params to the heap.
+    /// anew), whether it grows, shrinks, keeps its length, changes kind, or moves the params
+    /// to the heap.
     #[test]
     fn setting_a_value_is_building_with_it() {
         let big = "b".repeat(300);
         let huge = "h".repeat(5000);
+        let quoted_600 = format!("{}\"", "y".repeat(599));
         let values = [
+            // As long as values below: written over them, escapes found anew.
+            ValueRef::Str("z"),
+            ValueRef::Str("\n"),
+            ValueRef::Str("abc"),
+            ValueRef::Str("a\"c"),
+            ValueRef::Str(":::"),
+            ValueRef::Str(&quoted_600),
             ValueRef::Str(""),
             ValueRef::Str("short"),
             ValueRef::Str("a longer value than any before it"),

@@ -1,8 +1,9 @@
 //! Receivers: UDP and UNIX datagram sockets, one thread each (`recvmmsg`, 16 datagrams a call),
 //! recording what arrives per run.
 //!
-//! Each datagram is decoded with the library's decoder and recorded in the [`Recorder`] of its
-//! run id (created on first sight, so a `loadgen sink` in another process needs no set-up).
+//! Each datagram is parsed ([`Parser`]: against the run's exact bytes, else with the library's
+//! decoders) and recorded in the [`Recorder`] of its run id (created on first sight, so a
+//! `loadgen sink` in another process needs no set-up).
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
@@ -232,15 +233,10 @@ fn receive(
             // Fields from the network size the sequence tracking: only those of a run that
             // these limits allow are recorded (a foreign producer or sequence number could
             // ask for any amount of memory).
-            let mut foreign = 0;
-            b.malformed += parser.parse(datagram, |f| {
-                if limits.admits(&f) {
-                    events.push(f);
-                } else {
-                    foreign += 1;
-                }
-            });
-            b.malformed += foreign;
+            b.malformed += parser.parse(datagram, &mut events);
+            let parsed = events.len();
+            events.retain(|f| limits.admits(f));
+            b.malformed += (parsed - events.len()) as u64;
             let mut rest = &events[..];
             while let Some(first) = rest.first() {
                 let same = rest.iter().take_while(|f| f.run == first.run).count();

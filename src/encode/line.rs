@@ -81,7 +81,8 @@ pub(crate) fn needs_quotes(v: &[u8], unnamed: bool) -> bool {
 /// True when an unnamed value would misread without quotes: empty (it would read as the
 /// closing empty line) or holding `::` (it would read as a name).
 pub(crate) fn unnamed_needs_quotes(v: &[u8], unnamed: bool) -> bool {
-    unnamed && (v.is_empty() || has_double_colon(v))
+    // Most values have no `:` at all, which one SIMD pass tells (pairs take a slower one).
+    unnamed && (v.is_empty() || (super::any_byte(v, |c| c == b':') && has_double_colon(v)))
 }
 
 /// True when `v` holds `::`. No early exit, so the compiler makes SIMD compares of it (the
