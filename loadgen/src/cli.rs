@@ -73,7 +73,7 @@ pub struct Common {
     /// 100us).
     #[arg(long)]
     pub tick: Option<Nanos>,
-    /// Events later than this are shed (bounded catch-up; default 10ms). At least --tick +
+    /// Events later than this are shed (bounded catch-up; default 100ms). At least --tick +
     /// 1ms: an event waits up to a tick, plus the wake-up's own delay, before it is raised.
     #[arg(long)]
     pub catchup: Option<Nanos>,
