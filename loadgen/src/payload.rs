@@ -278,8 +278,8 @@ impl Shape {
 /// Parses received datagrams back into [`Fields`]: a datagram of events of a shape seen
 /// lately is read against it; any other goes through the library's decoders (every event of
 /// a coalesced datagram), and when it holds loadgen events of one size, their shape is kept
-/// for the next. Reading each event against its expected bytes cost half of what decoding it
-/// did, where the receivers took as much of the machine as the reactor.
+/// for the next. With it the receivers' CPU per event at 1M events/s coalesced halved (they had
+/// taken as much of the machine as the reactor).
 #[derive(Debug, Default)]
 pub struct Parser {
     line: line::Decoder,
@@ -293,7 +293,8 @@ pub struct Parser {
 const SHAPES: usize = 4;
 
 impl Parser {
-    /// A parser (reusable: the decoders keep their scratch, so parsing does not allocate).
+    /// A parser (reusable: the decoders keep their scratch, so parsing allocates only to keep a
+    /// new shape).
     pub fn new() -> Parser {
         Parser::default()
     }
@@ -305,7 +306,6 @@ impl Parser {
         if self.read_shaped(datagram, out) {
             return 0;
         }
-        out.truncate(before);
         let bad = self.decode(datagram, out);
         let events = out.len() - before;
         // Events of one size: the shape of the next datagrams, most likely.
@@ -412,7 +412,7 @@ fn decimal(s: &[u8]) -> Option<u64> {
     Some(v)
 }
 
-/// Eight lowercase hex digits (what [`hex8`] writes).
+/// Lowercase hex digits, as [`hex8`] writes them.
 #[inline]
 fn hex(s: &[u8]) -> Option<u32> {
     let mut v = 0u32;
