@@ -312,7 +312,7 @@ fn kernel_explained(lost: u64, lost_datagrams: u64, drops: u64) -> u64 {
 const STEAL_WARNING: f64 = 0.01;
 
 /// How late the generator may fall, at most, before a run that raised every event says so:
-/// a hundred ticks, beyond any wake-up's delay on an idle machine.
+/// a hundred of the default ticks, beyond any wake-up's delay on an idle machine.
 const LAG_NOTED_MS: f64 = 10.0;
 
 impl RunResult {
