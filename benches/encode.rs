@@ -81,11 +81,9 @@ fn bench_build(c: &mut Criterion) {
             })
         });
     }
-    group.finish();
 
     // Raising many events of one shape: a clone of prepared params with two fixed-width
     // values set (what loadgen's producers do for every event).
-    let mut group = c.benchmark_group("build");
     group.throughput(Throughput::Elements(1));
     let prepared = Params::new()
         .unnamed_str("0123abcd")

@@ -205,6 +205,7 @@ const DIGIT_PAIRS: [u8; 200] = {
 /// what the library's decoders would.
 #[derive(Clone, Debug)]
 struct Shape {
+    format: Format,
     /// The encoding with every field zero.
     bytes: Vec<u8>,
     /// Where the run id, producer, sequence number and intended time are, in that order.
@@ -239,6 +240,7 @@ impl Shape {
         let fields: [Range<usize>; 4] = fields.try_into().ok()?;
         let widths = fields.clone().map(|r| r.len());
         (widths == [8, 3, SEQ_DIGITS, NS_DIGITS]).then_some(Shape {
+            format,
             bytes: zeros,
             fields,
         })
@@ -310,20 +312,14 @@ impl Parser {
         let events = out.len() - before;
         // Events of one size: the shape of the next datagrams, most likely.
         if bad == 0 && events > 0 && datagram.len().is_multiple_of(events) {
-            let size = datagram.len() / events;
-            // The same first byte: the same format (`{` or the event's name).
+            let (format, size) = (format_of(datagram), datagram.len() / events);
             if self
                 .shapes
                 .iter()
-                .any(|s| s.len() == size && s.bytes[0] == datagram[0])
+                .any(|s| s.len() == size && s.format == format)
             {
                 return bad;
             }
-            let format = if datagram[0] == b'{' {
-                Format::Jsonrpc
-            } else {
-                Format::Line
-            };
             if let Some(shape) = Shape::new(format, size) {
                 self.shapes.insert(0, shape);
                 self.shapes.truncate(SHAPES);
@@ -360,15 +356,24 @@ impl Parser {
             Some(x) => out.push(x),
             None => bad += 1,
         };
-        let ok = match datagram.first() {
-            Some(b'{') => self.jsonrpc.decode_each(datagram, &mut one).is_ok(),
-            _ => self.line.decode_each(datagram, &mut one).is_ok(),
+        let ok = match format_of(datagram) {
+            Format::Jsonrpc => self.jsonrpc.decode_each(datagram, &mut one).is_ok(),
+            Format::Line => self.line.decode_each(datagram, &mut one).is_ok(),
         };
         if ok {
             bad
         } else {
             bad + 1
         }
+    }
+}
+
+/// The format a datagram is in: `jsonrpc` objects start with `{`, a line event with its name.
+fn format_of(datagram: &[u8]) -> Format {
+    if datagram.first() == Some(&b'{') {
+        Format::Jsonrpc
+    } else {
+        Format::Line
     }
 }
 
