@@ -118,6 +118,18 @@ impl Shared {
         self.state.store(NAPPING, Ordering::SeqCst);
     }
 
+    /// An event found the channel full: ends a nap. A nap is bounded in events, so that the
+    /// channel's slots never fill during it, but large params can fill its bytes first
+    /// (`queue_bytes`), and then nothing would take them until the nap's deadline. Not a
+    /// sleep: the reactor sleeps with the channel full only while its intake is paused, and a
+    /// wake-up for each event refused meanwhile would be for nothing.
+    #[cold]
+    pub fn end_nap(&self) {
+        if self.state.load(Ordering::SeqCst) == NAPPING {
+            self.wake_reactor();
+        }
+    }
+
     /// The reactor is up again.
     pub fn awake(&self) {
         self.state.store(AWAKE, Ordering::Relaxed);
@@ -423,6 +435,7 @@ impl Publisher {
         msg: Raised,
         deadline: Option<Instant>,
     ) -> Result<Option<u64>, TrySendError<Raised>> {
+        self.shared.end_nap();
         match self.shared.policy {
             QueuePolicy::Block => self
                 .shared

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use event_datagram::decode::{decode, DecodeFormat};
 use event_datagram::{
     BackendChoice, Coalesce, Dispatcher, DispatcherConfig, Event, EventId, Expiry, Format, Params,
-    SubscriptionOptions,
+    QueuePolicy, SubscriptionOptions,
 };
 
 use crate::support::{backends, wait_until, Receiver, TempDir};
@@ -551,6 +551,67 @@ fn an_event_raised_while_the_reactor_naps_leaves_within_its_delay() {
         );
         assert_eq!(slow.count(), 0, "{backend:?}");
         d.shutdown();
+    }
+}
+
+/// Every event raised during a nap counts its delay from the nap's start, not only those the
+/// first batch after it reads (256 events): here 600 events raised 100 ms into a nap of
+/// 500 ms leave when it ends, 400 ms later (counted from when the reactor woke, the events
+/// past the first batch waited 900 ms).
+#[test]
+fn events_raised_during_a_nap_all_leave_within_their_delay() {
+    for backend in backends() {
+        let r = Receiver::udp();
+        let delay = Duration::from_millis(500);
+        let (d, e) = coalescing_to(backend, &[&r], Format::Line, 65_457, delay);
+        d.raise(e, params(0, 0)).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        let raised = Instant::now();
+        for i in 1..=600 {
+            d.raise(e, params(i, 0)).unwrap();
+        }
+        assert!(
+            wait_until(LIMIT, || events_in(&r).len() == 601),
+            "{backend:?}"
+        );
+        let waited = raised.elapsed();
+        assert!(
+            waited < Duration::from_millis(650),
+            "{backend:?}: the last left {waited:?} after they were raised"
+        );
+        let c = *d.shutdown().target(&r.target).unwrap();
+        assert_eq!(c.sent, 601, "{backend:?}");
+    }
+}
+
+/// A nap is bounded in events, so that the channel's slots never fill during it, but large
+/// params can fill its bytes first (`queue_bytes`): the first event that finds no room then
+/// ends the nap, and a producer waiting for room (`block`) goes on at once, not when the nap's
+/// datagram is due, a minute later.
+#[test]
+fn large_events_that_fill_the_channel_during_a_nap_end_it() {
+    for backend in backends() {
+        let r = Receiver::udp();
+        let d = Dispatcher::start(DispatcherConfig {
+            backend,
+            queue_full: QueuePolicy::Block,
+            queue_bytes: 64 << 10,
+            ..Default::default()
+        })
+        .unwrap();
+        let e = publish_coalesced(&d, "E_TEST", &r, 65_457, Coalesce::MAX_DELAY);
+        // A small event: the reactor naps until 2 048 more are raised, or for a minute.
+        d.raise(e, params(0, 0)).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        // Params of 2 KiB on the heap: 32 fill the channel's 64 KiB.
+        let publisher = d.publisher();
+        for i in 1..=100 {
+            let raised = publisher.raise_timeout(e, params(i, 1_500), Duration::from_secs(5));
+            assert!(raised.is_ok(), "{backend:?}: event {i} found no room");
+        }
+        let stats = d.shutdown();
+        assert_eq!(stats.events.dropped_queue_full, 0, "{backend:?}");
+        assert_eq!(stats.target(&r.target).unwrap().sent, 101, "{backend:?}");
     }
 }
 

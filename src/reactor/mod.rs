@@ -87,6 +87,15 @@ enum Conn {
     },
 }
 
+/// A nap the reactor woke from.
+#[derive(Clone, Copy, Debug)]
+struct Nap {
+    /// When it began.
+    since: Instant,
+    /// Events numbered below were raised by the time it ended.
+    raised_by: u64,
+}
+
 /// A datagram waiting to be sent: one event, or several when coalesced; or a GSO run.
 struct Queued {
     buf: BufRef,
@@ -332,9 +341,10 @@ pub(crate) struct Reactor<B: SendBackend> {
     retiring: Vec<u32>,
     /// When the current batch was taken (coalescing deadlines count from it).
     batch_time: Instant,
-    /// When the reactor last began to nap (see [`nap_events`](Self::nap_events)), until the
-    /// next batch takes it: events raised meanwhile count their deadlines from then.
-    napped_since: Option<Instant>,
+    /// The reactor's last nap (see [`nap_events`](Self::nap_events)) while events raised
+    /// during it are still in the channel: they count their deadlines from its start, in
+    /// every batch that reads them.
+    napped: Option<Nap>,
     /// Events of the current batch not yet routed, as far as the queue showed at its start or
     /// at its last look (whether a new GSO run may expect more).
     batch_left: usize,
@@ -399,7 +409,7 @@ impl<B: SendBackend> Reactor<B> {
             open_slots: Vec::new(),
             retiring: Vec::new(),
             batch_time: Instant::now(),
-            napped_since: None,
+            napped: None,
             batch_left: 0,
             batch_bytes: 0,
             gso: config.udp_gso && crate::sys::udp_gso_supported(),
@@ -553,7 +563,7 @@ impl<B: SendBackend> Reactor<B> {
         if rx.is_empty() {
             return 0;
         }
-        self.batch_time = self.napped_since.take().unwrap_or_else(Instant::now);
+        self.batch_time = self.napped_since(rx).unwrap_or_else(Instant::now);
         let mut snapshot = Arc::clone(&self.snapshot);
         let registry = Arc::clone(&self.shared.registry);
         let windows = self.active.iter().map(|&i| {
@@ -706,7 +716,6 @@ impl<B: SendBackend> Reactor<B> {
         // and writes the eventfd (napping: if it is the event we wait for).
         let now = Instant::now();
         let nap = self.nap_events().filter(|_| intake);
-        self.napped_since = nap.map(|_| now);
         match nap {
             Some((events, _)) => self.shared.nap(self.rx().totals().0 + events - 1),
             None => self.shared.sleep(),
@@ -716,6 +725,7 @@ impl<B: SendBackend> Reactor<B> {
             || self.shared.registry.changed_since(self.snapshot.generation)
         {
             self.shared.awake();
+            self.note_nap(nap.map(|_| now));
             return;
         }
         let deadline = [
@@ -738,6 +748,35 @@ impl<B: SendBackend> Reactor<B> {
         };
         self.poll_ready(timeout);
         self.shared.awake();
+        self.note_nap(nap.map(|_| now));
+    }
+
+    /// Notes the nap that began at `since` (if this sleep was one) as over: the events raised
+    /// so far were raised during it, or before it. If events of an earlier nap are still
+    /// unread, its start stays the time of all of them.
+    fn note_nap(&mut self, since: Option<Instant>) {
+        let Some(since) = since else { return };
+        let (raised, taken) = self.rx().totals();
+        let since = match self.napped {
+            Some(earlier) if taken < earlier.raised_by => earlier.since,
+            _ => since,
+        };
+        self.napped = Some(Nap {
+            since,
+            raised_by: raised,
+        });
+    }
+
+    /// When the events `rx` holds next were raised at the earliest, if during the last nap;
+    /// forgets the nap once they are all read.
+    fn napped_since(&mut self, rx: &queue::Receiver<Raised>) -> Option<Instant> {
+        let nap = self.napped?;
+        if rx.totals().1 < nap.raised_by {
+            Some(nap.since)
+        } else {
+            self.napped = None;
+            None
+        }
     }
 
     /// When the reactor may nap (sleep to its next deadline, which an open coalesced datagram
