@@ -611,6 +611,17 @@ fn script() -> Vec<(Vec<u8>, Want)> {
             b"E_GOOD\n\nE_LATIN\nv::caf\xe9\n\n".to_vec(),
             Want::Partly(vec![r#"{"event":"E_GOOD","params":[]}"#]),
         ),
+        // The bad byte inside a quoted value with an empty line before it: what comes before
+        // the byte reads as a whole event (`v` = `"a`), which the datagram does not hold.
+        (
+            b"E_GOOD\n\nE_CUT\nv::\"a\n\n\xff\"\n\n".to_vec(),
+            Want::Partly(vec![r#"{"event":"E_GOOD","params":[]}"#]),
+        ),
+        // The bad byte right after a whole event: that event is printed.
+        (
+            b"E_GOOD\n\n\xffE\n\n".to_vec(),
+            Want::Partly(vec![r#"{"event":"E_GOOD","params":[]}"#]),
+        ),
         (
             ours(Format::Line, "E_AFTER", &Params::new()),
             Want::Lines(vec![r#"{"event":"E_AFTER","params":[]}"#]),

@@ -727,6 +727,36 @@ fn events_before_error(
     format: DecodeFormat,
     lines: &mut Vec<u8>,
 ) -> anyhow::Result<usize> {
+    let format = format.resolve(datagram);
+    let valid_up_to = match std::str::from_utf8(datagram) {
+        Ok(_) => return print_events(datagram, format, lines),
+        Err(e) => e.valid_up_to(),
+    };
+    // The decoders check UTF-8 over the whole datagram first, so the events before a bad byte
+    // are found by reading the valid part alone. That part may end inside a quoted value,
+    // whose rest can then read as an event the datagram does not hold; so it is read with the
+    // bad bytes replaced (U+FFFD) as well, and an event printed only if both readings have it.
+    let (mut cut, mut whole) = (Vec::new(), Vec::new());
+    print_events(&datagram[..valid_up_to], format, &mut cut)?;
+    print_events(
+        String::from_utf8_lossy(datagram).as_bytes(),
+        format,
+        &mut whole,
+    )?;
+    let same = cut
+        .split_inclusive(|&b| b == b'\n')
+        .zip(whole.split_inclusive(|&b| b == b'\n'))
+        .take_while(|(a, b)| a == b)
+        .fold(0, |count, (event, _)| {
+            lines.extend_from_slice(event);
+            count + 1
+        });
+    Ok(same)
+}
+
+/// Writes to `lines` the events of `datagram` up to its first malformed one, one per line;
+/// returns how many.
+fn print_events(datagram: &[u8], format: Format, lines: &mut Vec<u8>) -> anyhow::Result<usize> {
     let (mut count, mut written) = (0, Ok(()));
     let mut print = |name: &str, params: DecodedParams<'_>| {
         count += 1;
@@ -735,14 +765,8 @@ fn events_before_error(
                 .map(|()| lines.push(b'\n'));
         }
     };
-    // The decoders check UTF-8 over the whole datagram first: read the valid part, so that
-    // the events before a bad byte are printed too.
-    let datagram = match std::str::from_utf8(datagram) {
-        Ok(_) => datagram,
-        Err(e) => &datagram[..e.valid_up_to()],
-    };
     // The error is the one `decode` gave already.
-    let _ = match format.resolve(datagram) {
+    let _ = match format {
         Format::Line => line::Decoder::new().decode_each(datagram, &mut print),
         Format::Jsonrpc => jsonrpc::Decoder::new().decode_each(datagram, &mut print),
     };
