@@ -210,7 +210,9 @@ const RETRY_QUEUE_BYTES: Bounds = Bounds::at_least("dispatcher.retry_queue_bytes
 const MAX_SUBSCRIBERS_PER_EVENT: Bounds = Bounds::at_least("mi.max_subscribers_per_event", 1);
 const MAX_SUBSCRIBERS: Bounds = Bounds::at_least("mi.max_subscribers", 1);
 const MAX_EVENTS: Bounds = Bounds::at_least("mi.max_events", 1);
-const MAX_REQUEST_BYTES: Bounds = Bounds::at_least("mi.max_request_bytes", 512);
+/// Up to 16 MiB: each listener holds a buffer this large, and no datagram is larger (UDP's are
+/// under 64 KiB; UNIX ones are bounded by the sender's `SO_SNDBUF`, 208 KiB by default).
+const MAX_REQUEST_BYTES: Bounds = Bounds::range("mi.max_request_bytes", 512, 16 << 20);
 
 /// Defines the `deserialize_with` function of each bounded key.
 macro_rules! read_bounded {
@@ -790,6 +792,10 @@ mod tests {
             ("mi:\n  max_events: 0\n", "mi.max_events"),
             ("mi:\n  max_request_bytes: 10\n", "mi.max_request_bytes"),
             (
+                "mi:\n  max_request_bytes: 16777217\n",
+                "mi.max_request_bytes: must be 512 to 16777216",
+            ),
+            (
                 "mi:\n  listen: ['udp:10.0.0.1:8080']\n",
                 "allow_remote_control",
             ),
@@ -860,7 +866,7 @@ mod tests {
             ..MiConfig::default()
         };
         let err = mi.validate().unwrap_err().to_string();
-        assert_eq!(err, "mi.max_request_bytes: must be at least 512");
+        assert_eq!(err, "mi.max_request_bytes: must be 512 to 16777216");
         let mi = MiConfig {
             listen: vec!["tcp:1".into()],
             ..MiConfig::default()

@@ -1339,6 +1339,40 @@ fn request_bytes(method: &str, params: Value) -> Vec<u8> {
         .into_bytes()
 }
 
+/// Stopping waits for slow receivers (up to `dispatcher.shutdown_timeout_ms`, here a minute);
+/// a second signal ends `serve` at once, with 128 + its number.
+#[test]
+fn a_second_signal_ends_serve_without_waiting_for_slow_receivers() {
+    let dir = TempDir::new("mi-second-signal");
+    let config = dir.join("serve.yaml");
+    std::fs::write(&config, "dispatcher:\n  shutdown_timeout_ms: 60000\n").unwrap();
+    let (mut p, bound) = serve(
+        &["udp:127.0.0.1:0"],
+        &["--config", config.to_str().unwrap(), "--publish", "E_X"],
+    );
+    // A receiver that reads nothing: its queue holds 10 datagrams, the rest wait in ours.
+    let stalled_path = dir.join("stalled.sock");
+    let _stalled = UnixDatagram::bind(&stalled_path).unwrap();
+    let spec = format!("unix:{}", stalled_path.display());
+    let r = udp_call(
+        &bound[0],
+        &request_bytes("event_subscribe", json!(["E_X", spec])),
+    );
+    assert_eq!(r["result"], "OK", "{r}");
+    for _ in 0..100 {
+        let r = udp_call(&bound[0], &request_bytes("raise_event", json!(["E_X"])));
+        assert_eq!(r["result"], "OK", "{r}");
+    }
+    p.signal(libc::SIGTERM);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        p.child.try_wait().unwrap().is_none(),
+        "serve waits for the stalled receiver"
+    );
+    p.signal(libc::SIGTERM);
+    assert_eq!(p.wait().code(), Some(128 + libc::SIGTERM));
+}
+
 /// Why a subscriber's socket cannot connect is said once a minute, however often it is
 /// subscribed again (its slot, closed when unsubscribed and opened again, said it each time).
 #[test]

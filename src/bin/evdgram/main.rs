@@ -95,7 +95,7 @@ fn exit_status(err: &anyhow::Error, failure: u8) -> u8 {
     after_help = "Exit status: 0 on success; 2 for an error in what was given (the command \
         line, the input, a --config file, EVDGRAM_BACKEND), before anything is sent; 1 when a \
         command fails at run time, or raise did not send everything; 128 + the signal's number \
-        when a signal stopped raise (130 for SIGINT)."
+        when a signal stopped raise (130 for SIGINT), or a second signal serve."
 )]
 struct Cli {
     #[command(subcommand)]

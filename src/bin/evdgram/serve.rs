@@ -151,8 +151,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             })
             .context("cannot start an MI thread")?;
     }
+    // Shutting down waits for slow receivers up to `dispatcher.shutdown_timeout_ms`: a second
+    // signal does not.
     blocked
-        .spawn_waiter(move |sig| {
+        .spawn_winding_down(move |sig| {
             let _ = stop_tx.send(Stop::Signal(sig));
         })
         .context("cannot start the signal thread")?;

@@ -78,20 +78,30 @@ impl Blocked {
             .map(drop)
     }
 
-    /// Spawns a thread that stores the number of the first signal taken in the returned flag
-    /// (0 until then), for the main thread to check and wind down; a second signal ends the
-    /// process at once, with status 128 + its number (what a shell reports for a process the
-    /// signal killed).
-    pub fn spawn_flag(self) -> io::Result<Arc<AtomicI32>> {
-        let flag = Arc::new(AtomicI32::new(0));
-        let set = Arc::clone(&flag);
+    /// Spawns a thread that passes the number of the first signal taken to `on_first`, which
+    /// starts winding the process down; a second signal ends the process at once, with status
+    /// 128 + its number (what a shell reports for a process the signal killed): whoever sends
+    /// it does not want to wait for the winding down.
+    pub fn spawn_winding_down<F>(self, on_first: F) -> io::Result<()>
+    where
+        F: FnOnce(i32) + Send + 'static,
+    {
         thread::Builder::new()
             .name("signals".to_owned())
             .spawn(move || {
-                set.store(self.wait(), Ordering::SeqCst);
+                on_first(self.wait());
                 std::process::exit(128 + self.wait());
             })
-            .map(|_| flag)
+            .map(drop)
+    }
+
+    /// [`spawn_winding_down`](Self::spawn_winding_down), storing the first signal's number in
+    /// the returned flag (0 until then), for the main thread to check.
+    pub fn spawn_flag(self) -> io::Result<Arc<AtomicI32>> {
+        let flag = Arc::new(AtomicI32::new(0));
+        let set = Arc::clone(&flag);
+        self.spawn_winding_down(move |sig| set.store(sig, Ordering::SeqCst))
+            .map(|()| flag)
     }
 }
 
