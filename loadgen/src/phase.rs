@@ -106,6 +106,8 @@ pub fn run_phase(plan: &Plan, size: usize, transport: Transport) -> anyhow::Resu
     let quiesce_ns = QUIESCE_NS + coalesce_ns;
     let leftover = quiesce(&d, targets.len() as u64, quiesce_ns);
     let before = d.stats();
+    // What is left of the warm-up goes out in the window: what of it arrives is not lost.
+    let warmup_before: Vec<(u64, u64)> = sinks.iter().map(|s| received(s, run_id)).collect();
     let drops_before: Vec<u64> = sinks
         .iter()
         .map(|s| s.kernel_drops().unwrap_or(0))
@@ -118,7 +120,11 @@ pub fn run_phase(plan: &Plan, size: usize, transport: Transport) -> anyhow::Resu
 
     let counters: Vec<TargetCounters> = targets.iter().map(|t| delta(&after, &before, t)).collect();
     let expected: u64 = counters.iter().map(|c| c.sent).sum();
-    drain(&sinks, measured, expected, plan.drain_timeout.0);
+    let runs = [
+        (measured, 0),
+        (run_id, warmup_before.iter().map(|w| w.0).sum()),
+    ];
+    drain(&sinks, &runs, expected, plan.drain_timeout.0);
     let outcomes: Vec<TargetOutcome> = targets
         .into_iter()
         .zip(counters)
@@ -131,15 +137,24 @@ pub fn run_phase(plan: &Plan, size: usize, transport: Transport) -> anyhow::Resu
                 counters,
                 kernel_rx_drops: kernel.saturating_sub(drops_before.get(i).copied().unwrap_or(0)),
                 recorder: None,
+                warmup_received: (0, 0),
             }
         })
         .collect();
     let mut malformed = 0;
     let mut outcomes = outcomes;
-    for (o, sink) in outcomes.iter_mut().zip(sinks) {
+    for ((o, sink), before) in outcomes.iter_mut().zip(sinks).zip(warmup_before) {
         let mut book = sink.stop();
         malformed += book.malformed;
         o.recorder = Some(book.runs.remove(&measured).unwrap_or_default());
+        let warmup = book
+            .runs
+            .get(&run_id)
+            .map_or((0, 0), |r| (r.received, r.datagrams));
+        o.warmup_received = (
+            warmup.0.saturating_sub(before.0),
+            warmup.1.saturating_sub(before.1),
+        );
     }
     let shape = RunShape {
         size,
@@ -163,7 +178,7 @@ pub fn run_phase(plan: &Plan, size: usize, transport: Transport) -> anyhow::Resu
         r.warnings.push(format!(
             "the warm-up had not finished sending {} after it ended: {leftover} of its \
              deliveries (events x targets) were still queued, and count in this window's \
-             sent and drops (see `{}`)",
+             sent and drops (see `{}`); those that arrived are not counted lost",
             human_ns(quiesce_ns as f64),
             crate::result::cause::UNACCOUNTED
         ));
@@ -193,13 +208,20 @@ fn quiesce(d: &Dispatcher, targets: u64, bound_ns: u64) -> u64 {
     }
 }
 
-/// Lets the sinks read what is still in flight: until they have `expected` events of `run`, or
-/// nothing arrived for 300 ms, or `timeout_ns` passed.
-fn drain(sinks: &[Sink], run: u32, expected: u64, timeout_ns: u64) {
+/// Lets the sinks read what is still in flight: until they have `expected` events of `runs`
+/// (each run's events beyond its count given), or nothing arrived for 300 ms, or `timeout_ns`
+/// passed.
+fn drain(sinks: &[Sink], runs: &[(u32, u64)], expected: u64, timeout_ns: u64) {
     let start = mono_ns();
     let (mut last, mut last_change) = (u64::MAX, start);
     loop {
-        let got: u64 = sinks.iter().map(|s| received(s, run)).sum();
+        let got: u64 = runs
+            .iter()
+            .map(|&(run, before)| {
+                let now: u64 = sinks.iter().map(|s| received(s, run).0).sum();
+                now.saturating_sub(before)
+            })
+            .sum();
         let now = mono_ns();
         if got >= expected || now - start > timeout_ns || now - last_change > 300_000_000 {
             return;
@@ -211,8 +233,12 @@ fn drain(sinks: &[Sink], run: u32, expected: u64, timeout_ns: u64) {
     }
 }
 
-fn received(sink: &Sink, run: u32) -> u64 {
-    sink.book().runs.get(&run).map_or(0, |r| r.received)
+/// Events and datagrams of `run` `sink` has received so far.
+fn received(sink: &Sink, run: u32) -> (u64, u64) {
+    sink.book()
+        .runs
+        .get(&run)
+        .map_or((0, 0), |r| (r.received, r.datagrams))
 }
 
 /// Counters the producers update once per tick, read by the progress line.

@@ -257,6 +257,9 @@ pub struct TargetOutcome {
     pub recorder: Option<Recorder>,
     /// Datagrams the kernel dropped at its receive buffer over the window.
     pub kernel_rx_drops: u64,
+    /// Events and datagrams of the warm-up its sink got during the window: the warm-up had not
+    /// finished sending when the window began, so they are in `counters`, and not lost.
+    pub warmup_received: (u64, u64),
 }
 
 /// The run's parameters, for the result.
@@ -361,11 +364,14 @@ impl RunResult {
                 all.merge(r);
             }
             let received = rec.map(|r| r.received);
-            let lost = received.map(|r| t.counters.sent.saturating_sub(r));
+            let (warmup, warmup_datagrams) = t.warmup_received;
+            let lost = received.map(|r| t.counters.sent.saturating_sub(r + warmup));
             if let (Some(l), Some(r)) = (lost, rec) {
                 let k = kernel_explained(
                     l,
-                    t.counters.datagrams.saturating_sub(r.datagrams),
+                    t.counters
+                        .datagrams
+                        .saturating_sub(r.datagrams + warmup_datagrams),
                     t.kernel_rx_drops,
                 );
                 loss.kernel_rx_drops += k;
@@ -672,6 +678,7 @@ pub(crate) mod tests {
             counters,
             recorder: Some(rec),
             kernel_rx_drops: 0,
+            warmup_received: (0, 0),
         };
         let mut r = RunResult::account(&shape, &gen, &histogram(), vec![outcome], 0);
         r.intervals = intervals;
@@ -802,6 +809,7 @@ pub(crate) mod tests {
                 counters: c,
                 recorder: Some(rec),
                 kernel_rx_drops: kernel,
+                warmup_received: (0, 0),
             }
         };
         let gen = GeneratorCounts {
@@ -869,32 +877,39 @@ pub(crate) mod tests {
     }
 
     /// Warm-up events still queued when the window starts are counted as sent in it: the
-    /// difference is reported, negative, instead of as 0.
+    /// difference is reported, negative, instead of as 0; those of them that arrived are not
+    /// lost, those that did not are.
     #[test]
     fn more_sent_than_scheduled_shows_as_negative_unaccounted() {
-        let mut c = TargetCounters::default();
-        (c.raised, c.sent, c.datagrams) = (1_173, 1_173, 1_173);
-        let mut rec = Recorder::new();
-        (rec.received, rec.datagrams) = (1_000, 1_000);
-        let outcome = TargetOutcome {
-            target: Target::parse("unix:/x").unwrap(),
-            counters: c,
-            recorder: Some(rec),
-            kernel_rx_drops: 0,
-        };
-        let gen = GeneratorCounts {
-            scheduled: 1_000,
-            published: 1_000,
-            ..Default::default()
-        };
-        let shape = shape(200, Transport::Unix, 1000.0);
-        let r = RunResult::account(&shape, &gen, &histogram(), vec![outcome], 0);
-        assert_eq!(r.drops[cause::UNACCOUNTED], -173);
-        assert_eq!(r.scheduled as i64, r.sent as i64 + r.dropped());
-        assert!(r
-            .warnings
-            .iter()
-            .any(|w| w.contains("1173 sent or dropped")));
+        for (warmup_received, lost) in [((173, 173), 0), ((170, 170), 3), ((0, 0), 173)] {
+            let mut c = TargetCounters::default();
+            (c.raised, c.sent, c.datagrams) = (1_173, 1_173, 1_173);
+            let mut rec = Recorder::new();
+            (rec.received, rec.datagrams) = (1_000, 1_000);
+            let outcome = TargetOutcome {
+                target: Target::parse("unix:/x").unwrap(),
+                counters: c,
+                recorder: Some(rec),
+                kernel_rx_drops: 0,
+                warmup_received,
+            };
+            let gen = GeneratorCounts {
+                scheduled: 1_000,
+                published: 1_000,
+                ..Default::default()
+            };
+            let shape = shape(200, Transport::Unix, 1000.0);
+            let r = RunResult::account(&shape, &gen, &histogram(), vec![outcome], 0);
+            assert_eq!(r.drops[cause::UNACCOUNTED], -173);
+            assert_eq!(r.scheduled as i64, r.sent as i64 + r.dropped());
+            assert!(r
+                .warnings
+                .iter()
+                .any(|w| w.contains("1173 sent or dropped")));
+            assert_eq!(r.lost, Some(lost), "{warmup_received:?}");
+            assert_eq!(r.per_target[0].lost, Some(lost), "{warmup_received:?}");
+            assert_eq!(r.loss.unwrap().unexplained, lost, "{warmup_received:?}");
+        }
     }
 
     /// One UDP target of a one-second run at `rate_per_s` whose generator scheduled
@@ -910,6 +925,7 @@ pub(crate) mod tests {
             counters: c,
             recorder: Some(rec),
             kernel_rx_drops: 0,
+            warmup_received: (0, 0),
         };
         let gen = GeneratorCounts {
             scheduled,
@@ -946,6 +962,7 @@ pub(crate) mod tests {
                 counters: c,
                 recorder: Some(rec),
                 kernel_rx_drops: 0,
+                warmup_received: (0, 0),
             };
             RunResult::account(
                 &shape(64, Transport::Udp, 1_000.0),
