@@ -92,6 +92,22 @@ impl SeqTrack {
     pub fn gaps(&self) -> u64 {
         self.max.map_or(0, |m| m + 1 - self.unique)
     }
+
+    /// Gaps between the lowest and the highest sequence number seen: those of a run that
+    /// resumed after a report, which had covered the numbers before.
+    pub fn gaps_from_lowest(&self) -> u64 {
+        self.lowest().map_or(0, |low| self.gaps() - low)
+    }
+
+    /// The lowest sequence number seen. Looked for when asked (at a report), so that noting
+    /// one costs nothing more: in the lowest block, whose bits are never all clear.
+    fn lowest(&self) -> Option<u64> {
+        let stored = self.blocks.first_key_value().map(|(&n, bits)| (n, bits));
+        let current = self.current.as_ref().map(|(n, bits)| (*n, bits));
+        let (block, bits) = stored.into_iter().chain(current).min_by_key(|&(n, _)| n)?;
+        let (word, w) = bits.iter().enumerate().find(|(_, w)| **w != 0)?;
+        Some(block * BLOCK_SEQS as u64 + word as u64 * 64 + u64::from(w.trailing_zeros()))
+    }
 }
 
 /// Latency histograms per second (for the interval log). A full histogram is 270 KB (33 792
@@ -268,6 +284,12 @@ impl Recorder {
         self.producers.iter().map(SeqTrack::gaps).sum()
     }
 
+    /// Sequence gaps over all producers between each one's lowest and highest: for a run
+    /// recorded again after a report (see [`SeqTrack::gaps_from_lowest`]).
+    pub fn gaps_from_lowest(&self) -> u64 {
+        self.producers.iter().map(SeqTrack::gaps_from_lowest).sum()
+    }
+
     /// Adds another socket's record of the same run (per-transport totals).
     pub fn merge(&mut self, o: &Recorder) {
         self.received += o.received;
@@ -416,6 +438,36 @@ mod tests {
         assert_eq!(t.gaps(), (1 << 32) - 3);
         // Three blocks (of 0, of 70 000, of the last number), the one in use out of the map.
         assert_eq!(t.blocks.len() + usize::from(t.current.is_some()), 3);
+    }
+
+    /// A run recorded again after a report counts its gaps from the lowest number it got:
+    /// wherever that lies, in the block in use or in one put away, at any bit of a word.
+    #[test]
+    fn gaps_from_the_lowest_number_seen() {
+        let mut t = SeqTrack::default();
+        assert_eq!(t.gaps_from_lowest(), 0);
+        for (seqs, gaps, from_lowest) in [
+            (&[70_000u64, 70_003][..], 70_002, 2),
+            (&[65_600, 65_601], 70_000, 4_400),
+            (&[65_599], 69_999, 4_400),
+            (&[65_536], 69_998, 4_462),
+            // Block 1 (65 536 to 131 071) put away, block 3 in use.
+            (&[200_000], 199_994, 134_458),
+        ] {
+            for &seq in seqs {
+                t.note(seq);
+            }
+            assert_eq!(
+                (t.gaps(), t.gaps_from_lowest()),
+                (gaps, from_lowest),
+                "{seqs:?}"
+            );
+        }
+        let mut r = Recorder::new();
+        for (p, s) in [(0, 1_000), (0, 1_003), (2, 7)] {
+            r.record(f(p, s), 2_000);
+        }
+        assert_eq!((r.gaps(), r.gaps_from_lowest()), (1_002 + 7, 2));
     }
 
     #[test]

@@ -105,7 +105,7 @@ pub fn run(args: &SinkArgs) -> anyhow::Result<()> {
                     *drops_before = d;
                     since
                 });
-                let line = line(id, s, &r, drops);
+                let line = line(id, s, &r, drops, again);
                 let continued = if again { " (continued)" } else { "" };
                 write_stdout(&format!("{line}{continued}\n"))?;
             }
@@ -116,11 +116,18 @@ pub fn run(args: &SinkArgs) -> anyhow::Result<()> {
     }
 }
 
-/// One run's report line; `kernel_drops`: the socket's since its previous report.
-fn line(id: u32, sink: &Sink, r: &Recorder, kernel_drops: Option<u64>) -> String {
+/// One run's report line; `kernel_drops`: the socket's since its previous report; `again`: the
+/// run was reported before, and `r` holds what came since.
+fn line(id: u32, sink: &Sink, r: &Recorder, kernel_drops: Option<u64>, again: bool) -> String {
+    // A resumed run's numbers below those that came since were the earlier report's.
+    let gaps = if again {
+        r.gaps_from_lowest()
+    } else {
+        r.gaps()
+    };
     // The sequence gaps never arrived: as in `loadgen run`'s report, they count as slower than
     // any received, and what lies above the received share is not measured.
-    let measured = r.received as f64 / (r.received + r.gaps()).max(1) as f64;
+    let measured = r.received as f64 / (r.received + gaps).max(1) as f64;
     let p = Percentiles::of(&r.latency, measured);
     let ns = |v: Option<u64>| match v {
         Some(v) => human_ns(v as f64),
@@ -133,7 +140,7 @@ fn line(id: u32, sink: &Sink, r: &Recorder, kernel_drops: Option<u64>) -> String
         if id & 1 == 0 { " (warm-up)" } else { "" },
         sink.target(),
         r.received,
-        r.gaps(),
+        gaps,
         r.duplicates,
         r.reordered,
         r.datagrams,

@@ -1348,6 +1348,10 @@ fn a_sink_reports_a_resumed_run_as_continued_with_only_its_new_kernel_drops() {
     assert!(second.ends_with("(continued)"), "{second}");
     assert_eq!(field(&second, "received"), 10, "{second}");
     assert_eq!(field(&second, "kernel_drops"), 0, "{second}");
+    // Numbered from 1 000: the numbers below were the first report's, not gaps of this one,
+    // and its latency is measured.
+    assert_eq!(field(&second, "gaps"), 0, "{second}");
+    assert!(!second.contains("n/m"), "{second}");
 }
 
 /// `loadgen sink --listen unix:PATH` binds only where nothing of value is: a file that is not a
