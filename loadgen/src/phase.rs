@@ -20,7 +20,7 @@ use crate::payload::{Template, EVENT};
 use crate::plan::Plan;
 use crate::result::{GeneratorCounts, RunResult, RunShape, TargetOutcome, Transport};
 use crate::schedule::Pacer;
-use crate::sink::{Sink, TempDir};
+use crate::sink::{Sink, TempDir, MAX_RUNS};
 use crate::threads::{this_thread_ns, RunCpu, ThreadTimes, PRODUCER_THREAD};
 use crate::units::{human_count, human_ns};
 
@@ -141,11 +141,12 @@ pub fn run_phase(plan: &Plan, size: usize, transport: Transport) -> anyhow::Resu
             }
         })
         .collect();
-    let mut malformed = 0;
+    let (mut malformed, mut refused) = (0, 0);
     let mut outcomes = outcomes;
     for ((o, sink), before) in outcomes.iter_mut().zip(sinks).zip(warmup_before) {
         let mut book = sink.stop();
         malformed += book.malformed;
+        refused += book.runs_refused;
         o.recorder = Some(book.runs.remove(&measured).unwrap_or_default());
         let warmup = book
             .runs
@@ -174,6 +175,13 @@ pub fn run_phase(plan: &Plan, size: usize, transport: Transport) -> anyhow::Resu
         .with_machine_cpu(CpuTimes::across(&cpu), &CpuTimes::each_between(&cpu));
     r.threads_cpu = threads_cpu;
     r.intervals_start_ns = r.intervals_start_ns.saturating_sub(plan.origin_ns);
+    if refused > 0 {
+        r.warnings.push(format!(
+            "the receivers held {MAX_RUNS} runs when events of another came, and did not \
+             record {refused} of them: something else sends loadgen events to their ports, and \
+             those of this run among them count as lost"
+        ));
+    }
     if leftover > 0 {
         r.warnings.push(format!(
             "the warm-up had not finished sending {} after it ended: {leftover} of its \
@@ -452,6 +460,8 @@ impl<'a> Generator<'a> {
         // The dispatcher's counters include the warm-up's.
         let before = self.dispatcher.stats().totals;
         let targets = sinks.len().max(1) as u64;
+        // Every event goes to each target: the embedded sinks, or the external targets.
+        let fan_out = sinks.len().max(self.plan.external.len()).max(1) as u64;
         let kernel_drops = || -> u64 { sinks.iter().filter_map(Sink::kernel_drops).sum() };
         let lost_before = kernel_drops();
         while live.running.load(Ordering::Relaxed) > 0 {
@@ -476,10 +486,11 @@ impl<'a> Generator<'a> {
                 }
             }
             let totals = self.dispatcher.stats().totals;
-            // Per event: shed and refused by the channel; per target: dropped or failed at
-            // the send (an event dropped for two targets counts twice, as in the report).
-            let drops = live.shed.load(Ordering::Relaxed)
-                + live.channel_full.load(Ordering::Relaxed)
+            // Per target, as in the report: an event shed or refused by the channel, or dropped
+            // or failed at the send for two targets, counts twice.
+            let drops = (live.shed.load(Ordering::Relaxed)
+                + live.channel_full.load(Ordering::Relaxed))
+                * fan_out
                 + (totals.dropped() + totals.failed())
                     .saturating_sub(before.dropped() + before.failed());
             // What the host took of the second just sampled (see `cpu` above).
