@@ -276,7 +276,7 @@ fn an_out_of_range_value_names_the_key_and_its_line() {
         (
             "  max_request_bytes: 65536",
             "  max_request_bytes: 511",
-            "mi.max_request_bytes: must be at least 512",
+            "mi.max_request_bytes: must be 512 to 16777216",
         ),
         // A list names the item, by its index and its own line.
         (
