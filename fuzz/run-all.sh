@@ -15,7 +15,13 @@ fi
 
 export RUSTC_BOOTSTRAP=1
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
-for t in $(cargo fuzz list); do
+# Listed first: a failure inside `for t in $(...)` would run no target and pass.
+targets=$(cargo fuzz list)
+if [ -z "$targets" ]; then
+    echo "cargo fuzz list found no fuzz target" >&2
+    exit 1
+fi
+for t in $targets; do
     echo "== fuzz $t for ${secs}s"
     # cargo fuzz exits non-zero when libFuzzer finds a crash (the input lands in artifacts/$t/).
     cargo fuzz run -O "$t" -- -max_total_time="$secs" -print_final_stats=1

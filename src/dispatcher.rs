@@ -432,12 +432,17 @@ mod tests {
                         .then(|| Coalesce::new(65_457, Duration::from_secs(2)).unwrap()),
                 };
                 d.subscribe_with(e, target, Expiry::Never, options).unwrap();
-                let wakes = || d.publisher.shared.wakes.load(Ordering::Relaxed);
+                let shared = &d.publisher.shared;
+                let wakes = || shared.wakes.load(Ordering::Relaxed);
                 let before = wakes();
                 for i in 0..40 {
                     d.raise(e, Params::new().int("i", i).unwrap()).unwrap();
-                    // Long enough for the reactor to take it and go to sleep.
-                    std::thread::sleep(Duration::from_millis(3));
+                    // Until the reactor has taken it and gone back to sleep (or to its nap):
+                    // each raise finds it so. A bound, not a sleep, for a slow machine.
+                    let until = std::time::Instant::now() + Duration::from_secs(5);
+                    while shared.reactor_awake() && std::time::Instant::now() < until {
+                        std::thread::sleep(Duration::from_micros(200));
+                    }
                 }
                 let woken = wakes() - before;
                 let stats = d.shutdown();

@@ -130,6 +130,13 @@ impl Shared {
         }
     }
 
+    /// Whether the reactor is up: neither asleep nor napping (for tests that wait for it to
+    /// sleep).
+    #[cfg(test)]
+    pub fn reactor_awake(&self) -> bool {
+        self.state.load(Ordering::SeqCst) == AWAKE
+    }
+
     /// The reactor is up again.
     pub fn awake(&self) {
         self.state.store(AWAKE, Ordering::Relaxed);

@@ -24,7 +24,7 @@ use event_datagram::{
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
-use crate::support::{wait_until, Receiver, TempDir};
+use crate::support::{unix_qlen, wait_until, Receiver, TempDir};
 
 const EVDGRAM: &str = env!("CARGO_BIN_EXE_evdgram");
 const DEADLINE: Duration = Duration::from_secs(10);
@@ -1350,7 +1350,8 @@ fn a_second_signal_ends_serve_without_waiting_for_slow_receivers() {
         &["udp:127.0.0.1:0"],
         &["--config", config.to_str().unwrap(), "--publish", "E_X"],
     );
-    // A receiver that reads nothing: its queue holds 10 datagrams, the rest wait in ours.
+    // A receiver that reads nothing: its queue fills (10 datagrams by default), the rest wait
+    // in ours.
     let stalled_path = dir.join("stalled.sock");
     let _stalled = UnixDatagram::bind(&stalled_path).unwrap();
     let spec = format!("unix:{}", stalled_path.display());
@@ -1359,7 +1360,7 @@ fn a_second_signal_ends_serve_without_waiting_for_slow_receivers() {
         &request_bytes("event_subscribe", json!(["E_X", spec])),
     );
     assert_eq!(r["result"], "OK", "{r}");
-    for _ in 0..100 {
+    for _ in 0..unix_qlen() + 100 {
         let r = udp_call(&bound[0], &request_bytes("raise_event", json!(["E_X"])));
         assert_eq!(r["result"], "OK", "{r}");
     }
@@ -2051,48 +2052,4 @@ fn listen_exits_promptly_on_a_signal_while_the_mi_does_not_answer() {
         "{:#?}",
         mi.requests()
     );
-}
-
-/// A listener on an unspecified address is subscribed at the local address the kernel picks
-/// toward the MI endpoint, in the endpoint's family, with the bound port (always 127.0.0.1 or
-/// ::1 before: an IPv4 endpoint was given `udp:[::1]:P`, which it cannot send to).
-#[test]
-fn listen_on_an_unspecified_address_subscribes_the_address_toward_the_mi() {
-    let toward = |mi: &FakeMi| {
-        let addr = mi.spec.trim_start_matches("udp:");
-        let any = if addr.starts_with('[') {
-            "[::]:0"
-        } else {
-            "0.0.0.0:0"
-        };
-        let s = UdpSocket::bind(any).unwrap();
-        s.connect(addr).unwrap();
-        s.local_addr().unwrap().ip()
-    };
-    let v4 = FakeMi::start("127.0.0.2", |_, _| ok());
-    // Where there is no IPv6 loopback (Docker's default), the IPv4 case only.
-    let v6 = UdpSocket::bind("[::1]:0")
-        .is_ok()
-        .then(|| FakeMi::start("::1", |_, _| ok()));
-    if v6.is_none() {
-        eprintln!("SKIPPED: no IPv6 loopback here; the IPv4 listener only");
-    }
-    let mut cases = vec![("udp:0.0.0.0:0", &v4)];
-    if let Some(v6) = &v6 {
-        cases.extend([("udp:[::]:0", &v4), ("udp:[::]:0", v6)]);
-    }
-    for (spec, mi) in cases {
-        let before = mi.subscribes("E_TEST").len();
-        let (mut l, bound) = listen(spec, mi, &["--subscribe", "E_TEST"]);
-        let port = bound.rsplit(':').next().unwrap().parse::<u16>().unwrap();
-        let expected = Target::Udp((toward(mi), port).into()).to_string();
-        let subs = mi.subscribes("E_TEST");
-        assert_eq!(
-            subs[before].1["params"][1], expected,
-            "{spec} --mi {}",
-            mi.spec
-        );
-        l.signal(libc::SIGTERM);
-        assert!(l.wait().success());
-    }
 }

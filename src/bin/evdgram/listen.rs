@@ -839,6 +839,16 @@ mod tests {
         let any4 = "udp:0.0.0.0:9";
         assert_eq!(spec(any4, mi6, false), "udp:127.0.0.1:9");
         assert_eq!(spec(any4, mi4, false), "udp:127.0.0.1:9");
+        // The address the kernel sends from toward the endpoint, in its family (an IPv4
+        // endpoint was given `udp:[::1]:P` before, which it cannot send to).
+        for (bound, takes_ipv4) in [(any4, false), (any6, true)] {
+            let got = spec(bound, "udp:127.0.0.2:8080", takes_ipv4);
+            let Target::Udp(addr) = udp(&got) else {
+                panic!("{got}")
+            };
+            assert!(addr.is_ipv4() && addr.ip().is_loopback(), "{bound}: {got}");
+            assert_eq!(addr.port(), 9, "{bound}: {got}");
+        }
     }
 
     /// A remote MI endpoint reached over the family the socket does not take: its loopback
