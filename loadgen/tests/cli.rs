@@ -781,6 +781,15 @@ fn a_report_to_a_fifo_reaches_its_reader() {
         .expect("loadgen starts");
     let (status, stderr) = finish_within(child, SHORT_RUN, DEADLINE);
     assert_eq!(status.code(), Some(0), "{stderr}");
+    let until = Instant::now() + DEADLINE;
+    while !reader.is_finished() && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    if !reader.is_finished() {
+        // loadgen never opened it: opening it here lets the reader's open return, with
+        // nothing to read, for the test to fail instead of hanging.
+        let _ = std::fs::OpenOptions::new().write(true).open(&fifo);
+    }
     let report = reader.join().expect("the reader");
     assert!(report.contains("\"schema\""), "{report}");
     let _ = std::fs::remove_dir_all(&dir);
