@@ -26,7 +26,7 @@ pub const BACKEND_ENV: &str = "EVDGRAM_BACKEND";
 #[non_exhaustive]
 pub enum StartError {
     /// The `uring` backend was asked for, and io_uring is unavailable here.
-    #[error("the uring backend is unavailable: {0} (io_uring may be blocked by seccomp or kernel.io_uring_disabled; use backend auto or syscall)")]
+    #[error("the uring backend is unavailable: {0} (io_uring may be blocked by seccomp or kernel.io_uring_disabled, or the kernel is older than the 6.0 it needs; use backend auto or syscall)")]
     UringUnavailable(io::Error),
     /// `EVDGRAM_BACKEND` holds something else than `uring`, `syscall` or `auto`.
     #[error("{BACKEND_ENV}: {0}")]

@@ -1401,6 +1401,103 @@ fn evdgram_backend_overrides_the_configured_backend() {
     }
 }
 
+/// Where a ring can be set up but `io_uring_enter` is denied (a sandbox that filters that call
+/// alone), `auto` finds it at start, says so and runs `syscall`: it chose `uring` before, whose
+/// reactor then retried for ever at the first event, and shutdown never returned.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn auto_falls_back_where_only_io_uring_enter_is_denied() {
+    use std::os::unix::process::CommandExt;
+    if !crate::support::io_uring_available() {
+        eprintln!("SKIPPED: io_uring is denied here as a whole");
+        return;
+    }
+    let mut command = Command::new(EVDGRAM);
+    command
+        .env(event_datagram::BACKEND_ENV, "auto")
+        .args(["serve", "--mi", "udp:127.0.0.1:0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    // SAFETY: the hook only makes two prctl(2) calls on a filter on its own stack: nothing
+    // that allocates or takes a lock between fork and exec.
+    unsafe { command.pre_exec(deny_io_uring_enter) };
+    let mut p = ChildGuard(Some(command.spawn().unwrap()));
+    let stderr = lines_of(p.child().stderr.take().unwrap());
+    let mut said = Vec::new();
+    while !said
+        .last()
+        .is_some_and(|l: &String| l.starts_with("evdgram: dispatcher running on the "))
+    {
+        match stderr.recv_timeout(DEADLINE) {
+            Ok(line) => said.push(line),
+            Err(e) => panic!("{e}: {said:#?}"),
+        }
+    }
+    let fallback = "event-datagram: io_uring unavailable (Operation not permitted (os error 1))";
+    assert!(said.iter().any(|l| l.starts_with(fallback)), "{said:#?}");
+    assert!(
+        said.last()
+            .unwrap()
+            .starts_with("evdgram: dispatcher running on the syscall "),
+        "{said:#?}"
+    );
+    p.signal(libc::SIGTERM);
+    assert!(p.wait().success());
+}
+
+/// A seccomp filter that makes `io_uring_enter` (x86_64: 426) fail with `EPERM`, and allows
+/// every other call: what some sandboxes deny of io_uring.
+#[cfg(target_arch = "x86_64")]
+fn deny_io_uring_enter() -> std::io::Result<()> {
+    const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
+    let stmt = |code: u32, k: u32| libc::sock_filter {
+        code: code as u16,
+        jt: 0,
+        jf: 0,
+        k,
+    };
+    let jump_if = |k: u32, jt: u8, jf: u8| libc::sock_filter {
+        code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
+        jt,
+        jf,
+        k,
+    };
+    let load = libc::BPF_LD | libc::BPF_W | libc::BPF_ABS;
+    let ret = libc::BPF_RET | libc::BPF_K;
+    // Offsets in struct seccomp_data: nr at 0, arch at 4.
+    let mut filter = [
+        stmt(load, 4),
+        jump_if(AUDIT_ARCH_X86_64, 1, 0),
+        stmt(ret, libc::SECCOMP_RET_ALLOW),
+        stmt(load, 0),
+        jump_if(426, 0, 1),
+        stmt(ret, libc::SECCOMP_RET_ERRNO | libc::EPERM as u32),
+        stmt(ret, libc::SECCOMP_RET_ALLOW),
+    ];
+    let prog = libc::sock_fprog {
+        len: filter.len() as u16,
+        filter: filter.as_mut_ptr(),
+    };
+    // SAFETY: plain prctl(2) calls; `prog` points at `filter`, alive for both.
+    let rc = unsafe {
+        if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+            -1
+        } else {
+            libc::prctl(
+                libc::PR_SET_SECCOMP,
+                libc::SECCOMP_MODE_FILTER,
+                &prog as *const libc::sock_fprog,
+            )
+        }
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 /// `--to` splits on commas and repeats; `--to-one` takes a path with a comma whole.
 #[test]
 fn raise_to_repeated_and_a_path_with_a_comma() {

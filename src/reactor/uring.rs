@@ -131,8 +131,10 @@ impl Polls {
 }
 
 impl UringBackend {
-    /// Sets up a ring and checks the opcodes we use. Fails where io_uring is blocked or absent
-    /// (`EPERM` under Docker's default seccomp, `ENOSYS`, `kernel.io_uring_disabled`).
+    /// Sets up a ring, checks the opcodes we use, and waits for a `NOP` the way the reactor
+    /// waits. Fails where io_uring is blocked or absent (`EPERM` under Docker's default
+    /// seccomp, `ENOSYS`, `kernel.io_uring_disabled`), or older than the ring's flags (Linux
+    /// 6.0: `EINVAL`).
     pub fn new(entries: u32) -> io::Result<Self> {
         let ring = IoUring::builder()
             .setup_single_issuer()
@@ -162,7 +164,7 @@ impl UringBackend {
         } else {
             EnterFlags::empty()
         };
-        Ok(UringBackend {
+        let mut backend = UringBackend {
             ring,
             fixed_files,
             registered: Vec::new(),
@@ -173,7 +175,26 @@ impl UringBackend {
             controls: Vec::with_capacity(capacity),
             pass: Vec::with_capacity(capacity),
             unix: MmsgSender::new(capacity),
-        })
+        };
+        backend.wait_for_a_nop()?;
+        Ok(backend)
+    }
+
+    /// Submits a `NOP` and waits for it as the reactor waits: a sandbox that lets a ring be set
+    /// up but denies `io_uring_enter` (or its arguments) is found here, where the `auto`
+    /// backend can still choose the other one, not at the first event, where the reactor
+    /// could only retry for ever.
+    fn wait_for_a_nop(&mut self) -> io::Result<()> {
+        let nop = opcode::Nop::new().build();
+        // SAFETY: a NOP references no memory; the queue is empty, a new ring's.
+        unsafe { self.ring.submission().push(&nop) }
+            .map_err(|_| io::Error::other("a new ring's submission queue is full"))?;
+        self.submit_and_wait_one(Some(Duration::from_secs(1)))?;
+        match self.ring.completion().next() {
+            Some(cqe) if cqe.result() >= 0 => Ok(()),
+            Some(cqe) => Err(io::Error::from_raw_os_error(-cqe.result())),
+            None => Err(io::Error::other("io_uring completed no NOP within 1 s")),
+        }
     }
 
     /// How many SQEs one round may use.
