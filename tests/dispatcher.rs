@@ -1664,6 +1664,49 @@ fn datagrams_held_for_a_unix_receiver_that_goes_away_are_counted_unreachable() {
     }
 }
 
+/// A lifetime longer than the clock can count (`u64::MAX` seconds) is as good as never. The
+/// reactor, its intake paused behind a stalled receiver, sleeps until the next expiry, and
+/// working out when that is overflowed an `Instant`: the reactor panicked, and the dispatcher
+/// with it.
+#[test]
+fn a_lifetime_longer_than_the_clock_counts_does_not_stop_the_reactor() {
+    for backend in backends() {
+        let dir = TempDir::new("forever");
+        let slow = Receiver::unix(&dir.join("slow"));
+        slow.pause(true);
+        let d = Dispatcher::start(DispatcherConfig {
+            retry_queue: 16,
+            ..config(backend)
+        })
+        .unwrap();
+        let e = d.publish("E_FOREVER").unwrap();
+        let forever = Expiry::After(Duration::from_secs(u64::MAX));
+        d.subscribe(e, slow.target.clone(), forever).unwrap();
+        let n = unix_qlen() as i64 + 64;
+        for i in 0..n {
+            d.raise(e, seq(i)).unwrap();
+        }
+        // The target's queue full: intake pauses and the reactor sleeps (each look at the
+        // stats wakes it, and it sleeps again), so the next events stay in the channel.
+        let held = || d.stats().target(&slow.target).is_some_and(|c| c.pending > 0);
+        assert!(wait_until(LIMIT, held), "{backend:?}: nothing held");
+        for i in n..n + 8 {
+            d.raise(e, seq(i)).unwrap();
+        }
+        let paused = || d.stats().events.pending == 8;
+        assert!(
+            wait_until(LIMIT, paused),
+            "{backend:?}: intake never paused: {:?}",
+            d.stats()
+        );
+        let n = n + 8;
+        slow.pause(false);
+        assert!(slow.wait_for(n as usize, LIMIT), "{backend:?}");
+        let stats = d.shutdown();
+        assert_eq!(stats.target(&slow.target).unwrap().sent, n as u64, "{backend:?}");
+    }
+}
+
 /// Unsubscribing ends exactly the named target's subscription: the event's others, to the
 /// same transport too, keep theirs; a target never subscribed is an error and ends nothing.
 #[test]

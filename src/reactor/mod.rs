@@ -491,13 +491,17 @@ impl<B: SendBackend> Reactor<B> {
     }
 
     /// When the first target whose subscriptions all end will have expired, if one will: a
-    /// paused intake opens then (see [`intake_open`](Self::intake_open)).
+    /// paused intake opens then (see [`intake_open`](Self::intake_open)). `None` too for a
+    /// lifetime longer than an `Instant` can count (`Expiry::from_secs(u64::MAX)`): as good as
+    /// never.
     fn next_expiry(&self) -> Option<Instant> {
         let now = self.shared.registry.clock().now();
         let first = self.snapshot.targets_expire.iter().flatten().min()?;
         // Just past it: expired means later than the expiry.
-        let left = first.saturating_sub(now) + Duration::from_millis(1);
-        Some(Instant::now() + left)
+        let left = first
+            .saturating_sub(now)
+            .checked_add(Duration::from_millis(1))?;
+        Instant::now().checked_add(left)
     }
 
     /// Answers control requests.
