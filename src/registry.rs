@@ -520,6 +520,18 @@ impl Registry {
             .collect())
     }
 
+    /// Removes the subscriptions that have ended. The reactor calls it when a target's have:
+    /// otherwise only the next call that changes or lists subscriptions would, and until then
+    /// the target kept its socket (reconnected, if its receiver was gone) and its place in
+    /// the stats.
+    pub(crate) fn purge_expired(&self) {
+        let now = self.clock.now();
+        let mut st = self.lock();
+        if Self::purge(&mut st, now) {
+            self.changed(&mut st);
+        }
+    }
+
     /// The number of live subscriptions, over all events.
     pub fn subscription_count(&self) -> usize {
         let now = self.clock.now();

@@ -1707,6 +1707,28 @@ fn a_lifetime_longer_than_the_clock_counts_does_not_stop_the_reactor() {
     }
 }
 
+/// A target whose subscriptions have all ended is let go when they end: its socket closed and
+/// its counters moved to the totals, without waiting for a call that changes or lists
+/// subscriptions (before, it kept both until one came, and one whose receiver was gone was
+/// reconnected meanwhile).
+#[test]
+fn a_target_is_let_go_when_its_subscriptions_end() {
+    for backend in backends() {
+        let r = Receiver::udp();
+        let d = Dispatcher::start(config(backend)).unwrap();
+        let e = d.publish("E_BRIEF").unwrap();
+        let brief = Expiry::After(Duration::from_millis(300));
+        d.subscribe(e, r.target.clone(), brief).unwrap();
+        d.raise(e, seq(1)).unwrap();
+        assert!(r.wait_for(1, LIMIT), "{backend:?}");
+        assert!(d.stats().target(&r.target).is_some(), "{backend:?}");
+        let gone = || d.stats().target(&r.target).is_none();
+        assert!(wait_until(LIMIT, gone), "{backend:?}: still held");
+        let stats = d.shutdown();
+        assert_eq!(stats.totals.sent, 1, "{backend:?}");
+    }
+}
+
 /// Unsubscribing ends exactly the named target's subscription: the event's others, to the
 /// same transport too, keep theirs; a target never subscribed is an error and ends nothing.
 #[test]

@@ -314,6 +314,9 @@ pub(crate) struct Reactor<B: SendBackend> {
     backend: B,
     pool: Pool,
     snapshot: Arc<Snapshot>,
+    /// The earliest of the snapshot's `targets_expire`: when a target's subscriptions have all
+    /// ended, if one's will.
+    first_expiry: Option<Duration>,
     slots: Vec<Option<Slot>>,
     free_slots: Vec<u32>,
     by_target: HashMap<Target, u32>,
@@ -379,6 +382,7 @@ impl<B: SendBackend> Reactor<B> {
             // no buffer (the pool grows by doubling beyond).
             pool: Pool::new(config.buffer_pool_bytes, 4 * config.batch),
             snapshot: Arc::default(),
+            first_expiry: None,
             slots: Vec::new(),
             free_slots: Vec::new(),
             by_target: HashMap::new(),
@@ -424,6 +428,10 @@ impl<B: SendBackend> Reactor<B> {
     pub fn run(mut self) -> Stats {
         loop {
             self.take_control();
+            if self.expiry_passed() {
+                // Taken right below, as any change: targets no one subscribes to are let go.
+                self.shared.registry.purge_expired();
+            }
             // A subscription change is taken here too, not only with the next event read: while
             // intake is paused none is, and a new target with room (or the end of a stalled
             // one's subscription) must open it again.
@@ -490,13 +498,20 @@ impl<B: SendBackend> Reactor<B> {
         self.snapshot.targets_expire.iter().any(expired)
     }
 
+    /// Whether a target's subscriptions have all ended since the snapshot was taken.
+    fn expiry_passed(&self) -> bool {
+        self.first_expiry
+            .is_some_and(|at| self.shared.registry.clock().now() > at)
+    }
+
     /// When the first target whose subscriptions all end will have expired, if one will: a
-    /// paused intake opens then (see [`intake_open`](Self::intake_open)). `None` too for a
+    /// paused intake opens then (see [`intake_open`](Self::intake_open)), and the target is
+    /// let go. `None` too for a
     /// lifetime longer than an `Instant` can count (`Expiry::from_secs(u64::MAX)`): as good as
     /// never.
     fn next_expiry(&self) -> Option<Instant> {
+        let first = self.first_expiry?;
         let now = self.shared.registry.clock().now();
-        let first = self.snapshot.targets_expire.iter().flatten().min()?;
         // Just past it: expired means later than the expiry.
         let left = first
             .saturating_sub(now)
@@ -737,7 +752,7 @@ impl<B: SendBackend> Reactor<B> {
             self.shutdown_deadline,
             self.next_seal(),
             self.next_trim,
-            if intake { None } else { self.next_expiry() },
+            self.next_expiry(),
             // An event raised as the nap begins must be taken within its delay.
             nap.map(|(_, delay)| now + delay),
         ]
@@ -832,6 +847,7 @@ impl<B: SendBackend> Reactor<B> {
 
     /// Starts using a new snapshot: opens sockets for new targets, retires unused ones.
     fn apply_snapshot(&mut self, snapshot: Arc<Snapshot>) {
+        self.first_expiry = snapshot.targets_expire.iter().flatten().min().copied();
         for slot in self.slots.iter_mut().flatten() {
             slot.referenced = false;
         }
