@@ -162,7 +162,9 @@ pub struct SinkArgs {
     /// listens), nothing else; the file is removed at exit if it is still ours.
     #[arg(long, value_delimiter = ',', required = true, value_name = "SPEC")]
     pub listen: Vec<String>,
-    /// Exit after this long (above 0, at most a week, 10080m; default: run until killed).
+    /// Exit after this long (above 0, at most a week, 10080m; default: run until SIGINT,
+    /// SIGTERM or SIGHUP, which end it as this does: the runs it holds reported, its socket
+    /// files removed, exit 0; a second signal ends it at once).
     #[arg(long)]
     pub duration: Option<Nanos>,
     /// A run is reported once nothing arrived for it for this long (and let go: a sink holds

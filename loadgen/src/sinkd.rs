@@ -6,6 +6,7 @@
 //! shared CLOCK_MONOTONIC). What no loadgen run sends is counted on stderr.
 
 use std::collections::HashSet;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -18,7 +19,9 @@ use crate::sink::{Sink, MAX_RUNS};
 use crate::units::{human_ns, MAX_DURATION, MAX_DURATION_TEXT};
 use crate::{write_stdout, Usage};
 
-/// Binds every `--listen` socket and reports runs until `--duration` passes (or forever).
+/// Binds every `--listen` socket and reports runs until `--duration` passes, or forever; a
+/// signal ends it as the end of `--duration` does (the runs it holds reported, its socket
+/// files removed).
 pub fn run(args: &SinkArgs) -> anyhow::Result<()> {
     let targets = args
         .listen
@@ -43,6 +46,9 @@ pub fn run(args: &SinkArgs) -> anyhow::Result<()> {
         ),
         None => None,
     };
+    // Before the sinks' threads exist, which inherit the blocked signals.
+    let stopped =
+        crate::sys::stop_on_signals().context("cannot take SIGINT, SIGTERM and SIGHUP")?;
     let sinks = targets
         .iter()
         .map(|t| Sink::bind(t, Limits::STANDALONE).with_context(|| format!("cannot listen on {t}")))
@@ -59,7 +65,7 @@ pub fn run(args: &SinkArgs) -> anyhow::Result<()> {
     loop {
         std::thread::sleep(Duration::from_millis(100));
         let now = mono_ns();
-        let last = end.is_some_and(|e| now >= e);
+        let last = end.is_some_and(|e| now >= e) || stopped.load(Ordering::SeqCst);
         for (((s, drops_before), malformed_before), refused_before) in sinks
             .iter()
             .zip(&mut drops_before)

@@ -1,4 +1,5 @@
-//! What std does not offer our sinks: a larger receive buffer, and `recvmmsg`.
+//! What std does not offer our sinks: a larger receive buffer, `recvmmsg`, and stopping on
+//! a signal.
 
 use std::os::fd::AsRawFd;
 
@@ -91,4 +92,57 @@ impl RecvBatch {
     pub fn datagram(&self, i: usize) -> &[u8] {
         &self.bufs[i][..self.headers[i].msg_len as usize]
     }
+}
+
+/// Takes SIGINT, SIGTERM and SIGHUP on a thread of their own: the first sets the returned flag,
+/// for the caller to wind down (report, remove its socket files) and return; a second ends
+/// the process at once, with 128 + its number. Call it before spawning any thread: threads
+/// inherit the mask that blocks them everywhere else. One inherited ignored (SIGHUP under
+/// `nohup`) stays ignored.
+#[allow(unsafe_code)]
+pub fn stop_on_signals() -> std::io::Result<std::sync::Arc<std::sync::atomic::AtomicBool>> {
+    use std::mem::MaybeUninit;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let ignored = |sig| {
+        let mut old = MaybeUninit::<libc::sigaction>::uninit();
+        // SAFETY: a null new action only reads the current one into `old`, valid for writes.
+        let rc = unsafe { libc::sigaction(sig, std::ptr::null(), old.as_mut_ptr()) };
+        // SAFETY: sigaction succeeded, so it wrote `old`.
+        rc == 0 && unsafe { old.assume_init() }.sa_sigaction == libc::SIG_IGN
+    };
+    let mut set = MaybeUninit::<libc::sigset_t>::uninit();
+    // SAFETY: `set` is valid for writes; sigemptyset initialises it and sigaddset adds valid
+    // signal numbers, so assume_init reads an initialised set.
+    let set = unsafe {
+        libc::sigemptyset(set.as_mut_ptr());
+        for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            if !ignored(sig) {
+                libc::sigaddset(set.as_mut_ptr(), sig);
+            }
+        }
+        set.assume_init()
+    };
+    // SAFETY: `set` is an initialised signal set; the old mask is not asked for (null).
+    let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    if rc != 0 {
+        return Err(std::io::Error::from_raw_os_error(rc));
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let raised = Arc::clone(&stop);
+    let wait = move || {
+        let mut sig = 0;
+        // SAFETY: `set` is initialised and its signals are blocked in this thread (the mask
+        // it inherited); `sig` is valid for writes.
+        while unsafe { libc::sigwait(&set, &mut sig) } != 0 {}
+        sig
+    };
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            wait();
+            raised.store(true, Ordering::SeqCst);
+            std::process::exit(128 + wait());
+        })?;
+    Ok(stop)
 }

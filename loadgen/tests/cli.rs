@@ -1363,6 +1363,66 @@ fn a_sink_reports_a_resumed_run_as_continued_with_only_its_new_kernel_drops() {
     assert!(!second.contains("n/m"), "{second}");
 }
 
+/// SIGTERM (or SIGINT, SIGHUP) ends a sink as the end of `--duration` does: the run it holds is
+/// reported, its socket file removed, and it exits 0 (it was killed, leaving both behind).
+#[test]
+fn a_signal_ends_a_sink_with_its_reports_and_without_its_socket_file() {
+    use event_datagram::Format;
+    use loadgen::payload::{Template, EVENT};
+    use std::os::unix::net::UnixDatagram;
+
+    let dir = scratch("sink-signal");
+    let path = dir.join("sink.sock");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args(["sink", "--listen", &format!("unix:{}", path.display())])
+        .args(["--idle", "60s"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("loadgen sink starts");
+    let (stdout, stderr) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+    // Killed when dropped, should the test fail.
+    let mut sink = SinkProcess {
+        child,
+        spec: String::new(),
+        stdout: lines_of(stdout),
+        stderr: lines_of(stderr),
+    };
+    let said = sink.said("the sink says where it listens");
+    assert!(said.contains("listening on unix:"), "{said}");
+    let template = Template::new(Format::Line, 200).unwrap();
+    let mut buf = vec![0u8; 256];
+    let n = Format::Line
+        .encode(EVENT, &template.params(1, 0, 0, 0), &mut buf)
+        .unwrap();
+    UnixDatagram::unbound()
+        .unwrap()
+        .send_to(&buf[..n], &path)
+        .unwrap();
+    // Read before the signal (the report comes only with it: --idle is a minute away). The
+    // sink reads as datagrams come; a second is for a slow machine.
+    std::thread::sleep(Duration::from_secs(1));
+    let pid = sink.child.id() as libc::pid_t;
+    // SAFETY: a signal to our own child, not yet reaped.
+    let rc = unsafe { libc::kill(pid, libc::SIGTERM) };
+    assert_eq!(rc, 0);
+    let report = sink.report("the run's report");
+    assert!(report.starts_with("run 00000001 "), "{report}");
+    assert_eq!(field(&report, "received"), 1, "{report}");
+    let until = Instant::now() + DEADLINE;
+    let status = loop {
+        if let Some(status) = sink.ended() {
+            break status;
+        }
+        assert!(Instant::now() < until, "no exit within {DEADLINE:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(status.code(), Some(0));
+    assert!(!path.exists(), "the socket file is removed");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// `loadgen sink --listen unix:PATH` binds only where nothing of value is: a file that is not a
 /// socket and a socket someone listens on are refused and left alone; a stale socket file
 /// (nobody listens) is replaced, and removed at exit.
