@@ -49,11 +49,12 @@
 //! |        |                         | an event too large for a datagram in every subscriber's   |
 //! |        |                         | format (too large in some only: raised, and counted       |
 //! |        |                         | `failed_oversize` for those subscribers)                  |
-//! | 400    | `Bad parameter value`   | bad socket spec; unknown event on `event_subscribe`;      |
+//! | 400    | `Bad parameter value`   | on `event_subscribe`: bad socket spec, unknown event;     |
 //! |        |                         | an invalid name `publish_on_demand` would publish         |
 //! | 403    | `Destination not allowed` | the socket is outside `mi.allow_targets`               |
 //! | 404    | `Event not published`   | `raise_event` / `subscribers_list` of an unknown event   |
-//! | 404    | `Subscriber does not exist` | `subscribers_list` of an unknown socket              |
+//! | 404    | `Subscriber does not exist` | `subscribers_list` of a socket not subscribed, or    |
+//! |        |                         | not a socket spec                                         |
 //! | 500    | `Cannot Raise Event`    | the dispatcher's queue is full (policy `drop`; `block`:   |
 //! |        |                         | still full after 1 s) or it stopped                      |
 //! | 503    | `Too many subscribers`  | `mi.max_subscribers_per_event` / `mi.max_subscribers`     |
