@@ -1006,10 +1006,23 @@ fn next_line(lines: &Receiver<String>, child: &mut Child, what: &str) -> String 
 }
 
 impl SinkProcess {
+    /// A sink on an ephemeral UDP port for 30 s, reporting runs idle for 300 ms.
     fn start() -> SinkProcess {
+        Self::spawn(&[
+            "--listen",
+            "udp:127.0.0.1:0",
+            "--duration",
+            "30s",
+            "--idle",
+            "300ms",
+        ])
+    }
+
+    /// `loadgen sink ARGS`, once it says where it listens.
+    fn spawn(args: &[&str]) -> SinkProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_loadgen"))
-            .args(["sink", "--listen", "udp:127.0.0.1:0", "--duration", "30s"])
-            .args(["--idle", "300ms"])
+            .arg("sink")
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -1023,9 +1036,8 @@ impl SinkProcess {
             stdout,
             stderr,
         };
-        // It says when it listens.
         let said = sink.said("the sink says where it listens");
-        assert!(said.contains("listening on udp:"), "{said}");
+        assert!(said.contains("listening on "), "{said}");
         sink.spec = said.trim().rsplit(' ').next().unwrap().to_owned();
         sink
     }
@@ -1373,24 +1385,9 @@ fn a_signal_ends_a_sink_with_its_reports_and_without_its_socket_file() {
 
     let dir = scratch("sink-signal");
     let path = dir.join("sink.sock");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_loadgen"))
-        .args(["sink", "--listen", &format!("unix:{}", path.display())])
-        .args(["--idle", "60s"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("loadgen sink starts");
-    let (stdout, stderr) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
-    // Killed when dropped, should the test fail.
-    let mut sink = SinkProcess {
-        child,
-        spec: String::new(),
-        stdout: lines_of(stdout),
-        stderr: lines_of(stderr),
-    };
-    let said = sink.said("the sink says where it listens");
-    assert!(said.contains("listening on unix:"), "{said}");
+    let spec = format!("unix:{}", path.display());
+    let mut sink = SinkProcess::spawn(&["--listen", &spec, "--idle", "60s"]);
+    assert_eq!(sink.spec, spec);
     let template = Template::new(Format::Line, 200).unwrap();
     let mut buf = vec![0u8; 256];
     let n = Format::Line
