@@ -1398,7 +1398,16 @@ fn machine_info() -> String {
         "# event-datagram: comparison benchmark\n\n- machine: {} CPUs (nproc), kernel {}, {cpu}\n\
          - command: `cargo bench --bench compare -- {}`\n- `line` datagrams ({SIZE} B per-datagram cases; 64, 512, 1400 B GSO cases) to 127.0.0.1 / \
          UNIX sockets in a temp dir; receivers drain with `recvmmsg` on the last CPU, senders \
-         (our producer and reactor threads, the send_to loop, dgbench's sender) run on the other CPUs\n\
+         (our producer and reactor threads, the send_to loop, dgbench's sender) run on the other CPUs \
+         (dgbench pins its sender to CPU 0 and its receiver to CPU 1: the same on 2 CPUs)\n\
+         - receivers: ours and the send_to loop's are this bench's (`recvmmsg` until empty, then \
+         `poll`), counting what arrives in the window; dgbench's runs are received by its own \
+         (`epoll_wait`, then up to 16 `recvmmsg`), whose count also holds what it drains after its \
+         sender stops, over its sending time (a full queue's worth where its sender outruns it: \
+         a little in C's favour)\n\
+         - \"ours best\": the better median of our two backends (`uring`, `syscall`), both shipped; \
+         `auto`, the default, runs `uring` where io_uring is allowed (the uring / syscall columns \
+         give the default's share)\n\
          - load average before the runs: {}\n",
         ncpus(),
         kernel.trim(),
