@@ -1688,7 +1688,11 @@ fn a_lifetime_longer_than_the_clock_counts_does_not_stop_the_reactor() {
         }
         // The target's queue full: intake pauses and the reactor sleeps (each look at the
         // stats wakes it, and it sleeps again), so the next events stay in the channel.
-        let held = || d.stats().target(&slow.target).is_some_and(|c| c.pending > 0);
+        let held = || {
+            d.stats()
+                .target(&slow.target)
+                .is_some_and(|c| c.pending > 0)
+        };
         assert!(wait_until(LIMIT, held), "{backend:?}: nothing held");
         for i in n..n + 8 {
             d.raise(e, seq(i)).unwrap();
@@ -1703,7 +1707,11 @@ fn a_lifetime_longer_than_the_clock_counts_does_not_stop_the_reactor() {
         slow.pause(false);
         assert!(slow.wait_for(n as usize, LIMIT), "{backend:?}");
         let stats = d.shutdown();
-        assert_eq!(stats.target(&slow.target).unwrap().sent, n as u64, "{backend:?}");
+        assert_eq!(
+            stats.target(&slow.target).unwrap().sent,
+            n as u64,
+            "{backend:?}"
+        );
     }
 }
 
