@@ -106,7 +106,14 @@ pub fn run_phase(plan: &Plan, size: usize, transport: Transport) -> anyhow::Resu
     let quiesce_ns = QUIESCE_NS + coalesce_ns;
     let leftover = quiesce(&d, targets.len() as u64, quiesce_ns);
     let before = d.stats();
-    // What is left of the warm-up goes out in the window: what of it arrives is not lost.
+    // What is left of the warm-up goes out in the window (each target's share: the events
+    // still in the channel, and its own queue): what of that arrives is not lost. Only then,
+    // and no more than that: warm-up datagrams still on their way when the window begins were
+    // sent before it, and must not make up for the window's losses.
+    let leftover_of = |t: &Target| {
+        let queued = before.target(t).map_or(0, |c| c.pending);
+        (leftover > 0).then_some(before.events.pending + queued)
+    };
     let warmup_before: Vec<(u64, u64)> = sinks.iter().map(|s| received(s, run_id)).collect();
     let drops_before: Vec<u64> = sinks
         .iter()
@@ -120,10 +127,10 @@ pub fn run_phase(plan: &Plan, size: usize, transport: Transport) -> anyhow::Resu
 
     let counters: Vec<TargetCounters> = targets.iter().map(|t| delta(&after, &before, t)).collect();
     let expected: u64 = counters.iter().map(|c| c.sent).sum();
-    let runs = [
-        (measured, 0),
-        (run_id, warmup_before.iter().map(|w| w.0).sum()),
-    ];
+    let mut runs = vec![(measured, 0)];
+    if leftover > 0 {
+        runs.push((run_id, warmup_before.iter().map(|w| w.0).sum()));
+    }
     drain(&sinks, &runs, expected, plan.drain_timeout.0);
     let outcomes: Vec<TargetOutcome> = targets
         .into_iter()
@@ -143,19 +150,21 @@ pub fn run_phase(plan: &Plan, size: usize, transport: Transport) -> anyhow::Resu
         .collect();
     let (mut malformed, mut refused) = (0, 0);
     let mut outcomes = outcomes;
-    for ((o, sink), before) in outcomes.iter_mut().zip(sinks).zip(warmup_before) {
+    for ((o, sink), then) in outcomes.iter_mut().zip(sinks).zip(warmup_before) {
         let mut book = sink.stop();
         malformed += book.malformed;
         refused += book.runs_refused;
         o.recorder = Some(book.runs.remove(&measured).unwrap_or_default());
-        let warmup = book
-            .runs
-            .get(&run_id)
-            .map_or((0, 0), |r| (r.received, r.datagrams));
-        o.warmup_received = (
-            warmup.0.saturating_sub(before.0),
-            warmup.1.saturating_sub(before.1),
-        );
+        if let Some(most) = leftover_of(&o.target) {
+            let warmup = book
+                .runs
+                .get(&run_id)
+                .map_or((0, 0), |r| (r.received, r.datagrams));
+            o.warmup_received = (
+                warmup.0.saturating_sub(then.0).min(most),
+                warmup.1.saturating_sub(then.1).min(most),
+            );
+        }
     }
     let shape = RunShape {
         size,

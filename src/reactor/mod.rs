@@ -506,9 +506,8 @@ impl<B: SendBackend> Reactor<B> {
 
     /// When the first target whose subscriptions all end will have expired, if one will: a
     /// paused intake opens then (see [`intake_open`](Self::intake_open)), and the target is
-    /// let go. `None` too for a
-    /// lifetime longer than an `Instant` can count (`Expiry::from_secs(u64::MAX)`): as good as
-    /// never.
+    /// let go. `None` too for a lifetime longer than an `Instant` can count
+    /// (`Expiry::from_secs(u64::MAX)`): as good as never.
     fn next_expiry(&self) -> Option<Instant> {
         let first = self.first_expiry?;
         let now = self.shared.registry.clock().now();
