@@ -210,8 +210,9 @@ const RETRY_QUEUE_BYTES: Bounds = Bounds::at_least("dispatcher.retry_queue_bytes
 const MAX_SUBSCRIBERS_PER_EVENT: Bounds = Bounds::at_least("mi.max_subscribers_per_event", 1);
 const MAX_SUBSCRIBERS: Bounds = Bounds::at_least("mi.max_subscribers", 1);
 const MAX_EVENTS: Bounds = Bounds::at_least("mi.max_events", 1);
-/// Up to 16 MiB: each listener holds a buffer this large, and no datagram is larger (UDP's are
-/// under 64 KiB; UNIX ones are bounded by the sender's `SO_SNDBUF`, 208 KiB by default).
+/// Up to 16 MiB: each listener holds a buffer this large, and requests are far smaller (a UDP
+/// datagram is under 64 KiB; a UNIX one is bounded by the sender's `SO_SNDBUF`, 208 KiB by
+/// default).
 const MAX_REQUEST_BYTES: Bounds = Bounds::range("mi.max_request_bytes", 512, 16 << 20);
 
 /// Defines the `deserialize_with` function of each bounded key.

@@ -253,9 +253,9 @@ impl Room {
         tx.try_send(msg).inspect_err(|_| self.release(bytes))
     }
 
-    /// Sends `msg` once the channel was found full: waits while it stays full, until
-    /// `deadline` if there is one; gives it back if the channel is closed, or still full at
-    /// the deadline.
+    /// Sends `msg` once the channel was found full: waits while it stays full (calling
+    /// `still_full` at each look that finds it so), until `deadline` if there is one; gives it
+    /// back if the channel is closed, or still full at the deadline.
     // The event comes back whole, as with crossbeam's `TrySendError<T>`.
     #[allow(clippy::result_large_err)]
     #[cold]
@@ -265,6 +265,7 @@ impl Room {
         tx: &Sender<Raised>,
         mut msg: Raised,
         deadline: Option<Instant>,
+        still_full: impl Fn(),
     ) -> Result<(), TrySendError<Raised>> {
         let mut guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
         self.waiting.fetch_add(1, Ordering::SeqCst);
@@ -279,6 +280,7 @@ impl Room {
                     break Err(TrySendError::Disconnected(m))
                 }
                 Err(TrySendError::Full(m)) => {
+                    still_full();
                     let wait = match deadline.map(|d| d.saturating_duration_since(Instant::now())) {
                         Some(Duration::ZERO) => break Err(TrySendError::Full(m)),
                         Some(left) => left.min(ROOM_WAIT),
@@ -444,10 +446,12 @@ impl Publisher {
     ) -> Result<Option<u64>, TrySendError<Raised>> {
         self.shared.end_nap();
         match self.shared.policy {
+            // Each look that finds it still full ends a nap too: the reactor may have begun one
+            // after the first look (a producer that had claimed room was yet to write).
             QueuePolicy::Block => self
                 .shared
                 .room
-                .wait_and_send(&self.tx, msg, deadline)
+                .wait_and_send(&self.tx, msg, deadline, || self.shared.end_nap())
                 .map(|()| None),
             QueuePolicy::Drop => Err(TrySendError::Full(msg)),
         }
@@ -503,7 +507,7 @@ mod tests {
         let event = registry.publish("E_X").unwrap();
         let params = Params::new().str("v", &"x".repeat(2_000)).unwrap();
         let deadline = Instant::now() + Duration::from_secs(5);
-        let sent = room.wait_and_send(&tx, Raised { event, params }, Some(deadline));
+        let sent = room.wait_and_send(&tx, Raised { event, params }, Some(deadline), || {});
         assert!(matches!(sent, Err(TrySendError::Disconnected(_))));
     }
 }

@@ -110,11 +110,24 @@ pub fn run_phase(plan: &Plan, size: usize, transport: Transport) -> anyhow::Resu
     // still in the channel, and its own queue): what of that arrives is not lost. Only then,
     // and no more than that: warm-up datagrams still on their way when the window begins were
     // sent before it, and must not make up for the window's losses.
-    let leftover_of = |t: &Target| {
-        let queued = before.target(t).map_or(0, |c| c.pending);
-        (leftover > 0).then_some(before.events.pending + queued)
-    };
+    let left_for: Vec<Option<u64>> = targets
+        .iter()
+        .map(|t| {
+            let queued = before.target(t).map_or(0, |c| c.pending);
+            (leftover > 0).then_some(before.events.pending + queued)
+        })
+        .collect();
     let warmup_before: Vec<(u64, u64)> = sinks.iter().map(|s| received(s, run_id)).collect();
+    // Of the warm-up's events and datagrams sink `i` has received by `now`, those of the window.
+    let warmup_in_window = |i: usize, now: (u64, u64)| -> (u64, u64) {
+        match (left_for.get(i).copied().flatten(), warmup_before.get(i)) {
+            (Some(most), Some(then)) => (
+                now.0.saturating_sub(then.0).min(most),
+                now.1.saturating_sub(then.1).min(most),
+            ),
+            _ => (0, 0),
+        }
+    };
     let drops_before: Vec<u64> = sinks
         .iter()
         .map(|s| s.kernel_drops().unwrap_or(0))
@@ -127,11 +140,14 @@ pub fn run_phase(plan: &Plan, size: usize, transport: Transport) -> anyhow::Resu
 
     let counters: Vec<TargetCounters> = targets.iter().map(|t| delta(&after, &before, t)).collect();
     let expected: u64 = counters.iter().map(|c| c.sent).sum();
-    let mut runs = vec![(measured, 0)];
-    if leftover > 0 {
-        runs.push((run_id, warmup_before.iter().map(|w| w.0).sum()));
-    }
-    drain(&sinks, &runs, expected, plan.drain_timeout.0);
+    // What the window sent: its own events, and the warm-up's leftovers.
+    let got = || -> u64 {
+        let of = |(i, s): (usize, &Sink)| {
+            received(s, measured).0 + warmup_in_window(i, received(s, run_id)).0
+        };
+        sinks.iter().enumerate().map(of).sum()
+    };
+    drain(got, expected, plan.drain_timeout.0);
     let outcomes: Vec<TargetOutcome> = targets
         .into_iter()
         .zip(counters)
@@ -150,21 +166,14 @@ pub fn run_phase(plan: &Plan, size: usize, transport: Transport) -> anyhow::Resu
         .collect();
     let (mut malformed, mut refused) = (0, 0);
     let mut outcomes = outcomes;
-    for ((o, sink), then) in outcomes.iter_mut().zip(sinks).zip(warmup_before) {
+    for (i, (o, sink)) in outcomes.iter_mut().zip(sinks).enumerate() {
         let mut book = sink.stop();
         malformed += book.malformed;
         refused += book.runs_refused;
         o.recorder = Some(book.runs.remove(&measured).unwrap_or_default());
-        if let Some(most) = leftover_of(&o.target) {
-            let warmup = book
-                .runs
-                .get(&run_id)
-                .map_or((0, 0), |r| (r.received, r.datagrams));
-            o.warmup_received = (
-                warmup.0.saturating_sub(then.0).min(most),
-                warmup.1.saturating_sub(then.1).min(most),
-            );
-        }
+        let warmup = book.runs.get(&run_id);
+        o.warmup_received =
+            warmup_in_window(i, warmup.map_or((0, 0), |r| (r.received, r.datagrams)));
     }
     let shape = RunShape {
         size,
@@ -225,20 +234,13 @@ fn quiesce(d: &Dispatcher, targets: u64, bound_ns: u64) -> u64 {
     }
 }
 
-/// Lets the sinks read what is still in flight: until they have `expected` events of `runs`
-/// (each run's events beyond its count given), or nothing arrived for 300 ms, or `timeout_ns`
-/// passed.
-fn drain(sinks: &[Sink], runs: &[(u32, u64)], expected: u64, timeout_ns: u64) {
+/// Lets the sinks read what is still in flight: until `got` says they have `expected` events,
+/// or nothing arrived for 300 ms, or `timeout_ns` passed.
+fn drain(got: impl Fn() -> u64, expected: u64, timeout_ns: u64) {
     let start = mono_ns();
     let (mut last, mut last_change) = (u64::MAX, start);
     loop {
-        let got: u64 = runs
-            .iter()
-            .map(|&(run, before)| {
-                let now: u64 = sinks.iter().map(|s| received(s, run).0).sum();
-                now.saturating_sub(before)
-            })
-            .sum();
+        let got = got();
         let now = mono_ns();
         if got >= expected || now - start > timeout_ns || now - last_change > 300_000_000 {
             return;

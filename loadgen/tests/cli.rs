@@ -787,8 +787,13 @@ fn a_report_to_a_fifo_reaches_its_reader() {
     }
     if !reader.is_finished() {
         // loadgen never opened it: opening it here lets the reader's open return, with
-        // nothing to read, for the test to fail instead of hanging.
-        let _ = std::fs::OpenOptions::new().write(true).open(&fifo);
+        // nothing to read, for the test to fail instead of hanging (non-blocking: should the
+        // reader be gone meanwhile, this open fails instead of waiting for one).
+        use std::os::unix::fs::OpenOptionsExt;
+        let _ = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&fifo);
     }
     let report = reader.join().expect("the reader");
     assert!(report.contains("\"schema\""), "{report}");

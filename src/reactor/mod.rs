@@ -317,6 +317,9 @@ pub(crate) struct Reactor<B: SendBackend> {
     /// The earliest of the snapshot's `targets_expire`: when a target's subscriptions have all
     /// ended, if one's will.
     first_expiry: Option<Duration>,
+    /// [`first_expiry`](Self::first_expiry) as an instant of ours, read off the registry's
+    /// clock once per snapshot, not at every turn (see [`next_expiry`](Self::next_expiry)).
+    expiry_deadline: Option<Instant>,
     slots: Vec<Option<Slot>>,
     free_slots: Vec<u32>,
     by_target: HashMap<Target, u32>,
@@ -383,6 +386,7 @@ impl<B: SendBackend> Reactor<B> {
             pool: Pool::new(config.buffer_pool_bytes, 4 * config.batch),
             snapshot: Arc::default(),
             first_expiry: None,
+            expiry_deadline: None,
             slots: Vec::new(),
             free_slots: Vec::new(),
             by_target: HashMap::new(),
@@ -428,9 +432,11 @@ impl<B: SendBackend> Reactor<B> {
     pub fn run(mut self) -> Stats {
         loop {
             self.take_control();
-            if self.expiry_passed() {
+            if self.expiry_deadline.is_some_and(|d| Instant::now() >= d) {
                 // Taken right below, as any change: targets no one subscribes to are let go.
                 self.shared.registry.purge_expired();
+                // By the registry's clock again: one of the caller's need not move with ours.
+                self.expiry_deadline = self.next_expiry();
             }
             // A subscription change is taken here too, not only with the next event read: while
             // intake is paused none is, and a new target with room (or the end of a stalled
@@ -496,12 +502,6 @@ impl<B: SendBackend> Reactor<B> {
         let now = self.shared.registry.clock().now();
         let expired = |e: &Option<Duration>| e.is_some_and(|at| now > at);
         self.snapshot.targets_expire.iter().any(expired)
-    }
-
-    /// Whether a target's subscriptions have all ended since the snapshot was taken.
-    fn expiry_passed(&self) -> bool {
-        self.first_expiry
-            .is_some_and(|at| self.shared.registry.clock().now() > at)
     }
 
     /// When the first target whose subscriptions all end will have expired, if one will: a
@@ -751,7 +751,12 @@ impl<B: SendBackend> Reactor<B> {
             self.shutdown_deadline,
             self.next_seal(),
             self.next_trim,
-            self.next_expiry(),
+            // Paused, by the clock as it is now: an expiry opens intake again.
+            if intake {
+                self.expiry_deadline
+            } else {
+                self.next_expiry()
+            },
             // An event raised as the nap begins must be taken within its delay.
             nap.map(|(_, delay)| now + delay),
         ]
@@ -847,6 +852,7 @@ impl<B: SendBackend> Reactor<B> {
     /// Starts using a new snapshot: opens sockets for new targets, retires unused ones.
     fn apply_snapshot(&mut self, snapshot: Arc<Snapshot>) {
         self.first_expiry = snapshot.targets_expire.iter().flatten().min().copied();
+        self.expiry_deadline = self.next_expiry();
         for slot in self.slots.iter_mut().flatten() {
             slot.referenced = false;
         }
