@@ -93,7 +93,8 @@ pub struct DispatcherConfig {
     #[serde(deserialize_with = "read_retry_queue")]
     pub retry_queue: usize,
     /// Bytes of datagrams each target may hold while its receiver is slow (plus one round's
-    /// worth); more are dropped, counted. Whichever of the two bounds comes first applies.
+    /// worth), counted in the buffers they hold (512 B, 2, 8 or 64 KiB each); more are
+    /// dropped, counted. Whichever of the two bounds comes first applies.
     #[serde(deserialize_with = "read_retry_queue_bytes")]
     pub retry_queue_bytes: usize,
     /// Format of subscriptions that do not choose one.

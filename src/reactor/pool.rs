@@ -23,13 +23,22 @@ const CLASSES: [usize; 4] = [512, 2048, 8192, crate::MAX_DATAGRAM];
 /// each new peak of one more.
 const MIN_GROWTH: usize = 4;
 
-/// A buffer's index in the pool. Not `Clone`: each handle is one reference.
+/// A buffer's index in the pool, and its size class. Not `Clone`: each handle is one
+/// reference.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) struct BufRef(u32);
+pub(crate) struct BufRef {
+    index: u32,
+    class: u8,
+}
 
 impl BufRef {
     pub fn index(&self) -> u32 {
-        self.0
+        self.index
+    }
+
+    /// Bytes of the buffer: what holding it keeps from the heap, however little it holds.
+    pub fn capacity(&self) -> usize {
+        CLASSES[usize::from(self.class)]
     }
 }
 
@@ -86,7 +95,10 @@ impl Pool {
         let i = self.free[class].pop().expect("the class has a free buffer");
         self.unused[class] = self.unused[class].min(self.free[class].len());
         self.slots[i as usize].refs = 1;
-        BufRef(i)
+        BufRef {
+            index: i,
+            class: class as u8,
+        }
     }
 
     /// Adds up to `n` free buffers of `class`, within `keep_bytes`; returns how many.
@@ -122,16 +134,16 @@ impl Pool {
 
     /// One more reference to the same buffer.
     pub fn retain(&mut self, buf: &BufRef) -> BufRef {
-        self.slots[buf.0 as usize].refs += 1;
-        BufRef(buf.0)
+        self.slots[buf.index as usize].refs += 1;
+        BufRef { ..*buf }
     }
 
     /// Gives up one reference.
     pub fn release(&mut self, buf: BufRef) {
-        let slot = &mut self.slots[buf.0 as usize];
+        let slot = &mut self.slots[buf.index as usize];
         slot.refs -= 1;
         if slot.refs == 0 {
-            self.free[slot.class as usize].push(buf.0);
+            self.free[slot.class as usize].push(buf.index);
         }
     }
 
@@ -161,19 +173,19 @@ impl Pool {
     }
 
     pub fn bytes_mut(&mut self, buf: &BufRef) -> &mut [u8] {
-        &mut self.slots[buf.0 as usize].data
+        &mut self.slots[buf.index as usize].data
     }
 
     /// Gives up the reference of a handle that is being dropped in place (by `VecDeque::retain`,
     /// which cannot hand it over by value).
     pub fn release_in_place(&mut self, buf: &BufRef) {
-        self.release(BufRef(buf.0));
+        self.release(BufRef { ..*buf });
     }
 
     /// Copies `len` bytes of `src` from `from` into `dst` at `at` (coalescing events into one
     /// datagram, or splitting a GSO run).
     pub fn copy(&mut self, dst: &BufRef, at: usize, src: &BufRef, from: usize, len: usize) {
-        let (d, s) = (dst.0 as usize, src.0 as usize);
+        let (d, s) = (dst.index as usize, src.index as usize);
         assert_ne!(d, s, "a buffer is not appended to itself");
         let (dst, src) = if d < s {
             let (lo, hi) = self.slots.split_at_mut(s);
@@ -188,7 +200,7 @@ impl Pool {
     /// `buf`, or a copy of its first `len` bytes in a buffer of the smallest class that holds
     /// them when that is a smaller class than `buf`'s (which goes back to the pool).
     pub fn fit(&mut self, buf: BufRef, len: usize) -> BufRef {
-        if class_for(len) >= usize::from(self.slots[buf.0 as usize].class) {
+        if class_for(len) >= usize::from(buf.class) {
             return buf;
         }
         let fitted = self.alloc(len);
