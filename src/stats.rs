@@ -46,7 +46,8 @@ pub struct TargetCounters {
     pub bytes: u64,
     /// Dropped because the target's retry queue was full (receiver slower than the sender).
     pub dropped_retry_overflow: u64,
-    /// Dropped at shutdown: still queued when the shutdown deadline passed.
+    /// Dropped at shutdown: still queued when the shutdown deadline passed; or still queued for
+    /// a target whose subscriptions ended that long before (`shutdown_timeout_ms`).
     pub dropped_shutdown: u64,
     /// Failed: no receiver (`ENOENT`, `ECONNREFUSED`, not connected).
     pub failed_unreachable: u64,

@@ -1750,6 +1750,39 @@ fn a_target_is_let_go_when_its_subscriptions_end() {
     }
 }
 
+/// A target whose receiver takes nothing, its subscription ended, gets as long as a shutdown
+/// waits (`shutdown_timeout_ms`) to send what it holds; then that is dropped, counted, and the
+/// target let go (it kept its socket and buffers until the dispatcher shut down).
+#[test]
+fn a_stalled_target_whose_subscription_ended_is_let_go_after_the_shutdown_timeout() {
+    for backend in backends() {
+        let dir = TempDir::new("retire");
+        let cfg = DispatcherConfig {
+            shutdown_timeout_ms: 300,
+            ..config(backend)
+        };
+        let (d, e, slow) = stalled(&dir, cfg, "E_RETIRE");
+        let n = unix_qlen() as i64 + 50;
+        for i in 0..n {
+            d.raise(e, seq(i)).unwrap();
+        }
+        let held = || {
+            d.stats()
+                .target(&slow.target)
+                .is_some_and(|c| c.pending > 0)
+        };
+        assert!(wait_until(LIMIT, held), "{backend:?}: nothing held");
+        d.unsubscribe(e, &slow.target).unwrap();
+        let gone = || d.stats().target(&slow.target).is_none();
+        assert!(wait_until(LIMIT, gone), "{backend:?}: still held");
+        let stats = d.shutdown();
+        let t = stats.totals;
+        assert!(t.dropped_shutdown > 0, "{backend:?}: {t:?}");
+        assert_eq!(t.sent + t.dropped_shutdown, n as u64, "{backend:?}: {t:?}");
+        assert!(stats.is_balanced(), "{backend:?}: {stats:?}");
+    }
+}
+
 /// Unsubscribing ends exactly the named target's subscription: the event's others, to the
 /// same transport too, keep theirs; a target never subscribed is an error and ends nothing.
 #[test]

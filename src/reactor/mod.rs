@@ -229,6 +229,9 @@ struct Slot {
     active: bool,
     /// Referenced by the current snapshot.
     referenced: bool,
+    /// Unreferenced: when it closes, whatever it still holds then dropped (counted), so that a
+    /// receiver that stalled takes no memory and socket for ever once its subscriptions end.
+    retire_by: Option<Instant>,
     /// Send runs of equal-size datagrams with UDP GSO.
     gso: bool,
     /// Send each round as one chain that stops at the first failure, so a retried datagram is
@@ -691,6 +694,14 @@ impl<B: SendBackend> Reactor<B> {
         self.next_retry = self.next_reconnect();
     }
 
+    /// When the first slot waiting to retire must close, if one waits.
+    fn next_retire(&self) -> Option<Instant> {
+        self.retiring
+            .iter()
+            .filter_map(|&i| self.slots[i as usize].as_ref()?.retire_by)
+            .min()
+    }
+
     fn next_reconnect(&self) -> Option<Instant> {
         self.slots
             .iter()
@@ -749,6 +760,7 @@ impl<B: SendBackend> Reactor<B> {
         let deadline = [
             self.next_retry,
             self.shutdown_deadline,
+            self.next_retire(),
             self.next_seal(),
             self.next_trim,
             // Paused, by the clock as it is now: an expiry opens intake again.
@@ -901,6 +913,7 @@ impl<B: SendBackend> Reactor<B> {
             blocked: false,
             active: false,
             referenced: true,
+            retire_by: None,
             gso: self.gso && udp,
             linked: !udp,
             open: None,
@@ -914,8 +927,17 @@ impl<B: SendBackend> Reactor<B> {
         index
     }
 
-    /// Closes the slots that no subscription uses, now or once they have sent what they hold.
+    /// Closes the slots that no subscription uses, now or once they have sent what they hold;
+    /// at the latest after as long as a shutdown waits for slow receivers.
     fn retire_unreferenced(&mut self) {
+        let by = Instant::now().checked_add(self.config.shutdown_timeout());
+        for slot in self.slots.iter_mut().flatten() {
+            if slot.referenced {
+                slot.retire_by = None;
+            } else if slot.retire_by.is_none() {
+                slot.retire_by = by;
+            }
+        }
         self.retiring = (0..self.slots.len() as u32)
             .filter(|&i| {
                 self.slots[i as usize]
@@ -926,10 +948,17 @@ impl<B: SendBackend> Reactor<B> {
         self.retire_emptied();
     }
 
-    /// Closes the slots waiting to retire that have nothing left to send.
+    /// Closes the slots waiting to retire that have nothing left to send, or whose time to
+    /// send it is up (what they hold is then dropped, counted).
     fn retire_emptied(&mut self) {
+        let now = Instant::now();
         let mut retiring = std::mem::take(&mut self.retiring);
         retiring.retain(|&i| {
+            if let Some(slot) = self.slots[i as usize].as_mut() {
+                if slot.retire_by.is_some_and(|by| now >= by) {
+                    slot.counters.dropped_shutdown += slot.empty(&mut self.pool);
+                }
+            }
             let done = self.slots[i as usize]
                 .as_ref()
                 .is_some_and(|s| s.queue.is_empty() && s.open.is_none());

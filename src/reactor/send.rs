@@ -262,6 +262,7 @@ mod tests {
             blocked: false,
             active: false,
             referenced: true,
+            retire_by: None,
             gso: false,
             open: None,
             linked: false,
