@@ -229,8 +229,9 @@ struct Slot {
     active: bool,
     /// Referenced by the current snapshot.
     referenced: bool,
-    /// Unreferenced: when it closes, whatever it still holds then dropped (counted), so that a
-    /// receiver that stalled takes no memory and socket for ever once its subscriptions end.
+    /// Unreferenced: when it closes at the latest, dropping (counted) what it still holds then,
+    /// so that a receiver that stalled keeps no memory and socket for ever once its
+    /// subscriptions end.
     retire_by: Option<Instant>,
     /// Send runs of equal-size datagrams with UDP GSO.
     gso: bool,
