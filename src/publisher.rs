@@ -444,16 +444,18 @@ impl Publisher {
         msg: Raised,
         deadline: Option<Instant>,
     ) -> Result<Option<u64>, TrySendError<Raised>> {
-        self.shared.end_nap();
         match self.shared.policy {
-            // Each look that finds it still full ends a nap too: the reactor may have begun one
-            // after the first look (a producer that had claimed room was yet to write).
+            // Each look that finds it still full ends a nap: the reactor may begin one after
+            // the first (a producer that had claimed room was yet to write).
             QueuePolicy::Block => self
                 .shared
                 .room
                 .wait_and_send(&self.tx, msg, deadline, || self.shared.end_nap())
                 .map(|()| None),
-            QueuePolicy::Drop => Err(TrySendError::Full(msg)),
+            QueuePolicy::Drop => {
+                self.shared.end_nap();
+                Err(TrySendError::Full(msg))
+            }
         }
     }
 }

@@ -634,12 +634,36 @@ fn stalled(
     cfg: DispatcherConfig,
     name: &str,
 ) -> (Dispatcher, event_datagram::EventId, Receiver) {
+    stalled_for(dir, cfg, name, Expiry::Never)
+}
+
+/// [`stalled`], subscribed for `lifetime`.
+fn stalled_for(
+    dir: &TempDir,
+    cfg: DispatcherConfig,
+    name: &str,
+    lifetime: Expiry,
+) -> (Dispatcher, event_datagram::EventId, Receiver) {
     let slow = Receiver::unix(&dir.join("slow"));
     slow.pause(true);
     let d = Dispatcher::start(cfg).unwrap();
     let e = d.publish(name).unwrap();
-    d.subscribe(e, slow.target.clone(), Expiry::Never).unwrap();
+    d.subscribe(e, slow.target.clone(), lifetime).unwrap();
     (d, e, slow)
+}
+
+/// Raises `seq(0..n)` as `e` until the stalled receiver's target holds some of them (its
+/// receiver's queue full behind them).
+fn raise_until_held(d: &Dispatcher, e: EventId, slow: &Receiver, n: i64) {
+    for i in 0..n {
+        d.raise(e, seq(i)).unwrap();
+    }
+    let held = || {
+        d.stats()
+            .target(&slow.target)
+            .is_some_and(|c| c.pending > 0)
+    };
+    assert!(wait_until(LIMIT, held), "nothing held");
 }
 
 /// The reactor takes at most this many bytes of events in one batch beyond a full target's
@@ -1678,28 +1702,16 @@ fn datagrams_held_for_a_unix_receiver_that_goes_away_are_counted_unreachable() {
 fn a_lifetime_longer_than_the_clock_counts_does_not_stop_the_reactor() {
     for backend in backends() {
         let dir = TempDir::new("forever");
-        let slow = Receiver::unix(&dir.join("slow"));
-        slow.pause(true);
-        let d = Dispatcher::start(DispatcherConfig {
+        let cfg = DispatcherConfig {
             retry_queue: 16,
             ..config(backend)
-        })
-        .unwrap();
-        let e = d.publish("E_FOREVER").unwrap();
+        };
         let forever = Expiry::After(Duration::from_secs(u64::MAX));
-        d.subscribe(e, slow.target.clone(), forever).unwrap();
-        let n = unix_qlen() as i64 + 64;
-        for i in 0..n {
-            d.raise(e, seq(i)).unwrap();
-        }
+        let (d, e, slow) = stalled_for(&dir, cfg, "E_FOREVER", forever);
         // The target's queue full: intake pauses and the reactor sleeps (each look at the
         // stats wakes it, and it sleeps again), so the next events stay in the channel.
-        let held = || {
-            d.stats()
-                .target(&slow.target)
-                .is_some_and(|c| c.pending > 0)
-        };
-        assert!(wait_until(LIMIT, held), "{backend:?}: nothing held");
+        let n = unix_qlen() as i64 + 64;
+        raise_until_held(&d, e, &slow, n);
         for i in n..n + 8 {
             d.raise(e, seq(i)).unwrap();
         }
@@ -1763,15 +1775,7 @@ fn a_stalled_target_whose_subscription_ended_is_let_go_after_the_shutdown_timeou
         };
         let (d, e, slow) = stalled(&dir, cfg, "E_RETIRE");
         let n = unix_qlen() as i64 + 50;
-        for i in 0..n {
-            d.raise(e, seq(i)).unwrap();
-        }
-        let held = || {
-            d.stats()
-                .target(&slow.target)
-                .is_some_and(|c| c.pending > 0)
-        };
-        assert!(wait_until(LIMIT, held), "{backend:?}: nothing held");
+        raise_until_held(&d, e, &slow, n);
         d.unsubscribe(e, &slow.target).unwrap();
         let gone = || d.stats().target(&slow.target).is_none();
         assert!(wait_until(LIMIT, gone), "{backend:?}: still held");
